@@ -1,0 +1,123 @@
+//! Envoy's Aggregated Discovery Service, State-of-the-World and Delta, for any resource generator.
+//!
+//! The server knows nothing of Istio or Kubernetes. It asks a [`Generator`] for the resources a proxy
+//! should have, diffs them against what that proxy already holds (by resource version), and sends the
+//! difference in istiod's order (CDS, EDS, LDS, RDS, SDS). Pushes are announced on a `watch` channel, so
+//! a newer [`Push`] always supersedes one a connection has not processed yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+pub use meshd_proto::pb::envoy::config::core::v3::Node;
+pub use meshd_proto::pb::google::protobuf::Any;
+
+/// One resource, encoded once and shared by every proxy that is sent it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    /// Content hash of `body`: equal versions mean equal bytes.
+    pub version: String,
+    pub body: Any,
+}
+
+/// What a stream's first request and its transport say about the peer.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    pub remote_addr: Option<SocketAddr>,
+    /// The stream arrived on the TLS port.
+    pub secure: bool,
+    /// gRPC metadata of the stream (e.g. `authorization`).
+    pub metadata: tonic::metadata::MetadataMap,
+}
+
+/// Builds resources for proxies. Implemented by the control plane; pure with respect to the server.
+pub trait Generator: Send + Sync + 'static {
+    /// Whatever the generator needs to remember about an admitted proxy.
+    type Proxy: Send + Sync + 'static;
+
+    /// Admits a stream; `Err` refuses it with that status.
+    fn connect(&self, node: &Node, conn: &ConnectionInfo) -> Result<Self::Proxy, tonic::Status>;
+
+    /// The resources of `type_url` this proxy should hold now. For named types the server passes the
+    /// subscribed names and sends only those; generators may return more.
+    fn generate(
+        &self,
+        proxy: &Self::Proxy,
+        type_url: &str,
+        names: Option<&BTreeSet<String>>,
+    ) -> Vec<Arc<Resource>>;
+
+    /// The stream ended.
+    fn disconnect(&self, _proxy: &Self::Proxy) {}
+}
+
+/// An announcement that resources may have changed.
+#[derive(Clone, Debug)]
+pub struct Push {
+    /// Strictly increasing; 0 means "sources not synced yet": streams are refused with `Unavailable`.
+    pub epoch: u64,
+    /// For each type URL, the epoch at which its resources last changed. A connection that has
+    /// processed epoch `e` regenerates only the types whose entry is greater than `e`.
+    pub changed_at: BTreeMap<String, u64>,
+    /// When the change that caused this push was first seen (for convergence-time metrics).
+    pub triggered_at: Instant,
+}
+
+/// Per-type sync state, as `proxy-status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    Synced,
+    Stale,
+    Nacked,
+    NotSent,
+}
+
+/// The last NACK a proxy sent for a type.
+#[derive(Clone, Debug)]
+pub struct Nack {
+    pub version: String,
+    pub nonce: String,
+    pub message: String,
+}
+
+/// What a proxy holds, and what it said about it, for one type.
+#[derive(Clone, Debug, Default)]
+pub struct TypeStatus {
+    pub sent_version: String,
+    pub sent_nonce: String,
+    pub acked_version: String,
+    pub acked_nonce: String,
+    pub nack: Option<Nack>,
+    /// `None`: wildcard subscription.
+    pub subscribed: Option<BTreeSet<String>>,
+    /// What the proxy holds now (last sent, by name).
+    pub resources: BTreeMap<String, Arc<Resource>>,
+    pub last_sent: Option<SystemTime>,
+}
+
+impl TypeStatus {
+    pub fn state(&self) -> SyncState {
+        if self.sent_nonce.is_empty() {
+            SyncState::NotSent
+        } else if self.nack.as_ref().is_some_and(|n| n.nonce == self.sent_nonce) {
+            SyncState::Nacked
+        } else if self.acked_nonce == self.sent_nonce {
+            SyncState::Synced
+        } else {
+            SyncState::Stale
+        }
+    }
+}
+
+/// One connected proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyStatus {
+    pub connection_id: String,
+    pub node: Node,
+    pub remote_addr: Option<SocketAddr>,
+    pub delta: bool,
+    pub connected_at: SystemTime,
+    pub types: BTreeMap<String, TypeStatus>,
+}
