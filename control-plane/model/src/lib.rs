@@ -1,1 +1,18 @@
+//! meshd's domain: the Kubernetes and Istio objects it reads, their validation, and the immutable
+//! [`Snapshot`] every later stage works from. No I/O, no async, no clients: sources hand objects in,
+//! translation reads snapshots out.
 
+pub mod input;
+pub mod mesh_config;
+pub mod object;
+pub mod protocol;
+pub mod proxy;
+pub mod registry;
+pub mod snapshot;
+
+pub use mesh_config::{MeshConfig, OutboundPolicy};
+pub use object::{Kind, Object, ObjectKey, ParseError};
+pub use protocol::Protocol;
+pub use proxy::{NodeType, Proxy};
+pub use registry::{Endpoint, Resolution, ServiceModel, ServicePort};
+pub use snapshot::{Finding, Severity, Snapshot};

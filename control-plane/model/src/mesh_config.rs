@@ -1,0 +1,64 @@
+//! MeshConfig: the mesh-wide settings Istio keeps under the `mesh` key of ConfigMap `istio`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundPolicy {
+    #[default]
+    AllowAny,
+    RegistryOnly,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundTrafficPolicy {
+    #[serde(default)]
+    pub mode: OutboundPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MeshConfig {
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+    pub root_namespace: String,
+    pub trust_domain: String,
+    pub enable_auto_mtls: bool,
+    /// Istio's `connectTimeout` for clusters, e.g. `10s`.
+    pub connect_timeout: String,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            outbound_traffic_policy: OutboundTrafficPolicy::default(),
+            root_namespace: "istio-system".to_string(),
+            trust_domain: "cluster.local".to_string(),
+            enable_auto_mtls: true,
+            connect_timeout: "10s".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("mesh config: {0}")]
+pub struct InvalidMeshConfig(pub String);
+
+impl MeshConfig {
+    /// Parses MeshConfig from a JSON value (YAML decoded by the caller). Unknown fields are ignored,
+    /// since MeshConfig carries many settings meshd has no use for.
+    pub fn from_value(value: serde_json::Value) -> Result<MeshConfig, InvalidMeshConfig> {
+        if value.is_null() {
+            return Ok(MeshConfig::default());
+        }
+        let config: MeshConfig = serde_path_to_error::deserialize(value)
+            .map_err(|e| InvalidMeshConfig(format!("field `{}`: {}", e.path(), e.inner())))?;
+        config.duration_secs().map_err(InvalidMeshConfig)?;
+        Ok(config)
+    }
+
+    /// `connectTimeout` as seconds and nanos.
+    pub fn duration_secs(&self) -> Result<(i64, i32), String> {
+        crate::registry::parse_duration(&self.connect_timeout)
+            .map_err(|e| format!("field `connectTimeout`: {e}"))
+    }
+}

@@ -1,0 +1,453 @@
+//! Typed objects and their identity. Parsing turns one document (already decoded from YAML or JSON)
+//! into an [`Object`], or a [`ParseError`] naming the object and the field that is wrong.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::input::ObjectMeta;
+use crate::input::istio::{ServiceEntry, WorkloadEntry};
+use crate::input::kube::{ConfigMap, EndpointSlice, Endpoints, Namespace, Pod, Service};
+
+/// Every kind meshd reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    Namespace,
+    Service,
+    Endpoints,
+    EndpointSlice,
+    Pod,
+    ConfigMap,
+    ServiceEntry,
+    WorkloadEntry,
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    Sidecar,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 15] = [
+        Kind::Namespace,
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::EndpointSlice,
+        Kind::Pod,
+        Kind::ConfigMap,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::Gateway,
+        Kind::Sidecar,
+        Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
+        Kind::RequestAuthentication,
+    ];
+
+    /// API group, as in `apiVersion: <group>/<version>`; empty for the core group.
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::Namespace | Kind::Service | Kind::Endpoints | Kind::Pod | Kind::ConfigMap => "",
+            Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::ServiceEntry
+            | Kind::WorkloadEntry
+            | Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::Gateway
+            | Kind::Sidecar => "networking.istio.io",
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
+                "security.istio.io"
+            }
+        }
+    }
+
+    /// Versions served for the kind; a document in any other version is refused.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self.group() {
+            "" | "discovery.k8s.io" => &["v1"],
+            "networking.istio.io" => &["v1", "v1beta1", "v1alpha3"],
+            _ => &["v1", "v1beta1"],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::Gateway => "Gateway",
+            Kind::Sidecar => "Sidecar",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
+        }
+    }
+
+    /// Lower-case plural, as in API paths (`/apis/networking.istio.io/v1/namespaces/ns/virtualservices/x`).
+    pub fn plural(self) -> String {
+        match self {
+            Kind::Endpoints => "endpoints".to_string(),
+            Kind::Gateway => "gateways".to_string(),
+            Kind::AuthorizationPolicy => "authorizationpolicies".to_string(),
+            other => format!("{}s", other.name().to_ascii_lowercase()),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Istio's config path, used in `filter_metadata.istio.config`.
+    pub fn config_path(&self) -> String {
+        let version = self.kind.versions()[0];
+        let group = self.kind.group();
+        let api = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        format!(
+            "{api}/namespaces/{}/{}/{}",
+            self.namespace,
+            self.kind.plural(),
+            self.name
+        )
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A kind meshd keeps but does not type yet: its spec as written.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RawObject {
+    pub metadata: ObjectMeta,
+    pub spec: serde_json::Value,
+}
+
+/// One parsed object. Cheap to clone: the payload is shared.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Object {
+    Namespace(Arc<Namespace>),
+    Service(Arc<Service>),
+    Endpoints(Arc<Endpoints>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Pod(Arc<Pod>),
+    ConfigMap(Arc<ConfigMap>),
+    ServiceEntry(Arc<ServiceEntry>),
+    WorkloadEntry(Arc<WorkloadEntry>),
+    Raw(Kind, Arc<RawObject>),
+}
+
+/// Why a document was not accepted. Always names what it could of the object, and the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("document has no `kind`")]
+    MissingKind,
+    #[error("{kind} {name}: unsupported apiVersion {api_version:?} (served: {served})")]
+    UnsupportedVersion {
+        kind: String,
+        name: String,
+        api_version: String,
+        served: String,
+    },
+    #[error("{key}: field `{field}`: {message}")]
+    InvalidField {
+        key: ObjectKey,
+        field: String,
+        message: String,
+    },
+    #[error("{kind}: metadata.name is missing")]
+    MissingName { kind: Kind },
+}
+
+impl ParseError {
+    /// Kinds meshd does not read at all are skipped quietly, as istiod ignores what it does not watch.
+    pub fn unknown_kind(value: &serde_json::Value) -> bool {
+        value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| Kind::from_name(k).is_none())
+    }
+}
+
+impl Object {
+    /// Parses one document. `Ok(None)` for kinds meshd does not read (e.g. a Deployment).
+    pub fn parse(value: serde_json::Value) -> Result<Option<Object>, ParseError> {
+        let kind_name = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .ok_or(ParseError::MissingKind)?;
+        let Some(kind) = Kind::from_name(kind_name) else {
+            return Ok(None);
+        };
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() {
+            return Err(ParseError::MissingName { kind });
+        }
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        if group != kind.group() || !kind.versions().contains(&version) {
+            let served = kind
+                .versions()
+                .iter()
+                .map(|v| {
+                    if kind.group().is_empty() {
+                        v.to_string()
+                    } else {
+                        format!("{}/{v}", kind.group())
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ParseError::UnsupportedVersion {
+                kind: kind.name().to_string(),
+                name,
+                api_version: api_version.to_string(),
+                served,
+            });
+        }
+        let namespace = if kind.namespaced() {
+            value
+                .pointer("/metadata/namespace")
+                .and_then(|n| n.as_str())
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
+        let key = ObjectKey::new(kind, namespace.clone(), name);
+        let object = match kind {
+            Kind::Namespace => Object::Namespace(typed(&key, value)?),
+            Kind::Service => Object::Service(typed(&key, value)?),
+            Kind::Endpoints => Object::Endpoints(typed(&key, value)?),
+            Kind::EndpointSlice => Object::EndpointSlice(typed(&key, value)?),
+            Kind::Pod => Object::Pod(typed(&key, value)?),
+            Kind::ConfigMap => Object::ConfigMap(typed(&key, value)?),
+            Kind::ServiceEntry => Object::ServiceEntry(typed(&key, value)?),
+            Kind::WorkloadEntry => Object::WorkloadEntry(typed(&key, value)?),
+            _ => {
+                let metadata: ObjectMeta = typed_field(&key, "metadata", value.get("metadata"))?;
+                let spec = value
+                    .get("spec")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
+                Object::Raw(kind, Arc::new(RawObject { metadata, spec }))
+            }
+        };
+        Ok(Some(object.with_namespace(&namespace)))
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Service(_) => Kind::Service,
+            Object::Endpoints(_) => Kind::Endpoints,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Pod(_) => Kind::Pod,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::ServiceEntry(_) => Kind::ServiceEntry,
+            Object::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Object::Raw(kind, _) => *kind,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::ServiceEntry(o) => &o.metadata,
+            Object::WorkloadEntry(o) => &o.metadata,
+            Object::Raw(_, o) => &o.metadata,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.metadata();
+        ObjectKey::new(
+            self.kind(),
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone(),
+        )
+    }
+
+    /// Objects without `metadata.namespace` live in `default`, as `kubectl apply` would put them.
+    fn with_namespace(mut self, namespace: &str) -> Object {
+        fn set(meta: &mut ObjectMeta, ns: &str) {
+            if !ns.is_empty() {
+                meta.namespace = Some(ns.to_string());
+            }
+        }
+        match &mut self {
+            Object::Namespace(_) => {}
+            Object::Service(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::Endpoints(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::EndpointSlice(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::Pod(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::ConfigMap(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::ServiceEntry(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::WorkloadEntry(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::Raw(_, o) => set(&mut Arc::make_mut(o).metadata, namespace),
+        }
+        self
+    }
+}
+
+fn typed<T: DeserializeOwned>(
+    key: &ObjectKey,
+    value: serde_json::Value,
+) -> Result<Arc<T>, ParseError> {
+    serde_path_to_error::deserialize(value)
+        .map(Arc::new)
+        .map_err(|e| ParseError::InvalidField {
+            key: key.clone(),
+            field: e.path().to_string(),
+            message: e.inner().to_string(),
+        })
+}
+
+fn typed_field<T: DeserializeOwned + Default>(
+    key: &ObjectKey,
+    field: &str,
+    value: Option<&serde_json::Value>,
+) -> Result<T, ParseError> {
+    match value {
+        None => Ok(T::default()),
+        Some(v) => {
+            serde_path_to_error::deserialize(v.clone()).map_err(|e| ParseError::InvalidField {
+                key: key.clone(),
+                field: format!("{field}.{}", e.path()),
+                message: e.inner().to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn service_without_namespace_lands_in_default() {
+        let obj = Object::parse(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "reviews"},
+            "spec": {"ports": [{"port": 9080, "name": "http"}]}
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            obj.key(),
+            ObjectKey::new(Kind::Service, "default", "reviews")
+        );
+    }
+
+    #[test]
+    fn wrong_field_type_names_object_and_field() {
+        let err = Object::parse(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "reviews", "namespace": "bookinfo"},
+            "spec": {"ports": [{"port": "not-a-number"}]}
+        }))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("Service bookinfo/reviews"), "{text}");
+        assert!(text.contains("spec.ports[0].port"), "{text}");
+    }
+
+    #[test]
+    fn unknown_kinds_are_skipped_not_errors() {
+        let parsed = Object::parse(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
+        );
+        assert_eq!(parsed, Ok(None));
+    }
+
+    #[test]
+    fn every_served_istio_version_is_accepted() {
+        for v in ["v1", "v1beta1", "v1alpha3"] {
+            let parsed = Object::parse(json!({
+                "apiVersion": format!("networking.istio.io/{v}"), "kind": "ServiceEntry",
+                "metadata": {"name": "ext"}, "spec": {"hosts": ["example.com"]}
+            }));
+            assert!(
+                matches!(parsed, Ok(Some(Object::ServiceEntry(_)))),
+                "{v}: {parsed:?}"
+            );
+        }
+        let bad = Object::parse(json!({
+            "apiVersion": "networking.istio.io/v2", "kind": "ServiceEntry", "metadata": {"name": "ext"}
+        }));
+        assert!(matches!(bad, Err(ParseError::UnsupportedVersion { .. })));
+    }
+
+    #[test]
+    fn config_path_follows_istio() {
+        let key = ObjectKey::new(Kind::VirtualService, "default", "reviews");
+        assert_eq!(
+            key.config_path(),
+            "/apis/networking.istio.io/v1/namespaces/default/virtualservices/reviews"
+        );
+    }
+}

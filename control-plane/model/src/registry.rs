@@ -1,0 +1,617 @@
+//! The service registry: Kubernetes Services and ServiceEntries as one list of [`ServiceModel`]s,
+//! each with the endpoints behind its ports.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::input::istio::{ServiceEntry, WorkloadEntrySpec};
+use crate::input::kube::{IntOrString, Pod, Service};
+use crate::input::labels_match;
+use crate::object::{Kind, Object, ObjectKey};
+use crate::protocol::Protocol;
+use crate::snapshot::{Finding, Severity};
+
+/// How a cluster finds its endpoints, from ServiceEntry `resolution` (Kubernetes Services are EDS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Resolution {
+    /// EDS: meshd sends the endpoints.
+    ClientSideLb,
+    /// NONE: connect to the original destination.
+    Passthrough,
+    /// DNS: STRICT_DNS over the endpoint addresses (or the host itself).
+    DnsLb,
+    /// DNS_ROUND_ROBIN: LOGICAL_DNS.
+    DnsRoundRobin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum TargetPort {
+    Number(u32),
+    Name(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u32,
+    pub protocol: Protocol,
+    pub target_port: Option<TargetPort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceModel {
+    /// FQDN: `name.ns.svc.cluster.local` or the ServiceEntry host.
+    pub hostname: String,
+    pub namespace: String,
+    /// Kubernetes name (or the ServiceEntry host).
+    pub name: String,
+    pub source: ObjectKey,
+    /// Virtual IPs: ClusterIP, or ServiceEntry `addresses`.
+    pub addresses: Vec<String>,
+    pub ports: Vec<ServicePort>,
+    pub resolution: Resolution,
+    pub mesh_external: bool,
+    /// Workload labels this service selects (Kubernetes selector or ServiceEntry workloadSelector).
+    pub selector: Option<BTreeMap<String, String>>,
+}
+
+impl ServiceModel {
+    pub fn port(&self, number: u32) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+
+    /// A Kubernetes Service (not a ServiceEntry).
+    pub fn is_kubernetes(&self) -> bool {
+        self.source.kind == Kind::Service
+    }
+}
+
+/// One address:port behind a service port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub address: String,
+    pub port: u32,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: Option<String>,
+    /// `name` of the Pod (or WorkloadEntry) behind it, in `namespace`.
+    pub workload: Option<String>,
+    pub namespace: String,
+    pub locality: Option<String>,
+    pub weight: u32,
+}
+
+/// What the registry knows of a Pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodInfo {
+    pub name: String,
+    pub namespace: String,
+    pub ip: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+}
+
+impl PodInfo {
+    fn from_pod(pod: &Pod) -> PodInfo {
+        PodInfo {
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            ip: pod.status.pod_ip.clone().filter(|ip| !ip.is_empty()),
+            labels: pod.metadata.labels.clone(),
+            service_account: pod
+                .spec
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
+        }
+    }
+}
+
+/// Services, their endpoints and the pods they run on, derived from a set of objects.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Registry {
+    /// By hostname; one service per hostname (conflicts are findings).
+    pub services: BTreeMap<String, Arc<ServiceModel>>,
+    /// By `(hostname, service port)`.
+    #[serde(skip)]
+    pub endpoints: HashMap<(String, u32), Arc<Vec<Endpoint>>>,
+    pub pods: BTreeMap<(String, String), Arc<PodInfo>>,
+    #[serde(skip)]
+    pub pods_by_ip: HashMap<String, Arc<PodInfo>>,
+}
+
+pub fn cluster_domain_host(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}.svc.cluster.local")
+}
+
+impl Registry {
+    pub fn build(objects: &BTreeMap<ObjectKey, Object>, findings: &mut Vec<Finding>) -> Registry {
+        let mut reg = Registry::default();
+        for obj in objects.values() {
+            if let Object::Pod(pod) = obj {
+                let info = Arc::new(PodInfo::from_pod(pod));
+                if let Some(ip) = &info.ip {
+                    reg.pods_by_ip.insert(ip.clone(), info.clone());
+                }
+                reg.pods
+                    .insert((info.namespace.clone(), info.name.clone()), info);
+            }
+        }
+        // Kubernetes Services first: their hostnames are authoritative.
+        for obj in objects.values() {
+            if let Object::Service(svc) = obj {
+                reg.add_kubernetes_service(svc, objects, findings);
+            }
+        }
+        for obj in objects.values() {
+            if let Object::ServiceEntry(se) = obj {
+                reg.add_service_entry(se, objects, findings);
+            }
+        }
+        reg
+    }
+
+    pub fn endpoints(&self, hostname: &str, port: u32) -> &[Endpoint] {
+        self.endpoints
+            .get(&(hostname.to_string(), port))
+            .map(|e| e.as_slice())
+            .unwrap_or(&[])
+    }
+
+    fn insert_service(&mut self, svc: ServiceModel, findings: &mut Vec<Finding>) -> bool {
+        if let Some(existing) = self.services.get(&svc.hostname) {
+            findings.push(Finding::new(
+                Severity::Warning,
+                "IST0109",
+                &svc.source,
+                "spec.hosts",
+                format!(
+                    "host {} is already defined by {}; this definition is ignored",
+                    svc.hostname, existing.source
+                ),
+            ));
+            return false;
+        }
+        self.services.insert(svc.hostname.clone(), Arc::new(svc));
+        true
+    }
+
+    fn add_kubernetes_service(
+        &mut self,
+        svc: &Service,
+        objects: &BTreeMap<ObjectKey, Object>,
+        findings: &mut Vec<Finding>,
+    ) {
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let key = ObjectKey::new(Kind::Service, ns.clone(), svc.metadata.name.clone());
+        if svc.spec.type_.as_deref() == Some("ExternalName") {
+            return;
+        }
+        let mut ports = Vec::new();
+        for (i, p) in svc.spec.ports.iter().enumerate() {
+            if p.protocol
+                .as_deref()
+                .is_some_and(|proto| !proto.eq_ignore_ascii_case("tcp"))
+            {
+                continue; // UDP/SCTP ports are not proxied.
+            }
+            if p.port == 0 || p.port > 65535 {
+                findings.push(Finding::new(
+                    Severity::Error,
+                    "IST0106",
+                    &key,
+                    &format!("spec.ports[{i}].port"),
+                    format!("port {} is out of range", p.port),
+                ));
+                continue;
+            }
+            ports.push(ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: p.port,
+                protocol: Protocol::detect(p.app_protocol.as_deref(), p.name.as_deref()),
+                target_port: p.target_port.as_ref().map(|t| match t {
+                    IntOrString::Int(n) => TargetPort::Number(*n),
+                    IntOrString::String(s) => s
+                        .parse()
+                        .map(TargetPort::Number)
+                        .unwrap_or_else(|_| TargetPort::Name(s.clone())),
+                }),
+            });
+        }
+        let headless = svc.spec.cluster_ip.as_deref() == Some("None");
+        let addresses: Vec<String> = svc
+            .spec
+            .cluster_ip
+            .iter()
+            .filter(|ip| ip.parse::<IpAddr>().is_ok())
+            .cloned()
+            .collect();
+        let model = ServiceModel {
+            hostname: cluster_domain_host(&svc.metadata.name, &ns),
+            namespace: ns.clone(),
+            name: svc.metadata.name.clone(),
+            source: key,
+            addresses,
+            ports,
+            resolution: if headless {
+                Resolution::Passthrough
+            } else {
+                Resolution::ClientSideLb
+            },
+            mesh_external: false,
+            selector: svc.spec.selector.clone(),
+        };
+        let endpoints = self.kubernetes_endpoints(&model, objects);
+        let hostname = model.hostname.clone();
+        if self.insert_service(model, findings) {
+            for (port, eps) in endpoints {
+                self.endpoints
+                    .insert((hostname.clone(), port), Arc::new(eps));
+            }
+        }
+    }
+
+    /// EndpointSlices if there are any for the service, else Endpoints, else — for file-based meshes
+    /// with no endpoints controller — the Pods the selector matches, as that controller would list them.
+    fn kubernetes_endpoints(
+        &self,
+        svc: &ServiceModel,
+        objects: &BTreeMap<ObjectKey, Object>,
+    ) -> HashMap<u32, Vec<Endpoint>> {
+        let mut out: HashMap<u32, Vec<Endpoint>> = HashMap::new();
+        let slices: Vec<_> = objects
+            .range(ObjectKey::new(Kind::EndpointSlice, svc.namespace.clone(), String::new())..)
+            .take_while(|(k, _)| k.kind == Kind::EndpointSlice && k.namespace == svc.namespace)
+            .filter_map(|(_, o)| match o {
+                Object::EndpointSlice(s)
+                    if s.metadata.labels.get("kubernetes.io/service-name") == Some(&svc.name) =>
+                {
+                    Some(s.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if !slices.is_empty() {
+            for slice in slices {
+                if !slice.address_type.is_empty() && slice.address_type != "IPv4" {
+                    continue;
+                }
+                for sp in &svc.ports {
+                    let Some(ep_port) = match_endpoint_port(sp, &slice.ports) else {
+                        continue;
+                    };
+                    for ep in &slice.endpoints {
+                        if ep.conditions.ready == Some(false) {
+                            continue;
+                        }
+                        for addr in &ep.addresses {
+                            let pod = self.pod_for(addr, ep.target_ref.as_ref(), &svc.namespace);
+                            out.entry(sp.port).or_default().push(self.endpoint(
+                                addr,
+                                ep_port,
+                                pod,
+                                &svc.namespace,
+                            ));
+                        }
+                    }
+                }
+            }
+            return sort_endpoints(out);
+        }
+        let key = ObjectKey::new(Kind::Endpoints, svc.namespace.clone(), svc.name.clone());
+        if let Some(Object::Endpoints(eps)) = objects.get(&key) {
+            for subset in &eps.subsets {
+                for sp in &svc.ports {
+                    let Some(ep_port) = match_endpoint_port(sp, &subset.ports) else {
+                        continue;
+                    };
+                    for addr in &subset.addresses {
+                        let pod = self.pod_for(&addr.ip, addr.target_ref.as_ref(), &svc.namespace);
+                        out.entry(sp.port).or_default().push(self.endpoint(
+                            &addr.ip,
+                            ep_port,
+                            pod,
+                            &svc.namespace,
+                        ));
+                    }
+                }
+            }
+            return sort_endpoints(out);
+        }
+        let Some(selector) = svc.selector.as_ref().filter(|s| !s.is_empty()) else {
+            return out;
+        };
+        for ((ns, _), pod) in &self.pods {
+            if ns != &svc.namespace || !labels_match(selector, &pod.labels) {
+                continue;
+            }
+            let Some(ip) = &pod.ip else { continue };
+            let Some(Object::Pod(raw)) =
+                objects.get(&ObjectKey::new(Kind::Pod, ns.clone(), pod.name.clone()))
+            else {
+                continue;
+            };
+            for sp in &svc.ports {
+                let Some(port) = resolve_target_port(sp, raw) else {
+                    continue;
+                };
+                out.entry(sp.port).or_default().push(self.endpoint(
+                    ip,
+                    port,
+                    Some(pod.clone()),
+                    &svc.namespace,
+                ));
+            }
+        }
+        sort_endpoints(out)
+    }
+
+    fn pod_for(
+        &self,
+        ip: &str,
+        target: Option<&crate::input::kube::ObjectReference>,
+        ns: &str,
+    ) -> Option<Arc<PodInfo>> {
+        if let Some(t) = target.filter(|t| t.kind == "Pod") {
+            let pod_ns = t.namespace.clone().unwrap_or_else(|| ns.to_string());
+            if let Some(p) = self.pods.get(&(pod_ns, t.name.clone())) {
+                return Some(p.clone());
+            }
+        }
+        self.pods_by_ip.get(ip).cloned()
+    }
+
+    fn endpoint(&self, address: &str, port: u32, pod: Option<Arc<PodInfo>>, ns: &str) -> Endpoint {
+        Endpoint {
+            address: address.to_string(),
+            port,
+            labels: pod.as_ref().map(|p| p.labels.clone()).unwrap_or_default(),
+            service_account: pod.as_ref().map(|p| p.service_account.clone()),
+            workload: pod.as_ref().map(|p| p.name.clone()),
+            namespace: pod
+                .as_ref()
+                .map(|p| p.namespace.clone())
+                .unwrap_or_else(|| ns.to_string()),
+            locality: None,
+            weight: 1,
+        }
+    }
+
+    fn add_service_entry(
+        &mut self,
+        se: &ServiceEntry,
+        objects: &BTreeMap<ObjectKey, Object>,
+        findings: &mut Vec<Finding>,
+    ) {
+        let ns = se.metadata.namespace.clone().unwrap_or_default();
+        let key = ObjectKey::new(Kind::ServiceEntry, ns.clone(), se.metadata.name.clone());
+        let spec = &se.spec;
+        let resolution = match spec.resolution.as_deref().unwrap_or("NONE") {
+            "NONE" => Resolution::Passthrough,
+            "STATIC" => Resolution::ClientSideLb,
+            "DNS" => Resolution::DnsLb,
+            "DNS_ROUND_ROBIN" => Resolution::DnsRoundRobin,
+            other => {
+                findings.push(Finding::new(
+                    Severity::Error,
+                    "IST0106",
+                    &key,
+                    "spec.resolution",
+                    format!("unknown resolution {other:?}"),
+                ));
+                return;
+            }
+        };
+        let ports: Vec<ServicePort> = spec
+            .ports
+            .iter()
+            .map(|p| ServicePort {
+                name: p.name.clone(),
+                port: p.number,
+                protocol: p
+                    .protocol
+                    .as_deref()
+                    .and_then(Protocol::parse)
+                    .unwrap_or_else(|| Protocol::detect(None, Some(&p.name))),
+                target_port: p.target_port.map(TargetPort::Number),
+            })
+            .collect();
+        let mesh_external = spec.location.as_deref() != Some("MESH_INTERNAL");
+        // Workloads: inline endpoints, or WorkloadEntries/Pods the selector picks in this namespace.
+        let mut workloads: Vec<(WorkloadEntrySpec, Option<String>)> =
+            spec.endpoints.iter().map(|e| (e.clone(), None)).collect();
+        if let Some(sel) = &spec.workload_selector {
+            for obj in objects.values() {
+                match obj {
+                    Object::WorkloadEntry(we)
+                        if we.metadata.namespace.as_deref() == Some(&ns)
+                            && labels_match(&sel.labels, &we.spec.labels) =>
+                    {
+                        workloads.push((we.spec.clone(), Some(we.metadata.name.clone())));
+                    }
+                    Object::Pod(pod)
+                        if pod.metadata.namespace.as_deref() == Some(&ns)
+                            && labels_match(&sel.labels, &pod.metadata.labels) =>
+                    {
+                        if let Some(ip) = pod.status.pod_ip.clone() {
+                            workloads.push((
+                                WorkloadEntrySpec {
+                                    address: ip,
+                                    labels: pod.metadata.labels.clone(),
+                                    service_account: pod.spec.service_account_name.clone(),
+                                    ..Default::default()
+                                },
+                                Some(pod.metadata.name.clone()),
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (i, w) in spec.endpoints.iter().enumerate() {
+            if w.address.is_empty() {
+                findings.push(Finding::new(
+                    Severity::Error,
+                    "IST0106",
+                    &key,
+                    &format!("spec.endpoints[{i}].address"),
+                    "address is empty".to_string(),
+                ));
+                return;
+            }
+            if resolution == Resolution::ClientSideLb
+                && w.address.parse::<IpAddr>().is_err()
+                && !w.address.starts_with("unix://")
+            {
+                findings.push(Finding::new(
+                    Severity::Error,
+                    "IST0106",
+                    &key,
+                    &format!("spec.endpoints[{i}].address"),
+                    format!(
+                        "{:?} is not an IP address, which resolution STATIC requires",
+                        w.address
+                    ),
+                ));
+                return;
+            }
+        }
+        for (i, host) in spec.hosts.iter().enumerate() {
+            if host.is_empty() || host.contains('/') {
+                findings.push(Finding::new(
+                    Severity::Error,
+                    "IST0106",
+                    &key,
+                    &format!("spec.hosts[{i}]"),
+                    format!("invalid host {host:?}"),
+                ));
+                continue;
+            }
+            let model = ServiceModel {
+                hostname: host.clone(),
+                namespace: ns.clone(),
+                name: host.clone(),
+                source: key.clone(),
+                addresses: spec
+                    .addresses
+                    .iter()
+                    .map(|a| a.trim_end_matches("/32").to_string())
+                    .collect(),
+                ports: ports.clone(),
+                resolution,
+                mesh_external,
+                selector: spec.workload_selector.as_ref().map(|s| s.labels.clone()),
+            };
+            let mut eps: HashMap<u32, Vec<Endpoint>> = HashMap::new();
+            for sp in &ports {
+                for (w, workload) in &workloads {
+                    let port = w.ports.get(&sp.name).copied().or(match sp.target_port {
+                        Some(TargetPort::Number(n)) => Some(n),
+                        _ => None,
+                    });
+                    eps.entry(sp.port).or_default().push(Endpoint {
+                        address: w.address.clone(),
+                        port: port.unwrap_or(sp.port),
+                        labels: w.labels.clone(),
+                        service_account: w.service_account.clone(),
+                        workload: workload.clone(),
+                        namespace: ns.clone(),
+                        locality: w.locality.clone(),
+                        weight: w.weight.unwrap_or(1).max(1),
+                    });
+                }
+            }
+            let hostname = model.hostname.clone();
+            if self.insert_service(model, findings) {
+                for (port, list) in sort_endpoints(eps) {
+                    self.endpoints
+                        .insert((hostname.clone(), port), Arc::new(list));
+                }
+            }
+        }
+    }
+}
+
+fn match_endpoint_port(
+    sp: &ServicePort,
+    ports: &[crate::input::kube::EndpointPort],
+) -> Option<u32> {
+    ports
+        .iter()
+        .find(|p| p.name.as_deref().unwrap_or_default() == sp.name)
+        .or_else(|| (ports.len() == 1).then(|| &ports[0]))
+        .map(|p| p.port)
+}
+
+fn resolve_target_port(sp: &ServicePort, pod: &Pod) -> Option<u32> {
+    match &sp.target_port {
+        None => Some(sp.port),
+        Some(TargetPort::Number(n)) => Some(*n),
+        Some(TargetPort::Name(name)) => pod
+            .spec
+            .containers
+            .iter()
+            .flat_map(|c| &c.ports)
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.container_port),
+    }
+}
+
+fn sort_endpoints(mut map: HashMap<u32, Vec<Endpoint>>) -> HashMap<u32, Vec<Endpoint>> {
+    for list in map.values_mut() {
+        list.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+        list.dedup_by(|a, b| a.address == b.address && a.port == b.port);
+    }
+    map
+}
+
+/// Istio/protobuf durations: `10s`, `1.5s`, `250ms`, `1m`, `1h`. Returns (seconds, nanos).
+pub fn parse_duration(text: &str) -> Result<(i64, i32), String> {
+    let t = text.trim();
+    let (number, unit_nanos): (&str, f64) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = t.strip_suffix("ns") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e9)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60e9)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600e9)
+    } else {
+        return Err(format!(
+            "duration {text:?} has no unit (use e.g. 10s, 250ms)"
+        ));
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("invalid duration {text:?}"));
+    }
+    let total = (value * unit_nanos).round() as i128;
+    Ok((
+        (total / 1_000_000_000) as i64,
+        (total % 1_000_000_000) as i32,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_protobuf() {
+        assert_eq!(parse_duration("10s"), Ok((10, 0)));
+        assert_eq!(parse_duration("1.5s"), Ok((1, 500_000_000)));
+        assert_eq!(parse_duration("250ms"), Ok((0, 250_000_000)));
+        assert_eq!(parse_duration("2m"), Ok((120, 0)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

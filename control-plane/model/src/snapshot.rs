@@ -1,0 +1,109 @@
+//! The immutable view of the mesh every proxy's config is computed from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::mesh_config::MeshConfig;
+use crate::object::{Object, ObjectKey};
+use crate::registry::{PodInfo, Registry};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "Info",
+            Severity::Warning => "Warning",
+            Severity::Error => "Error",
+        })
+    }
+}
+
+/// A validation result about one object, with Istio's analyzer code where one exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub object: ObjectKey,
+    pub field: String,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn new(
+        severity: Severity,
+        code: &'static str,
+        object: &ObjectKey,
+        field: &str,
+        message: String,
+    ) -> Self {
+        Finding {
+            severity,
+            code,
+            object: object.clone(),
+            field: field.to_string(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}] ({}) {}: {}",
+            self.severity, self.code, self.object, self.field, self.message
+        )
+    }
+}
+
+/// Everything translation reads, frozen. Built once per (debounced) change; shared by `Arc`.
+#[derive(Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// Strictly increasing across builds of one process.
+    pub version: u64,
+    pub mesh: Arc<MeshConfig>,
+    #[serde(skip)]
+    pub objects: Arc<BTreeMap<ObjectKey, Object>>,
+    pub registry: Registry,
+    pub findings: Vec<Finding>,
+}
+
+impl Snapshot {
+    /// Validates `objects` and derives the registry. Objects with errors are reported in `findings`
+    /// and left out of what is derived; everything else is kept.
+    pub fn build(
+        version: u64,
+        objects: Arc<BTreeMap<ObjectKey, Object>>,
+        mesh: Arc<MeshConfig>,
+    ) -> Snapshot {
+        let mut findings = Vec::new();
+        let registry = Registry::build(&objects, &mut findings);
+        Snapshot {
+            version,
+            mesh,
+            objects,
+            registry,
+            findings,
+        }
+    }
+
+    /// The Pod a proxy runs in, by its IP (as istiod maps proxies to workloads).
+    pub fn pod_by_ip(&self, ip: &str) -> Option<&Arc<PodInfo>> {
+        self.registry.pods_by_ip.get(ip)
+    }
+
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Arc<PodInfo>> {
+        self.registry
+            .pods
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+}

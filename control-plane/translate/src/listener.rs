@@ -1,0 +1,279 @@
+//! Listeners: `virtualOutbound` (15001) hands captured connections to a per-port listener by their
+//! original destination; `virtualInbound` (15006) serves the workload's own ports.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshd_model::{NodeType, OutboundPolicy, Protocol, Proxy, Snapshot};
+use meshd_proto::pack;
+use meshd_proto::pb::envoy::config::core::v3::TrafficDirection;
+use meshd_proto::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
+use meshd_proto::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
+    route_match,
+};
+use meshd_proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use meshd_proto::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use meshd_proto::pb::envoy::extensions::filters::http::router::v3::Router;
+use meshd_proto::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use meshd_proto::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+
+use crate::Scope;
+use crate::cluster::inbound_ports;
+use crate::names::*;
+use crate::util::*;
+
+/// Ports the sidecar itself owns; services on them are not captured.
+const RESERVED_PORTS: [u32; 6] = [15000, 15001, 15006, 15020, 15021, 15090];
+
+/// The outbound ports with an HTTP listener, and the TCP listeners by (address, port) → cluster.
+pub(crate) struct OutboundPlan {
+    pub http_ports: BTreeSet<u32>,
+    pub tcp: BTreeMap<(String, u32), String>,
+}
+
+pub(crate) fn outbound_plan(snapshot: &Snapshot) -> OutboundPlan {
+    let mut http_ports = BTreeSet::new();
+    let mut tcp = BTreeMap::new();
+    for svc in snapshot.registry.services.values() {
+        for sp in svc
+            .ports
+            .iter()
+            .filter(|p| !RESERVED_PORTS.contains(&p.port))
+        {
+            if sp.protocol.is_http() {
+                http_ports.insert(sp.port);
+            }
+        }
+    }
+    for svc in snapshot.registry.services.values() {
+        for sp in svc
+            .ports
+            .iter()
+            .filter(|p| !RESERVED_PORTS.contains(&p.port) && !p.protocol.is_http())
+        {
+            let cluster = outbound_cluster(sp.port, "", &svc.hostname);
+            let vips: Vec<&String> = svc
+                .addresses
+                .iter()
+                .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+                .collect();
+            if vips.is_empty() {
+                // Without a VIP the port itself must identify the service; first one wins.
+                if !http_ports.contains(&sp.port) {
+                    tcp.entry(("0.0.0.0".to_string(), sp.port))
+                        .or_insert(cluster);
+                }
+            } else {
+                for vip in vips {
+                    tcp.entry((vip.clone(), sp.port))
+                        .or_insert_with(|| cluster.clone());
+                }
+            }
+        }
+    }
+    OutboundPlan { http_ports, tcp }
+}
+
+pub fn outbound_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
+    if scope.node_type != NodeType::Sidecar {
+        return Vec::new();
+    }
+    let plan = outbound_plan(snapshot);
+    let mut out = vec![virtual_outbound(snapshot)];
+    for port in &plan.http_ports {
+        let hcm = http_connection_manager(
+            format!("outbound_0.0.0.0_{port}"),
+            http_connection_manager::RouteSpecifier::Rds(Rds {
+                config_source: Some(ads()),
+                route_config_name: port.to_string(),
+            }),
+            http_filters(),
+        );
+        out.push(bound_elsewhere_listener("0.0.0.0", *port, hcm));
+    }
+    for ((address, port), cluster) in &plan.tcp {
+        let stat = format!(
+            "outbound|{port}||{}",
+            cluster.rsplit('|').next().unwrap_or_default()
+        );
+        out.push(bound_elsewhere_listener(
+            address,
+            *port,
+            tcp_proxy_filter(&stat, cluster),
+        ));
+    }
+    out
+}
+
+/// A per-destination listener that owns no socket: virtualOutbound hands connections to it.
+fn bound_elsewhere_listener(address: &str, port: u32, filter: Filter) -> Listener {
+    Listener {
+        name: format!("{address}_{port}"),
+        address: Some(socket_address(address, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![filter],
+            ..Default::default()
+        }],
+        bind_to_port: bool_value(false),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}
+
+fn virtual_outbound(snapshot: &Snapshot) -> Listener {
+    let catch_all = match snapshot.mesh.outbound_traffic_policy.mode {
+        OutboundPolicy::AllowAny => PASSTHROUGH_CLUSTER,
+        OutboundPolicy::RegistryOnly => BLACKHOLE_CLUSTER,
+    };
+    Listener {
+        name: VIRTUAL_OUTBOUND.to_string(),
+        address: Some(socket_address("0.0.0.0", OUTBOUND_PORT)),
+        use_original_dst: bool_value(true),
+        filter_chains: vec![FilterChain {
+            name: "PassthroughFilterChain".to_string(),
+            filters: vec![tcp_proxy_filter(catch_all, catch_all)],
+            ..Default::default()
+        }],
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}
+
+pub fn inbound_listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
+    if proxy.node_type != NodeType::Sidecar {
+        return Vec::new();
+    }
+    let mut chains = Vec::new();
+    for p in inbound_ports(snapshot, proxy) {
+        let cluster = inbound_cluster(p.port);
+        let filter = if p.protocol.is_http() {
+            inbound_http(p.port, &cluster, p.protocol)
+        } else {
+            tcp_proxy_filter(&cluster, &cluster)
+        };
+        chains.push(FilterChain {
+            name: cluster.clone(),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: u32_value(p.port),
+                ..Default::default()
+            }),
+            filters: vec![filter],
+            ..Default::default()
+        });
+    }
+    chains.push(FilterChain {
+        name: "InboundPassthroughFilterChain".to_string(),
+        filters: vec![tcp_proxy_filter(
+            INBOUND_PASSTHROUGH_CLUSTER,
+            INBOUND_PASSTHROUGH_CLUSTER,
+        )],
+        ..Default::default()
+    });
+    vec![Listener {
+        name: VIRTUAL_INBOUND.to_string(),
+        address: Some(socket_address("0.0.0.0", INBOUND_PORT)),
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.original_dst".to_string(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+                &OriginalDst::default(),
+            ))),
+            ..Default::default()
+        }],
+        filter_chains: chains,
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Default::default()
+    }]
+}
+
+fn inbound_http(port: u32, cluster: &str, _protocol: Protocol) -> Filter {
+    let route_config = RouteConfiguration {
+        name: cluster.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("inbound|http|{port}"),
+            domains: vec!["*".to_string()],
+            routes: vec![Route {
+                name: "default".to_string(),
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_string())),
+                    ..Default::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                        cluster.to_string(),
+                    )),
+                    timeout: Some(duration(0, 0)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        validate_clusters: bool_value(false),
+        ..Default::default()
+    };
+    http_connection_manager(
+        format!("inbound_0.0.0.0_{port}"),
+        http_connection_manager::RouteSpecifier::RouteConfig(route_config),
+        vec![http_filter(
+            "envoy.filters.http.router",
+            pack(&Router::default()),
+        )],
+    )
+}
+
+fn http_filter(name: &str, config: meshd_proto::pb::google::protobuf::Any) -> HttpFilter {
+    HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
+}
+
+/// Istio's outbound chain: fault and CORS are always present (configured per route), router last.
+fn http_filters() -> Vec<HttpFilter> {
+    vec![
+        http_filter("envoy.filters.http.fault", pack(&HttpFault::default())),
+        http_filter("envoy.filters.http.cors", pack(&Cors::default())),
+        http_filter("envoy.filters.http.router", pack(&Router::default())),
+    ]
+}
+
+fn http_connection_manager(
+    stat_prefix: String,
+    route: http_connection_manager::RouteSpecifier,
+    http_filters: Vec<HttpFilter>,
+) -> Filter {
+    let hcm = HttpConnectionManager {
+        stat_prefix,
+        route_specifier: Some(route),
+        http_filters,
+        normalize_path: bool_value(true),
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_string(),
+            ..Default::default()
+        }],
+        use_remote_address: bool_value(false),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(&hcm))),
+    }
+}
+
+fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(&tcp))),
+    }
+}

@@ -1,0 +1,151 @@
+//! Outbound route configurations, one per HTTP port (named by the port, as Istio names them), with a
+//! virtual host per service and a catch-all per outbound traffic policy.
+
+use std::collections::HashSet;
+
+use meshd_model::{NodeType, OutboundPolicy, ServiceModel, Snapshot};
+use meshd_proto::pack;
+use meshd_proto::pb::envoy::config::route::v3::{
+    RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, retry_policy,
+    route, route_action, route_match,
+};
+use meshd_proto::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+
+use crate::Scope;
+use crate::listener::outbound_plan;
+use crate::names::*;
+use crate::util::*;
+
+pub fn outbound_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfiguration> {
+    if scope.node_type != NodeType::Sidecar {
+        return Vec::new();
+    }
+    let plan = outbound_plan(snapshot);
+    plan.http_ports
+        .iter()
+        .map(|port| route_config_for_port(snapshot, scope, *port))
+        .collect()
+}
+
+fn route_config_for_port(snapshot: &Snapshot, scope: &Scope, port: u32) -> RouteConfiguration {
+    let mut used = HashSet::new();
+    let mut virtual_hosts = Vec::new();
+    // Services in the proxy's own namespace first, so their short names win (as in Kubernetes DNS).
+    let mut services: Vec<&ServiceModel> = snapshot
+        .registry
+        .services
+        .values()
+        .map(|s| s.as_ref())
+        .filter(|s| s.port(port).is_some_and(|p| p.protocol.is_http()))
+        .collect();
+    services.sort_by_key(|s| (s.namespace != scope.namespace, s.hostname.clone()));
+    for svc in services {
+        // Envoy rejects a route configuration where two virtual hosts share a domain: drop repeats.
+        let domains: Vec<String> = domains_for(svc, port, &scope.namespace)
+            .into_iter()
+            .filter(|d| used.insert(d.to_ascii_lowercase()))
+            .collect();
+        if domains.is_empty() {
+            continue;
+        }
+        let cluster = outbound_cluster(port, "", &svc.hostname);
+        virtual_hosts.push(VirtualHost {
+            name: format!("{}:{port}", svc.hostname),
+            domains,
+            routes: vec![default_route(&cluster)],
+            ..Default::default()
+        });
+    }
+    let (name, cluster) = match snapshot.mesh.outbound_traffic_policy.mode {
+        OutboundPolicy::AllowAny => ("allow_any", PASSTHROUGH_CLUSTER),
+        OutboundPolicy::RegistryOnly => ("block_all", BLACKHOLE_CLUSTER),
+    };
+    virtual_hosts.push(VirtualHost {
+        name: name.to_string(),
+        domains: vec!["*".to_string()],
+        routes: vec![Route {
+            name: name.to_string(),
+            r#match: Some(prefix("/")),
+            action: Some(route::Action::Route(RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                    cluster.to_string(),
+                )),
+                timeout: Some(duration(0, 0)),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    RouteConfiguration {
+        name: port.to_string(),
+        virtual_hosts,
+        validate_clusters: bool_value(false),
+        ..Default::default()
+    }
+}
+
+/// The names a client may use for a service on `port`, as Istio lists them: FQDN, `name.ns`,
+/// `name.ns.svc`, the short name (same namespace only) and the VIPs — each bare and with `:port`.
+fn domains_for(svc: &ServiceModel, port: u32, proxy_namespace: &str) -> Vec<String> {
+    let mut names = vec![svc.hostname.clone()];
+    if svc.is_kubernetes() {
+        names.push(format!("{}.{}.svc", svc.name, svc.namespace));
+        names.push(format!("{}.{}", svc.name, svc.namespace));
+        if svc.namespace == proxy_namespace {
+            names.push(svc.name.clone());
+        }
+    }
+    names.extend(
+        svc.addresses
+            .iter()
+            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+            .cloned(),
+    );
+    let mut out = Vec::with_capacity(names.len() * 2);
+    for n in names {
+        out.push(format!("{n}:{port}"));
+        out.push(n);
+    }
+    out
+}
+
+fn prefix(p: &str) -> RouteMatch {
+    RouteMatch {
+        path_specifier: Some(route_match::PathSpecifier::Prefix(p.to_string())),
+        ..Default::default()
+    }
+}
+
+/// Istio's default route: no timeout, two retries on connection-level failures and 503, never the
+/// same host twice.
+fn default_route(cluster: &str) -> Route {
+    Route {
+        name: "default".to_string(),
+        r#match: Some(prefix("/")),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.to_string())),
+            timeout: Some(duration(0, 0)),
+            retry_policy: Some(default_retry_policy()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn default_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+            .to_string(),
+        num_retries: u32_value(2),
+        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
+            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                pack(&PreviousHostsPredicate::default()),
+            )),
+        }],
+        host_selection_retry_max_attempts: 5,
+        retriable_status_codes: vec![503],
+        ..Default::default()
+    }
+}

@@ -1,0 +1,99 @@
+//! Compiles a descriptor set of the Envoy API from the `.proto` sources that the `envoy-types`
+//! crate ships, so meshd can print any Envoy message as the canonical JSON Envoy itself prints.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The messages meshd sends or reads; their imports come along.
+const FILES: &[&str] = &[
+    "envoy/admin/v3/config_dump.proto",
+    "envoy/config/bootstrap/v3/bootstrap.proto",
+    "envoy/config/cluster/v3/cluster.proto",
+    "envoy/config/endpoint/v3/endpoint.proto",
+    "envoy/config/listener/v3/listener.proto",
+    "envoy/config/route/v3/route.proto",
+    "envoy/config/rbac/v3/rbac.proto",
+    "envoy/extensions/access_loggers/file/v3/file.proto",
+    "envoy/extensions/filters/http/cors/v3/cors.proto",
+    "envoy/extensions/filters/http/fault/v3/fault.proto",
+    "envoy/extensions/filters/http/jwt_authn/v3/config.proto",
+    "envoy/extensions/filters/http/rbac/v3/rbac.proto",
+    "envoy/extensions/filters/http/router/v3/router.proto",
+    "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.proto",
+    "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
+    "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
+    "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
+    "envoy/extensions/filters/network/rbac/v3/rbac.proto",
+    "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
+    "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto",
+    "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+    "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
+    "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+    "envoy/service/discovery/v3/discovery.proto",
+];
+
+fn main() {
+    let root = envoy_types_dir().join("proto");
+    let includes: Vec<PathBuf> = [
+        "data-plane-api",
+        "xds",
+        "protoc-gen-validate",
+        "googleapis",
+        "cel-spec/proto",
+        "opentelemetry-proto",
+        "client_model",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .filter(|p| p.exists())
+    .collect();
+    let set = protox::compile(FILES, &includes)
+        .unwrap_or_else(|e| panic!("compiling Envoy protos: {e:?}"));
+    let bytes = prost::Message::encode_to_vec(&set);
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("envoy_descriptors.bin");
+    std::fs::write(&out, bytes).expect("writing descriptor set");
+    println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Where cargo unpacked `envoy-types` (registry, vendor dir or git checkout), asked of cargo itself.
+fn envoy_types_dir() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let target = std::env::var("TARGET").expect("TARGET");
+    // Only this platform's packages; offline first (quick), online if cargo has not fetched them all yet.
+    let run = |offline: bool| {
+        let mut cmd = Command::new(&cargo);
+        cmd.args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--filter-platform",
+            &target,
+            "--manifest-path",
+        ])
+        .arg(Path::new(&manifest).join("Cargo.toml"));
+        if offline {
+            cmd.arg("--offline");
+        }
+        cmd.output().expect("running cargo metadata")
+    };
+    let mut output = run(true);
+    if !output.status.success() {
+        output = run(false);
+    }
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata output");
+    let packages = meta["packages"].as_array().expect("packages");
+    let pkg = packages
+        .iter()
+        .find(|p| p["name"] == "envoy-types")
+        .expect("envoy-types in the dependency graph");
+    let manifest_path = PathBuf::from(pkg["manifest_path"].as_str().expect("manifest_path"));
+    manifest_path.parent().expect("package dir").to_path_buf()
+}
