@@ -1,12 +1,19 @@
 //! `meshd`: the control plane and its istioctl-like toolbox, in one binary.
 
 mod bootstrap;
+mod cli;
+mod documents;
 mod iptables;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "meshd", version, about = "Istio-compatible control plane for stock Envoy")]
+#[command(
+    name = "meshd",
+    version,
+    about = "Istio-compatible control plane for stock Envoy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +25,16 @@ enum Command {
     Bootstrap(bootstrap::Args),
     /// Install the sidecar capture rules in the current network namespace.
     Iptables(iptables::Args),
+    /// Run the control plane.
+    Serve(serve::Args),
+    /// One row per connected proxy with its CDS/LDS/EDS/RDS/SDS sync state.
+    #[command(name = "proxy-status", alias = "ps")]
+    ProxyStatus(cli::proxy_status::Args),
+    /// The config meshd sent one proxy.
+    #[command(name = "proxy-config", alias = "pc")]
+    ProxyConfig(cli::proxy_config::Args),
+    /// Validate Istio config; exit 1 on any error.
+    Analyze(cli::analyze::Args),
     /// Print the version of the binary and of the Envoy API it speaks.
     Version,
 }
@@ -29,9 +46,25 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bootstrap(args) => bootstrap::run(args),
         Command::Iptables(args) => iptables::run(args),
+        Command::Serve(args) => {
+            init_tracing();
+            serve::run(args)
+        }
+        Command::ProxyStatus(args) => cli::proxy_status::run(args),
+        Command::ProxyConfig(args) => cli::proxy_config::run(args),
+        Command::Analyze(args) => cli::analyze::run(args),
         Command::Version => {
             println!("meshd {} (Envoy API v3)", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

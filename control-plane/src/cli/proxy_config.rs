@@ -1,0 +1,247 @@
+//! `meshd proxy-config clusters|listeners|routes|endpoints|secrets|all PROXY_ID`.
+
+use serde_json::Value;
+
+use super::{DebugAddr, get_json, print_table};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// clusters, listeners, routes, endpoints, secrets or all.
+    #[arg(value_parser = ["clusters", "cluster", "listeners", "listener", "routes", "route", "endpoints", "endpoint", "secrets", "secret", "all"])]
+    pub what: String,
+    /// `POD.NAMESPACE` or the full Envoy node id.
+    pub proxy_id: String,
+    #[command(flatten)]
+    pub debug: DebugAddr,
+    /// Output format: table or json.
+    #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let path = format!("/debug/config_dump?proxyID={}", url_encode(&args.proxy_id));
+    let dump = get_json(&args.debug.addr, &path)?;
+    let kinds: Vec<&str> = match args.what.trim_end_matches('s') {
+        "cluster" => vec!["clusters"],
+        "listener" => vec!["listeners"],
+        "route" => vec!["routes"],
+        "endpoint" => vec!["endpoints"],
+        "secret" => vec!["secrets"],
+        _ => vec!["clusters", "listeners", "routes", "endpoints", "secrets"],
+    };
+    if args.output == "json" {
+        let mut out = serde_json::Map::new();
+        for k in &kinds {
+            let list: Vec<Value> = dump[*k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| r["resource"].clone())
+                .collect();
+            out.insert(k.to_string(), Value::Array(list));
+        }
+        let value = if kinds.len() == 1 {
+            out.remove(kinds[0]).unwrap_or_default()
+        } else {
+            Value::Object(out)
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    for (i, k) in kinds.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let list: Vec<&Value> = dump[*k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| &r["resource"])
+            .collect();
+        match *k {
+            "clusters" => clusters_table(&list),
+            "listeners" => listeners_table(&list),
+            "routes" => routes_table(&list),
+            "endpoints" => endpoints_table(&list),
+            _ => secrets_table(&list),
+        }
+    }
+    Ok(())
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn clusters_table(list: &[&Value]) {
+    let rows = list
+        .iter()
+        .map(|c| {
+            let name = str_of(&c["name"]);
+            let parts: Vec<&str> = name.split('|').collect();
+            let (fqdn, port, subset, direction) = if parts.len() == 4 {
+                (
+                    parts[3].to_string(),
+                    parts[1].to_string(),
+                    parts[2].to_string(),
+                    parts[0].to_string(),
+                )
+            } else {
+                (name.clone(), "-".into(), "-".into(), "-".into())
+            };
+            let dr = c["metadata"]["filter_metadata"]["istio"]["config"]
+                .as_str()
+                .filter(|p| p.contains("destinationrules"))
+                .unwrap_or("")
+                .to_string();
+            let t = c["type"].as_str().unwrap_or("STATIC").to_string();
+            vec![fqdn, port, subset, direction, t, dr]
+        })
+        .collect::<Vec<_>>();
+    print_table(
+        &[
+            "SERVICE FQDN",
+            "PORT",
+            "SUBSET",
+            "DIRECTION",
+            "TYPE",
+            "DESTINATION RULE",
+        ],
+        &rows,
+    );
+}
+
+fn address_of(v: &Value) -> (String, String) {
+    let sa = &v["socket_address"];
+    (str_of(&sa["address"]), str_of(&sa["port_value"]))
+}
+
+fn listeners_table(list: &[&Value]) {
+    let mut rows = Vec::new();
+    for l in list {
+        let (addr, port) = address_of(&l["address"]);
+        for chain in l["filter_chains"].as_array().into_iter().flatten() {
+            let m = &chain["filter_chain_match"];
+            let matched = if let Some(p) = m["destination_port"].as_u64() {
+                format!("dst port {p}")
+            } else {
+                "ALL".to_string()
+            };
+            let filter = &chain["filters"][0]["typed_config"];
+            let dest = if let Some(rds) = filter["rds"]["route_config_name"].as_str() {
+                format!("Route: {rds}")
+            } else if let Some(c) = filter["cluster"].as_str() {
+                format!("Cluster: {c}")
+            } else if filter["route_config"].is_object() {
+                format!("Inline Route: {}", str_of(&filter["route_config"]["name"]))
+            } else {
+                String::new()
+            };
+            rows.push(vec![addr.clone(), port.clone(), matched, dest]);
+        }
+    }
+    print_table(&["ADDRESSES", "PORT", "MATCH", "DESTINATION"], &rows);
+}
+
+fn routes_table(list: &[&Value]) {
+    let mut rows = Vec::new();
+    for r in list {
+        for vh in r["virtual_hosts"].as_array().into_iter().flatten() {
+            let domains: Vec<String> = vh["domains"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(str_of)
+                .collect();
+            let shown = if domains.len() > 3 {
+                format!(
+                    "{} + {} more...",
+                    domains[..2].join(", "),
+                    domains.len() - 2
+                )
+            } else {
+                domains.join(", ")
+            };
+            for route in vh["routes"].as_array().into_iter().flatten() {
+                let m = &route["match"];
+                let matched = ["prefix", "path", "safe_regex"]
+                    .iter()
+                    .find_map(|k| {
+                        m.get(*k).map(|v| {
+                            if *k == "prefix" {
+                                format!("{}*", str_of(v))
+                            } else {
+                                str_of(v)
+                            }
+                        })
+                    })
+                    .unwrap_or_default();
+                let vs = route["metadata"]["filter_metadata"]["istio"]["config"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                rows.push(vec![
+                    str_of(&r["name"]),
+                    str_of(&vh["name"]),
+                    shown.clone(),
+                    matched,
+                    vs,
+                ]);
+            }
+        }
+    }
+    print_table(
+        &["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"],
+        &rows,
+    );
+}
+
+fn endpoints_table(list: &[&Value]) {
+    let mut rows = Vec::new();
+    for cla in list {
+        for group in cla["endpoints"].as_array().into_iter().flatten() {
+            for ep in group["lb_endpoints"].as_array().into_iter().flatten() {
+                let (addr, port) = address_of(&ep["endpoint"]["address"]);
+                let health = ep["health_status"]
+                    .as_str()
+                    .unwrap_or("HEALTHY")
+                    .to_string();
+                rows.push(vec![
+                    format!("{addr}:{port}"),
+                    health,
+                    str_of(&cla["cluster_name"]),
+                ]);
+            }
+        }
+    }
+    print_table(&["ENDPOINT", "STATUS", "CLUSTER"], &rows);
+}
+
+fn secrets_table(list: &[&Value]) {
+    let rows = list
+        .iter()
+        .map(|s| {
+            vec![
+                str_of(&s["name"]),
+                "Cert Chain".to_string(),
+                "ACTIVE".to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    print_table(&["RESOURCE NAME", "TYPE", "STATUS"], &rows);
+}

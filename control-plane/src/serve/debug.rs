@@ -1,0 +1,203 @@
+//! The debug HTTP API: readiness, metrics, and what every proxy was sent and said about it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use meshd_proto::type_url;
+use meshd_xds::{ProxyStatus, SyncState};
+use serde_json::{Value, json};
+
+use super::Shared;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/config_dump", get(config_dump))
+        .route("/debug/registryz", get(registryz))
+        .route("/debug/configz", get(configz))
+        .with_state(shared)
+}
+
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "sources not synced\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &s.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+pub fn state_name(state: SyncState) -> &'static str {
+    match state {
+        SyncState::Synced => "SYNCED",
+        SyncState::Stale => "STALE",
+        SyncState::Nacked => "NACKED",
+        SyncState::NotSent => "NOT SENT",
+    }
+}
+
+fn short_id(node_id: &str) -> String {
+    meshd_model::Proxy::from_node_id(node_id)
+        .map(|p| p.short_id())
+        .unwrap_or_else(|_| node_id.to_string())
+}
+
+fn sync_entry(p: &ProxyStatus) -> Value {
+    let mut types = serde_json::Map::new();
+    for t in type_url::PUSH_ORDER {
+        let status = p.types.get(t).cloned().unwrap_or_default();
+        types.insert(
+            type_url::short(t).to_string(),
+            json!({
+                "state": state_name(status.state()),
+                "sent_version": status.sent_version,
+                "acked_version": status.acked_version,
+                "nack": status.nack.as_ref().map(|n| n.message.clone()),
+                "resources": status.resources.len(),
+            }),
+        );
+    }
+    let metadata_string = |key: &str| -> Option<String> {
+        let meta = p.node.metadata.as_ref()?;
+        match meta.fields.get(key)?.kind.as_ref()? {
+            meshd_proto::pb::google::protobuf::value::Kind::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    };
+    json!({
+        "proxy": short_id(&p.node.id),
+        "node_id": p.node.id,
+        "connection_id": p.connection_id,
+        "cluster_id": metadata_string("CLUSTER_ID").unwrap_or_else(|| "Kubernetes".to_string()),
+        "proxy_version": metadata_string("ISTIO_VERSION"),
+        "remote_addr": p.remote_addr.map(|a| a.to_string()),
+        "delta": p.delta,
+        "types": types,
+        "control_plane": format!("meshd-{}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+async fn syncz(State(s): State<Arc<Shared>>) -> Response {
+    let mut statuses = s.ads.statuses();
+    statuses.sort_by(|a, b| a.node.id.cmp(&b.node.id));
+    axum::Json(Value::Array(statuses.iter().map(sync_entry).collect())).into_response()
+}
+
+/// Finds a connected proxy by `POD.NAMESPACE`, full node id or connection id; the newest connection
+/// wins when a proxy is briefly connected twice.
+pub fn find_proxy(statuses: Vec<ProxyStatus>, id: &str) -> Option<ProxyStatus> {
+    statuses
+        .into_iter()
+        .filter(|p| p.node.id == id || p.connection_id == id || short_id(&p.node.id) == id)
+        .max_by_key(|p| p.connected_at)
+}
+
+async fn config_dump(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(id) = q.get("proxyID") else {
+        return (StatusCode::BAD_REQUEST, "proxyID is required\n").into_response();
+    };
+    let Some(p) = find_proxy(s.ads.statuses(), id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("proxy {id} is not connected\n"),
+        )
+            .into_response();
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("proxy".into(), json!(p.node.id));
+    for (t, key) in [
+        (type_url::CLUSTER, "clusters"),
+        (type_url::ENDPOINT, "endpoints"),
+        (type_url::LISTENER, "listeners"),
+        (type_url::ROUTE, "routes"),
+        (type_url::SECRET, "secrets"),
+    ] {
+        let list: Vec<Value> = p
+            .types
+            .get(t)
+            .map(|status| {
+                status
+                    .resources
+                    .values()
+                    .map(|r| {
+                        let body = meshd_proto::json::any_to_json(&r.body)
+                            .unwrap_or_else(|e| json!({"error": e.to_string()}));
+                        json!({"name": r.name, "version": r.version, "resource": body})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.insert(key.into(), Value::Array(list));
+    }
+    axum::Json(Value::Object(out)).into_response()
+}
+
+async fn registryz(State(s): State<Arc<Shared>>) -> Response {
+    let snap = s.generator.snapshot();
+    let services: Vec<Value> = snap
+        .registry
+        .services
+        .values()
+        .map(|svc| {
+            let ports: Vec<Value> = svc
+                .ports
+                .iter()
+                .map(|p| {
+                    json!({
+                        "name": p.name, "port": p.port, "protocol": p.protocol.name(),
+                        "endpoints": snap.registry.endpoints(&svc.hostname, p.port),
+                    })
+                })
+                .collect();
+            json!({
+                "hostname": svc.hostname, "namespace": svc.namespace, "source": svc.source.to_string(),
+                "addresses": svc.addresses, "resolution": svc.resolution, "mesh_external": svc.mesh_external,
+                "ports": ports,
+            })
+        })
+        .collect();
+    axum::Json(json!({"version": snap.version, "services": services})).into_response()
+}
+
+async fn configz(State(s): State<Arc<Shared>>) -> Response {
+    let snap = s.generator.snapshot();
+    let objects: Vec<Value> = snap
+        .objects
+        .iter()
+        .map(|(k, o)| json!({"kind": k.kind.name(), "namespace": k.namespace, "name": k.name, "object": o}))
+        .collect();
+    let errors: Vec<Value> = s
+        .errors
+        .read()
+        .values()
+        .flatten()
+        .map(|e| json!({"file": e.file, "document": e.document, "message": e.message}))
+        .collect();
+    let findings: Vec<Value> = snap.findings.iter().map(|f| json!(f)).collect();
+    axum::Json(json!({"version": snap.version, "mesh": snap.mesh, "objects": objects, "errors": errors, "findings": findings})).into_response()
+}
