@@ -100,7 +100,7 @@ fn load_mesh_config(path: Option<&PathBuf>) -> anyhow::Result<MeshConfig> {
         serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     // Accept both a bare MeshConfig and Istio's ConfigMap-style `mesh:` wrapper.
     let value = value.get("mesh").cloned().unwrap_or(value);
-    Ok(MeshConfig::from_value(value).with_context(|| format!("in {}", path.display()))?)
+    MeshConfig::from_value(value).with_context(|| format!("in {}", path.display()))
 }
 
 /// MeshConfig from ConfigMap `istio` in the root namespace when present, else the file's.

@@ -2,6 +2,7 @@
 //! [`Snapshot`] every later stage works from. No I/O, no async, no clients: sources hand objects in,
 //! translation reads snapshots out.
 
+pub mod documents;
 pub mod input;
 pub mod mesh_config;
 pub mod object;

@@ -1,0 +1,51 @@
+# meshd developer and CI entry points. `make test` is what CI runs (.ci/run); it needs only Rust,
+# Python and apt on the machine: `test-deps` installs the rest.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+# Cargo serialises on its own lock anyway; parallel make would only interleave the output.
+.NOTPARALLEL:
+
+MESHD_CACHE ?= $(HOME)/.cache/meshd
+CARGO_TARGET_DIR ?= $(MESHD_CACHE)/target
+MESHD_ENVOY ?= $(MESHD_CACHE)/bin/envoy
+CARGO ?= cargo
+export MESHD_CACHE CARGO_TARGET_DIR MESHD_ENVOY
+
+.PHONY: help build test-deps lint test demo bench fmt clean-cache
+
+help:
+	@echo "make build        build every binary of the workspace (debug)"
+	@echo "make test-deps    install Envoy 1.40 and the tools the tests use"
+	@echo "make lint         rustfmt check + clippy -D warnings"
+	@echo "make test         test-deps, build, lint, then every test (root-needing ones too)"
+	@echo "make demo         run scripts/demo.sh"
+	@echo "make bench        release build, then scripts/bench.sh"
+	@echo "make fmt          format the workspace"
+	@echo "make clean-cache  remove $(MESHD_CACHE) and $(CARGO_TARGET_DIR)"
+
+build:
+	$(CARGO) build --workspace --bins
+
+test-deps:
+	scripts/install-test-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: test-deps build lint
+	$(CARGO) test --workspace
+
+demo: test-deps build
+	bash scripts/demo.sh
+
+bench: test-deps
+	$(CARGO) build --workspace --bins --release
+	bash scripts/bench.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-cache:
+	rm -rf -- "$(CARGO_TARGET_DIR)" "$(MESHD_CACHE)"
