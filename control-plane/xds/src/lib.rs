@@ -5,6 +5,15 @@
 //! difference in istiod's order (CDS, EDS, LDS, RDS, SDS). Pushes are announced on a `watch` channel, so
 //! a newer [`Push`] always supersedes one a connection has not processed yet.
 
+mod connections;
+mod metrics;
+mod server;
+mod state;
+mod version;
+
+pub use connections::Connections;
+pub use server::AdsServer;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,11 +84,22 @@ pub enum SyncState {
 }
 
 /// The last NACK a proxy sent for a type.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nack {
     pub version: String,
     pub nonce: String,
     pub message: String,
+}
+
+impl Push {
+    /// The value a push channel starts with: sources not synced, streams refused.
+    pub fn unsynced() -> Self {
+        Self {
+            epoch: 0,
+            changed_at: BTreeMap::new(),
+            triggered_at: Instant::now(),
+        }
+    }
 }
 
 /// What a proxy holds, and what it said about it, for one type.
@@ -92,7 +112,8 @@ pub struct TypeStatus {
     pub nack: Option<Nack>,
     /// `None`: wildcard subscription.
     pub subscribed: Option<BTreeSet<String>>,
-    /// What the proxy holds now (last sent, by name).
+    /// What the proxy holds now (last sent, by name). Resources a Delta client declared in
+    /// `initial_resource_versions` and was not sent again have an empty `body`.
     pub resources: BTreeMap<String, Arc<Resource>>,
     pub last_sent: Option<SystemTime>,
 }
@@ -101,7 +122,11 @@ impl TypeStatus {
     pub fn state(&self) -> SyncState {
         if self.sent_nonce.is_empty() {
             SyncState::NotSent
-        } else if self.nack.as_ref().is_some_and(|n| n.nonce == self.sent_nonce) {
+        } else if self
+            .nack
+            .as_ref()
+            .is_some_and(|n| n.nonce == self.sent_nonce)
+        {
             SyncState::Nacked
         } else if self.acked_nonce == self.sent_nonce {
             SyncState::Synced

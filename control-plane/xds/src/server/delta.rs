@@ -1,0 +1,135 @@
+//! A Delta stream: only what changed per type, and EDS re-sent for clusters CDS just replaced.
+
+use std::time::Instant;
+
+use meshd_proto::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
+use meshd_proto::type_url::{CLUSTER, ENDPOINT};
+
+use super::session::{ClientGone, Protocol, Session, changed_since};
+use crate::state::delta::{DeltaReply, DeltaType};
+use crate::{Generator, Node, Push};
+
+pub(crate) struct DeltaStream<G: Generator> {
+    session: Session<G, DeltaType, DeltaDiscoveryResponse>,
+}
+
+/// Why a type is being answered.
+#[derive(Clone, Copy)]
+enum Cause {
+    /// A request: send even an empty response if it is the first for the type.
+    Request { initial: bool },
+    /// A push, or a resend that follows one.
+    Push {
+        triggered_at: Instant,
+        changed: bool,
+    },
+}
+
+impl<G: Generator> DeltaStream<G> {
+    /// Builds the response for one type, under the connection's lock, without awaiting.
+    fn build(&self, type_url: &str, cause: Cause) -> Option<DeltaReply> {
+        let mut types = self.session.conn.types.lock();
+        let state = types.get_mut(type_url)?;
+        let always = match cause {
+            Cause::Request { initial } => initial,
+            Cause::Push { changed, .. } => {
+                if !changed && !state.has_forced() {
+                    return None;
+                }
+                false
+            }
+        };
+        let generated = self.session.generate(type_url, state.names());
+        let reply = state.respond(generated, always)?;
+        if type_url == CLUSTER && !reply.updated.is_empty() {
+            // Envoy re-warms replaced clusters and waits for their endpoints, which it already
+            // holds and will not ask for again.
+            if let Some(endpoints) = types.get_mut(ENDPOINT) {
+                endpoints.force(&reply.updated);
+            }
+        }
+        Some(reply)
+    }
+
+    async fn answer(&mut self, type_url: &str, cause: Cause) -> Result<(), ClientGone> {
+        let Some(reply) = self.build(type_url, cause) else {
+            return Ok(());
+        };
+        let triggered_at = match cause {
+            Cause::Request { .. } => None,
+            Cause::Push { triggered_at, .. } => Some(triggered_at),
+        };
+        let rewarm = type_url == CLUSTER && !reply.updated.is_empty();
+        self.session
+            .send(type_url, reply.response, triggered_at)
+            .await?;
+        if rewarm && matches!(cause, Cause::Request { .. }) {
+            // On a push the loop reaches EDS next; on a request nothing else would send it.
+            let cause = Cause::Push {
+                triggered_at: Instant::now(),
+                changed: false,
+            };
+            if let Some(reply) = self.build(ENDPOINT, cause) {
+                self.session.send(ENDPOINT, reply.response, None).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<G: Generator> Protocol for DeltaStream<G> {
+    type Gen = G;
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    type State = DeltaType;
+    const DELTA: bool = true;
+
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn new(session: Session<G, DeltaType, DeltaDiscoveryResponse>) -> Self {
+        Self { session }
+    }
+
+    fn session(&mut self) -> &mut Session<G, DeltaType, DeltaDiscoveryResponse> {
+        &mut self.session
+    }
+
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), ClientGone> {
+        let type_url = request.type_url.as_str();
+        if type_url.is_empty() {
+            tracing::debug!(conn = %self.session.conn.id, "ADS request without a type URL ignored");
+            return Ok(());
+        }
+        let outcome = self
+            .session
+            .conn
+            .types
+            .lock()
+            .entry(type_url.to_owned())
+            .or_insert_with(|| DeltaType::new(type_url))
+            .on_request(&request);
+        self.session.record(type_url, &outcome.reply);
+        if !outcome.respond {
+            return Ok(());
+        }
+        let cause = Cause::Request {
+            initial: outcome.initial,
+        };
+        self.answer(type_url, cause).await
+    }
+
+    async fn on_push(&mut self, push: &Push, since: u64) -> Result<(), ClientGone> {
+        for type_url in self.session.push_order() {
+            let cause = Cause::Push {
+                triggered_at: push.triggered_at,
+                changed: changed_since(push, &type_url, since),
+            };
+            self.answer(&type_url, cause).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! One stream's life: admission on the first request, then requests and pushes until either side
+//! leaves. What a request or a push means is up to the protocol ([`Protocol`]).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use meshd_proto::type_url::{self, PUSH_ORDER};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use super::Shared;
+use crate::connections::{Connection, Registration};
+use crate::state::{Reply, TypeState};
+use crate::{ConnectionInfo, Generator, Node, Push, Resource};
+
+/// The client stopped reading: its stream is over.
+#[derive(Debug, thiserror::Error)]
+#[error("client went away")]
+pub(crate) struct ClientGone;
+
+/// SotW or Delta, as seen by [`run`].
+pub(crate) trait Protocol: Send + Sized + 'static {
+    type Gen: Generator;
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    type State: TypeState;
+    const DELTA: bool;
+
+    fn node(request: &Self::Request) -> Option<&Node>;
+
+    fn new(session: Session<Self::Gen, Self::State, Self::Response>) -> Self;
+
+    fn session(&mut self) -> &mut Session<Self::Gen, Self::State, Self::Response>;
+
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<(), ClientGone>> + Send;
+
+    /// Sends what `push` changed for this proxy: the types whose `changed_at` is above `since`.
+    fn on_push(
+        &mut self,
+        push: &Push,
+        since: u64,
+    ) -> impl Future<Output = Result<(), ClientGone>> + Send;
+}
+
+/// Serves one stream until the client leaves, the push channel closes, or the server shuts down.
+pub(crate) async fn run<P: Protocol>(
+    shared: Arc<Shared<P::Gen>>,
+    info: ConnectionInfo,
+    mut requests: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
+) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let stopped = async move {
+        // An error means the server itself is gone: stop as well.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopped);
+    let gone = tx.clone();
+
+    let first = tokio::select! {
+        () = gone.closed() => return,
+        () = &mut stopped => return,
+        first = requests.message() => first,
+    };
+    let first = match first {
+        Ok(Some(first)) => first,
+        Ok(None) => return,
+        Err(status) => {
+            tracing::debug!(%status, "ADS stream failed before its first request");
+            return;
+        }
+    };
+    let Some(node) = P::node(&first).cloned() else {
+        // Nothing to do if the client is already gone.
+        let _ = tx
+            .send(Err(Status::invalid_argument(
+                "the first request must carry a node",
+            )))
+            .await;
+        return;
+    };
+    let proxy = match shared.generator.connect(&node, &info) {
+        Ok(proxy) => proxy,
+        Err(status) => {
+            tracing::info!(node = %node.id, %status, "ADS connection refused");
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+    };
+
+    let mut pushes = shared.pushes.clone();
+    let epoch = pushes.borrow_and_update().epoch;
+    let session = Session::open(Arc::clone(&shared), node, &info, proxy, P::DELTA, tx, epoch);
+    let mut stream = P::new(session);
+    if stream.on_request(first).await.is_err() {
+        return;
+    }
+
+    loop {
+        tokio::select! {
+            biased;
+            () = gone.closed() => break,
+            () = &mut stopped => break,
+            request = requests.message() => match request {
+                Ok(Some(request)) => {
+                    if stream.on_request(request).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(
+                        conn = %stream.session().conn.id,
+                        %status,
+                        "ADS stream failed",
+                    );
+                    break;
+                }
+            },
+            changed = pushes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                // Only the newest value is seen: a push that arrived while this one waited is
+                // superseded, which is the per-proxy coalescing.
+                let push = Arc::clone(&pushes.borrow_and_update());
+                let session = stream.session();
+                if push.epoch <= session.last_epoch {
+                    continue;
+                }
+                let since = std::mem::replace(&mut session.last_epoch, push.epoch);
+                let started = Instant::now();
+                if stream.on_push(&push, since).await.is_err() {
+                    break;
+                }
+                let session = stream.session();
+                if session.sent_in_push {
+                    session.sent_in_push = false;
+                    session.shared.metrics.push_time(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+}
+
+/// An admitted proxy: what its stream task needs, and cleanup when the task ends however it ends.
+pub(crate) struct Session<G: Generator, S, R> {
+    pub(crate) shared: Arc<Shared<G>>,
+    pub(crate) proxy: G::Proxy,
+    pub(crate) conn: Arc<Connection<S>>,
+    tx: mpsc::Sender<Result<R, Status>>,
+    /// The newest push epoch this stream has acted on.
+    pub(crate) last_epoch: u64,
+    /// Something was sent since the last push began (for `pilot_xds_push_time`).
+    sent_in_push: bool,
+    _registration: Registration,
+}
+
+impl<G: Generator, S: TypeState, R: Send + 'static> Session<G, S, R> {
+    fn open(
+        shared: Arc<Shared<G>>,
+        node: Node,
+        info: &ConnectionInfo,
+        proxy: G::Proxy,
+        delta: bool,
+        tx: mpsc::Sender<Result<R, Status>>,
+        epoch: u64,
+    ) -> Self {
+        let (conn, registration) = shared.connections.register(node, info.remote_addr, delta);
+        shared.metrics.connected();
+        tracing::info!(
+            conn = %conn.id,
+            remote = ?info.remote_addr,
+            secure = info.secure,
+            delta,
+            "ADS proxy connected",
+        );
+        Self {
+            shared,
+            proxy,
+            conn,
+            tx,
+            last_epoch: epoch,
+            sent_in_push: false,
+            _registration: registration,
+        }
+    }
+
+    /// What the generator says this proxy should hold of `type_url`, for these names.
+    pub(crate) fn generate(
+        &self,
+        type_url: &str,
+        names: Option<&BTreeSet<String>>,
+    ) -> Vec<Arc<Resource>> {
+        self.shared.generator.generate(&self.proxy, type_url, names)
+    }
+
+    /// Queues a response. `triggered_at` is set for responses caused by a push.
+    pub(crate) async fn send(
+        &mut self,
+        type_url: &str,
+        response: R,
+        triggered_at: Option<Instant>,
+    ) -> Result<(), ClientGone> {
+        self.tx.send(Ok(response)).await.map_err(|_| ClientGone)?;
+        let metrics = &self.shared.metrics;
+        metrics.pushed(type_url);
+        if let Some(triggered_at) = triggered_at {
+            metrics.converged(triggered_at.elapsed().as_secs_f64());
+            self.sent_in_push = true;
+        }
+        tracing::debug!(conn = %self.conn.id, ty = type_url::short(type_url), "ADS sent");
+        Ok(())
+    }
+
+    /// Counts and logs what a request said about the previous response.
+    pub(crate) fn record(&self, type_url: &str, reply: &Reply) {
+        let short = type_url::short(type_url);
+        match reply {
+            Reply::None => {
+                tracing::debug!(conn = %self.conn.id, ty = short, "ADS request");
+            }
+            Reply::Ack => tracing::debug!(conn = %self.conn.id, ty = short, "ADS ACK"),
+            Reply::Stale => {
+                self.shared.metrics.expired_nonce(type_url);
+                tracing::debug!(conn = %self.conn.id, ty = short, "ADS expired nonce");
+            }
+            Reply::Nack(nack) => {
+                self.shared.metrics.rejected(type_url);
+                tracing::warn!(
+                    node = %self.conn.node.id,
+                    conn = %self.conn.id,
+                    ty = short,
+                    version = %nack.version,
+                    nonce = %nack.nonce,
+                    message = %nack.message,
+                    "ADS NACK: proxy rejected config",
+                );
+            }
+        }
+    }
+
+    /// The types this stream has state for, in istiod's push order (unknown types last, by name).
+    pub(crate) fn push_order(&self) -> Vec<String> {
+        let mut types: Vec<String> = self.conn.types.lock().keys().cloned().collect();
+        types.sort_by_key(|t| {
+            let rank = PUSH_ORDER
+                .iter()
+                .position(|known| known == t)
+                .unwrap_or(PUSH_ORDER.len());
+            (rank, t.clone())
+        });
+        types
+    }
+}
+
+impl<G: Generator, S, R> Drop for Session<G, S, R> {
+    fn drop(&mut self) {
+        self.shared.metrics.disconnected();
+        self.shared.generator.disconnect(&self.proxy);
+        tracing::info!(conn = %self.conn.id, "ADS proxy disconnected");
+    }
+}
+
+/// Whether `push` changed `type_url` after epoch `since`.
+pub(crate) fn changed_since(push: &Push, type_url: &str, since: u64) -> bool {
+    push.changed_at
+        .get(type_url)
+        .is_some_and(|epoch| *epoch > since)
+}

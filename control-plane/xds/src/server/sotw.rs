@@ -1,0 +1,96 @@
+//! A State-of-the-World stream: full sets per type, and EDS answered after every CDS response.
+
+use std::time::Instant;
+
+use meshd_proto::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use meshd_proto::type_url::{CLUSTER, ENDPOINT};
+
+use super::session::{ClientGone, Protocol, Session, changed_since};
+use crate::state::sotw::SotwType;
+use crate::{Generator, Node, Push};
+
+pub(crate) struct SotwStream<G: Generator> {
+    session: Session<G, SotwType, DiscoveryResponse>,
+}
+
+impl<G: Generator> SotwStream<G> {
+    /// Builds the response for one type, under the connection's lock, without awaiting.
+    fn build(&self, type_url: &str, force: bool) -> Option<DiscoveryResponse> {
+        let mut types = self.session.conn.types.lock();
+        let state = types.get_mut(type_url)?;
+        let generated = self.session.generate(type_url, state.names());
+        let response = state.respond(generated, force)?;
+        if type_url == CLUSTER {
+            // Envoy re-warms changed clusters and waits for EDS; it asks with a request that looks
+            // like an ACK, which must not go unanswered.
+            if let Some(endpoints) = types.get_mut(ENDPOINT) {
+                endpoints.respond_to_next_ack();
+            }
+        }
+        Some(response)
+    }
+
+    async fn push_type(&mut self, type_url: &str, triggered_at: Instant) -> Result<(), ClientGone> {
+        match self.build(type_url, false) {
+            Some(response) => {
+                self.session
+                    .send(type_url, response, Some(triggered_at))
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl<G: Generator> Protocol for SotwStream<G> {
+    type Gen = G;
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    type State = SotwType;
+    const DELTA: bool = false;
+
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn new(session: Session<G, SotwType, DiscoveryResponse>) -> Self {
+        Self { session }
+    }
+
+    fn session(&mut self) -> &mut Session<G, SotwType, DiscoveryResponse> {
+        &mut self.session
+    }
+
+    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), ClientGone> {
+        let type_url = request.type_url.as_str();
+        if type_url.is_empty() {
+            tracing::debug!(conn = %self.session.conn.id, "ADS request without a type URL ignored");
+            return Ok(());
+        }
+        let outcome = self
+            .session
+            .conn
+            .types
+            .lock()
+            .entry(type_url.to_owned())
+            .or_insert_with(|| SotwType::new(type_url))
+            .on_request(&request);
+        self.session.record(type_url, &outcome.reply);
+        if !outcome.respond {
+            return Ok(());
+        }
+        match self.build(type_url, true) {
+            Some(response) => self.session.send(type_url, response, None).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn on_push(&mut self, push: &Push, since: u64) -> Result<(), ClientGone> {
+        for type_url in self.session.push_order() {
+            if changed_since(push, &type_url, since) {
+                self.push_type(&type_url, push.triggered_at).await?;
+            }
+        }
+        Ok(())
+    }
+}

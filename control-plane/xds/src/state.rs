@@ -1,0 +1,63 @@
+//! Per-type protocol state of one connection: pure state machines, no I/O, no locks.
+//!
+//! The stream tasks feed them requests and generated resources; they answer whether to respond and
+//! build the response. [`sotw::SotwType`] and [`delta::DeltaType`] differ in what a request means,
+//! not in what they record: both keep a [`TypeStatus`].
+
+pub(crate) mod delta;
+pub(crate) mod sotw;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::{Any, Nack, Resource, TypeStatus};
+
+/// What a type's state shows to `statuses()`.
+pub(crate) trait TypeState: Send + 'static {
+    fn snapshot(&self) -> TypeStatus;
+}
+
+/// What a request said about the previous response of its type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// No previous response to speak of: a first request, or a Delta subscription change.
+    None,
+    /// Accepted the response with the nonce last sent.
+    Ack,
+    /// Rejected the response with the nonce last sent.
+    Nack(Nack),
+    /// Speaks of a response that a newer one has superseded.
+    Stale,
+}
+
+/// The generated resources a subscription selects, by name. `None` selects everything.
+pub(crate) fn select(
+    generated: Vec<Arc<Resource>>,
+    names: Option<&BTreeSet<String>>,
+) -> BTreeMap<String, Arc<Resource>> {
+    generated
+        .into_iter()
+        .filter(|r| names.is_none_or(|names| names.contains(&r.name)))
+        .map(|r| (r.name.clone(), r))
+        .collect()
+}
+
+/// Whether two sets hold the same names at the same versions.
+pub(crate) fn same_versions(
+    a: &BTreeMap<String, Arc<Resource>>,
+    b: &BTreeMap<String, Arc<Resource>>,
+) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((an, ar), (bn, br))| an == bn && ar.version == br.version)
+}
+
+/// A resource the client says it holds, of which only the version is known.
+pub(crate) fn held_elsewhere(name: &str, version: &str) -> Arc<Resource> {
+    Arc::new(Resource {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        body: Any::default(),
+    })
+}

@@ -1,0 +1,6 @@
+//! The ADS server over real gRPC on 127.0.0.1, driven by scripted clients and a fake generator.
+
+mod delta;
+mod harness;
+mod lifecycle;
+mod sotw;
