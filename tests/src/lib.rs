@@ -1,1 +1,19 @@
+//! Harnesses for meshd's end-to-end tests.
+//!
+//! - [`Mesh`]: mesh in a box — pods as network namespaces, captured by `meshd iptables`, with stock
+//!   Envoy sidecars bootstrapped by `meshd bootstrap` and a `meshd serve` in the hub.
+//! - [`yaml`]: the Kubernetes and Istio objects tests feed meshd's file source.
+//! - [`wait_until`] / [`wait_for`]: polling for eventual states.
+//! - the `meshd-echo` binary: the app tests talk to.
 
+pub mod deps;
+pub mod http;
+pub mod mesh;
+pub mod process;
+pub mod wait;
+pub mod yaml;
+
+pub use http::HttpResult;
+pub use mesh::{Mesh, Meshd, NodeType, Pod, PodSpec};
+pub use process::App;
+pub use wait::{wait_for, wait_until};
