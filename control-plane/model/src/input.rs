@@ -3,6 +3,7 @@
 
 pub mod istio;
 pub mod kube;
+pub mod networking;
 
 use std::collections::BTreeMap;
 

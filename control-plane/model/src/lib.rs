@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod registry;
 pub mod snapshot;
+pub mod traffic;
 
 pub use mesh_config::{MeshConfig, OutboundPolicy};
 pub use object::{Kind, Object, ObjectKey, ParseError};
@@ -17,3 +18,4 @@ pub use protocol::Protocol;
 pub use proxy::{NodeType, Proxy};
 pub use registry::{Endpoint, Resolution, ServiceModel, ServicePort};
 pub use snapshot::{Finding, Severity, Snapshot};
+pub use traffic::{DestinationRuleModel, GatewayModel, Traffic, VirtualServiceModel};

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::input::ObjectMeta;
 use crate::input::istio::{ServiceEntry, WorkloadEntry};
 use crate::input::kube::{ConfigMap, EndpointSlice, Endpoints, Namespace, Pod, Service};
+use crate::input::networking::{DestinationRule, Gateway, VirtualService};
 
 /// Every kind meshd reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -185,6 +186,9 @@ pub enum Object {
     ConfigMap(Arc<ConfigMap>),
     ServiceEntry(Arc<ServiceEntry>),
     WorkloadEntry(Arc<WorkloadEntry>),
+    VirtualService(Arc<VirtualService>),
+    DestinationRule(Arc<DestinationRule>),
+    Gateway(Arc<Gateway>),
     Raw(Kind, Arc<RawObject>),
 }
 
@@ -282,6 +286,9 @@ impl Object {
             Kind::ConfigMap => Object::ConfigMap(typed(&key, value)?),
             Kind::ServiceEntry => Object::ServiceEntry(typed(&key, value)?),
             Kind::WorkloadEntry => Object::WorkloadEntry(typed(&key, value)?),
+            Kind::VirtualService => Object::VirtualService(typed(&key, value)?),
+            Kind::DestinationRule => Object::DestinationRule(typed(&key, value)?),
+            Kind::Gateway => Object::Gateway(typed(&key, value)?),
             _ => {
                 let metadata: ObjectMeta = typed_field(&key, "metadata", value.get("metadata"))?;
                 let spec = value
@@ -304,6 +311,9 @@ impl Object {
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::ServiceEntry(_) => Kind::ServiceEntry,
             Object::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Object::VirtualService(_) => Kind::VirtualService,
+            Object::DestinationRule(_) => Kind::DestinationRule,
+            Object::Gateway(_) => Kind::Gateway,
             Object::Raw(kind, _) => *kind,
         }
     }
@@ -318,6 +328,9 @@ impl Object {
             Object::ConfigMap(o) => &o.metadata,
             Object::ServiceEntry(o) => &o.metadata,
             Object::WorkloadEntry(o) => &o.metadata,
+            Object::VirtualService(o) => &o.metadata,
+            Object::DestinationRule(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
             Object::Raw(_, o) => &o.metadata,
         }
     }
@@ -347,6 +360,9 @@ impl Object {
             Object::ConfigMap(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::ServiceEntry(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::WorkloadEntry(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::VirtualService(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::DestinationRule(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::Gateway(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Raw(_, o) => set(&mut Arc::make_mut(o).metadata, namespace),
         }
         self

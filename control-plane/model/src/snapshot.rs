@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::mesh_config::MeshConfig;
 use crate::object::{Object, ObjectKey};
 use crate::registry::{PodInfo, Registry};
+use crate::traffic::Traffic;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Severity {
@@ -74,6 +75,7 @@ pub struct Snapshot {
     #[serde(skip)]
     pub objects: Arc<BTreeMap<ObjectKey, Object>>,
     pub registry: Registry,
+    pub traffic: Traffic,
     pub findings: Vec<Finding>,
 }
 
@@ -87,11 +89,13 @@ impl Snapshot {
     ) -> Snapshot {
         let mut findings = Vec::new();
         let registry = Registry::build(&objects, &mut findings);
+        let traffic = Traffic::build(&objects, &registry, &mut findings);
         Snapshot {
             version,
             mesh,
             objects,
             registry,
+            traffic,
             findings,
         }
     }

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use meshd_model::{NodeType, Protocol, Proxy, Resolution, ServiceModel, Snapshot};
+use meshd_model::{
+    DestinationRuleModel, NodeType, Protocol, Proxy, Resolution, ServiceModel, Snapshot,
+};
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, circuit_breakers::Thresholds, cluster,
@@ -113,8 +115,27 @@ fn base_cluster(snapshot: &Snapshot, name: String, t: cluster::DiscoveryType) ->
 pub fn outbound_clusters(snapshot: &Snapshot, _scope: &Scope) -> Vec<Cluster> {
     let mut out = Vec::new();
     for svc in snapshot.registry.services.values() {
+        let rule = snapshot.traffic.destination_rule(&svc.hostname);
         for sp in &svc.ports {
-            out.push(outbound_cluster_for(snapshot, svc, sp.port, sp.protocol));
+            let base = outbound_cluster_for(
+                snapshot,
+                svc,
+                sp.port,
+                sp.protocol,
+                rule.map(|r| r.as_ref()),
+            );
+            // One cluster per DestinationRule subset, with the same settings and its own endpoints.
+            if let Some(rule) = rule {
+                for subset in &rule.subsets {
+                    let mut c = base.clone();
+                    c.name = outbound_cluster(sp.port, &subset.name, &svc.hostname);
+                    if let Some(eds) = c.eds_cluster_config.as_mut() {
+                        eds.service_name = c.name.clone();
+                    }
+                    out.push(c);
+                }
+            }
+            out.push(base);
         }
     }
     out.push(base_cluster(
@@ -138,6 +159,7 @@ fn outbound_cluster_for(
     svc: &ServiceModel,
     port: u32,
     protocol: Protocol,
+    rule: Option<&DestinationRuleModel>,
 ) -> Cluster {
     let name = outbound_cluster(port, "", &svc.hostname);
     let mut c = match svc.resolution {
@@ -203,7 +225,19 @@ fn outbound_cluster_for(
     if protocol.is_http2() {
         c.typed_extension_protocol_options = http2_options();
     }
-    c.metadata = istio_config_metadata(&svc.source.config_path());
+    if let Some(simple) = rule.and_then(|r| r.load_balancer.as_deref())
+        && c.eds_cluster_config.is_some()
+    {
+        c.lb_policy = match simple {
+            "ROUND_ROBIN" => cluster::LbPolicy::RoundRobin,
+            "RANDOM" => cluster::LbPolicy::Random,
+            _ => cluster::LbPolicy::LeastRequest,
+        } as i32;
+    }
+    let source = rule
+        .map(|r| r.key.config_path())
+        .unwrap_or_else(|| svc.source.config_path());
+    c.metadata = istio_config_metadata(&source);
     c
 }
 

@@ -6,10 +6,14 @@
 
 mod cluster;
 mod endpoint;
+mod gateway;
+mod http_route;
 mod listener;
 mod names;
 mod route;
 mod util;
+
+use std::collections::BTreeMap;
 
 use meshd_model::{NodeType, Proxy, Snapshot};
 use meshd_proto::pb::envoy::config::cluster::v3::Cluster;
@@ -29,13 +33,20 @@ pub use route::outbound_routes;
 pub struct Scope {
     pub node_type: NodeType,
     pub namespace: String,
+    /// Routers only: Gateways select them by label. Empty for sidecars, so they share per namespace.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Scope {
     pub fn of(proxy: &Proxy) -> Scope {
+        let labels = match proxy.node_type {
+            NodeType::Router => proxy.labels.clone(),
+            NodeType::Sidecar => BTreeMap::new(),
+        };
         Scope {
             node_type: proxy.node_type,
             namespace: proxy.namespace.clone(),
+            labels,
         }
     }
 }

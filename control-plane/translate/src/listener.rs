@@ -81,7 +81,7 @@ pub(crate) fn outbound_plan(snapshot: &Snapshot) -> OutboundPlan {
 
 pub fn outbound_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
     if scope.node_type != NodeType::Sidecar {
-        return Vec::new();
+        return crate::gateway::gateway_listeners(snapshot, scope);
     }
     let plan = outbound_plan(snapshot);
     let mut out = vec![virtual_outbound(snapshot)];
@@ -235,7 +235,7 @@ fn http_filter(name: &str, config: meshd_proto::pb::google::protobuf::Any) -> Ht
 }
 
 /// Istio's outbound chain: fault and CORS are always present (configured per route), router last.
-fn http_filters() -> Vec<HttpFilter> {
+pub(crate) fn http_filters() -> Vec<HttpFilter> {
     vec![
         http_filter("envoy.filters.http.fault", pack(&HttpFault::default())),
         http_filter("envoy.filters.http.cors", pack(&Cors::default())),
@@ -243,7 +243,7 @@ fn http_filters() -> Vec<HttpFilter> {
     ]
 }
 
-fn http_connection_manager(
+pub(crate) fn http_connection_manager(
     stat_prefix: String,
     route: http_connection_manager::RouteSpecifier,
     http_filters: Vec<HttpFilter>,

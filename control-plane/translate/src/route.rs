@@ -3,7 +3,8 @@
 
 use std::collections::HashSet;
 
-use meshd_model::{NodeType, OutboundPolicy, ServiceModel, Snapshot};
+use meshd_model::traffic::{MESH_GATEWAY, host_matches};
+use meshd_model::{NodeType, OutboundPolicy, ServiceModel, Snapshot, VirtualServiceModel};
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::route::v3::{
     RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, retry_policy,
@@ -12,13 +13,14 @@ use meshd_proto::pb::envoy::config::route::v3::{
 use meshd_proto::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 
 use crate::Scope;
+use crate::http_route::{RouteContext, virtual_service_routes};
 use crate::listener::outbound_plan;
 use crate::names::*;
 use crate::util::*;
 
 pub fn outbound_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfiguration> {
     if scope.node_type != NodeType::Sidecar {
-        return Vec::new();
+        return crate::gateway::gateway_routes(snapshot, scope);
     }
     let plan = outbound_plan(snapshot);
     plan.http_ports
@@ -49,10 +51,21 @@ fn route_config_for_port(snapshot: &Snapshot, scope: &Scope, port: u32) -> Route
             continue;
         }
         let cluster = outbound_cluster(port, "", &svc.hostname);
+        let routes = match mesh_virtual_service(snapshot, &svc.hostname) {
+            Some(vs) => {
+                let ctx = RouteContext {
+                    snapshot,
+                    port,
+                    gateway: MESH_GATEWAY,
+                };
+                virtual_service_routes(vs, &ctx)
+            }
+            None => vec![default_route(&cluster)],
+        };
         virtual_hosts.push(VirtualHost {
             name: format!("{}:{port}", svc.hostname),
             domains,
-            routes: vec![default_route(&cluster)],
+            routes,
             ..Default::default()
         });
     }
@@ -148,4 +161,20 @@ pub(crate) fn default_retry_policy() -> RetryPolicy {
         retriable_status_codes: vec![503],
         ..Default::default()
     }
+}
+
+/// The VirtualService that routes `host` for sidecars: the first (by namespace, name) whose hosts
+/// cover it and that applies to the mesh.
+pub(crate) fn mesh_virtual_service<'a>(
+    snapshot: &'a Snapshot,
+    host: &str,
+) -> Option<&'a VirtualServiceModel> {
+    snapshot
+        .traffic
+        .virtual_services
+        .iter()
+        .find(|vs| {
+            vs.applies_to_gateway(MESH_GATEWAY) && vs.hosts.iter().any(|h| host_matches(h, host))
+        })
+        .map(|vs| vs.as_ref())
 }

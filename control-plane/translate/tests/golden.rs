@@ -42,7 +42,21 @@ pub fn load_case(name: &str) -> (Snapshot, Vec<Proxy>) {
         .unwrap()
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|id| Proxy::from_node_id(id.trim()).unwrap())
+        .map(|line| {
+            // `<node id> [k=v,k=v]`: labels a router's node metadata would carry.
+            let mut parts = line.split_whitespace();
+            let mut proxy = Proxy::from_node_id(parts.next().unwrap()).unwrap();
+            for pair in parts
+                .next()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|p| !p.is_empty())
+            {
+                let (k, v) = pair.split_once('=').unwrap();
+                proxy.labels.insert(k.to_string(), v.to_string());
+            }
+            proxy
+        })
         .collect();
     (snapshot, proxies)
 }
@@ -127,10 +141,27 @@ pub fn envoy_validate(config: &EnvoyConfig, label: &str) {
 
 fn check_case(name: &str) {
     let (snapshot, proxies) = load_case(name);
-    assert!(
-        snapshot.findings.is_empty(),
-        "{name}: {:?}",
-        snapshot.findings
+    // Expected findings, one per line; a case without the file must have none.
+    let findings: String = snapshot
+        .findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{f}
+"
+            )
+        })
+        .collect();
+    let findings_file = case_dir(name).join("findings.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() && !findings.is_empty() {
+        std::fs::write(&findings_file, &findings).unwrap();
+    }
+    let expected_findings = std::fs::read_to_string(&findings_file).unwrap_or_default();
+    assert_eq!(
+        findings,
+        expected_findings,
+        "{name}: findings differ from {}",
+        findings_file.display()
     );
     for proxy in proxies {
         let config = meshd_translate::generate(&snapshot, &proxy);
@@ -163,4 +194,34 @@ fn sidecar_basic_matches_golden_and_envoy_accepts_it() {
 #[test]
 fn registry_only_matches_golden_and_envoy_accepts_it() {
     check_case("registry-only");
+}
+
+#[test]
+fn traffic_basic_matches_golden_and_envoy_accepts_it() {
+    check_case("traffic-basic");
+}
+
+#[test]
+fn invalid_objects_are_reported_left_out_and_the_rest_is_served() {
+    check_case("invalid-isolated");
+    let (snapshot, proxies) = load_case("invalid-isolated");
+    let config = meshd_translate::generate(&snapshot, &proxies[0]);
+    let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        names.contains(&"outbound|6379||cache.external"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.ends_with("db.external")),
+        "{names:?}"
+    );
+    // The web service keeps its default route: neither broken VirtualService took it over.
+    let route = config.routes.iter().find(|r| r.name == "80").unwrap();
+    let vhost = route
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "web.default.svc.cluster.local:80")
+        .unwrap();
+    assert_eq!(vhost.routes.len(), 1);
+    assert_eq!(vhost.routes[0].name, "default");
 }
