@@ -36,6 +36,9 @@ struct Args {
     /// Serve line echo on this port (repeatable).
     #[arg(long)]
     tcp: Vec<u16>,
+    /// Address to listen on (a loopback address lets several run on one host).
+    #[arg(long, default_value = "0.0.0.0")]
+    address: std::net::IpAddr,
 }
 
 struct Echo {
@@ -64,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let mut tasks = tokio::task::JoinSet::new();
     for port in args.http {
-        let listener = bind(port).await?;
+        let listener = bind(args.address, port).await?;
         let app = axum::Router::new()
             .fallback(answer)
             .with_state(PortState {
@@ -79,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     for port in args.tcp {
-        let listener = bind(port).await?;
+        let listener = bind(args.address, port).await?;
         let name = echo.name.clone();
         tasks.spawn(serve_lines(listener, name));
     }
@@ -90,10 +93,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bind(port: u16) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(("0.0.0.0", port))
+async fn bind(address: std::net::IpAddr, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((address, port))
         .await
-        .with_context(|| format!("binding 0.0.0.0:{port}"))
+        .with_context(|| format!("binding {address}:{port}"))
 }
 
 async fn answer(
