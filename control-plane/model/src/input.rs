@@ -4,6 +4,7 @@
 pub mod istio;
 pub mod kube;
 pub mod networking;
+pub mod security;
 
 use std::collections::BTreeMap;
 

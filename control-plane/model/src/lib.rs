@@ -6,6 +6,7 @@ pub mod documents;
 pub mod input;
 pub mod mesh_config;
 pub mod object;
+pub mod peer_auth;
 pub mod protocol;
 pub mod proxy;
 pub mod registry;
@@ -14,6 +15,7 @@ pub mod traffic;
 
 pub use mesh_config::{MeshConfig, OutboundPolicy};
 pub use object::{Kind, Object, ObjectKey, ParseError};
+pub use peer_auth::{MtlsMode, PeerAuthentications};
 pub use protocol::Protocol;
 pub use proxy::{NodeType, Proxy};
 pub use registry::{Endpoint, Resolution, ServiceModel, ServicePort};

@@ -11,6 +11,7 @@ use crate::input::ObjectMeta;
 use crate::input::istio::{ServiceEntry, WorkloadEntry};
 use crate::input::kube::{ConfigMap, EndpointSlice, Endpoints, Namespace, Pod, Service};
 use crate::input::networking::{DestinationRule, Gateway, VirtualService};
+use crate::input::security::PeerAuthentication;
 
 /// Every kind meshd reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -189,6 +190,7 @@ pub enum Object {
     VirtualService(Arc<VirtualService>),
     DestinationRule(Arc<DestinationRule>),
     Gateway(Arc<Gateway>),
+    PeerAuthentication(Arc<PeerAuthentication>),
     Raw(Kind, Arc<RawObject>),
 }
 
@@ -289,6 +291,7 @@ impl Object {
             Kind::VirtualService => Object::VirtualService(typed(&key, value)?),
             Kind::DestinationRule => Object::DestinationRule(typed(&key, value)?),
             Kind::Gateway => Object::Gateway(typed(&key, value)?),
+            Kind::PeerAuthentication => Object::PeerAuthentication(typed(&key, value)?),
             _ => {
                 let metadata: ObjectMeta = typed_field(&key, "metadata", value.get("metadata"))?;
                 let spec = value
@@ -314,6 +317,7 @@ impl Object {
             Object::VirtualService(_) => Kind::VirtualService,
             Object::DestinationRule(_) => Kind::DestinationRule,
             Object::Gateway(_) => Kind::Gateway,
+            Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::Raw(kind, _) => *kind,
         }
     }
@@ -331,6 +335,7 @@ impl Object {
             Object::VirtualService(o) => &o.metadata,
             Object::DestinationRule(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
+            Object::PeerAuthentication(o) => &o.metadata,
             Object::Raw(_, o) => &o.metadata,
         }
     }
@@ -363,6 +368,7 @@ impl Object {
             Object::VirtualService(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::DestinationRule(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Gateway(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::PeerAuthentication(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Raw(_, o) => set(&mut Arc::make_mut(o).metadata, namespace),
         }
         self

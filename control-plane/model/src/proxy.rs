@@ -21,6 +21,9 @@ pub struct Proxy {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub service_account: Option<String>,
+    /// The proxy holds a mesh certificate (it came over the TLS port with a proven identity), so it
+    /// can originate and terminate mesh mTLS.
+    pub mtls: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +57,7 @@ impl Proxy {
             namespace: namespace.to_string(),
             labels: BTreeMap::new(),
             service_account: None,
+            mtls: false,
         })
     }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::mesh_config::MeshConfig;
 use crate::object::{Object, ObjectKey};
+use crate::peer_auth::PeerAuthentications;
 use crate::registry::{PodInfo, Registry};
 use crate::traffic::Traffic;
 
@@ -76,6 +77,7 @@ pub struct Snapshot {
     pub objects: Arc<BTreeMap<ObjectKey, Object>>,
     pub registry: Registry,
     pub traffic: Traffic,
+    pub peer_authentications: PeerAuthentications,
     pub findings: Vec<Finding>,
 }
 
@@ -90,12 +92,15 @@ impl Snapshot {
         let mut findings = Vec::new();
         let registry = Registry::build(&objects, &mut findings);
         let traffic = Traffic::build(&objects, &registry, &mut findings);
+        let peer_authentications =
+            PeerAuthentications::build(&objects, &mesh.root_namespace, &mut findings);
         Snapshot {
             version,
             mesh,
             objects,
             registry,
             traffic,
+            peer_authentications,
             findings,
         }
     }

@@ -21,6 +21,7 @@ use meshd_proto::pb::envoy::extensions::upstreams::http::v3::{
 
 use crate::Scope;
 use crate::names::*;
+use crate::tls;
 use crate::util::*;
 
 /// A port of this proxy's own workload that some service sends traffic to.
@@ -112,7 +113,7 @@ fn base_cluster(snapshot: &Snapshot, name: String, t: cluster::DiscoveryType) ->
 }
 
 /// Clusters for every service port the scope can see, plus BlackHole and Passthrough.
-pub fn outbound_clusters(snapshot: &Snapshot, _scope: &Scope) -> Vec<Cluster> {
+pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
     let mut out = Vec::new();
     for svc in snapshot.registry.services.values() {
         let rule = snapshot.traffic.destination_rule(&svc.hostname);
@@ -124,6 +125,29 @@ pub fn outbound_clusters(snapshot: &Snapshot, _scope: &Scope) -> Vec<Cluster> {
                 sp.protocol,
                 rule.map(|r| r.as_ref()),
             );
+            // Auto-mTLS for in-mesh destinations, when this proxy holds a certificate to present.
+            let mtls = scope.mtls
+                && snapshot.mesh.enable_auto_mtls
+                && !svc.mesh_external
+                && svc.resolution == Resolution::ClientSideLb;
+            let sans = if mtls {
+                tls::endpoint_identities(
+                    snapshot,
+                    snapshot.registry.endpoints(&svc.hostname, sp.port),
+                )
+            } else {
+                Vec::new()
+            };
+            let with_mtls = |mut c: Cluster, subset: &str| {
+                if mtls {
+                    c.transport_socket_matches = tls::auto_mtls_matches(
+                        tls::mesh_sni(sp.port, subset, &svc.hostname),
+                        &sans,
+                        sp.protocol.is_http2(),
+                    );
+                }
+                c
+            };
             // One cluster per DestinationRule subset, with the same settings and its own endpoints.
             if let Some(rule) = rule {
                 for subset in &rule.subsets {
@@ -132,10 +156,10 @@ pub fn outbound_clusters(snapshot: &Snapshot, _scope: &Scope) -> Vec<Cluster> {
                     if let Some(eds) = c.eds_cluster_config.as_mut() {
                         eds.service_name = c.name.clone();
                     }
-                    out.push(c);
+                    out.push(with_mtls(c, &subset.name));
                 }
             }
-            out.push(base);
+            out.push(with_mtls(base, ""));
         }
     }
     out.push(base_cluster(

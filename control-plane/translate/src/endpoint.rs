@@ -27,11 +27,13 @@ pub fn endpoints(snapshot: &Snapshot) -> Vec<ClusterLoadAssignment> {
                     .cloned()
                     .collect();
                 out.push(assignment(
+                    snapshot,
                     outbound_cluster(sp.port, &subset.name, &svc.hostname),
                     &selected,
                 ));
             }
             out.push(assignment(
+                snapshot,
                 outbound_cluster(sp.port, "", &svc.hostname),
                 eps,
             ));
@@ -40,7 +42,11 @@ pub fn endpoints(snapshot: &Snapshot) -> Vec<ClusterLoadAssignment> {
     out
 }
 
-fn assignment(cluster_name: String, eps: &[meshd_model::Endpoint]) -> ClusterLoadAssignment {
+fn assignment(
+    snapshot: &Snapshot,
+    cluster_name: String,
+    eps: &[meshd_model::Endpoint],
+) -> ClusterLoadAssignment {
     let lb_endpoints: Vec<LbEndpoint> = eps
         .iter()
         .map(|e| LbEndpoint {
@@ -49,6 +55,11 @@ fn assignment(cluster_name: String, eps: &[meshd_model::Endpoint]) -> ClusterLoa
                 ..Default::default()
             })),
             load_balancing_weight: u32_value(e.weight.max(1)),
+            metadata: if crate::tls::endpoint_speaks_mtls(snapshot, e) {
+                crate::tls::mtls_endpoint_metadata()
+            } else {
+                None
+            },
             ..Default::default()
         })
         .collect();

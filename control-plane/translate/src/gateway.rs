@@ -15,7 +15,7 @@ use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manage
 
 use crate::Scope;
 use crate::http_route::{RouteContext, virtual_service_routes};
-use crate::listener::{http_connection_manager, http_filters};
+use crate::listener::{hcm_filter, http_connection_manager, http_filters};
 use crate::util::*;
 
 fn is_http(protocol: &str) -> bool {
@@ -60,12 +60,13 @@ pub(crate) fn gateway_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Liste
             });
             let mut hcm =
                 http_connection_manager(format!("outbound_0.0.0.0_{port}"), rds, http_filters());
-            set_edge(&mut hcm);
+            // A gateway is the edge: it trusts no client-supplied forwarding headers.
+            hcm.use_remote_address = bool_value(true);
             Listener {
                 name: format!("0.0.0.0_{port}"),
                 address: Some(socket_address("0.0.0.0", port)),
                 filter_chains: vec![FilterChain {
-                    filters: vec![hcm],
+                    filters: vec![hcm_filter(&hcm)],
                     ..Default::default()
                 }],
                 traffic_direction: TrafficDirection::Outbound as i32,
@@ -73,18 +74,6 @@ pub(crate) fn gateway_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Liste
             }
         })
         .collect()
-}
-
-/// A gateway is the edge: it trusts no client-supplied forwarding headers.
-fn set_edge(filter: &mut meshd_proto::pb::envoy::config::listener::v3::Filter) {
-    use meshd_proto::pb::envoy::config::listener::v3::filter::ConfigType;
-    use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
-    if let Some(ConfigType::TypedConfig(any)) = &mut filter.config_type
-        && let Some(mut hcm) = meshd_proto::unpack::<HttpConnectionManager>(any)
-    {
-        hcm.use_remote_address = bool_value(true);
-        *any = meshd_proto::pack(&hcm);
-    }
 }
 
 /// The host a VirtualService host serves on a server: itself if the server covers it, the server's

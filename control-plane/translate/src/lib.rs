@@ -11,6 +11,7 @@ mod http_route;
 mod listener;
 mod names;
 mod route;
+pub mod tls;
 mod util;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ pub struct Scope {
     pub namespace: String,
     /// Routers only: Gateways select them by label. Empty for sidecars, so they share per namespace.
     pub labels: BTreeMap<String, String>,
+    /// The proxy holds a mesh certificate: outbound clusters use auto-mTLS.
+    pub mtls: bool,
 }
 
 impl Scope {
@@ -47,6 +50,7 @@ impl Scope {
             node_type: proxy.node_type,
             namespace: proxy.namespace.clone(),
             labels,
+            mtls: proxy.mtls,
         }
     }
 }

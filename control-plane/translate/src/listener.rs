@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use meshd_model::{NodeType, OutboundPolicy, Protocol, Proxy, Snapshot};
+use meshd_model::{MtlsMode, NodeType, OutboundPolicy, Protocol, Proxy, Snapshot};
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::core::v3::TrafficDirection;
 use meshd_proto::pb::envoy::config::listener::v3::{
@@ -17,6 +17,7 @@ use meshd_proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use meshd_proto::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use meshd_proto::pb::envoy::extensions::filters::http::router::v3::Router;
 use meshd_proto::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use meshd_proto::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
@@ -94,7 +95,7 @@ pub fn outbound_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
             }),
             http_filters(),
         );
-        out.push(bound_elsewhere_listener("0.0.0.0", *port, hcm));
+        out.push(bound_elsewhere_listener("0.0.0.0", *port, hcm_filter(&hcm)));
     }
     for ((address, port), cluster) in &plan.tcp {
         let stat = format!(
@@ -148,46 +149,122 @@ pub fn inbound_listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
     if proxy.node_type != NodeType::Sidecar {
         return Vec::new();
     }
+    // PeerAuthentication selects on the workload's labels: the registry's Pod, else the node's claim.
+    let (namespace, labels) = match snapshot.pod_by_ip(&proxy.ip) {
+        Some(pod) => (pod.namespace.clone(), pod.labels.clone()),
+        None => (proxy.namespace.clone(), proxy.labels.clone()),
+    };
     let mut chains = Vec::new();
+    let mut any_tls = false;
     for p in inbound_ports(snapshot, proxy) {
         let cluster = inbound_cluster(p.port);
-        let filter = if p.protocol.is_http() {
-            inbound_http(p.port, &cluster, p.protocol)
-        } else {
-            tcp_proxy_filter(&cluster, &cluster)
+        let http = p.protocol.is_http();
+        let filter = || {
+            if http {
+                inbound_http(p.port, &cluster, p.protocol)
+            } else {
+                tcp_proxy_filter(&cluster, &cluster)
+            }
         };
-        chains.push(FilterChain {
-            name: cluster.clone(),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: u32_value(p.port),
-                ..Default::default()
-            }),
-            filters: vec![filter],
+        let mode = snapshot
+            .peer_authentications
+            .mode(&namespace, &labels, p.port);
+        any_tls |= proxy.mtls && mode != MtlsMode::Disable;
+        chains.extend(mode_chains(
+            &cluster,
+            Some(p.port),
+            mode,
+            proxy.mtls,
+            http,
+            filter,
+        ));
+    }
+    let passthrough = || tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER);
+    let mode = snapshot.peer_authentications.mode(&namespace, &labels, 0);
+    any_tls |= proxy.mtls && mode != MtlsMode::Disable;
+    chains.extend(mode_chains(
+        "InboundPassthroughFilterChain",
+        None,
+        mode,
+        proxy.mtls,
+        false,
+        passthrough,
+    ));
+    let mut listener_filters = vec![ListenerFilter {
+        name: "envoy.filters.listener.original_dst".to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+            &OriginalDst::default(),
+        ))),
+        ..Default::default()
+    }];
+    if any_tls {
+        // Tells TLS from plaintext, so PERMISSIVE ports can serve both.
+        listener_filters.push(ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".to_string(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+                &TlsInspector::default(),
+            ))),
             ..Default::default()
         });
     }
-    chains.push(FilterChain {
-        name: "InboundPassthroughFilterChain".to_string(),
-        filters: vec![tcp_proxy_filter(
-            INBOUND_PASSTHROUGH_CLUSTER,
-            INBOUND_PASSTHROUGH_CLUSTER,
-        )],
-        ..Default::default()
-    });
     vec![Listener {
         name: VIRTUAL_INBOUND.to_string(),
         address: Some(socket_address("0.0.0.0", INBOUND_PORT)),
-        listener_filters: vec![ListenerFilter {
-            name: "envoy.filters.listener.original_dst".to_string(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
-                &OriginalDst::default(),
-            ))),
-            ..Default::default()
-        }],
+        listener_filters,
+        // A server-first protocol sends nothing for the inspector to read: after the timeout the
+        // connection continues to the non-TLS chain instead of being dropped.
+        continue_on_listener_filters_timeout: any_tls,
         filter_chains: chains,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     }]
+}
+
+/// The filter chains for one inbound port (or the catch-all) under a PeerAuthentication mode:
+/// STRICT terminates mTLS and closes plaintext connections; PERMISSIVE serves both; DISABLE serves
+/// plaintext. A proxy without a mesh certificate cannot terminate mTLS, so STRICT fails closed there.
+fn mode_chains(
+    name: &str,
+    port: Option<u32>,
+    mode: MtlsMode,
+    has_certificate: bool,
+    http: bool,
+    filter: impl Fn() -> Filter,
+) -> Vec<FilterChain> {
+    // An empty transport matches anything the TLS chain did not take, including connections whose
+    // protocol the inspector could not tell.
+    let matching = |transport: &str| {
+        (port.is_some() || !transport.is_empty()).then(|| FilterChainMatch {
+            destination_port: port.and_then(u32_value),
+            transport_protocol: transport.to_string(),
+            ..Default::default()
+        })
+    };
+    let closed = || FilterChain {
+        name: format!("{name}-plaintext-refused"),
+        filter_chain_match: matching(""),
+        filters: vec![tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER)],
+        ..Default::default()
+    };
+    let tls = || FilterChain {
+        name: format!("{name}-mtls"),
+        filter_chain_match: matching("tls"),
+        filters: vec![filter()],
+        transport_socket: Some(crate::tls::inbound_mtls_socket(http)),
+        ..Default::default()
+    };
+    let plain = |transport: &str| FilterChain {
+        name: name.to_string(),
+        filter_chain_match: matching(transport),
+        filters: vec![filter()],
+        ..Default::default()
+    };
+    match (mode, has_certificate) {
+        (MtlsMode::Disable, _) | (MtlsMode::Permissive, false) => vec![plain("")],
+        (MtlsMode::Permissive, true) => vec![tls(), plain("")],
+        (MtlsMode::Strict, true) => vec![tls(), closed()],
+        (MtlsMode::Strict, false) => vec![closed()],
+    }
 }
 
 fn inbound_http(port: u32, cluster: &str, _protocol: Protocol) -> Filter {
@@ -216,14 +293,23 @@ fn inbound_http(port: u32, cluster: &str, _protocol: Protocol) -> Filter {
         validate_clusters: bool_value(false),
         ..Default::default()
     };
-    http_connection_manager(
+    let mut hcm = http_connection_manager(
         format!("inbound_0.0.0.0_{port}"),
         http_connection_manager::RouteSpecifier::RouteConfig(route_config),
         vec![http_filter(
             "envoy.filters.http.router",
             pack(&Router::default()),
         )],
-    )
+    );
+    // The app learns who called from the mTLS peer's URI SAN; anything a client sent is replaced.
+    hcm.forward_client_cert_details =
+        http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
+    hcm.set_current_client_cert_details =
+        Some(http_connection_manager::SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        });
+    hcm_filter(&hcm)
 }
 
 fn http_filter(name: &str, config: meshd_proto::pb::google::protobuf::Any) -> HttpFilter {
@@ -247,8 +333,8 @@ pub(crate) fn http_connection_manager(
     stat_prefix: String,
     route: http_connection_manager::RouteSpecifier,
     http_filters: Vec<HttpFilter>,
-) -> Filter {
-    let hcm = HttpConnectionManager {
+) -> HttpConnectionManager {
+    HttpConnectionManager {
         stat_prefix,
         route_specifier: Some(route),
         http_filters,
@@ -259,10 +345,13 @@ pub(crate) fn http_connection_manager(
         }],
         use_remote_address: bool_value(false),
         ..Default::default()
-    };
+    }
+}
+
+pub(crate) fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
     Filter {
         name: "envoy.filters.network.http_connection_manager".to_string(),
-        config_type: Some(filter::ConfigType::TypedConfig(pack(&hcm))),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(hcm))),
     }
 }
 

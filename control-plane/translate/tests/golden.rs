@@ -43,15 +43,13 @@ pub fn load_case(name: &str) -> (Snapshot, Vec<Proxy>) {
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
-            // `<node id> [k=v,k=v]`: labels a router's node metadata would carry.
+            // `<node id> [k=v,k=v|-] [mtls]`: the labels a router's node metadata would carry, and
+            // whether the proxy holds a mesh certificate (it came over the TLS port).
             let mut parts = line.split_whitespace();
             let mut proxy = Proxy::from_node_id(parts.next().unwrap()).unwrap();
-            for pair in parts
-                .next()
-                .unwrap_or_default()
-                .split(',')
-                .filter(|p| !p.is_empty())
-            {
+            let labels = parts.next().unwrap_or_default();
+            proxy.mtls = parts.next() == Some("mtls");
+            for pair in labels.split(',').filter(|p| !p.is_empty() && *p != "-") {
                 let (k, v) = pair.split_once('=').unwrap();
                 proxy.labels.insert(k.to_string(), v.to_string());
             }
@@ -224,4 +222,9 @@ fn invalid_objects_are_reported_left_out_and_the_rest_is_served() {
         .unwrap();
     assert_eq!(vhost.routes.len(), 1);
     assert_eq!(vhost.routes[0].name, "default");
+}
+
+#[test]
+fn mtls_matches_golden_and_envoy_accepts_it() {
+    check_case("mtls");
 }
