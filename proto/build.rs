@@ -1,5 +1,6 @@
 //! Compiles a descriptor set of the Envoy API from the `.proto` sources that the `envoy-types`
-//! crate ships, so meshd can print any Envoy message as the canonical JSON Envoy itself prints.
+//! crate ships, so meshd can print any Envoy message as the canonical JSON Envoy itself prints;
+//! and generates Rust types and a tonic client and server for meshd's own `.proto` files.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +55,30 @@ fn main() {
         PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("envoy_descriptors.bin");
     std::fs::write(&out, bytes).expect("writing descriptor set");
     println!("cargo:rerun-if-changed=build.rs");
+
+    compile_istio_ca();
+}
+
+/// Istio's certificate API (`proto/istio/ca.proto`, ours, wire-compatible with Istio's). Its
+/// `google.protobuf.Struct` is the one envoy-types generates, so the workspace has one Struct type.
+fn compile_istio_ca() {
+    const CA_PROTO: &str = "istio/ca.proto";
+    let manifest =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let set = protox::compile([CA_PROTO], [&manifest])
+        .unwrap_or_else(|e| panic!("compiling {CA_PROTO}: {e:?}"));
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Drop prost-build's default mapping to prost-types, then point at envoy-types' own.
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "crate::pb::google::protobuf")
+        .compile_fds(set)
+        .unwrap_or_else(|e| panic!("generating code for {CA_PROTO}: {e}"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join(CA_PROTO).display()
+    );
 }
 
 /// Where cargo unpacked `envoy-types` (registry, vendor dir or git checkout), asked of cargo itself.

@@ -1,20 +1,42 @@
-//! meshd's certificate authority. Workload certificates, SPIFFE identities and the
-//! Istio certificate service land here; the crate is the home they grow into.
+//! meshd's certificate authority: SPIFFE identities, the signing CA (Istio's plug-in layout or a
+//! generated root), workload and serving certificates, CSR signing, and Istio's
+//! `IstioCertificateService` for agents that ask for certificates themselves.
+//!
+//! Private keys never reach logs: they live in [`SecretPem`] (whose `Debug` is redacted) or inside
+//! the CA, whose `Debug` names only public facts.
 
-/// The SPIFFE id Istio gives a workload: `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
-pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
-    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
-}
+mod authority;
+mod csr;
+mod error;
+mod identity;
+mod secret;
+mod service;
+mod x509;
+
+pub use authority::{
+    CaOptions, CertificateAuthority, DEFAULT_MAX_TTL, DEFAULT_WORKLOAD_TTL, IssuedCert, ROOT_TTL,
+};
+pub use error::CaError;
+pub use identity::{Identity, spiffe_id};
+pub use secret::SecretPem;
+pub use service::{AuthError, Authenticator, Caller, CertificateService, PeerInfo};
+pub use x509::{CertSummary, describe_pem, uri_sans};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn spiffe_id_follows_istio_layout() {
-        assert_eq!(
-            spiffe_id("cluster.local", "default", "bookinfo-productpage"),
-            "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
-        );
+    fn the_ca_and_its_service_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<CertificateAuthority>();
+        shareable::<IssuedCert>();
+        struct Nobody;
+        impl Authenticator for Nobody {
+            fn authenticate(&self, _: &Caller) -> Result<Identity, AuthError> {
+                Err(AuthError::NoCredentials)
+            }
+        }
+        shareable::<CertificateService<Nobody>>();
     }
 }

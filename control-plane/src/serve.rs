@@ -3,13 +3,16 @@
 mod debug;
 mod file_source;
 mod generator;
+mod identity;
 mod index;
+mod secrets;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,6 +23,7 @@ use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use secrets::Secrets;
 use tokio::sync::{mpsc, watch};
 
 use crate::documents::DocumentError;
@@ -35,6 +39,24 @@ pub struct Args {
     /// Plaintext gRPC (ADS, SotW and Delta).
     #[arg(long, env = "MESHD_XDS_ADDR", default_value = "0.0.0.0:15010")]
     pub xds_addr: SocketAddr,
+    /// TLS gRPC: ADS (the only port that serves secrets) and Istio's certificate service.
+    #[arg(long, env = "MESHD_SECURE_ADDR", default_value = "0.0.0.0:15012")]
+    pub secure_addr: SocketAddr,
+    /// CA directory in Istio's plug-in layout; a generated root is persisted here. Without it the
+    /// root is generated anew in a temporary directory at every start.
+    #[arg(long, env = "MESHD_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Lifetime of workload certificates; they are renewed at half-life.
+    #[arg(long, env = "MESHD_WORKLOAD_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub workload_cert_ttl: Duration,
+    /// DNS names on meshd's serving certificate (what proxies verify when they connect over TLS).
+    #[arg(
+        long,
+        env = "MESHD_SERVING_NAMES",
+        value_delimiter = ',',
+        default_value = "istiod.istio-system.svc,meshd.istio-system.svc,localhost"
+    )]
+    pub serving_names: Vec<String>,
     /// HTTP debug API: /ready, /metrics, /debug/*.
     #[arg(long, env = "MESHD_DEBUG_ADDR", default_value = "0.0.0.0:15014")]
     pub debug_addr: SocketAddr,
@@ -74,7 +96,53 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub errors: RwLock<BTreeMap<String, Vec<DocumentError>>>,
     pub registry: Registry,
-    pub pushes: AtomicU64,
+}
+
+/// Announces pushes. Shared by the index (config changes) and certificate rotation, so epochs stay
+/// strictly increasing whoever pushes.
+pub struct Pusher {
+    state: parking_lot::Mutex<(u64, BTreeMap<String, u64>)>,
+    tx: watch::Sender<Arc<Push>>,
+}
+
+impl Pusher {
+    fn new() -> (Self, watch::Receiver<Arc<Push>>) {
+        let (tx, rx) = watch::channel(Arc::new(Push {
+            epoch: 0,
+            changed_at: BTreeMap::new(),
+            triggered_at: Instant::now(),
+        }));
+        (
+            Pusher {
+                state: parking_lot::Mutex::default(),
+                tx,
+            },
+            rx,
+        )
+    }
+
+    /// Announces that `types` changed; returns the new epoch.
+    pub fn push(&self, types: &[&str], triggered_at: Instant) -> u64 {
+        let mut state = self.state.lock();
+        state.0 += 1;
+        let epoch = state.0;
+        for t in types {
+            state.1.insert(t.to_string(), epoch);
+        }
+        let _ = self.tx.send(Arc::new(Push {
+            epoch,
+            changed_at: state.1.clone(),
+            triggered_at,
+        }));
+        epoch
+    }
+
+    /// Pushes only once sources have synced (epoch 0 still refuses streams).
+    pub fn push_if_serving(&self, types: &[&str]) {
+        if self.state.lock().0 > 0 {
+            self.push(types, Instant::now());
+        }
+    }
 }
 
 struct Metrics {
@@ -153,20 +221,35 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         metrics.push_triggers.clone(),
     );
 
-    let generator = Arc::new(MeshGenerator::new(Arc::new(Snapshot::default())));
-    let (push_tx, push_rx) = watch::channel(Arc::new(Push {
-        epoch: 0,
-        changed_at: BTreeMap::new(),
-        triggered_at: Instant::now(),
-    }));
+    let identity_rejections = Counter::default();
+    registry.register(
+        "meshd_xds_identity_rejections",
+        "xDS streams refused on the TLS port because the proxy could not prove its identity",
+        identity_rejections.clone(),
+    );
+    let (ca, _ca_tmp) = load_ca(&args, &base_mesh)?;
+    let secrets = Arc::new(Secrets::new(ca.clone(), Some(args.workload_cert_ttl)));
+    let generator = Arc::new(MeshGenerator::new(
+        Arc::new(Snapshot::default()),
+        secrets.clone(),
+        identity_rejections,
+    ));
+    let (pusher, push_rx) = Pusher::new();
+    let pusher = Arc::new(pusher);
     let ads = AdsServer::new(generator.clone(), push_rx, &mut registry);
+    let certificates = meshd_ca::CertificateService::new(
+        ca.clone(),
+        AddressAuthenticator {
+            generator: generator.clone(),
+        },
+        &mut registry,
+    );
     let shared = Arc::new(Shared {
         generator: generator.clone(),
         ads: ads.clone(),
         ready: AtomicBool::new(false),
         errors: RwLock::default(),
         registry,
-        pushes: AtomicU64::new(0),
     });
 
     let (source_tx, source_rx) = mpsc::unbounded_channel();
@@ -184,17 +267,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         base_mesh,
         args.clone(),
         shared.clone(),
-        push_tx,
+        pusher.clone(),
         metrics,
     ));
 
     let xds_listener = tokio::net::TcpListener::bind(args.xds_addr)
         .await
         .with_context(|| format!("binding {}", args.xds_addr))?;
+    let secure_listener = tokio::net::TcpListener::bind(args.secure_addr)
+        .await
+        .with_context(|| format!("binding {}", args.secure_addr))?;
     let debug_listener = tokio::net::TcpListener::bind(args.debug_addr)
         .await
         .with_context(|| format!("binding {}", args.debug_addr))?;
-    tracing::info!(xds = %args.xds_addr, debug = %args.debug_addr, "meshd serving");
+    tracing::info!(xds = %args.xds_addr, secure = %args.secure_addr, debug = %args.debug_addr, "meshd serving");
 
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -203,13 +289,146 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
             shutdown_signal(),
         );
+    let serving = tls::ServingCert::issue(&ca, args.serving_names.clone(), serving_ips(&args))
+        .context("minting meshd's serving certificate")?;
+    tokio::spawn(rotate_certificates(
+        secrets.clone(),
+        serving.clone(),
+        pusher.clone(),
+    ));
+    let secure = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ads.clone().secure(true).service())
+        .add_service(certificates.into_server())
+        .serve_with_incoming_shutdown(tls::incoming(secure_listener, serving), shutdown_signal());
     let http = axum::serve(debug_listener, debug::router(shared.clone()))
         .with_graceful_shutdown(shutdown_signal());
-    let (g, h) = tokio::join!(grpc, http);
+    let (g, s, h) = tokio::join!(grpc, secure, http);
     ads.shutdown();
     g.context("xDS server")?;
+    s.context("secure xDS server")?;
     h.context("debug server")?;
     Ok(())
+}
+
+/// IP SANs for the serving certificate: the secure address when it names one.
+fn serving_ips(args: &Args) -> Vec<std::net::IpAddr> {
+    let ip = args.secure_addr.ip();
+    let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    if !ip.is_unspecified() && !ips.contains(&ip) {
+        ips.push(ip);
+    }
+    ips
+}
+
+/// The CA from `--ca-dir`, or a fresh one in a temporary directory that lives as long as meshd.
+fn load_ca(
+    args: &Args,
+    mesh: &MeshConfig,
+) -> anyhow::Result<(Arc<meshd_ca::CertificateAuthority>, Option<TempDir>)> {
+    let (dir, tmp) = match &args.ca_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let tmp = TempDir::new()?;
+            (tmp.0.clone(), Some(tmp))
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca = meshd_ca::CertificateAuthority::load_or_generate(meshd_ca::CaOptions {
+        dir: dir.clone(),
+        trust_domain: mesh.trust_domain.clone(),
+        workload_ttl: args.workload_cert_ttl,
+        max_ttl: Duration::from_secs(90 * 24 * 3600),
+    })
+    .with_context(|| format!("loading the CA from {}", dir.display()))?;
+    Ok((Arc::new(ca), tmp))
+}
+
+/// A private directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("meshd-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Certificate callers of the CA service proved the same way xDS peers do: by source address.
+struct AddressAuthenticator {
+    generator: Arc<MeshGenerator>,
+}
+
+impl meshd_ca::Authenticator for AddressAuthenticator {
+    fn authenticate(
+        &self,
+        caller: &meshd_ca::Caller,
+    ) -> Result<meshd_ca::Identity, meshd_ca::AuthError> {
+        let snapshot = self.generator.snapshot();
+        let remote = caller
+            .remote_addr
+            .ok_or_else(|| meshd_ca::AuthError::new("no source address"))?;
+        let pod = snapshot
+            .registry
+            .pods_by_ip
+            .get(&remote.ip().to_string())
+            .ok_or_else(|| {
+                meshd_ca::AuthError::new(format!("no pod has address {}", remote.ip()))
+            })?;
+        Ok(meshd_ca::Identity::new(
+            &snapshot.mesh.trust_domain,
+            &pod.namespace,
+            &pod.service_account,
+        ))
+    }
+}
+
+/// How long proxies get to take a new trust bundle before certificates from a new CA follow.
+const ROOT_ROLL_GRACE: Duration = Duration::from_secs(3);
+
+/// Renews workload certificates at half-life and follows CA changes (root rotation), pushing SDS.
+async fn rotate_certificates(
+    secrets: Arc<Secrets>,
+    serving: Arc<tls::ServingCert>,
+    pusher: Arc<Pusher>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let mut changed = secrets.expire_due(std::time::SystemTime::now());
+        match secrets.ca().reload() {
+            Ok(true) => {
+                // Two phases, so no proxy ever meets a certificate its peer does not trust yet:
+                // first every proxy gets the bundle with old and new roots, then new certificates.
+                tracing::info!("CA changed on disk; distributing the new trust bundle");
+                pusher.push_if_serving(&[type_url::SECRET]);
+                tokio::time::sleep(ROOT_ROLL_GRACE).await;
+                tracing::info!("reissuing every workload certificate from the new CA");
+                secrets.clear();
+                if let Err(e) = serving.renew(secrets.ca(), true) {
+                    tracing::error!(error = %e, "reissuing meshd's serving certificate failed");
+                }
+                changed = true;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading the CA failed; keeping the current one")
+            }
+        }
+        if let Err(e) = serving.renew(secrets.ca(), false) {
+            tracing::error!(error = %e, "renewing meshd's serving certificate failed");
+        }
+        if changed {
+            pusher.push_if_serving(&[type_url::SECRET]);
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -230,12 +449,11 @@ async fn index_loop(
     base_mesh: MeshConfig,
     args: Args,
     shared: Arc<Shared>,
-    push_tx: watch::Sender<Arc<Push>>,
+    pusher: Arc<Pusher>,
     metrics: Metrics,
 ) {
     let mut index = Index::default();
-    let mut epoch = 0u64;
-    let mut changed_at: BTreeMap<String, u64> = BTreeMap::new();
+    let mut version = 0u64;
     let mut last_mesh: Option<MeshConfig> = None;
     loop {
         let Some(first) = rx.recv().await else { return };
@@ -281,12 +499,12 @@ async fn index_loop(
         let objects = index.objects();
         let mesh = effective_mesh(&objects, &base_mesh);
         let mesh_changed = last_mesh.as_ref() != Some(&mesh);
-        if kinds.is_empty() && !mesh_changed && epoch > 0 {
+        if kinds.is_empty() && !mesh_changed && version > 0 {
             continue;
         }
         last_mesh = Some(mesh.clone());
-        epoch += 1;
-        let snapshot = Arc::new(Snapshot::build(epoch, objects, Arc::new(mesh)));
+        version += 1;
+        let snapshot = Arc::new(Snapshot::build(version, objects, Arc::new(mesh)));
         for f in &snapshot.findings {
             tracing::warn!(finding = %f, "config finding");
         }
@@ -298,7 +516,7 @@ async fn index_loop(
             .set(shared.errors.read().values().map(|v| v.len() as i64).sum());
         shared.generator.set_snapshot(snapshot);
         let endpoint_only = !mesh_changed
-            && epoch > 1
+            && version > 1
             && kinds
                 .iter()
                 .all(|k| matches!(k, Kind::Endpoints | Kind::EndpointSlice));
@@ -308,18 +526,10 @@ async fn index_loop(
         } else {
             &type_url::PUSH_ORDER
         };
-        for t in types {
-            changed_at.insert(t.to_string(), epoch);
-        }
         metrics.push_triggers.inc();
-        shared.pushes.store(epoch, Ordering::Relaxed);
-        let _ = push_tx.send(Arc::new(Push {
-            epoch,
-            changed_at: changed_at.clone(),
-            triggered_at: started,
-        }));
+        pusher.push(types, started);
         if !shared.ready.swap(true, Ordering::SeqCst) {
-            tracing::info!(epoch, "all sources synced; serving");
+            tracing::info!(version, "all sources synced; serving");
         }
     }
 }

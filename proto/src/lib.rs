@@ -1,7 +1,13 @@
-//! Wire types meshd speaks: Envoy's xDS API (re-exported from `envoy-types`), the type URLs
-//! it names resources by, and helpers to pack messages into `Any`.
+//! Wire types meshd speaks: Envoy's xDS API (re-exported from `envoy-types`), Istio's
+//! certificate API, the type URLs resources are named by, and helpers to pack messages into `Any`.
 
 pub use envoy_types::pb;
+
+/// Istio's certificate API, `istio.v1.auth` (our `proto/istio/ca.proto`): messages, and the
+/// `IstioCertificateService` client and server.
+pub mod istio_ca {
+    tonic::include_proto!("istio.v1.auth");
+}
 
 pub mod type_url {
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";

@@ -233,15 +233,40 @@ fn endpoints_table(list: &[&Value]) {
 }
 
 fn secrets_table(list: &[&Value]) {
-    let rows = list
-        .iter()
-        .map(|s| {
-            vec![
+    let mut rows = Vec::new();
+    for s in list {
+        let kind = if s["tls_certificate"].is_object() {
+            "Cert Chain"
+        } else {
+            "CA"
+        };
+        for c in s["certificates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(if kind == "CA" { usize::MAX } else { 1 })
+        {
+            rows.push(vec![
                 str_of(&s["name"]),
-                "Cert Chain".to_string(),
+                kind.to_string(),
                 "ACTIVE".to_string(),
-            ]
-        })
-        .collect::<Vec<_>>();
-    print_table(&["RESOURCE NAME", "TYPE", "STATUS"], &rows);
+                c["valid"].as_bool().unwrap_or(false).to_string(),
+                str_of(&c["serial"]),
+                str_of(&c["not_after"]),
+                str_of(&c["not_before"]),
+            ]);
+        }
+    }
+    print_table(
+        &[
+            "RESOURCE NAME",
+            "TYPE",
+            "STATUS",
+            "VALID CERT",
+            "SERIAL NUMBER",
+            "NOT AFTER",
+            "NOT BEFORE",
+        ],
+        &rows,
+    );
 }

@@ -4,10 +4,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use meshd_ca::Identity;
 use meshd_model::{Proxy, Snapshot};
 use meshd_proto::pb::google::protobuf::{Struct, value};
 use meshd_proto::{pack, type_url};
 use meshd_translate::Scope;
+use meshd_translate::tls::{SECRET_DEFAULT, SECRET_ROOTCA};
+use prometheus_client::metrics::counter::Counter;
+
+use super::identity;
+use super::secrets::Secrets;
 use meshd_xds::{ConnectionInfo, Node, Resource};
 use parking_lot::{Mutex, RwLock};
 
@@ -32,6 +38,8 @@ impl Built {
 
 pub struct MeshGenerator {
     built: RwLock<Arc<Built>>,
+    secrets: Arc<Secrets>,
+    identity_rejections: Counter,
 }
 
 /// A version that changes exactly when the bytes do: FNV-1a 64 over the encoded resource.
@@ -44,7 +52,7 @@ pub fn content_version(bytes: &[u8]) -> String {
     format!("{hash:016x}")
 }
 
-fn resource<M: prost::Name>(name: String, message: &M) -> Arc<Resource> {
+pub(super) fn resource<M: prost::Name>(name: String, message: &M) -> Arc<Resource> {
     let body = pack(message);
     Arc::new(Resource {
         name,
@@ -54,9 +62,15 @@ fn resource<M: prost::Name>(name: String, message: &M) -> Arc<Resource> {
 }
 
 impl MeshGenerator {
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        secrets: Arc<Secrets>,
+        identity_rejections: Counter,
+    ) -> Self {
         MeshGenerator {
             built: RwLock::new(Arc::new(Built::new(snapshot))),
+            secrets,
+            identity_rejections,
         }
     }
 
@@ -107,9 +121,34 @@ impl MeshGenerator {
     }
 }
 
-/// A connected proxy: what its node says, parsed once.
+impl MeshGenerator {
+    /// A proxy's own certificate and the trust bundle, and only to a proxy that proved who it is.
+    fn secrets_for(
+        &self,
+        proxy: &ConnectedProxy,
+        names: Option<&BTreeSet<String>>,
+    ) -> Vec<Arc<Resource>> {
+        let Some(identity) = &proxy.identity else {
+            return Vec::new();
+        };
+        let wants = |name: &str| names.is_none_or(|n| n.contains(name));
+        let mut out = Vec::new();
+        if wants(SECRET_DEFAULT)
+            && let Some(issued) = self.secrets.workload(identity)
+        {
+            out.push(issued.resource.clone());
+        }
+        if wants(SECRET_ROOTCA) {
+            out.push(self.secrets.root());
+        }
+        out
+    }
+}
+
+/// A connected proxy: what its node says, parsed once, and the identity it proved (TLS port only).
 pub struct ConnectedProxy {
     pub proxy: Proxy,
+    pub identity: Option<Identity>,
 }
 
 fn struct_string(s: &Struct, key: &str) -> Option<String> {
@@ -122,11 +161,7 @@ fn struct_string(s: &Struct, key: &str) -> Option<String> {
 impl meshd_xds::Generator for MeshGenerator {
     type Proxy = ConnectedProxy;
 
-    fn connect(
-        &self,
-        node: &Node,
-        _conn: &ConnectionInfo,
-    ) -> Result<ConnectedProxy, tonic::Status> {
+    fn connect(&self, node: &Node, conn: &ConnectionInfo) -> Result<ConnectedProxy, tonic::Status> {
         let mut proxy = Proxy::from_node_id(&node.id)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         if let Some(meta) = &node.metadata {
@@ -144,16 +179,36 @@ impl meshd_xds::Generator for MeshGenerator {
             }
             proxy.service_account = struct_string(meta, "SERVICE_ACCOUNT");
         }
-        tracing::info!(proxy = %proxy.id, "proxy connected");
-        Ok(ConnectedProxy { proxy })
+        // Only the TLS port hands out certificates, so only there must a proxy prove who it is.
+        let identity = if conn.secure {
+            let snapshot = self.snapshot();
+            match identity::prove_by_address(&snapshot, &proxy, conn.remote_addr) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.identity_rejections.inc();
+                    tracing::warn!(proxy = %proxy.id, error = %e, "refusing proxy: identity not proven");
+                    return Err(tonic::Status::permission_denied(format!(
+                        "identity not proven: {e}"
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+        proxy.mtls = identity.is_some();
+        tracing::info!(proxy = %proxy.id, identity = identity.as_ref().map(|i| i.uri()), "proxy connected");
+        Ok(ConnectedProxy { proxy, identity })
     }
 
     fn generate(
         &self,
         proxy: &ConnectedProxy,
         type_url: &str,
-        _names: Option<&BTreeSet<String>>,
+        names: Option<&BTreeSet<String>>,
     ) -> Vec<Arc<Resource>> {
+        if type_url == type_url::SECRET {
+            return self.secrets_for(proxy, names);
+        }
         let built = self.built.read().clone();
         let scope = Scope::of(&proxy.proxy);
         let snap = &built.snapshot;
