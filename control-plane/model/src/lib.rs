@@ -2,6 +2,7 @@
 //! [`Snapshot`] every later stage works from. No I/O, no async, no clients: sources hand objects in,
 //! translation reads snapshots out.
 
+pub mod authz;
 pub mod documents;
 pub mod input;
 pub mod mesh_config;
@@ -13,6 +14,10 @@ pub mod registry;
 pub mod snapshot;
 pub mod traffic;
 
+pub use authz::jwt::{JwksSource, JwtRuleModel, RequestAuthentications};
+pub use authz::{
+    Attribute, AuthorizationPolicies, AuthzAction, AuthzPolicyModel, AuthzRule, Condition,
+};
 pub use mesh_config::{MeshConfig, OutboundPolicy};
 pub use object::{Kind, Object, ObjectKey, ParseError};
 pub use peer_auth::{MtlsMode, PeerAuthentications};

@@ -11,7 +11,7 @@ use crate::input::ObjectMeta;
 use crate::input::istio::{ServiceEntry, WorkloadEntry};
 use crate::input::kube::{ConfigMap, EndpointSlice, Endpoints, Namespace, Pod, Service};
 use crate::input::networking::{DestinationRule, Gateway, VirtualService};
-use crate::input::security::PeerAuthentication;
+use crate::input::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 
 /// Every kind meshd reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -191,6 +191,8 @@ pub enum Object {
     DestinationRule(Arc<DestinationRule>),
     Gateway(Arc<Gateway>),
     PeerAuthentication(Arc<PeerAuthentication>),
+    AuthorizationPolicy(Arc<AuthorizationPolicy>),
+    RequestAuthentication(Arc<RequestAuthentication>),
     Raw(Kind, Arc<RawObject>),
 }
 
@@ -292,6 +294,8 @@ impl Object {
             Kind::DestinationRule => Object::DestinationRule(typed(&key, value)?),
             Kind::Gateway => Object::Gateway(typed(&key, value)?),
             Kind::PeerAuthentication => Object::PeerAuthentication(typed(&key, value)?),
+            Kind::AuthorizationPolicy => Object::AuthorizationPolicy(typed(&key, value)?),
+            Kind::RequestAuthentication => Object::RequestAuthentication(typed(&key, value)?),
             _ => {
                 let metadata: ObjectMeta = typed_field(&key, "metadata", value.get("metadata"))?;
                 let spec = value
@@ -318,6 +322,8 @@ impl Object {
             Object::DestinationRule(_) => Kind::DestinationRule,
             Object::Gateway(_) => Kind::Gateway,
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Object::RequestAuthentication(_) => Kind::RequestAuthentication,
             Object::Raw(kind, _) => *kind,
         }
     }
@@ -336,6 +342,8 @@ impl Object {
             Object::DestinationRule(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::PeerAuthentication(o) => &o.metadata,
+            Object::AuthorizationPolicy(o) => &o.metadata,
+            Object::RequestAuthentication(o) => &o.metadata,
             Object::Raw(_, o) => &o.metadata,
         }
     }
@@ -369,6 +377,8 @@ impl Object {
             Object::DestinationRule(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Gateway(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::PeerAuthentication(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::AuthorizationPolicy(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::RequestAuthentication(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Raw(_, o) => set(&mut Arc::make_mut(o).metadata, namespace),
         }
         self

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::authz::AuthorizationPolicies;
+use crate::authz::jwt::RequestAuthentications;
 use crate::mesh_config::MeshConfig;
 use crate::object::{Object, ObjectKey};
 use crate::peer_auth::PeerAuthentications;
@@ -78,6 +80,8 @@ pub struct Snapshot {
     pub registry: Registry,
     pub traffic: Traffic,
     pub peer_authentications: PeerAuthentications,
+    pub authorization_policies: AuthorizationPolicies,
+    pub request_authentications: RequestAuthentications,
     pub findings: Vec<Finding>,
 }
 
@@ -94,6 +98,10 @@ impl Snapshot {
         let traffic = Traffic::build(&objects, &registry, &mut findings);
         let peer_authentications =
             PeerAuthentications::build(&objects, &mesh.root_namespace, &mut findings);
+        let authorization_policies =
+            AuthorizationPolicies::build(&objects, &mesh.root_namespace, &mut findings);
+        let request_authentications =
+            RequestAuthentications::build(&objects, &mesh.root_namespace, &mut findings);
         Snapshot {
             version,
             mesh,
@@ -101,6 +109,8 @@ impl Snapshot {
             registry,
             traffic,
             peer_authentications,
+            authorization_policies,
+            request_authentications,
             findings,
         }
     }

@@ -213,17 +213,6 @@ fn rfc3339(t: std::time::SystemTime) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_print_as_rfc3339_utc() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        assert_eq!(rfc3339(t), "2026-11-18T07:06:40Z");
-        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-    }
-}
 
 async fn registryz(State(s): State<Arc<Shared>>) -> Response {
     let snap = s.generator.snapshot();
@@ -268,4 +257,16 @@ async fn configz(State(s): State<Arc<Shared>>) -> Response {
         .collect();
     let findings: Vec<Value> = snap.findings.iter().map(|f| json!(f)).collect();
     axum::Json(json!({"version": snap.version, "mesh": snap.mesh, "objects": objects, "errors": errors, "findings": findings})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_rfc3339_utc() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        assert_eq!(rfc3339(t), "2026-11-18T07:06:40Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
 }

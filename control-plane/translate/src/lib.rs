@@ -4,6 +4,7 @@
 //! (so the control plane builds them once per scope and shares them); inbound resources depend on
 //! the proxy's own workload.
 
+mod authz;
 mod cluster;
 mod endpoint;
 mod gateway;

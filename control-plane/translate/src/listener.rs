@@ -154,16 +154,28 @@ pub fn inbound_listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
         Some(pod) => (pod.namespace.clone(), pod.labels.clone()),
         None => (proxy.namespace.clone(), proxy.labels.clone()),
     };
+    // AuthorizationPolicy and RequestAuthentication select on the same namespace and labels.
+    let authz = crate::authz::InboundAuthz::for_workload(snapshot, &namespace, &labels);
+    let tcp_filters = |cluster: &str| {
+        let mut filters = authz.network_filters();
+        filters.push(tcp_proxy_filter(cluster, cluster));
+        filters
+    };
     let mut chains = Vec::new();
     let mut any_tls = false;
     for p in inbound_ports(snapshot, proxy) {
         let cluster = inbound_cluster(p.port);
         let http = p.protocol.is_http();
-        let filter = || {
+        let filters = || {
             if http {
-                inbound_http(p.port, &cluster, p.protocol)
+                vec![inbound_http(
+                    p.port,
+                    &cluster,
+                    p.protocol,
+                    authz.http_filters(),
+                )]
             } else {
-                tcp_proxy_filter(&cluster, &cluster)
+                tcp_filters(&cluster)
             }
         };
         let mode = snapshot
@@ -176,10 +188,10 @@ pub fn inbound_listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
             mode,
             proxy.mtls,
             http,
-            filter,
+            filters,
         ));
     }
-    let passthrough = || tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER);
+    let passthrough = || tcp_filters(INBOUND_PASSTHROUGH_CLUSTER);
     let mode = snapshot.peer_authentications.mode(&namespace, &labels, 0);
     any_tls |= proxy.mtls && mode != MtlsMode::Disable;
     chains.extend(mode_chains(
@@ -229,7 +241,7 @@ fn mode_chains(
     mode: MtlsMode,
     has_certificate: bool,
     http: bool,
-    filter: impl Fn() -> Filter,
+    filters: impl Fn() -> Vec<Filter>,
 ) -> Vec<FilterChain> {
     // An empty transport matches anything the TLS chain did not take, including connections whose
     // protocol the inspector could not tell.
@@ -249,14 +261,14 @@ fn mode_chains(
     let tls = || FilterChain {
         name: format!("{name}-mtls"),
         filter_chain_match: matching("tls"),
-        filters: vec![filter()],
+        filters: filters(),
         transport_socket: Some(crate::tls::inbound_mtls_socket(http)),
         ..Default::default()
     };
     let plain = |transport: &str| FilterChain {
         name: name.to_string(),
         filter_chain_match: matching(transport),
-        filters: vec![filter()],
+        filters: filters(),
         ..Default::default()
     };
     match (mode, has_certificate) {
@@ -267,7 +279,8 @@ fn mode_chains(
     }
 }
 
-fn inbound_http(port: u32, cluster: &str, _protocol: Protocol) -> Filter {
+/// `authz`: request authentication and authorization filters, run before the router.
+fn inbound_http(port: u32, cluster: &str, _protocol: Protocol, authz: Vec<HttpFilter>) -> Filter {
     let route_config = RouteConfiguration {
         name: cluster.to_string(),
         virtual_hosts: vec![VirtualHost {
@@ -293,13 +306,15 @@ fn inbound_http(port: u32, cluster: &str, _protocol: Protocol) -> Filter {
         validate_clusters: bool_value(false),
         ..Default::default()
     };
+    let mut http_filters = authz;
+    http_filters.push(http_filter(
+        "envoy.filters.http.router",
+        pack(&Router::default()),
+    ));
     let mut hcm = http_connection_manager(
         format!("inbound_0.0.0.0_{port}"),
         http_connection_manager::RouteSpecifier::RouteConfig(route_config),
-        vec![http_filter(
-            "envoy.filters.http.router",
-            pack(&Router::default()),
-        )],
+        http_filters,
     );
     // The app learns who called from the mTLS peer's URI SAN; anything a client sent is replaced.
     hcm.forward_client_cert_details =

@@ -1,0 +1,986 @@
+//! AuthorizationPolicies, validated, and which of them apply to a workload: those in the root
+//! namespace (mesh-wide) and in the workload's namespace, narrowed by `selector` when one is set.
+//!
+//! Invalid policies are reported and still kept, made to fail closed: a condition with an invalid
+//! value makes an ALLOW rule match nothing, and is ignored by a DENY or AUDIT rule (which then
+//! matches more) — the way istiod treats a rule it cannot build. A CUSTOM policy cannot be
+//! delegated (meshd configures no extension providers), so what its rules match is denied, as
+//! istiod does when a CUSTOM policy's provider is missing.
+
+pub mod jwt;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::input::labels_match;
+use crate::input::security::{
+    AuthorizationPolicy, AuthorizationRule, Operation, RuleCondition, Source, UnknownFields,
+};
+use crate::object::{Kind, Object, ObjectKey};
+use crate::snapshot::{Finding, Severity};
+
+/// Annotation that makes a policy evaluated and counted but never enforced.
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum AuthzAction {
+    Allow,
+    Deny,
+    /// Matching requests are logged (Envoy RBAC `LOG`), never refused.
+    Audit,
+    /// CUSTOM, or an action meshd does not know: nothing can decide it, so requests its rules match
+    /// are denied.
+    Custom,
+}
+
+/// What a condition looks at, as Istio names it in `when` keys.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Attribute {
+    /// `source.principal` / `principals`: the peer's mTLS identity, `<trust domain>/ns/<ns>/sa/<sa>`.
+    SourcePrincipal,
+    /// `source.namespace` / `namespaces`.
+    SourceNamespace,
+    /// `source.serviceAccount` / `serviceAccounts`: `<sa>` (in the policy's namespace) or `<ns>/<sa>`.
+    SourceServiceAccount { policy_namespace: String },
+    /// `source.ip` / `ipBlocks`: the connection's peer address.
+    SourceIp,
+    /// `remote.ip` / `remoteIpBlocks`: the original client (X-Forwarded-For, PROXY protocol).
+    RemoteIp,
+    /// `request.auth.principal` / `requestPrincipals`: `<iss>/<sub>` of a validated JWT.
+    RequestPrincipal,
+    /// `request.auth.audiences`: the JWT's `aud` claim.
+    RequestAudiences,
+    /// `request.auth.presenter`: the JWT's `azp` claim.
+    RequestPresenter,
+    /// `request.auth.claims[a][b]`: a claim of a validated JWT, by its path.
+    RequestClaim(Vec<String>),
+    /// `request.headers[name]`.
+    RequestHeader(String),
+    /// `hosts`: the `:authority`.
+    Host,
+    /// `methods`.
+    Method,
+    /// `paths`: the path without query.
+    Path,
+    /// `destination.port` / `ports`.
+    DestinationPort,
+    /// `destination.ip`.
+    DestinationIp,
+    /// `connection.sni`.
+    ConnectionSni,
+    /// A key or field meshd cannot evaluate.
+    Invalid,
+}
+
+impl Attribute {
+    /// Needs an HTTP request: on a TCP port such a condition cannot be evaluated.
+    pub fn http_only(&self) -> bool {
+        matches!(
+            self,
+            Attribute::RequestPrincipal
+                | Attribute::RequestAudiences
+                | Attribute::RequestPresenter
+                | Attribute::RequestClaim(_)
+                | Attribute::RequestHeader(_)
+                | Attribute::Host
+                | Attribute::Method
+                | Attribute::Path
+        )
+    }
+
+    /// Envoy RBAC matches it on the permission (request/destination) side rather than the
+    /// principal (caller) side.
+    pub fn on_permission(&self) -> bool {
+        matches!(
+            self,
+            Attribute::Host
+                | Attribute::Method
+                | Attribute::Path
+                | Attribute::DestinationPort
+                | Attribute::DestinationIp
+                | Attribute::ConnectionSni
+        )
+    }
+}
+
+/// One field or `when` entry: any of `values`, and none of `not_values`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    pub attribute: Attribute,
+    pub values: Vec<String>,
+    pub not_values: Vec<String>,
+    /// A value (or the key itself) was invalid and has been left out of `values`/`not_values`.
+    pub invalid: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AuthzRule {
+    /// One entry per `from`; each holds conditions that must all be met. Empty: any source.
+    pub from: Vec<Vec<Condition>>,
+    /// One entry per `to`, likewise. Empty: any operation.
+    pub to: Vec<Vec<Condition>>,
+    pub when: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuthzPolicyModel {
+    pub key: ObjectKey,
+    pub selector: Option<BTreeMap<String, String>>,
+    pub action: AuthzAction,
+    pub dry_run: bool,
+    /// No rules: the policy matches nothing (an ALLOW policy without rules allows nothing).
+    pub rules: Vec<AuthzRule>,
+}
+
+impl AuthzPolicyModel {
+    /// Istio's RBAC policy name for rule `index`: `ns[<ns>]-policy[<name>]-rule[<i>]`.
+    pub fn rule_name(&self, index: usize) -> String {
+        format!(
+            "ns[{}]-policy[{}]-rule[{index}]",
+            self.key.namespace, self.key.name
+        )
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuthorizationPolicies {
+    policies: Vec<Arc<AuthzPolicyModel>>,
+    root_namespace: String,
+}
+
+impl AuthorizationPolicies {
+    pub fn build(
+        objects: &BTreeMap<ObjectKey, Object>,
+        root_namespace: &str,
+        findings: &mut Vec<Finding>,
+    ) -> Self {
+        let mut policies = Vec::new();
+        for obj in objects.values() {
+            let Object::AuthorizationPolicy(ap) = obj else {
+                continue;
+            };
+            if let Some(model) = validate(ap, findings) {
+                policies.push(Arc::new(model));
+            }
+        }
+        // Mesh-wide policies first, then by namespace and name: a stable order for stable config.
+        policies.sort_by(|a, b| {
+            let rank = |p: &AuthzPolicyModel| {
+                (
+                    p.key.namespace != root_namespace,
+                    p.key.namespace.clone(),
+                    p.key.name.clone(),
+                )
+            };
+            rank(a).cmp(&rank(b))
+        });
+        AuthorizationPolicies {
+            policies,
+            root_namespace: root_namespace.to_string(),
+        }
+    }
+
+    /// The policies that apply to a workload with `labels` in `namespace`.
+    pub fn for_workload(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<AuthzPolicyModel>> {
+        self.policies
+            .iter()
+            .filter(|p| {
+                in_scope(
+                    &p.key.namespace,
+                    p.selector.as_ref(),
+                    &self.root_namespace,
+                    namespace,
+                    labels,
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+}
+
+/// Istio's scope rule, shared by both security kinds: the root namespace's policies reach every
+/// namespace, the others only their own; a selector narrows to matching labels.
+pub(crate) fn in_scope(
+    policy_namespace: &str,
+    selector: Option<&BTreeMap<String, String>>,
+    root_namespace: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    (policy_namespace == root_namespace || policy_namespace == namespace)
+        && selector.is_none_or(|s| labels_match(s, labels))
+}
+
+/// Collects the findings of one object.
+pub(crate) struct Report<'a> {
+    pub key: &'a ObjectKey,
+    pub findings: Vec<Finding>,
+}
+
+impl Report<'_> {
+    pub fn error(&mut self, field: &str, message: String) {
+        self.findings.push(Finding::new(
+            Severity::Error,
+            "IST0106",
+            self.key,
+            field,
+            message,
+        ));
+    }
+
+    pub fn warning(&mut self, field: &str, message: String) {
+        self.findings.push(Finding::new(
+            Severity::Warning,
+            "IST0106",
+            self.key,
+            field,
+            message,
+        ));
+    }
+
+    pub fn unknown_fields(&mut self, field: &str, unknown: &UnknownFields) -> bool {
+        for name in unknown.keys() {
+            let at = if field.is_empty() {
+                name.clone()
+            } else {
+                format!("{field}.{name}")
+            };
+            self.error(&at, format!("unknown field {name:?}"));
+        }
+        !unknown.is_empty()
+    }
+}
+
+fn validate(ap: &AuthorizationPolicy, findings: &mut Vec<Finding>) -> Option<AuthzPolicyModel> {
+    let key = ObjectKey::new(
+        Kind::AuthorizationPolicy,
+        ap.metadata.namespace.clone().unwrap_or_default(),
+        ap.metadata.name.clone(),
+    );
+    let mut report = Report {
+        key: &key,
+        findings: Vec::new(),
+    };
+    let spec = &ap.spec;
+    report.unknown_fields("spec", &spec.unknown);
+    let action = match spec.action.to_ascii_uppercase().as_str() {
+        "" | "ALLOW" => AuthzAction::Allow,
+        "DENY" => AuthzAction::Deny,
+        "AUDIT" => AuthzAction::Audit,
+        "CUSTOM" => {
+            report.error(
+                "spec.provider",
+                "CUSTOM requires an extension provider; none is configured, so requests matching \
+                 its rules are denied"
+                    .to_string(),
+            );
+            AuthzAction::Custom
+        }
+        other => {
+            report.error(
+                "spec.action",
+                format!(
+                    "unknown action {other:?} (ALLOW, DENY, AUDIT, CUSTOM); requests matching its \
+                     rules are denied"
+                ),
+            );
+            AuthzAction::Custom
+        }
+    };
+    if spec.provider.is_some() && action != AuthzAction::Custom {
+        report.warning(
+            "spec.provider",
+            "provider is only used with action CUSTOM; ignored".to_string(),
+        );
+    }
+    let dry_run = match ap.metadata.annotations.get(DRY_RUN_ANNOTATION) {
+        None => false,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "t" => true,
+            "false" | "0" | "f" => false,
+            _ => {
+                report.error(
+                    &format!("metadata.annotations.{DRY_RUN_ANNOTATION}"),
+                    format!("{v:?} is not a boolean; the policy is enforced"),
+                );
+                false
+            }
+        },
+    };
+    let targeted = spec.target_ref.is_some() || !spec.target_refs.is_empty();
+    let rules = spec
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| validate_rule(r, &format!("spec.rules[{i}]"), &key, &mut report))
+        .collect();
+    let selector = spec
+        .selector
+        .as_ref()
+        .map(|s| s.labels.clone())
+        .filter(|l| !l.is_empty());
+    findings.extend(report.findings);
+    if targeted {
+        // Waypoints and gateways are what targetRef attaches to; sidecars only honour selectors.
+        findings.push(Finding::new(
+            Severity::Warning,
+            "IST0106",
+            &key,
+            "spec.targetRef",
+            "targetRef attaches the policy to waypoints or gateways, which meshd does not serve; \
+             it applies to no sidecar"
+                .to_string(),
+        ));
+        return None;
+    }
+    Some(AuthzPolicyModel {
+        key,
+        selector,
+        action,
+        dry_run,
+        rules,
+    })
+}
+
+fn validate_rule(
+    rule: &AuthorizationRule,
+    field: &str,
+    key: &ObjectKey,
+    report: &mut Report<'_>,
+) -> AuthzRule {
+    let mut out = AuthzRule::default();
+    if report.unknown_fields(field, &rule.unknown) {
+        out.when.push(invalid_condition());
+    }
+    for (i, from) in rule.from.iter().enumerate() {
+        let at = format!("{field}.from[{i}]");
+        let mut conditions = Vec::new();
+        if report.unknown_fields(&at, &from.unknown) {
+            conditions.push(invalid_condition());
+        }
+        match &from.source {
+            None => {
+                report.error(&at, "`source` must be set".to_string());
+                conditions.push(invalid_condition());
+            }
+            Some(s) => {
+                conditions.extend(source_conditions(s, &format!("{at}.source"), key, report))
+            }
+        }
+        out.from.push(conditions);
+    }
+    for (i, to) in rule.to.iter().enumerate() {
+        let at = format!("{field}.to[{i}]");
+        let mut conditions = Vec::new();
+        if report.unknown_fields(&at, &to.unknown) {
+            conditions.push(invalid_condition());
+        }
+        match &to.operation {
+            None => {
+                report.error(&at, "`operation` must be set".to_string());
+                conditions.push(invalid_condition());
+            }
+            Some(o) => {
+                conditions.extend(operation_conditions(o, &format!("{at}.operation"), report))
+            }
+        }
+        out.to.push(conditions);
+    }
+    for (i, when) in rule.when.iter().enumerate() {
+        out.when.push(when_condition(
+            when,
+            &format!("{field}.when[{i}]"),
+            key,
+            report,
+        ));
+    }
+    out
+}
+
+fn invalid_condition() -> Condition {
+    Condition {
+        attribute: Attribute::Invalid,
+        values: Vec::new(),
+        not_values: Vec::new(),
+        invalid: true,
+    }
+}
+
+/// A field and its `not*` twin: names (for findings), what they match, their values.
+type FieldPair<'a> = (&'a str, Attribute, &'a [String], &'a str, &'a [String]);
+
+/// Source fields in Istio's order (principals first), each present only when it has values.
+fn source_conditions(
+    s: &Source,
+    field: &str,
+    key: &ObjectKey,
+    report: &mut Report<'_>,
+) -> Vec<Condition> {
+    let sa = Attribute::SourceServiceAccount {
+        policy_namespace: key.namespace.clone(),
+    };
+    let fields: [FieldPair<'_>; 6] = [
+        (
+            "principals",
+            Attribute::SourcePrincipal,
+            &s.principals,
+            "notPrincipals",
+            &s.not_principals,
+        ),
+        (
+            "requestPrincipals",
+            Attribute::RequestPrincipal,
+            &s.request_principals,
+            "notRequestPrincipals",
+            &s.not_request_principals,
+        ),
+        (
+            "serviceAccounts",
+            sa,
+            &s.service_accounts,
+            "notServiceAccounts",
+            &s.not_service_accounts,
+        ),
+        (
+            "namespaces",
+            Attribute::SourceNamespace,
+            &s.namespaces,
+            "notNamespaces",
+            &s.not_namespaces,
+        ),
+        (
+            "remoteIpBlocks",
+            Attribute::RemoteIp,
+            &s.remote_ip_blocks,
+            "notRemoteIpBlocks",
+            &s.not_remote_ip_blocks,
+        ),
+        (
+            "ipBlocks",
+            Attribute::SourceIp,
+            &s.ip_blocks,
+            "notIpBlocks",
+            &s.not_ip_blocks,
+        ),
+    ];
+    let mut out = Vec::new();
+    if report.unknown_fields(field, &s.unknown) {
+        out.push(invalid_condition());
+    }
+    let mut any = false;
+    for (name, attribute, values, not_name, not_values) in fields {
+        any |= !values.is_empty() || !not_values.is_empty();
+        if let Some(c) = condition(
+            attribute,
+            values,
+            not_values,
+            &format!("{field}.{name}"),
+            &format!("{field}.{not_name}"),
+            report,
+        ) {
+            out.push(c);
+        }
+    }
+    if !any && s.unknown.is_empty() {
+        report.error(field, "`source` must not be empty".to_string());
+        out.push(invalid_condition());
+    }
+    out
+}
+
+/// Operation fields in Istio's order (hosts first).
+fn operation_conditions(o: &Operation, field: &str, report: &mut Report<'_>) -> Vec<Condition> {
+    let fields: [FieldPair<'_>; 4] = [
+        ("hosts", Attribute::Host, &o.hosts, "notHosts", &o.not_hosts),
+        (
+            "methods",
+            Attribute::Method,
+            &o.methods,
+            "notMethods",
+            &o.not_methods,
+        ),
+        ("paths", Attribute::Path, &o.paths, "notPaths", &o.not_paths),
+        (
+            "ports",
+            Attribute::DestinationPort,
+            &o.ports,
+            "notPorts",
+            &o.not_ports,
+        ),
+    ];
+    let mut out = Vec::new();
+    if report.unknown_fields(field, &o.unknown) {
+        out.push(invalid_condition());
+    }
+    let mut any = false;
+    for (name, attribute, values, not_name, not_values) in fields {
+        any |= !values.is_empty() || !not_values.is_empty();
+        if let Some(c) = condition(
+            attribute,
+            values,
+            not_values,
+            &format!("{field}.{name}"),
+            &format!("{field}.{not_name}"),
+            report,
+        ) {
+            out.push(c);
+        }
+    }
+    if !any && o.unknown.is_empty() {
+        report.error(field, "`operation` must not be empty".to_string());
+        out.push(invalid_condition());
+    }
+    out
+}
+
+fn when_condition(
+    when: &RuleCondition,
+    field: &str,
+    key: &ObjectKey,
+    report: &mut Report<'_>,
+) -> Condition {
+    let unknown = report.unknown_fields(field, &when.unknown);
+    let attribute = match parse_key(&when.key, &key.namespace) {
+        Ok(a) => a,
+        Err(e) => {
+            report.error(&format!("{field}.key"), e);
+            return invalid_condition();
+        }
+    };
+    if when.values.is_empty() && when.not_values.is_empty() {
+        report.error(field, "`values` or `notValues` must be set".to_string());
+        return invalid_condition();
+    }
+    let mut c = condition(
+        attribute,
+        &when.values,
+        &when.not_values,
+        &format!("{field}.values"),
+        &format!("{field}.notValues"),
+        report,
+    )
+    .unwrap_or_else(invalid_condition);
+    c.invalid |= unknown;
+    c
+}
+
+/// `when` keys Istio defines for sidecars.
+fn parse_key(key: &str, policy_namespace: &str) -> Result<Attribute, String> {
+    let bracketed = |rest: &str| -> Result<Vec<String>, String> {
+        // `[a]` or `[a][b]...`; names are non-empty and hold no brackets.
+        let mut names = Vec::new();
+        let mut rest = rest;
+        while !rest.is_empty() {
+            let inner = rest
+                .strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .filter(|(name, _)| !name.is_empty() && !name.contains('['));
+            let Some((name, tail)) = inner else {
+                return Err(format!(
+                    "{key:?}: expected a name in brackets, as in [name]"
+                ));
+            };
+            names.push(name.to_string());
+            rest = tail;
+        }
+        if names.is_empty() {
+            return Err(format!(
+                "{key:?}: expected a name in brackets, as in [name]"
+            ));
+        }
+        Ok(names)
+    };
+    Ok(match key {
+        "" => return Err("`key` must be set".to_string()),
+        "source.ip" => Attribute::SourceIp,
+        "remote.ip" => Attribute::RemoteIp,
+        "source.namespace" => Attribute::SourceNamespace,
+        "source.principal" => Attribute::SourcePrincipal,
+        "source.serviceAccount" => Attribute::SourceServiceAccount {
+            policy_namespace: policy_namespace.to_string(),
+        },
+        "request.auth.principal" => Attribute::RequestPrincipal,
+        "request.auth.audiences" => Attribute::RequestAudiences,
+        "request.auth.presenter" => Attribute::RequestPresenter,
+        "destination.ip" => Attribute::DestinationIp,
+        "destination.port" => Attribute::DestinationPort,
+        "connection.sni" => Attribute::ConnectionSni,
+        k => {
+            if let Some(rest) = k.strip_prefix("request.headers") {
+                let names = bracketed(rest)?;
+                if names.len() != 1 {
+                    return Err(format!("{key:?}: one header name expected"));
+                }
+                Attribute::RequestHeader(names[0].clone())
+            } else if let Some(rest) = k.strip_prefix("request.auth.claims") {
+                Attribute::RequestClaim(bracketed(rest)?)
+            } else {
+                return Err(format!(
+                    "unknown key {key:?} (request.headers[...], source.ip, remote.ip, \
+                     source.namespace, source.principal, source.serviceAccount, \
+                     request.auth.principal, request.auth.audiences, request.auth.presenter, \
+                     request.auth.claims[...], destination.ip, destination.port, connection.sni)"
+                ));
+            }
+        }
+    })
+}
+
+/// Checks every value against what the attribute accepts; invalid ones are reported and dropped.
+/// `None` when there is nothing left to state (no values were given).
+fn condition(
+    attribute: Attribute,
+    values: &[String],
+    not_values: &[String],
+    field: &str,
+    not_field: &str,
+    report: &mut Report<'_>,
+) -> Option<Condition> {
+    if values.is_empty() && not_values.is_empty() {
+        return None;
+    }
+    let mut invalid = false;
+    let mut keep = |list: &[String], at: &str| -> Vec<String> {
+        list.iter()
+            .enumerate()
+            .filter(|(i, v)| match check_value(&attribute, v) {
+                Ok(()) => true,
+                Err(e) => {
+                    report.error(&format!("{at}[{i}]"), e);
+                    invalid = true;
+                    false
+                }
+            })
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let values = keep(values, field);
+    let not_values = keep(not_values, not_field);
+    Some(Condition {
+        attribute,
+        values,
+        not_values,
+        invalid,
+    })
+}
+
+fn check_value(attribute: &Attribute, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("empty value".to_string());
+    }
+    match attribute {
+        Attribute::SourceIp | Attribute::RemoteIp | Attribute::DestinationIp => {
+            parse_cidr(value).map(|_| ())
+        }
+        Attribute::DestinationPort => parse_port(value).map(|_| ()),
+        Attribute::SourcePrincipal if value.starts_with("spiffe://") => Err(format!(
+            "{value:?}: principals are written without \"spiffe://\" (<trust domain>/ns/<ns>/sa/<sa>)"
+        )),
+        Attribute::Path if value.contains('{') => Err(format!(
+            "{value:?}: path templates ({{*}}, {{**}}) are not supported by meshd"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An address or CIDR block: the address and the prefix length (a bare address is a /32 or /128).
+pub fn parse_cidr(text: &str) -> Result<(IpAddr, u32), String> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR block"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{text:?}: prefix length must be 0..={max}"))?,
+    };
+    Ok((ip, len))
+}
+
+/// A port, `0..=65535`.
+pub fn parse_port(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|p| *p <= 65535)
+        .ok_or_else(|| format!("{text:?} is not a port number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn build(docs: Vec<serde_json::Value>) -> (AuthorizationPolicies, Vec<Finding>) {
+        let objects = docs
+            .into_iter()
+            .map(|d| Object::parse(d).unwrap().unwrap())
+            .map(|o| (o.key(), o))
+            .collect();
+        let mut findings = Vec::new();
+        (
+            AuthorizationPolicies::build(&objects, "istio-system", &mut findings),
+            findings,
+        )
+    }
+
+    fn ap(ns: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn scope_is_mesh_then_namespace_narrowed_by_selector() {
+        let (aps, findings) = build(vec![
+            ap(
+                "shop",
+                "cart-only",
+                json!({"selector": {"matchLabels": {"app": "cart"}}}),
+            ),
+            ap("shop", "all-shop", json!({"action": "DENY"})),
+            ap("istio-system", "mesh", json!({"action": "AUDIT"})),
+            ap("other", "elsewhere", json!({})),
+        ]);
+        assert!(findings.is_empty(), "{findings:?}");
+        let names = |ns: &str, l: &BTreeMap<String, String>| -> Vec<String> {
+            aps.for_workload(ns, l)
+                .iter()
+                .map(|p| p.key.name.clone())
+                .collect()
+        };
+        assert_eq!(
+            names("shop", &labels(&[("app", "cart")])),
+            ["mesh", "all-shop", "cart-only"]
+        );
+        assert_eq!(
+            names("shop", &labels(&[("app", "web")])),
+            ["mesh", "all-shop"]
+        );
+        assert_eq!(names("bank", &BTreeMap::new()), ["mesh"]);
+    }
+
+    #[test]
+    fn fields_become_conditions_in_istio_order() {
+        let (aps, findings) = build(vec![ap(
+            "shop",
+            "p",
+            json!({"rules": [{
+                "from": [{"source": {"ipBlocks": ["10.0.0.0/8"], "principals": ["cluster.local/ns/a/sa/b"], "notNamespaces": ["x"]}}],
+                "to": [{"operation": {"ports": [8080], "paths": ["/api/*"]}}],
+                "when": [{"key": "request.headers[x-user]", "values": ["alice"]}, {"key": "request.auth.claims[groups][0]", "notValues": ["guest"]}]
+            }]}),
+        )]);
+        assert!(findings.is_empty(), "{findings:?}");
+        let p = &aps.for_workload("shop", &BTreeMap::new())[0];
+        let rule = &p.rules[0];
+        let attrs: Vec<&Attribute> = rule.from[0].iter().map(|c| &c.attribute).collect();
+        assert_eq!(
+            attrs,
+            [
+                &Attribute::SourcePrincipal,
+                &Attribute::SourceNamespace,
+                &Attribute::SourceIp
+            ]
+        );
+        assert_eq!(rule.to[0][0].attribute, Attribute::Path);
+        assert_eq!(rule.to[0][1].values, ["8080"]);
+        assert_eq!(
+            rule.when[0].attribute,
+            Attribute::RequestHeader("x-user".to_string())
+        );
+        assert_eq!(
+            rule.when[1].attribute,
+            Attribute::RequestClaim(vec!["groups".to_string(), "0".to_string()])
+        );
+        assert_eq!(p.rule_name(0), "ns[shop]-policy[p]-rule[0]");
+    }
+
+    #[test]
+    fn invalid_values_are_reported_with_their_field_and_dropped() {
+        let (aps, findings) = build(vec![ap(
+            "shop",
+            "bad",
+            json!({"rules": [{
+                "from": [{"source": {"ipBlocks": ["10.0.0.0/8", "10.0.0.0/40", "nope"]}}],
+                "to": [{"operation": {"ports": ["http"]}}],
+                "when": [{"key": "request.header[x]", "values": ["1"]}, {"key": "source.ip"}]
+            }]}),
+        )]);
+        let fields: Vec<&str> = findings.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.rules[0].from[0].source.ipBlocks[1]",
+                "spec.rules[0].from[0].source.ipBlocks[2]",
+                "spec.rules[0].to[0].operation.ports[0]",
+                "spec.rules[0].when[0].key",
+                "spec.rules[0].when[1]",
+            ]
+        );
+        assert!(findings.iter().all(|f| f.severity == Severity::Error));
+        let p = &aps.for_workload("shop", &BTreeMap::new())[0];
+        let ip = &p.rules[0].from[0][0];
+        assert!(ip.invalid);
+        assert_eq!(ip.values, ["10.0.0.0/8"]);
+        assert!(p.rules[0].when.iter().all(|c| c.invalid));
+    }
+
+    #[test]
+    fn custom_without_a_provider_is_an_error_and_denies_what_it_matches() {
+        let (aps, findings) = build(vec![ap(
+            "shop",
+            "ext",
+            json!({"action": "CUSTOM", "provider": {"name": "opa"}, "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}),
+        )]);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].field, "spec.provider");
+        assert!(
+            findings[0]
+                .message
+                .starts_with("CUSTOM requires an extension provider; none is configured"),
+            "{}",
+            findings[0].message
+        );
+        assert_eq!(
+            aps.for_workload("shop", &BTreeMap::new())[0].action,
+            AuthzAction::Custom
+        );
+    }
+
+    #[test]
+    fn unknown_action_and_misspelt_fields_are_errors() {
+        let (_, findings) = build(vec![ap(
+            "shop",
+            "typo",
+            json!({"action": "ALLOWED", "rules": [{"to": [{"operation": {"path": ["/x"]}}]}]}),
+        )]);
+        let fields: Vec<&str> = findings.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["spec.action", "spec.rules[0].to[0].operation.path"],
+            "{findings:?}"
+        );
+    }
+
+    #[test]
+    fn target_ref_policies_select_no_sidecar() {
+        let (aps, findings) = build(vec![ap(
+            "shop",
+            "waypoint",
+            json!({"targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "w"}]}),
+        )]);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].severity, Severity::Warning);
+        assert!(aps.for_workload("shop", &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn dry_run_annotation_is_read() {
+        let mut doc = ap("shop", "try", json!({"action": "DENY"}));
+        doc["metadata"]["annotations"] = json!({"istio.io/dry-run": "true"});
+        let (aps, findings) = build(vec![doc]);
+        assert!(findings.is_empty());
+        assert!(aps.for_workload("shop", &BTreeMap::new())[0].dry_run);
+    }
+
+    #[test]
+    fn invalid_security_policies_are_findings_of_the_snapshot_analyze_prints() {
+        let text = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: shop}
+spec:
+  action: CUSTOM
+  provider: {name: opa}
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+---
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: bad, namespace: shop}
+spec:
+  rules: [{when: [{key: source.ip, values: [300.1.1.1]}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: shop}
+spec:
+  jwtRules: [{issuer: i, jwks: "nope"}, {jwksUri: https://keys.example/jwks}]
+"#;
+        let (objects, errors) = crate::documents::parse(text, false);
+        assert!(errors.is_empty(), "{errors:?}");
+        let objects = objects.into_iter().map(|o| (o.key(), o)).collect();
+        let snapshot =
+            crate::Snapshot::build(1, Arc::new(objects), Arc::new(crate::MeshConfig::default()));
+        let lines: Vec<String> = snapshot.findings.iter().map(|f| f.to_string()).collect();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines[0].starts_with(
+            "Error [IST0106] (AuthorizationPolicy shop/bad) spec.rules[0].when[0].values[0]:"
+        ));
+        assert!(lines[1].starts_with(
+            "Error [IST0106] (AuthorizationPolicy shop/ext) spec.provider: CUSTOM requires an \
+             extension provider; none is configured"
+        ));
+        assert!(lines[2].starts_with(
+            "Error [IST0106] (RequestAuthentication shop/jwt) spec.jwtRules[0].jwks:"
+        ));
+        assert!(lines[3].starts_with(
+            "Error [IST0106] (RequestAuthentication shop/jwt) spec.jwtRules[1].issuer:"
+        ));
+        // Both models are on the snapshot, errors and all, so translation can fail closed.
+        assert_eq!(
+            snapshot
+                .authorization_policies
+                .for_workload("shop", &BTreeMap::new())
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_wrongly_typed_field_is_a_parse_error_naming_it() {
+        let err = Object::parse(ap(
+            "shop",
+            "p",
+            json!({"rules": [{"from": [{"source": {"principals": "cluster.local/ns/a/sa/b"}}]}]}),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("AuthorizationPolicy shop/p"), "{err}");
+        assert!(err.contains("spec.rules[0].from[0].source"), "{err}");
+    }
+
+    #[test]
+    fn cidrs_and_ports_parse() {
+        assert_eq!(
+            parse_cidr("10.1.0.0/16").unwrap(),
+            ("10.1.0.0".parse().unwrap(), 16)
+        );
+        assert_eq!(parse_cidr("::1").unwrap().1, 128);
+        assert!(parse_cidr("10.0.0.1/33").is_err());
+        assert_eq!(parse_port("65535"), Ok(65535));
+        assert!(parse_port("65536").is_err());
+    }
+}
