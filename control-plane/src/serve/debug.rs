@@ -213,7 +213,6 @@ fn rfc3339(t: std::time::SystemTime) -> String {
     )
 }
 
-
 async fn registryz(State(s): State<Arc<Shared>>) -> Response {
     let snap = s.generator.snapshot();
     let services: Vec<Value> = snap
