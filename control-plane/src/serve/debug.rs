@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn timestamps_print_as_rfc3339_utc() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        assert_eq!(rfc3339(t), "2026-11-18T07:06:40Z");
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
         assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 }
