@@ -92,4 +92,5 @@ print(get() if get else os.path.join(os.path.dirname(envoy.__file__), "_bin", "e
 
 install_apt_packages
 install_envoy
+MESHD_CACHE="$MESHD_CACHE" "$(dirname "${BASH_SOURCE[0]}")/install-kube.sh"
 log "ok: $("$ENVOY_LINK" --version | grep -o "version: .*")"

@@ -2,6 +2,7 @@
 
 mod bootstrap;
 mod cli;
+mod crds;
 mod documents;
 mod iptables;
 mod serve;
@@ -35,6 +36,8 @@ enum Command {
     ProxyConfig(cli::proxy_config::Args),
     /// Validate Istio config; exit 1 on any error.
     Analyze(cli::analyze::Args),
+    /// Print the CustomResourceDefinitions of every Istio kind meshd reads.
+    Crds(crds::Args),
     /// Print the version of the binary and of the Envoy API it speaks.
     Version,
 }
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::ProxyStatus(args) => cli::proxy_status::run(args),
         Command::ProxyConfig(args) => cli::proxy_config::run(args),
         Command::Analyze(args) => cli::analyze::run(args),
+        Command::Crds(args) => crds::run(args),
         Command::Version => {
             println!("meshd {} (Envoy API v3)", env!("CARGO_PKG_VERSION"));
             Ok(())

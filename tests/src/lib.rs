@@ -2,12 +2,14 @@
 //!
 //! - [`Mesh`]: mesh in a box — pods as network namespaces, captured by `meshd iptables`, with stock
 //!   Envoy sidecars bootstrapped by `meshd bootstrap` and a `meshd serve` in the hub.
+//! - [`kube::KubeCluster`]: a real kube-apiserver + etcd on loopback.
 //! - [`yaml`]: the Kubernetes and Istio objects tests feed meshd's file source.
 //! - [`wait_until`] / [`wait_for`]: polling for eventual states.
 //! - the `meshd-echo` binary: the app tests talk to.
 
 pub mod deps;
 pub mod http;
+pub mod kube;
 pub mod mesh;
 pub mod process;
 pub mod wait;
