@@ -5,6 +5,7 @@ mod file_source;
 mod generator;
 mod identity;
 mod index;
+mod jwks;
 mod secrets;
 mod tls;
 
@@ -69,6 +70,10 @@ pub struct Args {
     /// Longest a burst of changes may delay a push.
     #[arg(long, env = "MESHD_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
     pub debounce_max: Duration,
+    /// How often RequestAuthentication `jwksUri` documents are fetched again (meshd fetches them
+    /// and inlines the keys; proxies never do). A URI that never answered is retried sooner.
+    #[arg(long, env = "MESHD_JWKS_REFRESH", default_value = "10m", value_parser = parse_duration)]
+    pub jwks_refresh: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -87,6 +92,8 @@ pub enum SourceEvent {
     },
     /// A source has been read completely once.
     Synced { source: String },
+    /// Something besides objects changed (fetched JWKS): rebuild even if no object did.
+    Refresh,
 }
 
 /// State the debug API reads.
@@ -261,6 +268,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     for dir in &args.config_dirs {
         file_source::spawn(dir.clone(), source_tx.clone())?;
     }
+    let jwks = Arc::new(jwks::JwksCache::new(
+        jwks::Fetcher::new(
+            std::path::Path::new(jwks::SYSTEM_ROOTS),
+            jwks::FETCH_TIMEOUT,
+        ),
+        args.jwks_refresh,
+    ));
+    jwks::spawn_refresher(jwks.clone(), source_tx.clone());
     tokio::spawn(index_loop(
         source_rx,
         sources,
@@ -269,6 +284,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         shared.clone(),
         pusher.clone(),
         metrics,
+        jwks,
     ));
 
     let xds_listener = tokio::net::TcpListener::bind(args.xds_addr)
@@ -443,6 +459,7 @@ async fn shutdown_signal() {
 }
 
 /// Applies source events to the index, debounces them, and publishes snapshots and pushes.
+#[allow(clippy::too_many_arguments)]
 async fn index_loop(
     mut rx: mpsc::UnboundedReceiver<SourceEvent>,
     mut pending_sources: BTreeSet<String>,
@@ -451,6 +468,7 @@ async fn index_loop(
     shared: Arc<Shared>,
     pusher: Arc<Pusher>,
     metrics: Metrics,
+    jwks: Arc<jwks::JwksCache>,
 ) {
     let mut index = Index::default();
     let mut version = 0u64;
@@ -458,6 +476,7 @@ async fn index_loop(
     loop {
         let Some(first) = rx.recv().await else { return };
         let started = Instant::now();
+        let mut forced = false;
         let mut apply = |ev: SourceEvent, index: &mut Index| match ev {
             SourceEvent::Reset {
                 origin,
@@ -478,6 +497,7 @@ async fn index_loop(
             SourceEvent::Synced { source } => {
                 pending_sources.remove(&source);
             }
+            SourceEvent::Refresh => forced = true,
         };
         apply(first, &mut index);
         // Debounce: wait for a quiet period, bounded by the maximum delay.
@@ -499,12 +519,24 @@ async fn index_loop(
         let objects = index.objects();
         let mesh = effective_mesh(&objects, &base_mesh);
         let mesh_changed = last_mesh.as_ref() != Some(&mesh);
-        if kinds.is_empty() && !mesh_changed && version > 0 {
+        if kinds.is_empty() && !mesh_changed && !forced && version > 0 {
             continue;
         }
         last_mesh = Some(mesh.clone());
         version += 1;
-        let snapshot = Arc::new(Snapshot::build(version, objects, Arc::new(mesh)));
+        let mut snapshot = Snapshot::build(version, objects, Arc::new(mesh));
+        // Keys for `jwksUri`s are inlined: fetch what this snapshot needs before publishing it.
+        let resolved = jwks
+            .resolve(&snapshot.request_authentications.jwks_uris())
+            .await;
+        let findings = snapshot
+            .request_authentications
+            .jwks_fetch_findings(&resolved.errors);
+        snapshot.findings.extend(findings);
+        snapshot
+            .request_authentications
+            .set_fetched_jwks(resolved.keys);
+        let snapshot = Arc::new(snapshot);
         for f in &snapshot.findings {
             tracing::warn!(finding = %f, "config finding");
         }
@@ -516,6 +548,7 @@ async fn index_loop(
             .set(shared.errors.read().values().map(|v| v.len() as i64).sum());
         shared.generator.set_snapshot(snapshot);
         let endpoint_only = !mesh_changed
+            && !forced
             && version > 1
             && kinds
                 .iter()

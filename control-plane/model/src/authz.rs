@@ -8,6 +8,7 @@
 //! istiod does when a CUSTOM policy's provider is missing.
 
 pub mod jwt;
+pub mod token_required;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

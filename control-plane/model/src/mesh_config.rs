@@ -22,6 +22,9 @@ pub struct MeshConfig {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
     pub root_namespace: String,
     pub trust_domain: String,
+    /// Other trust domains this mesh's identities may carry (a migration from an old trust
+    /// domain): principals in AuthorizationPolicies and SAN checks accept them as well.
+    pub trust_domain_aliases: Vec<String>,
     pub enable_auto_mtls: bool,
     /// Istio's `connectTimeout` for clusters, e.g. `10s`.
     pub connect_timeout: String,
@@ -33,6 +36,7 @@ impl Default for MeshConfig {
             outbound_traffic_policy: OutboundTrafficPolicy::default(),
             root_namespace: "istio-system".to_string(),
             trust_domain: "cluster.local".to_string(),
+            trust_domain_aliases: Vec::new(),
             enable_auto_mtls: true,
             connect_timeout: "10s".to_string(),
         }
@@ -60,5 +64,22 @@ impl MeshConfig {
     pub fn duration_secs(&self) -> Result<(i64, i32), String> {
         crate::registry::parse_duration(&self.connect_timeout)
             .map_err(|e| format!("field `connectTimeout`: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_domain_aliases_are_read() {
+        let mesh = MeshConfig::from_value(serde_json::json!({
+            "trustDomain": "new.example",
+            "trustDomainAliases": ["old.example", "cluster.local"]
+        }))
+        .unwrap();
+        assert_eq!(mesh.trust_domain, "new.example");
+        assert_eq!(mesh.trust_domain_aliases, ["old.example", "cluster.local"]);
+        assert!(MeshConfig::default().trust_domain_aliases.is_empty());
     }
 }

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::input::ObjectMeta;
 use crate::input::istio::{ServiceEntry, WorkloadEntry};
-use crate::input::kube::{ConfigMap, EndpointSlice, Endpoints, Namespace, Pod, Service};
+use crate::input::kube::{ConfigMap, EndpointSlice, Endpoints, Namespace, Pod, Secret, Service};
 use crate::input::networking::{DestinationRule, Gateway, VirtualService};
 use crate::input::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 
@@ -22,6 +22,7 @@ pub enum Kind {
     EndpointSlice,
     Pod,
     ConfigMap,
+    Secret,
     ServiceEntry,
     WorkloadEntry,
     VirtualService,
@@ -34,13 +35,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Endpoints,
         Kind::EndpointSlice,
         Kind::Pod,
         Kind::ConfigMap,
+        Kind::Secret,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
         Kind::VirtualService,
@@ -55,7 +57,12 @@ impl Kind {
     /// API group, as in `apiVersion: <group>/<version>`; empty for the core group.
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Service | Kind::Endpoints | Kind::Pod | Kind::ConfigMap => "",
+            Kind::Namespace
+            | Kind::Service
+            | Kind::Endpoints
+            | Kind::Pod
+            | Kind::ConfigMap
+            | Kind::Secret => "",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::ServiceEntry
             | Kind::WorkloadEntry
@@ -86,6 +93,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
             Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::VirtualService => "VirtualService",
@@ -104,6 +112,8 @@ impl Kind {
             Kind::Endpoints => "endpoints".to_string(),
             Kind::Gateway => "gateways".to_string(),
             Kind::AuthorizationPolicy => "authorizationpolicies".to_string(),
+            Kind::ServiceEntry => "serviceentries".to_string(),
+            Kind::WorkloadEntry => "workloadentries".to_string(),
             other => format!("{}s", other.name().to_ascii_lowercase()),
         }
     }
@@ -185,6 +195,7 @@ pub enum Object {
     EndpointSlice(Arc<EndpointSlice>),
     Pod(Arc<Pod>),
     ConfigMap(Arc<ConfigMap>),
+    Secret(Arc<Secret>),
     ServiceEntry(Arc<ServiceEntry>),
     WorkloadEntry(Arc<WorkloadEntry>),
     VirtualService(Arc<VirtualService>),
@@ -288,6 +299,7 @@ impl Object {
             Kind::EndpointSlice => Object::EndpointSlice(typed(&key, value)?),
             Kind::Pod => Object::Pod(typed(&key, value)?),
             Kind::ConfigMap => Object::ConfigMap(typed(&key, value)?),
+            Kind::Secret => Object::Secret(typed(&key, value)?),
             Kind::ServiceEntry => Object::ServiceEntry(typed(&key, value)?),
             Kind::WorkloadEntry => Object::WorkloadEntry(typed(&key, value)?),
             Kind::VirtualService => Object::VirtualService(typed(&key, value)?),
@@ -316,6 +328,7 @@ impl Object {
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Pod(_) => Kind::Pod,
             Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
             Object::ServiceEntry(_) => Kind::ServiceEntry,
             Object::WorkloadEntry(_) => Kind::WorkloadEntry,
             Object::VirtualService(_) => Kind::VirtualService,
@@ -336,6 +349,7 @@ impl Object {
             Object::EndpointSlice(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
             Object::ServiceEntry(o) => &o.metadata,
             Object::WorkloadEntry(o) => &o.metadata,
             Object::VirtualService(o) => &o.metadata,
@@ -371,6 +385,7 @@ impl Object {
             Object::EndpointSlice(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Pod(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::ConfigMap(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::Secret(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::ServiceEntry(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::WorkloadEntry(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::VirtualService(o) => set(&mut Arc::make_mut(o).metadata, namespace),
@@ -472,6 +487,15 @@ mod tests {
             "apiVersion": "networking.istio.io/v2", "kind": "ServiceEntry", "metadata": {"name": "ext"}
         }));
         assert!(matches!(bad, Err(ParseError::UnsupportedVersion { .. })));
+    }
+
+    #[test]
+    fn plurals_are_the_api_resource_names() {
+        assert_eq!(Kind::ServiceEntry.plural(), "serviceentries");
+        assert_eq!(Kind::WorkloadEntry.plural(), "workloadentries");
+        assert_eq!(Kind::AuthorizationPolicy.plural(), "authorizationpolicies");
+        assert_eq!(Kind::Endpoints.plural(), "endpoints");
+        assert_eq!(Kind::VirtualService.plural(), "virtualservices");
     }
 
     #[test]

@@ -6,12 +6,19 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::input::networking::{
-    DestinationRule, Gateway, HttpRoute, StringMatch, Subset, VirtualService,
-};
+use crate::input::networking::{Gateway, HttpRoute, TcpRoute, TlsRoute};
 use crate::object::{Kind, Object, ObjectKey};
-use crate::registry::{Registry, parse_duration};
+use crate::registry::Registry;
 use crate::snapshot::{Finding, Severity};
+
+mod destination_rule;
+pub mod locality;
+mod virtual_service;
+
+pub use destination_rule::*;
+
+use virtual_service::validate_virtual_service;
+pub use virtual_service::{grpc_status_code, is_authority_header, is_internal_header, parse_cidr};
 
 /// The gateway name that means "the sidecars of the mesh".
 pub const MESH_GATEWAY: &str = "mesh";
@@ -24,26 +31,42 @@ pub struct VirtualServiceModel {
     /// `mesh` or `namespace/name`.
     pub gateways: Vec<String>,
     pub http: Vec<HttpRoute>,
+    pub tcp: Vec<TcpRoute>,
+    pub tls: Vec<TlsRoute>,
+    /// Namespaces whose proxies see it (`.` resolved); `None`: every namespace.
+    pub export_to: Option<std::collections::BTreeSet<String>>,
 }
 
 impl VirtualServiceModel {
     pub fn applies_to_gateway(&self, gateway: &str) -> bool {
         self.gateways.iter().any(|g| g == gateway)
     }
-}
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct DestinationRuleModel {
-    pub key: ObjectKey,
-    pub host: String,
-    pub subsets: Vec<Subset>,
-    /// `ROUND_ROBIN`, `LEAST_REQUEST`, `RANDOM`, `PASSTHROUGH`.
-    pub load_balancer: Option<String>,
-}
+    /// Proxies in `namespace` may use it (`exportTo`).
+    pub fn visible_in(&self, namespace: &str) -> bool {
+        self.export_to
+            .as_ref()
+            .is_none_or(|namespaces| namespaces.contains(namespace))
+    }
 
-impl DestinationRuleModel {
-    pub fn subset(&self, name: &str) -> Option<&Subset> {
-        self.subsets.iter().find(|s| s.name == name)
+    /// Every `sourceLabels` selector in its HTTP, TCP and TLS matches.
+    pub fn source_label_selectors(&self) -> impl Iterator<Item = &BTreeMap<String, String>> {
+        let http = self
+            .http
+            .iter()
+            .flat_map(|r| &r.matches)
+            .map(|m| &m.source_labels);
+        let tcp = self
+            .tcp
+            .iter()
+            .flat_map(|r| &r.matches)
+            .map(|m| &m.source_labels);
+        let tls = self
+            .tls
+            .iter()
+            .flat_map(|r| &r.matches)
+            .map(|m| &m.source_labels);
+        http.chain(tcp).chain(tls).filter(|s| !s.is_empty())
     }
 }
 
@@ -64,8 +87,7 @@ impl GatewayModel {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Traffic {
     pub virtual_services: Vec<Arc<VirtualServiceModel>>,
-    /// By host FQDN; the first by (namespace, name) wins.
-    pub destination_rules: BTreeMap<String, Arc<DestinationRuleModel>>,
+    pub destination_rules: DestinationRules,
     pub gateways: Vec<Arc<GatewayModel>>,
 }
 
@@ -100,30 +122,19 @@ impl Traffic {
             let Object::DestinationRule(dr) = obj else {
                 continue;
             };
-            let Some(model) = validate_destination_rule(dr, findings) else {
-                continue;
-            };
-            if let Some(existing) = traffic.destination_rules.get(&model.host) {
-                findings.push(Finding::new(
-                    Severity::Warning,
-                    "IST0171",
-                    &model.key,
-                    "spec.host",
-                    format!(
-                        "host {} already has {}; this rule is ignored",
-                        model.host, existing.key
-                    ),
-                ));
-                continue;
+            if let Some(model) = validate_destination_rule(dr, findings) {
+                traffic.destination_rules.insert(model, findings);
             }
-            traffic
-                .destination_rules
-                .insert(model.host.clone(), Arc::new(model));
         }
+        destination_rule::check_against_registry(
+            &mut traffic.destination_rules,
+            registry,
+            findings,
+        );
         for obj in objects.values() {
             match obj {
                 Object::Gateway(gw) => {
-                    if let Some(model) = validate_gateway(gw, findings) {
+                    if let Some(model) = validate_gateway(gw, objects, findings) {
                         traffic.gateways.push(Arc::new(model));
                     }
                 }
@@ -140,12 +151,17 @@ impl Traffic {
         traffic
     }
 
-    pub fn destination_rule(&self, host: &str) -> Option<&Arc<DestinationRuleModel>> {
-        self.destination_rules.get(host)
+    /// The DestinationRule a proxy uses for `host` (see [`DestinationRules::lookup`]).
+    pub fn destination_rule(
+        &self,
+        host: &str,
+        view: &RuleView<'_>,
+    ) -> Option<&Arc<DestinationRuleModel>> {
+        self.destination_rules.lookup(host, view)
     }
 }
 
-fn key_of(kind: Kind, meta: &crate::input::ObjectMeta) -> ObjectKey {
+pub(crate) fn key_of(kind: Kind, meta: &crate::input::ObjectMeta) -> ObjectKey {
     ObjectKey::new(
         kind,
         meta.namespace.clone().unwrap_or_default(),
@@ -153,293 +169,11 @@ fn key_of(kind: Kind, meta: &crate::input::ObjectMeta) -> ObjectKey {
     )
 }
 
-fn validate_string_match(m: &StringMatch, key: &ObjectKey, field: &str, errors: &mut Vec<Finding>) {
-    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if set != 1 {
-        errors.push(Finding::new(
-            Severity::Error,
-            "IST0106",
-            key,
-            field,
-            "exactly one of exact, prefix or regex must be set".to_string(),
-        ));
-    }
-    if let Some(re) = &m.regex {
-        // Envoy compiles RE2; Rust's regex accepts the same syntax and rejects what RE2 rejects
-        // (look-around, back-references).
-        if let Err(e) = regex::Regex::new(re) {
-            let first = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                key,
-                &format!("{field}.regex"),
-                format!("invalid regex {re:?}: {first}"),
-            ));
-        }
-    }
-}
-
-fn validate_virtual_service(
-    vs: &VirtualService,
-    registry: &Registry,
-    rules: &BTreeMap<String, Arc<DestinationRuleModel>>,
+fn validate_gateway(
+    gw: &Gateway,
+    objects: &BTreeMap<ObjectKey, Object>,
     findings: &mut Vec<Finding>,
-) -> Option<VirtualServiceModel> {
-    let key = key_of(Kind::VirtualService, &vs.metadata);
-    let ns = key.namespace.clone();
-    let mut errors = Vec::new();
-    if vs.spec.hosts.is_empty() {
-        errors.push(Finding::new(
-            Severity::Error,
-            "IST0106",
-            &key,
-            "spec.hosts",
-            "at least one host is required".to_string(),
-        ));
-    }
-    for (i, h) in vs.spec.hosts.iter().enumerate() {
-        if h.is_empty() || h.contains('/') || h.contains(' ') {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &format!("spec.hosts[{i}]"),
-                format!("invalid host {h:?}"),
-            ));
-        }
-    }
-    for (i, route) in vs.spec.http.iter().enumerate() {
-        let at = format!("spec.http[{i}]");
-        for (j, m) in route.matches.iter().enumerate() {
-            let mat = format!("{at}.match[{j}]");
-            for (name, sm) in [
-                ("uri", &m.uri),
-                ("method", &m.method),
-                ("authority", &m.authority),
-            ] {
-                if let Some(sm) = sm {
-                    validate_string_match(sm, &key, &format!("{mat}.{name}"), &mut errors);
-                }
-            }
-            for (h, sm) in &m.headers {
-                validate_string_match(sm, &key, &format!("{mat}.headers.{h}"), &mut errors);
-            }
-            for (q, sm) in &m.query_params {
-                validate_string_match(sm, &key, &format!("{mat}.queryParams.{q}"), &mut errors);
-            }
-        }
-        let actions = [
-            !route.route.is_empty(),
-            route.redirect.is_some(),
-            route.direct_response.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if actions != 1 {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &at,
-                "exactly one of route, redirect or directResponse must be set".to_string(),
-            ));
-        }
-        if let Some(code) = route.redirect.as_ref().and_then(|r| r.redirect_code)
-            && !matches!(code, 301 | 302 | 303 | 307 | 308)
-        {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &format!("{at}.redirect.redirectCode"),
-                format!("{code} is not a redirect code (301, 302, 303, 307, 308)"),
-            ));
-        }
-        if let Some(d) = &route.direct_response
-            && !(200..=599).contains(&d.status)
-        {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &format!("{at}.directResponse.status"),
-                format!("{} is not an HTTP status", d.status),
-            ));
-        }
-        for (field, value) in [
-            ("timeout", route.timeout.as_ref()),
-            (
-                "retries.perTryTimeout",
-                route
-                    .retries
-                    .as_ref()
-                    .and_then(|r| r.per_try_timeout.as_ref()),
-            ),
-        ] {
-            if let Some(v) = value
-                && let Err(e) = parse_duration(v)
-            {
-                errors.push(Finding::new(
-                    Severity::Error,
-                    "IST0106",
-                    &key,
-                    &format!("{at}.{field}"),
-                    e,
-                ));
-            }
-        }
-        if route.route.len() > 1 || route.route.iter().any(|d| d.weight.is_some()) {
-            let total: u32 = route.route.iter().map(|d| d.weight.unwrap_or(0)).sum();
-            if total != 100 {
-                errors.push(Finding::new(
-                    Severity::Error,
-                    "IST0106",
-                    &key,
-                    &format!("{at}.route"),
-                    format!("destination weights add up to {total}, not 100"),
-                ));
-            }
-        }
-        for (j, d) in route.route.iter().enumerate() {
-            let field = format!("{at}.route[{j}].destination");
-            if d.destination.host.is_empty() {
-                errors.push(Finding::new(
-                    Severity::Error,
-                    "IST0106",
-                    &key,
-                    &format!("{field}.host"),
-                    "host is required".to_string(),
-                ));
-                continue;
-            }
-            let host = resolve_host(&d.destination.host, &ns);
-            if !registry.services.contains_key(&host) {
-                findings.push(Finding::new(
-                    Severity::Warning,
-                    "IST0101",
-                    &key,
-                    &format!("{field}.host"),
-                    format!("referenced host not found: {host:?}"),
-                ));
-            }
-            if let Some(subset) = &d.destination.subset
-                && rules.get(&host).and_then(|r| r.subset(subset)).is_none()
-            {
-                findings.push(Finding::new(
-                    Severity::Warning,
-                    "IST0101",
-                    &key,
-                    &format!("{field}.subset"),
-                    format!(
-                        "referenced host+subset in destinationrule not found: {host:?}+{subset:?}"
-                    ),
-                ));
-            }
-        }
-    }
-    if !errors.is_empty() {
-        findings.extend(errors);
-        return None;
-    }
-    let gateways = if vs.spec.gateways.is_empty() {
-        vec![MESH_GATEWAY.to_string()]
-    } else {
-        vs.spec
-            .gateways
-            .iter()
-            .map(|g| {
-                if g == MESH_GATEWAY || g.contains('/') {
-                    g.clone()
-                } else {
-                    format!("{ns}/{g}")
-                }
-            })
-            .collect()
-    };
-    Some(VirtualServiceModel {
-        hosts: vs.spec.hosts.iter().map(|h| resolve_host(h, &ns)).collect(),
-        gateways,
-        http: vs.spec.http.clone(),
-        key,
-    })
-}
-
-fn validate_destination_rule(
-    dr: &DestinationRule,
-    findings: &mut Vec<Finding>,
-) -> Option<DestinationRuleModel> {
-    let key = key_of(Kind::DestinationRule, &dr.metadata);
-    let mut errors = Vec::new();
-    if dr.spec.host.is_empty() {
-        errors.push(Finding::new(
-            Severity::Error,
-            "IST0106",
-            &key,
-            "spec.host",
-            "host is required".to_string(),
-        ));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, s) in dr.spec.subsets.iter().enumerate() {
-        if s.name.is_empty() || !seen.insert(s.name.clone()) {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &format!("spec.subsets[{i}].name"),
-                format!("subset name {:?} is empty or repeated", s.name),
-            ));
-        }
-    }
-    let lb = dr
-        .spec
-        .traffic_policy
-        .as_ref()
-        .and_then(|t| t.load_balancer.as_ref())
-        .and_then(|l| l.simple.clone());
-    if let Some(simple) = &lb
-        && !matches!(
-            simple.as_str(),
-            "ROUND_ROBIN"
-                | "LEAST_REQUEST"
-                | "LEAST_CONN"
-                | "RANDOM"
-                | "PASSTHROUGH"
-                | "UNSPECIFIED"
-        )
-    {
-        errors.push(Finding::new(
-            Severity::Error,
-            "IST0106",
-            &key,
-            "spec.trafficPolicy.loadBalancer.simple",
-            format!("unknown load balancer {simple:?}"),
-        ));
-    }
-    if !errors.is_empty() {
-        findings.extend(errors);
-        return None;
-    }
-    Some(DestinationRuleModel {
-        host: resolve_host(&dr.spec.host, &key.namespace),
-        subsets: dr.spec.subsets.clone(),
-        load_balancer: lb,
-        key,
-    })
-}
-
-fn validate_gateway(gw: &Gateway, findings: &mut Vec<Finding>) -> Option<GatewayModel> {
+) -> Option<GatewayModel> {
     let key = key_of(Kind::Gateway, &gw.metadata);
     let mut errors = Vec::new();
     for (i, s) in gw.spec.servers.iter().enumerate() {
@@ -465,6 +199,11 @@ fn validate_gateway(gw: &Gateway, findings: &mut Vec<Finding>) -> Option<Gateway
                 format!("unknown protocol {:?}", s.port.protocol),
             ));
         }
+        if s.port.protocol.eq_ignore_ascii_case("HTTPS")
+            || s.port.protocol.eq_ignore_ascii_case("TLS")
+        {
+            validate_server_tls(s, &key, &at, objects, &mut errors, findings);
+        }
         if s.hosts.is_empty() {
             errors.push(Finding::new(
                 Severity::Error,
@@ -484,6 +223,82 @@ fn validate_gateway(gw: &Gateway, findings: &mut Vec<Finding>) -> Option<Gateway
         selector: gw.spec.selector.clone(),
         servers: gw.spec.servers.clone(),
     })
+}
+
+/// TLS on HTTPS/TLS servers: a known mode, and certificates from a Secret in the gateway's
+/// namespace or from files. A missing Secret is a warning: it may still be created.
+fn validate_server_tls(
+    server: &crate::input::networking::Server,
+    key: &ObjectKey,
+    at: &str,
+    objects: &BTreeMap<ObjectKey, Object>,
+    errors: &mut Vec<Finding>,
+    findings: &mut Vec<Finding>,
+) {
+    let Some(tls) = &server.tls else {
+        errors.push(Finding::new(
+            Severity::Error,
+            "IST0106",
+            key,
+            &format!("{at}.tls"),
+            "HTTPS and TLS servers need tls settings".to_string(),
+        ));
+        return;
+    };
+    let mode = tls.mode.as_deref().unwrap_or("SIMPLE").to_ascii_uppercase();
+    if !matches!(
+        mode.as_str(),
+        "SIMPLE" | "MUTUAL" | "PASSTHROUGH" | "AUTO_PASSTHROUGH" | "ISTIO_MUTUAL"
+    ) {
+        errors.push(Finding::new(
+            Severity::Error,
+            "IST0106",
+            key,
+            &format!("{at}.tls.mode"),
+            format!("unknown TLS mode {mode:?}"),
+        ));
+        return;
+    }
+    if !matches!(mode.as_str(), "SIMPLE" | "MUTUAL") {
+        return;
+    }
+    match &tls.credential_name {
+        Some(name) => {
+            let secret = ObjectKey::new(Kind::Secret, key.namespace.clone(), name.clone());
+            if !objects.contains_key(&secret) {
+                findings.push(Finding::new(
+                    Severity::Warning,
+                    "IST0101",
+                    key,
+                    &format!("{at}.tls.credentialName"),
+                    format!(
+                        "referenced credential not found: Secret {}/{name}",
+                        key.namespace
+                    ),
+                ));
+            }
+        }
+        None if tls.server_certificate.is_none() || tls.private_key.is_none() => {
+            errors.push(Finding::new(
+                Severity::Error,
+                "IST0106",
+                key,
+                &format!("{at}.tls"),
+                "credentialName, or serverCertificate and privateKey, is required".to_string(),
+            ));
+        }
+        None => {}
+    }
+    if mode == "MUTUAL" && tls.credential_name.is_none() && tls.ca_certificates.is_none() {
+        errors.push(Finding::new(
+            Severity::Error,
+            "IST0106",
+            key,
+            &format!("{at}.tls.caCertificates"),
+            "MUTUAL needs the client CA (caCertificates or a credentialName Secret with ca.crt)"
+                .to_string(),
+        ));
+    }
 }
 
 #[cfg(test)]

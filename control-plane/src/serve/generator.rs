@@ -141,8 +141,78 @@ impl MeshGenerator {
         if wants(SECRET_ROOTCA) {
             out.push(self.secrets.root());
         }
+        // Gateway credentials: only routers, only Secrets of their own namespace.
+        if proxy.proxy.node_type == meshd_model::NodeType::Router
+            && let Some(names) = names
+        {
+            let snapshot = self.snapshot();
+            for name in names.iter().filter(|n| n.starts_with(CREDENTIAL_PREFIX)) {
+                match gateway_credential(&snapshot, &proxy.proxy.namespace, name) {
+                    Some(res) => out.push(res),
+                    None => {
+                        tracing::warn!(proxy = %proxy.proxy.id, secret = %name, "gateway credential not found in the gateway's namespace")
+                    }
+                }
+            }
+        }
         out
     }
+}
+
+const CREDENTIAL_PREFIX: &str = "kubernetes://";
+
+/// SDS `kubernetes://<name>` (certificate and key) or `kubernetes://<name>-cacert` (client CA) from
+/// Secrets in `namespace`, with either Kubernetes' or Istio's key names.
+fn gateway_credential(
+    snapshot: &Snapshot,
+    namespace: &str,
+    sds_name: &str,
+) -> Option<Arc<Resource>> {
+    use meshd_model::{Kind, Object, ObjectKey};
+    use meshd_proto::pb::envoy::config::core::v3::{DataSource, data_source};
+    use meshd_proto::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CertificateValidationContext, Secret, TlsCertificate, secret,
+    };
+    let name = sds_name.strip_prefix(CREDENTIAL_PREFIX)?;
+    let lookup = |n: &str| match snapshot
+        .objects
+        .get(&ObjectKey::new(Kind::Secret, namespace, n))
+    {
+        Some(Object::Secret(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let inline = |text: String| {
+        Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(text)),
+            ..Default::default()
+        })
+    };
+    let first =
+        |s: &meshd_model::input::kube::Secret, keys: &[&str]| keys.iter().find_map(|k| s.value(k));
+    let kind = if let Some(base) = name.strip_suffix("-cacert") {
+        // A separate `<name>-cacert` Secret, or the `ca.crt` key of `<name>` itself.
+        let ca = lookup(name)
+            .and_then(|s| first(&s, &["ca.crt", "cacert"]))
+            .or_else(|| lookup(base).and_then(|s| first(&s, &["ca.crt", "cacert"])))?;
+        secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: inline(ca),
+            ..Default::default()
+        })
+    } else {
+        let s = lookup(name)?;
+        secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: inline(first(&s, &["tls.crt", "cert"])?),
+            private_key: inline(first(&s, &["tls.key", "key"])?),
+            ..Default::default()
+        })
+    };
+    Some(resource(
+        sds_name.to_string(),
+        &Secret {
+            name: sds_name.to_string(),
+            r#type: Some(kind),
+        },
+    ))
 }
 
 /// A connected proxy: what its node says, parsed once, and the identity it proved (TLS port only).
@@ -210,8 +280,9 @@ impl meshd_xds::Generator for MeshGenerator {
             return self.secrets_for(proxy, names);
         }
         let built = self.built.read().clone();
-        let scope = Scope::of(&proxy.proxy);
         let snap = &built.snapshot;
+        // What the proxy's outbound config depends on, resolved against this snapshot.
+        let scope = Scope::for_proxy(snap, &proxy.proxy);
         match type_url {
             type_url::CLUSTER => {
                 let mut out: Vec<Arc<Resource>> =

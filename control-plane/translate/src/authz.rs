@@ -7,6 +7,11 @@
 //!
 //! No ALLOW policy: everything not denied is allowed. ALLOW policies present: only what one of
 //! their rules matches is allowed (a policy without rules matches nothing).
+//!
+//! Principals match the mesh's trust domain and each of MeshConfig's `trustDomainAliases`, as in
+//! istiod. One deliberate difference: where the ALLOW policies can only allow requests with a
+//! request principal, jwt_authn refuses a missing token with 401 rather than letting RBAC answer
+//! 403 (`meshd_model::authz::token_required`).
 
 mod encode;
 mod jwt;
@@ -15,6 +20,7 @@ mod rbac;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use meshd_model::authz::token_required::token_required;
 use meshd_model::{AuthzAction, AuthzPolicyModel, Snapshot};
 use meshd_proto::pb::envoy::config::listener::v3::{Filter, filter};
 use meshd_proto::pb::envoy::config::rbac::v3::rbac::Action as RbacAction;
@@ -55,17 +61,23 @@ impl InboundAuthz {
         let jwt_rules = snapshot
             .request_authentications
             .for_workload(namespace, labels);
-        let trust_domain = snapshot.mesh.trust_domain.as_str();
+        let trust = rbac::TrustDomains {
+            local: &snapshot.mesh.trust_domain,
+            aliases: &snapshot.mesh.trust_domain_aliases,
+        };
         let mut http = Vec::new();
-        if let Some(config) = jwt::jwt_authn(&jwt_rules, &snapshot.request_authentications) {
+        let required = token_required(&policies);
+        if let Some(config) =
+            jwt::jwt_authn(&jwt_rules, &snapshot.request_authentications, &required)
+        {
             http.push(http_filter(JWT_AUTHN_FILTER, config));
         }
         let mut network = Vec::new();
         for stage in Stage::ORDER {
-            if let Some(built) = stage.build(&policies, trust_domain, false) {
+            if let Some(built) = stage.build(&policies, trust, false) {
                 http.push(http_filter(HTTP_RBAC_FILTER, built.http()));
             }
-            if let Some(built) = stage.build(&policies, trust_domain, true) {
+            if let Some(built) = stage.build(&policies, trust, true) {
                 network.push(Filter {
                     name: NETWORK_RBAC_FILTER.to_string(),
                     config_type: Some(filter::ConfigType::TypedConfig(built.network())),
@@ -146,11 +158,11 @@ impl Stage {
     fn build(
         self,
         policies: &[Arc<AuthzPolicyModel>],
-        trust_domain: &str,
+        trust: rbac::TrustDomains<'_>,
         tcp: bool,
     ) -> Option<Built> {
         let ctx = rbac::Context {
-            trust_domain,
+            trust,
             tcp,
             strict: self == Stage::Allow,
         };

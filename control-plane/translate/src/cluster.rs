@@ -21,8 +21,8 @@ use meshd_proto::pb::envoy::extensions::upstreams::http::v3::{
 
 use crate::Scope;
 use crate::names::*;
-use crate::tls;
 use crate::util::*;
+use crate::{tls, traffic_policy};
 
 /// A port of this proxy's own workload that some service sends traffic to.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,21 +116,16 @@ fn base_cluster(snapshot: &Snapshot, name: String, t: cluster::DiscoveryType) ->
 pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
     let mut out = Vec::new();
     for svc in snapshot.registry.services.values() {
-        let rule = snapshot.traffic.destination_rule(&svc.hostname);
+        let rule = traffic_policy::rule_for(snapshot, scope, &svc.hostname).map(|r| r.as_ref());
+        // Auto-mTLS for in-mesh destinations, when this proxy holds a certificate to present.
+        let auto_mtls = scope.mtls
+            && snapshot.mesh.enable_auto_mtls
+            && !svc.mesh_external
+            && svc.resolution == Resolution::ClientSideLb;
         for sp in &svc.ports {
-            let base = outbound_cluster_for(
-                snapshot,
-                svc,
-                sp.port,
-                sp.protocol,
-                rule.map(|r| r.as_ref()),
-            );
-            // Auto-mTLS for in-mesh destinations, when this proxy holds a certificate to present.
-            let mtls = scope.mtls
-                && snapshot.mesh.enable_auto_mtls
-                && !svc.mesh_external
-                && svc.resolution == Resolution::ClientSideLb;
-            let sans = if mtls {
+            let base = outbound_cluster_for(snapshot, svc, sp.port, sp.protocol, rule);
+            // The destination's identities, for auto-mTLS or a rule's ISTIO_MUTUAL.
+            let sans = if scope.mtls && (auto_mtls || rule.is_some()) {
                 tls::endpoint_identities(
                     snapshot,
                     snapshot.registry.endpoints(&svc.hostname, sp.port),
@@ -138,28 +133,34 @@ pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
             } else {
                 Vec::new()
             };
-            let with_mtls = |mut c: Cluster, subset: &str| {
-                if mtls {
-                    c.transport_socket_matches = tls::auto_mtls_matches(
-                        tls::mesh_sni(sp.port, subset, &svc.hostname),
-                        &sans,
-                        sp.protocol.is_http2(),
-                    );
-                }
+            let with_policy = |mut c: Cluster, subset: &str| {
+                let settings = rule
+                    .map(|r| r.settings(subset, sp.port))
+                    .unwrap_or_default();
+                let target = traffic_policy::ClusterTarget {
+                    host: &svc.hostname,
+                    port: sp.port,
+                    subset,
+                    protocol: sp.protocol,
+                    proxy_mtls: scope.mtls,
+                    auto_mtls,
+                    sans: &sans,
+                    proxy_locality: scope.locality.as_deref(),
+                    rule: rule.map(|r| &r.key),
+                };
+                traffic_policy::apply(&mut c, &settings, &target);
                 c
             };
-            // One cluster per DestinationRule subset, with the same settings and its own endpoints.
-            if let Some(rule) = rule {
-                for subset in &rule.subsets {
-                    let mut c = base.clone();
-                    c.name = outbound_cluster(sp.port, &subset.name, &svc.hostname);
-                    if let Some(eds) = c.eds_cluster_config.as_mut() {
-                        eds.service_name = c.name.clone();
-                    }
-                    out.push(with_mtls(c, &subset.name));
+            // One cluster per DestinationRule subset, with its own settings and endpoints.
+            for subset in rule.iter().flat_map(|r| r.subsets.iter()) {
+                let mut c = base.clone();
+                c.name = outbound_cluster(sp.port, &subset.name, &svc.hostname);
+                if let Some(eds) = c.eds_cluster_config.as_mut() {
+                    eds.service_name = c.name.clone();
                 }
+                out.push(with_policy(c, &subset.name));
             }
-            out.push(with_mtls(base, ""));
+            out.push(with_policy(base, ""));
         }
     }
     out.push(base_cluster(
@@ -248,15 +249,6 @@ fn outbound_cluster_for(
     c.circuit_breakers = default_circuit_breakers();
     if protocol.is_http2() {
         c.typed_extension_protocol_options = http2_options();
-    }
-    if let Some(simple) = rule.and_then(|r| r.load_balancer.as_deref())
-        && c.eds_cluster_config.is_some()
-    {
-        c.lb_policy = match simple {
-            "ROUND_ROBIN" => cluster::LbPolicy::RoundRobin,
-            "RANDOM" => cluster::LbPolicy::Random,
-            _ => cluster::LbPolicy::LeastRequest,
-        } as i32;
     }
     let source = rule
         .map(|r| r.key.config_path())

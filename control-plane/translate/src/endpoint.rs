@@ -16,11 +16,24 @@ pub fn endpoints(snapshot: &Snapshot) -> Vec<ClusterLoadAssignment> {
         if svc.resolution != Resolution::ClientSideLb {
             continue;
         }
-        let rule = snapshot.traffic.destination_rule(&svc.hostname);
+        // Endpoints are shared by every proxy, so they cover the subsets of every rule for the
+        // host (the first definition of a name wins, rules for exactly this host first).
+        let mut rules: Vec<_> = snapshot
+            .traffic
+            .destination_rules
+            .for_host(&svc.hostname)
+            .collect();
+        rules.sort_by_key(|r| r.host != svc.hostname);
+        let mut subsets: Vec<&meshd_model::traffic::SubsetModel> = Vec::new();
+        for s in rules.iter().flat_map(|r| r.subsets.iter()) {
+            if !subsets.iter().any(|known| known.name == s.name) {
+                subsets.push(s);
+            }
+        }
         for sp in &svc.ports {
             let eps = snapshot.registry.endpoints(&svc.hostname, sp.port);
             // Subset clusters get the endpoints whose workload labels the subset selects.
-            for subset in rule.iter().flat_map(|r| r.subsets.iter()) {
+            for subset in &subsets {
                 let selected: Vec<_> = eps
                     .iter()
                     .filter(|e| labels_match(&subset.labels, &e.labels))
@@ -39,7 +52,26 @@ pub fn endpoints(snapshot: &Snapshot) -> Vec<ClusterLoadAssignment> {
             ));
         }
     }
+    // Per-locality variants for proxies that balance by locality.
+    out.extend(crate::traffic_policy::locality::assignments(snapshot));
     out
+}
+
+/// One endpoint as Envoy takes it; with a sidecar, marked for auto-mTLS.
+pub(crate) fn lb_endpoint(snapshot: &Snapshot, e: &meshd_model::Endpoint) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket_address(&e.address, e.port)),
+            ..Default::default()
+        })),
+        load_balancing_weight: u32_value(e.weight.max(1)),
+        metadata: if crate::tls::endpoint_speaks_mtls(snapshot, e) {
+            crate::tls::mtls_endpoint_metadata()
+        } else {
+            None
+        },
+        ..Default::default()
+    }
 }
 
 fn assignment(
@@ -47,22 +79,7 @@ fn assignment(
     cluster_name: String,
     eps: &[meshd_model::Endpoint],
 ) -> ClusterLoadAssignment {
-    let lb_endpoints: Vec<LbEndpoint> = eps
-        .iter()
-        .map(|e| LbEndpoint {
-            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                address: Some(socket_address(&e.address, e.port)),
-                ..Default::default()
-            })),
-            load_balancing_weight: u32_value(e.weight.max(1)),
-            metadata: if crate::tls::endpoint_speaks_mtls(snapshot, e) {
-                crate::tls::mtls_endpoint_metadata()
-            } else {
-                None
-            },
-            ..Default::default()
-        })
-        .collect();
+    let lb_endpoints: Vec<LbEndpoint> = eps.iter().map(|e| lb_endpoint(snapshot, e)).collect();
     let endpoints = if lb_endpoints.is_empty() {
         Vec::new()
     } else {

@@ -1,16 +1,29 @@
 //! Gateways: a router proxy gets a bound listener per Gateway server port whose `selector` matches
-//! its labels, and a route table `http.<port>` of the VirtualServices bound to those Gateways.
+//! its labels. Plain HTTP servers share a route table `http.<port>`; each HTTPS server gets a TLS
+//! filter chain (SNI on its hosts, certificate over SDS from a `credentialName` Secret) and a table
+//! `https.<port>.<portName>.<gateway>.<namespace>`, as Istio names them.
 
 use std::collections::{BTreeMap, HashSet};
 
 use meshd_model::input::labels_match;
+use meshd_model::input::networking::{Server, ServerTls};
 use meshd_model::traffic::host_matches;
 use meshd_model::{GatewayModel, Snapshot};
-use meshd_proto::pb::envoy::config::core::v3::TrafficDirection;
-use meshd_proto::pb::envoy::config::listener::v3::{FilterChain, Listener};
-use meshd_proto::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use meshd_proto::pack;
+use meshd_proto::pb::envoy::config::core::v3::{
+    DataSource, TrafficDirection, TransportSocket, data_source, transport_socket,
+};
+use meshd_proto::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+};
+use meshd_proto::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost, virtual_host};
+use meshd_proto::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     Rds, http_connection_manager,
+};
+use meshd_proto::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    TlsCertificate, common_tls_context,
 };
 
 use crate::Scope;
@@ -18,11 +31,36 @@ use crate::http_route::{RouteContext, virtual_service_routes};
 use crate::listener::{hcm_filter, http_connection_manager, http_filters};
 use crate::util::*;
 
+/// SDS names of Gateway credentials, as Istio's agent serves them.
+pub fn credential_secret(name: &str) -> String {
+    format!("kubernetes://{name}")
+}
+
+/// The client CA of a MUTUAL server's credential.
+pub fn credential_ca_secret(name: &str) -> String {
+    format!("kubernetes://{name}-cacert")
+}
+
 fn is_http(protocol: &str) -> bool {
     matches!(
         protocol.to_ascii_uppercase().as_str(),
         "HTTP" | "HTTP2" | "GRPC"
     )
+}
+
+/// HTTPS servers that terminate TLS here (PASSTHROUGH ones are routed by SNI elsewhere).
+fn terminates_tls(server: &Server) -> bool {
+    server.port.protocol.eq_ignore_ascii_case("HTTPS")
+        && server.tls.as_ref().is_some_and(|t| {
+            matches!(
+                t.mode
+                    .as_deref()
+                    .unwrap_or("SIMPLE")
+                    .to_ascii_uppercase()
+                    .as_str(),
+                "SIMPLE" | "MUTUAL"
+            )
+        })
 }
 
 /// Gateways selecting this router, by its labels.
@@ -36,44 +74,190 @@ fn selected<'a>(snapshot: &'a Snapshot, scope: &Scope) -> Vec<&'a GatewayModel> 
         .collect()
 }
 
-/// HTTP server ports → (gateway reference, server hosts) bound on them.
-fn http_servers(snapshot: &Snapshot, scope: &Scope) -> BTreeMap<u32, Vec<(String, Vec<String>)>> {
-    let mut ports: BTreeMap<u32, Vec<(String, Vec<String>)>> = BTreeMap::new();
-    for gw in selected(snapshot, scope) {
-        for server in gw.servers.iter().filter(|s| is_http(&s.port.protocol)) {
-            ports
-                .entry(server.port.number)
-                .or_default()
-                .push((gw.reference(), server.hosts.clone()));
+/// One server as bound on a router: which gateway it belongs to.
+struct Bound<'a> {
+    gateway: &'a GatewayModel,
+    server: &'a Server,
+}
+
+impl Bound<'_> {
+    fn https_route_name(&self) -> String {
+        format!(
+            "https.{}.{}.{}.{}",
+            self.server.port.number,
+            self.server.port.name,
+            self.gateway.key.name,
+            self.gateway.key.namespace
+        )
+    }
+}
+
+/// Servers by port. A port serves either plain HTTP or terminated HTTPS; a port where a Gateway
+/// mixes both keeps the kind its first server has (Istio refuses such configurations too).
+fn servers_by_port<'a>(snapshot: &'a Snapshot, scope: &Scope) -> BTreeMap<u32, Vec<Bound<'a>>> {
+    let mut ports: BTreeMap<u32, Vec<Bound<'a>>> = BTreeMap::new();
+    for gateway in selected(snapshot, scope) {
+        for server in gateway
+            .servers
+            .iter()
+            .filter(|s| is_http(&s.port.protocol) || terminates_tls(s))
+        {
+            let list = ports.entry(server.port.number).or_default();
+            if list
+                .first()
+                .is_some_and(|b| terminates_tls(b.server) != terminates_tls(server))
+            {
+                continue;
+            }
+            list.push(Bound { gateway, server });
         }
     }
     ports
 }
 
+fn gateway_hcm(
+    port: u32,
+    route_name: String,
+) -> meshd_proto::pb::envoy::config::listener::v3::Filter {
+    let rds = http_connection_manager::RouteSpecifier::Rds(Rds {
+        config_source: Some(ads()),
+        route_config_name: route_name,
+    });
+    let mut hcm = http_connection_manager(format!("outbound_0.0.0.0_{port}"), rds, http_filters());
+    // A gateway is the edge: it trusts no client-supplied forwarding headers.
+    hcm.use_remote_address = bool_value(true);
+    hcm_filter(&hcm)
+}
+
+fn sds(name: String) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name,
+        sds_config: Some(ads()),
+    }
+}
+
+fn file(path: &str) -> Option<DataSource> {
+    Some(DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_string())),
+        ..Default::default()
+    })
+}
+
+/// Terminating TLS with the server's certificate: from its Secret over SDS, or from files.
+fn downstream_tls(tls: &ServerTls, http2: bool) -> TransportSocket {
+    let mutual = tls
+        .mode
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case("MUTUAL"));
+    let mut common = CommonTlsContext {
+        alpn_protocols: if http2 {
+            vec!["h2".into(), "http/1.1".into()]
+        } else {
+            vec!["http/1.1".into()]
+        },
+        ..Default::default()
+    };
+    match &tls.credential_name {
+        Some(name) => {
+            common.tls_certificate_sds_secret_configs = vec![sds(credential_secret(name))];
+            if mutual {
+                common.validation_context_type = Some(
+                    common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(
+                        sds(credential_ca_secret(name)),
+                    ),
+                );
+            }
+        }
+        None => {
+            common.tls_certificates = vec![TlsCertificate {
+                certificate_chain: tls.server_certificate.as_deref().and_then(file),
+                private_key: tls.private_key.as_deref().and_then(file),
+                ..Default::default()
+            }];
+            if mutual {
+                common.validation_context_type = Some(
+                    common_tls_context::ValidationContextType::ValidationContext(
+                        CertificateValidationContext {
+                            trusted_ca: tls.ca_certificates.as_deref().and_then(file),
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+        }
+    }
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: if mutual { bool_value(true) } else { None },
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack(&context))),
+    }
+}
+
+/// SNI names for a server: its hosts without namespace prefixes; `*` means any name.
+fn server_names(server: &Server) -> Vec<String> {
+    let names: Vec<String> = server
+        .hosts
+        .iter()
+        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
+        .collect();
+    if names.iter().any(|h| h == "*") {
+        Vec::new()
+    } else {
+        names
+    }
+}
+
 pub(crate) fn gateway_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
-    http_servers(snapshot, scope)
-        .into_keys()
-        .map(|port| {
-            let rds = http_connection_manager::RouteSpecifier::Rds(Rds {
-                config_source: Some(ads()),
-                route_config_name: format!("http.{port}"),
-            });
-            let mut hcm =
-                http_connection_manager(format!("outbound_0.0.0.0_{port}"), rds, http_filters());
-            // A gateway is the edge: it trusts no client-supplied forwarding headers.
-            hcm.use_remote_address = bool_value(true);
-            Listener {
-                name: format!("0.0.0.0_{port}"),
-                address: Some(socket_address("0.0.0.0", port)),
-                filter_chains: vec![FilterChain {
-                    filters: vec![hcm_filter(&hcm)],
+    let mut out = Vec::new();
+    for (port, bound) in servers_by_port(snapshot, scope) {
+        let tls = bound.first().is_some_and(|b| terminates_tls(b.server));
+        let (filter_chains, listener_filters) = if tls {
+            let chains = bound
+                .iter()
+                .map(|b| FilterChain {
+                    name: b.https_route_name(),
+                    filter_chain_match: Some(FilterChainMatch {
+                        server_names: server_names(b.server),
+                        ..Default::default()
+                    }),
+                    filters: vec![gateway_hcm(port, b.https_route_name())],
+                    transport_socket: b.server.tls.as_ref().map(|t| {
+                        downstream_tls(t, b.server.port.protocol.eq_ignore_ascii_case("HTTP2"))
+                    }),
+                    ..Default::default()
+                })
+                .collect();
+            let inspector = ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".to_string(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+                    &TlsInspector::default(),
+                ))),
+                ..Default::default()
+            };
+            (chains, vec![inspector])
+        } else {
+            (
+                vec![FilterChain {
+                    filters: vec![gateway_hcm(port, format!("http.{port}"))],
                     ..Default::default()
                 }],
-                traffic_direction: TrafficDirection::Outbound as i32,
-                ..Default::default()
-            }
-        })
-        .collect()
+                Vec::new(),
+            )
+        };
+        out.push(Listener {
+            name: format!("0.0.0.0_{port}"),
+            address: Some(socket_address("0.0.0.0", port)),
+            filter_chains,
+            listener_filters,
+            traffic_direction: TrafficDirection::Outbound as i32,
+            ..Default::default()
+        });
+    }
+    out
 }
 
 /// The host a VirtualService host serves on a server: itself if the server covers it, the server's
@@ -94,58 +278,102 @@ fn served_host(vs_host: &str, server_hosts: &[String], vs_namespace: &str) -> Op
     None
 }
 
-pub(crate) fn gateway_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfiguration> {
-    let mut out = Vec::new();
-    for (port, servers) in http_servers(snapshot, scope) {
-        // Virtual hosts by host, routes of every VirtualService for that host merged in order.
-        let mut hosts: BTreeMap<String, Vec<_>> = BTreeMap::new();
-        for vs in &snapshot.traffic.virtual_services {
-            for (gateway, server_hosts) in &servers {
-                if !vs.applies_to_gateway(gateway) {
-                    continue;
-                }
-                let ctx = RouteContext {
-                    snapshot,
-                    port,
-                    gateway,
-                };
-                for h in &vs.hosts {
-                    if let Some(host) = served_host(h, server_hosts, &vs.key.namespace) {
-                        hosts
-                            .entry(host)
-                            .or_default()
-                            .extend(virtual_service_routes(vs, &ctx));
+/// A route table for servers sharing it: a virtual host per host, routes of every VirtualService
+/// bound to one of the servers' gateways merged in order. `https_redirect` answers every request
+/// with a redirect to https instead.
+fn route_table(
+    snapshot: &Snapshot,
+    scope: &Scope,
+    name: String,
+    port: u32,
+    servers: &[&Bound<'_>],
+) -> RouteConfiguration {
+    let mut hosts: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    let mut redirect_hosts: HashSet<String> = HashSet::new();
+    for vs in &snapshot.traffic.virtual_services {
+        for b in servers {
+            let gateway = b.gateway.reference();
+            if !vs.applies_to_gateway(&gateway) || !vs.visible_in(&scope.namespace) {
+                continue;
+            }
+            let ctx = RouteContext {
+                snapshot,
+                port,
+                gateway: &gateway,
+                namespace: &scope.namespace,
+                labels: &scope.labels,
+            };
+            for h in &vs.hosts {
+                if let Some(host) = served_host(h, &b.server.hosts, &vs.key.namespace) {
+                    if b.server.tls.as_ref().is_some_and(|t| t.https_redirect) {
+                        redirect_hosts.insert(host.clone());
                     }
+                    hosts
+                        .entry(host)
+                        .or_default()
+                        .extend(virtual_service_routes(vs, &ctx));
                 }
             }
         }
-        let mut used = HashSet::new();
-        let virtual_hosts = hosts
-            .into_iter()
-            .filter_map(|(host, routes)| {
-                // Envoy takes one wildcard per domain, so `*.example.com` gets no `:*` twin.
-                let mut domains = vec![host.clone()];
-                if !host.contains('*') {
-                    domains.push(format!("{host}:*"));
-                }
-                let domains: Vec<String> = domains
-                    .into_iter()
-                    .filter(|d| used.insert(d.to_ascii_lowercase()))
-                    .collect();
-                (!domains.is_empty()).then(|| VirtualHost {
-                    name: format!("{host}:{port}"),
-                    domains,
-                    routes,
-                    ..Default::default()
-                })
+    }
+    let mut used = HashSet::new();
+    let virtual_hosts = hosts
+        .into_iter()
+        .filter_map(|(host, routes)| {
+            // Envoy takes one wildcard per domain, so `*.example.com` gets no `:*` twin.
+            let mut domains = vec![host.clone()];
+            if !host.contains('*') {
+                domains.push(format!("{host}:*"));
+            }
+            let domains: Vec<String> = domains
+                .into_iter()
+                .filter(|d| used.insert(d.to_ascii_lowercase()))
+                .collect();
+            let require_tls = if redirect_hosts.contains(&host) {
+                virtual_host::TlsRequirementType::All
+            } else {
+                virtual_host::TlsRequirementType::None
+            };
+            (!domains.is_empty()).then(|| VirtualHost {
+                name: format!("{host}:{port}"),
+                domains,
+                routes,
+                require_tls: require_tls as i32,
+                ..Default::default()
             })
-            .collect();
-        out.push(RouteConfiguration {
-            name: format!("http.{port}"),
-            virtual_hosts,
-            validate_clusters: bool_value(false),
-            ..Default::default()
-        });
+        })
+        .collect();
+    RouteConfiguration {
+        name,
+        virtual_hosts,
+        validate_clusters: bool_value(false),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn gateway_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfiguration> {
+    let mut out = Vec::new();
+    for (port, bound) in servers_by_port(snapshot, scope) {
+        if bound.first().is_some_and(|b| terminates_tls(b.server)) {
+            for b in &bound {
+                out.push(route_table(
+                    snapshot,
+                    scope,
+                    b.https_route_name(),
+                    port,
+                    &[b],
+                ));
+            }
+        } else {
+            let all: Vec<&Bound<'_>> = bound.iter().collect();
+            out.push(route_table(
+                snapshot,
+                scope,
+                format!("http.{port}"),
+                port,
+                &all,
+            ));
+        }
     }
     out
 }

@@ -7,12 +7,14 @@
 mod authz;
 mod cluster;
 mod endpoint;
-mod gateway;
+pub mod gateway;
 mod http_route;
 mod listener;
 mod names;
 mod route;
+mod tcp_route;
 pub mod tls;
+mod traffic_policy;
 mod util;
 
 use std::collections::BTreeMap;
@@ -39,6 +41,9 @@ pub struct Scope {
     pub labels: BTreeMap<String, String>,
     /// The proxy holds a mesh certificate: outbound clusters use auto-mTLS.
     pub mtls: bool,
+    /// `region/zone/subzone`, only while some DestinationRule balances by locality (endpoints
+    /// then depend on it); `None` otherwise, so proxies keep sharing.
+    pub locality: Option<String>,
 }
 
 impl Scope {
@@ -52,7 +57,51 @@ impl Scope {
             namespace: proxy.namespace.clone(),
             labels,
             mtls: proxy.mtls,
+            locality: None,
         }
+    }
+
+    /// [`Scope::of`], plus, for sidecars, the workload labels that `sourceLabels` matches of the
+    /// VirtualServices it sees, and the `workloadSelector`s of DestinationRules in its namespace,
+    /// select on. Sidecars still share per namespace while no such match
+    /// exists, and afterwards per distinct values of just those labels. Also the proxy's locality
+    /// while locality load balancing needs it.
+    pub fn for_proxy(snapshot: &Snapshot, proxy: &Proxy) -> Scope {
+        let mut scope = Scope::of(proxy);
+        scope.locality = traffic_policy::proxy_locality(snapshot, proxy);
+        if proxy.node_type != NodeType::Sidecar {
+            return scope;
+        }
+        let keys: std::collections::BTreeSet<&String> = snapshot
+            .traffic
+            .virtual_services
+            .iter()
+            .filter(|vs| {
+                vs.applies_to_gateway(meshd_model::traffic::MESH_GATEWAY)
+                    && vs.visible_in(&proxy.namespace)
+            })
+            .flat_map(|vs| vs.source_label_selectors())
+            .flat_map(|selector| selector.keys())
+            .chain(
+                snapshot
+                    .traffic
+                    .destination_rules
+                    .selector_keys_in(&proxy.namespace),
+            )
+            .collect();
+        if keys.is_empty() {
+            return scope;
+        }
+        // The registry's Pod is trusted over what the node claims.
+        let labels = snapshot
+            .pod_by_ip(&proxy.ip)
+            .map_or(&proxy.labels, |pod| &pod.labels);
+        scope.labels = labels
+            .iter()
+            .filter(|(k, _)| keys.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        scope
     }
 }
 
@@ -66,7 +115,7 @@ pub struct EnvoyConfig {
 }
 
 pub fn generate(snapshot: &Snapshot, proxy: &Proxy) -> EnvoyConfig {
-    let scope = Scope::of(proxy);
+    let scope = Scope::for_proxy(snapshot, proxy);
     let mut clusters = outbound_clusters(snapshot, &scope);
     clusters.extend(inbound_clusters(snapshot, proxy));
     let mut listeners = outbound_listeners(snapshot, &scope);

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use meshd_model::{MtlsMode, NodeType, OutboundPolicy, Protocol, Proxy, Snapshot};
+use meshd_model::{MtlsMode, NodeType, OutboundPolicy, Protocol, Proxy, ServiceModel, Snapshot};
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::core::v3::TrafficDirection;
 use meshd_proto::pb::envoy::config::listener::v3::{
@@ -31,10 +31,11 @@ use crate::util::*;
 /// Ports the sidecar itself owns; services on them are not captured.
 const RESERVED_PORTS: [u32; 6] = [15000, 15001, 15006, 15020, 15021, 15090];
 
-/// The outbound ports with an HTTP listener, and the TCP listeners by (address, port) → cluster.
+/// The outbound ports with an HTTP listener, and the TCP listeners by (address, port) → the
+/// services there, in hostname order (on a VIP the first one owns it).
 pub(crate) struct OutboundPlan {
     pub http_ports: BTreeSet<u32>,
-    pub tcp: BTreeMap<(String, u32), String>,
+    pub tcp: BTreeMap<(String, u32), Vec<std::sync::Arc<ServiceModel>>>,
 }
 
 pub(crate) fn outbound_plan(snapshot: &Snapshot) -> OutboundPlan {
@@ -57,22 +58,23 @@ pub(crate) fn outbound_plan(snapshot: &Snapshot) -> OutboundPlan {
             .iter()
             .filter(|p| !RESERVED_PORTS.contains(&p.port) && !p.protocol.is_http())
         {
-            let cluster = outbound_cluster(sp.port, "", &svc.hostname);
             let vips: Vec<&String> = svc
                 .addresses
                 .iter()
                 .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
                 .collect();
             if vips.is_empty() {
-                // Without a VIP the port itself must identify the service; first one wins.
+                // Without a VIP the port (and for TLS the SNI) must identify the service.
                 if !http_ports.contains(&sp.port) {
                     tcp.entry(("0.0.0.0".to_string(), sp.port))
-                        .or_insert(cluster);
+                        .or_insert_with(Vec::new)
+                        .push(svc.clone());
                 }
             } else {
                 for vip in vips {
                     tcp.entry((vip.clone(), sp.port))
-                        .or_insert_with(|| cluster.clone());
+                        .or_insert_with(Vec::new)
+                        .push(svc.clone());
                 }
             }
         }
@@ -97,15 +99,9 @@ pub fn outbound_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
         );
         out.push(bound_elsewhere_listener("0.0.0.0", *port, hcm_filter(&hcm)));
     }
-    for ((address, port), cluster) in &plan.tcp {
-        let stat = format!(
-            "outbound|{port}||{}",
-            cluster.rsplit('|').next().unwrap_or_default()
-        );
-        out.push(bound_elsewhere_listener(
-            address,
-            *port,
-            tcp_proxy_filter(&stat, cluster),
+    for ((address, port), services) in &plan.tcp {
+        out.push(crate::tcp_route::outbound_tcp_listener(
+            snapshot, scope, address, *port, services,
         ));
     }
     out

@@ -19,14 +19,20 @@ use crate::names::*;
 use crate::util::*;
 
 pub fn outbound_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfiguration> {
-    if scope.node_type != NodeType::Sidecar {
-        return crate::gateway::gateway_routes(snapshot, scope);
+    let mut routes = if scope.node_type != NodeType::Sidecar {
+        crate::gateway::gateway_routes(snapshot, scope)
+    } else {
+        let plan = outbound_plan(snapshot);
+        plan.http_ports
+            .iter()
+            .map(|port| route_config_for_port(snapshot, scope, *port))
+            .collect()
+    };
+    // DestinationRule consistent hashing: the hash key on every route to such a cluster.
+    for config in &mut routes {
+        crate::traffic_policy::apply_consistent_hash(snapshot, scope, config);
     }
-    let plan = outbound_plan(snapshot);
-    plan.http_ports
-        .iter()
-        .map(|port| route_config_for_port(snapshot, scope, *port))
-        .collect()
+    routes
 }
 
 fn route_config_for_port(snapshot: &Snapshot, scope: &Scope, port: u32) -> RouteConfiguration {
@@ -51,17 +57,20 @@ fn route_config_for_port(snapshot: &Snapshot, scope: &Scope, port: u32) -> Route
             continue;
         }
         let cluster = outbound_cluster(port, "", &svc.hostname);
-        let routes = match mesh_virtual_service(snapshot, &svc.hostname) {
-            Some(vs) => {
-                let ctx = RouteContext {
-                    snapshot,
-                    port,
-                    gateway: MESH_GATEWAY,
-                };
-                virtual_service_routes(vs, &ctx)
-            }
-            None => vec![default_route(&cluster)],
+        let ctx = RouteContext {
+            snapshot,
+            port,
+            gateway: MESH_GATEWAY,
+            namespace: &scope.namespace,
+            labels: &scope.labels,
         };
+        // The first VirtualService with HTTP routes for this caller wins; one with none here
+        // (only TCP/TLS routes, or every match for another port or workload) does not claim it.
+        let routes = mesh_virtual_services(snapshot, &svc.hostname, &scope.namespace)
+            .into_iter()
+            .map(|vs| virtual_service_routes(vs, &ctx))
+            .find(|routes| !routes.is_empty())
+            .unwrap_or_else(|| vec![default_route(&cluster)]);
         virtual_hosts.push(VirtualHost {
             name: format!("{}:{port}", svc.hostname),
             domains,
@@ -163,18 +172,21 @@ pub(crate) fn default_retry_policy() -> RetryPolicy {
     }
 }
 
-/// The VirtualService that routes `host` for sidecars: the first (by namespace, name) whose hosts
-/// cover it and that applies to the mesh.
-pub(crate) fn mesh_virtual_service<'a>(
+/// Every VirtualService for `host` that sidecars in `namespace` see, in (namespace, name) order.
+pub(crate) fn mesh_virtual_services<'a>(
     snapshot: &'a Snapshot,
     host: &str,
-) -> Option<&'a VirtualServiceModel> {
+    namespace: &str,
+) -> Vec<&'a VirtualServiceModel> {
     snapshot
         .traffic
         .virtual_services
         .iter()
-        .find(|vs| {
-            vs.applies_to_gateway(MESH_GATEWAY) && vs.hosts.iter().any(|h| host_matches(h, host))
+        .filter(|vs| {
+            vs.applies_to_gateway(MESH_GATEWAY)
+                && vs.visible_in(namespace)
+                && vs.hosts.iter().any(|h| host_matches(h, host))
         })
         .map(|vs| vs.as_ref())
+        .collect()
 }

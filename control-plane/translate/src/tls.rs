@@ -75,7 +75,7 @@ fn common(sans: &[String], alpn: Vec<String>) -> CommonTlsContext {
     }
 }
 
-fn tls_socket(config: meshd_proto::pb::google::protobuf::Any) -> TransportSocket {
+pub(crate) fn tls_socket(config: meshd_proto::pb::google::protobuf::Any) -> TransportSocket {
     TransportSocket {
         name: "envoy.transport_sockets.tls".to_string(),
         config_type: Some(transport_socket::ConfigType::TypedConfig(config)),
@@ -90,20 +90,11 @@ pub fn mesh_sni(port: u32, subset: &str, host: &str) -> String {
 /// Auto-mTLS: endpoints with a sidecar (metadata `tlsMode: istio`) get mutual TLS checked against
 /// the destination's identities; the rest get plaintext.
 pub fn auto_mtls_matches(sni: String, sans: &[String], http2: bool) -> Vec<TransportSocketMatch> {
-    let mut alpn = vec!["istio-peer-exchange".to_string(), "istio".to_string()];
-    if http2 {
-        alpn.push("h2".to_string());
-    }
-    let upstream = UpstreamTlsContext {
-        common_tls_context: Some(common(sans, alpn)),
-        sni,
-        ..Default::default()
-    };
     vec![
         TransportSocketMatch {
             name: "tlsMode-istio".to_string(),
             r#match: Some(string_struct("tlsMode", "istio")),
-            transport_socket: Some(tls_socket(pack(&upstream))),
+            transport_socket: Some(mesh_mtls_socket(sni, sans, http2)),
         },
         TransportSocketMatch {
             name: "tlsMode-disabled".to_string(),
@@ -116,6 +107,20 @@ pub fn auto_mtls_matches(sni: String, sans: &[String], http2: bool) -> Vec<Trans
             }),
         },
     ]
+}
+
+/// Mesh mTLS as a client: the proxy's certificate, the destination's identities checked.
+pub fn mesh_mtls_socket(sni: String, sans: &[String], http2: bool) -> TransportSocket {
+    let mut alpn = vec!["istio-peer-exchange".to_string(), "istio".to_string()];
+    if http2 {
+        alpn.push("h2".to_string());
+    }
+    let upstream = UpstreamTlsContext {
+        common_tls_context: Some(common(sans, alpn)),
+        sni,
+        ..Default::default()
+    };
+    tls_socket(pack(&upstream))
 }
 
 /// Inbound termination: a client certificate from the mesh's roots is required.
@@ -133,15 +138,20 @@ pub fn inbound_mtls_socket(http: bool) -> TransportSocket {
     tls_socket(pack(&downstream))
 }
 
-/// The SPIFFE ids of the workloads behind some endpoints, for SAN checks.
+/// The SPIFFE ids of the workloads behind some endpoints, for SAN checks: in the mesh's trust
+/// domain and, as istiod expands them, in each of MeshConfig's `trustDomainAliases`.
 pub fn endpoint_identities(snapshot: &Snapshot, endpoints: &[Endpoint]) -> Vec<String> {
-    let td = &snapshot.mesh.trust_domain;
+    let mesh = &snapshot.mesh;
+    let domains: Vec<&str> = std::iter::once(mesh.trust_domain.as_str())
+        .chain(mesh.trust_domain_aliases.iter().map(String::as_str))
+        .collect();
     endpoints
         .iter()
-        .filter_map(|e| {
-            e.service_account
-                .as_ref()
-                .map(|sa| format!("spiffe://{td}/ns/{}/sa/{sa}", e.namespace))
+        .filter_map(|e| e.service_account.as_ref().map(|sa| (e, sa)))
+        .flat_map(|(e, sa)| {
+            domains
+                .iter()
+                .map(move |td| format!("spiffe://{td}/ns/{}/sa/{sa}", e.namespace))
         })
         .collect::<BTreeSet<_>>()
         .into_iter()

@@ -245,6 +245,11 @@ fn authz_tcp_matches_golden_and_envoy_accepts_it() {
 }
 
 #[test]
+fn trust_domain_aliases_widen_principals_and_san_checks() {
+    check_case("authz-trust-domain-aliases");
+}
+
+#[test]
 fn invalid_security_policies_are_reported_and_fail_closed() {
     check_case("authz-invalid");
 }
@@ -265,6 +270,260 @@ fn security_filters_encode_to_the_same_bytes_every_time() {
         let first = encode();
         for _ in 0..10 {
             assert_eq!(encode(), first, "{name}");
+        }
+    }
+}
+
+#[test]
+fn vs_http_features_match_golden_and_envoy_accepts_them() {
+    check_case("vs-http-features");
+}
+
+#[test]
+fn vs_tcp_and_tls_routes_match_golden_and_envoy_accepts_them() {
+    check_case("vs-tcp-tls");
+}
+
+#[test]
+fn invalid_virtual_services_are_reported_by_field_and_left_out() {
+    check_case("vs-invalid");
+    let (snapshot, proxies) = load_case("vs-invalid");
+    let served: Vec<&str> = snapshot
+        .traffic
+        .virtual_services
+        .iter()
+        .map(|vs| vs.key.name.as_str())
+        .collect();
+    assert_eq!(
+        served,
+        ["warned"],
+        "only the object with warnings alone is served"
+    );
+    let config = meshd_translate::generate(&snapshot, &proxies[0]);
+    let json = serde_json::to_string(&config.to_json()).unwrap();
+    assert!(
+        json.contains("x-kept"),
+        "the valid header change is applied"
+    );
+    assert!(
+        !json.contains("\":path\""),
+        "the pseudo-header change is dropped"
+    );
+}
+
+/// The routes of one virtual host, by route name, from a proxy's generated config.
+fn vhost_routes(config: &meshd_translate::EnvoyConfig, vhost: &str) -> Vec<Value> {
+    let json = config.to_json();
+    json["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rc| rc["virtual_hosts"].as_array().unwrap().clone())
+        .find(|vh| vh["name"] == vhost)
+        .unwrap_or_else(|| panic!("no virtual host {vhost}"))["routes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn source_labels_and_namespaces_pick_routes_per_calling_workload() {
+    let (snapshot, proxies) = load_case("vs-http-features");
+    let names = |i: usize, service: &str| -> Vec<String> {
+        let config = meshd_translate::generate(&snapshot, &proxies[i]);
+        vhost_routes(&config, &format!("{service}.shop.svc.cluster.local:8080"))
+            .iter()
+            .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(names(0, "web"), ["from-canary", ""], "canary caller");
+    assert_eq!(names(1, "web"), [""], "stable caller");
+    assert_eq!(
+        names(2, "web"),
+        ["from-other", ""],
+        "caller in namespace other"
+    );
+    // A VirtualService with no route for the caller leaves the host its default route.
+    assert_eq!(names(0, "ratings"), ["canary-only"]);
+    assert_eq!(names(1, "ratings"), ["default"]);
+    // Sidecars share outbound config per namespace unless a sourceLabels match tells them apart,
+    // and then only by the labels it selects on.
+    let canary = meshd_translate::Scope::for_proxy(&snapshot, &proxies[0]);
+    assert_eq!(
+        canary.labels.into_iter().collect::<Vec<_>>(),
+        [("track".to_string(), "canary".to_string())]
+    );
+    let (basic, basic_proxies) = load_case("traffic-basic");
+    assert!(
+        meshd_translate::Scope::for_proxy(&basic, &basic_proxies[0])
+            .labels
+            .is_empty()
+    );
+}
+
+#[test]
+fn export_to_dot_hides_a_virtual_service_from_other_namespaces() {
+    let (snapshot, proxies) = load_case("vs-http-features");
+    let timeout = |i: usize| {
+        let config = meshd_translate::generate(&snapshot, &proxies[i]);
+        vhost_routes(&config, "search.shop.svc.cluster.local:8080")[0]["route"]["timeout"].clone()
+    };
+    assert_eq!(timeout(0), "7s");
+    assert_eq!(timeout(2), "0s", "other namespace keeps the default route");
+}
+
+#[test]
+fn a_route_with_fault_and_cors_keeps_one_filter_config_per_map() {
+    let (snapshot, proxies) = load_case("vs-http-features");
+    let config = meshd_translate::generate(&snapshot, &proxies[0]);
+    let routes = vhost_routes(&config, "cart.shop.svc.cluster.local:8080");
+    let route = routes
+        .iter()
+        .find(|r| r["name"] == "cors-and-fault")
+        .unwrap();
+    let route_filters: Vec<&String> = route["typed_per_filter_config"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(route_filters, ["envoy.filters.http.fault"]);
+    let clusters = route["route"]["weighted_clusters"]["clusters"]
+        .as_array()
+        .unwrap();
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(
+        clusters[0]["name"],
+        "outbound|8080|v2|cart.shop.svc.cluster.local"
+    );
+    assert!(clusters[0]["typed_per_filter_config"]["envoy.filters.http.cors"].is_object());
+}
+
+#[test]
+fn virtual_service_routes_and_listeners_encode_to_the_same_bytes_every_time() {
+    for name in ["vs-http-features", "vs-tcp-tls"] {
+        let (snapshot, proxies) = load_case(name);
+        for proxy in &proxies {
+            let encode = || -> Vec<Vec<u8>> {
+                let config = meshd_translate::generate(&snapshot, proxy);
+                let routes = config.routes.iter().map(prost::Message::encode_to_vec);
+                let listeners = config.listeners.iter().map(prost::Message::encode_to_vec);
+                routes.chain(listeners).collect()
+            };
+            let first = encode();
+            for _ in 0..10 {
+                assert_eq!(encode(), first, "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn dr_load_balancing_matches_golden_and_envoy_accepts_it() {
+    check_case("dr-load-balancing");
+}
+
+#[test]
+fn dr_connection_pool_and_outlier_detection_match_golden_and_envoy_accepts_them() {
+    check_case("dr-connection-pool");
+}
+
+#[test]
+fn dr_tls_matches_golden_and_envoy_accepts_it() {
+    check_case("dr-tls");
+}
+
+#[test]
+fn dr_scope_matches_golden_and_envoy_accepts_it() {
+    check_case("dr-scope");
+    // Only the proxy a selector picks gets different clusters; its namespace peers keep sharing.
+    let (snapshot, proxies) = load_case("dr-scope");
+    let scopes: Vec<meshd_translate::Scope> = proxies
+        .iter()
+        .map(|p| meshd_translate::Scope::for_proxy(&snapshot, p))
+        .collect();
+    assert!(scopes[0].labels.contains_key("app"), "{:?}", scopes[0]);
+    assert_eq!(
+        scopes[1].labels.keys().collect::<Vec<_>>(),
+        ["role"],
+        "{:?}",
+        scopes[1]
+    );
+    assert_ne!(scopes[1], scopes[2]);
+}
+
+#[test]
+fn invalid_destination_rules_are_reported_by_field_and_left_out() {
+    check_case("dr-invalid");
+}
+
+#[test]
+fn dr_locality_matches_golden_and_envoy_accepts_it() {
+    check_case("dr-locality");
+    let (snapshot, proxies) = load_case("dr-locality");
+    let config = meshd_translate::generate(&snapshot, &proxies[0]);
+    let cluster = config
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|80||catalog.shop.svc.cluster.local")
+        .unwrap();
+    let eds_name = &cluster.eds_cluster_config.as_ref().unwrap().service_name;
+    assert_eq!(
+        eds_name,
+        "outbound|80||catalog.shop.svc.cluster.local;us-east/zone-a/;shop/catalog"
+    );
+    // From us-east/zone-a: zone-a, then zone-b, then eu-central (failover), then us-west.
+    let cla = config
+        .endpoints
+        .iter()
+        .find(|e| &e.cluster_name == eds_name)
+        .unwrap();
+    let priorities: Vec<(String, u32)> = cla
+        .endpoints
+        .iter()
+        .map(|l| (l.locality.as_ref().unwrap().zone.clone(), l.priority))
+        .collect();
+    assert_eq!(
+        priorities,
+        [
+            ("zone-d".to_string(), 2),
+            ("zone-a".to_string(), 0),
+            ("zone-b".to_string(), 1),
+            ("zone-c".to_string(), 3)
+        ]
+    );
+}
+
+#[test]
+fn gateway_https_matches_golden_and_envoy_accepts_it() {
+    check_case("gateway-https");
+}
+
+#[test]
+fn destination_rule_clusters_and_endpoints_encode_to_the_same_bytes_every_time() {
+    for name in [
+        "dr-load-balancing",
+        "dr-connection-pool",
+        "dr-tls",
+        "dr-scope",
+        "dr-locality",
+    ] {
+        let (snapshot, proxies) = load_case(name);
+        for proxy in &proxies {
+            let encode = || -> Vec<Vec<u8>> {
+                let config = meshd_translate::generate(&snapshot, proxy);
+                // Protobuf maps encode in hash order: one entry each keeps the bytes stable.
+                for c in &config.clusters {
+                    assert!(c.typed_extension_protocol_options.len() <= 1, "{}", c.name);
+                }
+                let clusters = config.clusters.iter().map(prost::Message::encode_to_vec);
+                let endpoints = config.endpoints.iter().map(prost::Message::encode_to_vec);
+                let routes = config.routes.iter().map(prost::Message::encode_to_vec);
+                clusters.chain(endpoints).chain(routes).collect()
+            };
+            let first = encode();
+            for _ in 0..10 {
+                assert_eq!(encode(), first, "{name}");
+            }
         }
     }
 }

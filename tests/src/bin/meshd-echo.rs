@@ -3,8 +3,11 @@
 //! HTTP (`--http PORT`, repeatable): every request is answered with JSON describing it and who
 //! answered — `{"pod", "namespace", "port", "method", "path", "query", "headers", "remote"}` — so
 //! a test sees where routing sent it and what the proxies added. Query parameters steer the
-//! answer: `status=CODE` sets the status, `delay_ms=N` waits first. `GET /_count` returns
-//! `{path: requests}` seen so far (retries, mirrors); `/_count?reset=1` also clears it.
+//! answer: `status=CODE` sets the status, `delay_ms=N` waits first, `fail_first=N` answers the
+//! first N requests for the path with `status` (503 if not given) and later ones with 200 — a
+//! backend that recovers, for retry tests. `GET /_count` returns `{path: requests}` seen so far
+//! (retries, mirrors); `/_count?reset=1` also clears it. `--always-status CODE` answers every
+//! request without `status=` with CODE: a broken pod, for outlier detection.
 //!
 //! TCP (`--tcp PORT`, repeatable): each line received is sent back as `NAME: line`.
 
@@ -39,11 +42,15 @@ struct Args {
     /// Address to listen on (a loopback address lets several run on one host).
     #[arg(long, default_value = "0.0.0.0")]
     address: std::net::IpAddr,
+    /// Answer every request with this status (a broken pod), unless `status=` says otherwise.
+    #[arg(long)]
+    always_status: Option<u16>,
 }
 
 struct Echo {
     name: String,
     namespace: String,
+    always_status: Option<StatusCode>,
     counts: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -60,9 +67,15 @@ async fn main() -> anyhow::Result<()> {
         !args.http.is_empty() || !args.tcp.is_empty(),
         "nothing to serve: give --http PORT and/or --tcp PORT"
     );
+    let always_status = args
+        .always_status
+        .map(StatusCode::from_u16)
+        .transpose()
+        .context("--always-status is not an HTTP status")?;
     let echo = Arc::new(Echo {
         name: args.name,
         namespace: args.namespace,
+        always_status,
         counts: Mutex::new(BTreeMap::new()),
     });
     let mut tasks = tokio::task::JoinSet::new();
@@ -133,15 +146,26 @@ async fn answer(
         }
         return json(StatusCode::OK, body);
     }
-    *state.echo.counts.lock().entry(path.clone()).or_default() += 1;
+    let seen = {
+        let mut counts = state.echo.counts.lock();
+        let count = counts.entry(path.clone()).or_default();
+        *count += 1;
+        *count
+    };
 
     if let Some(delay) = param("delay_ms").and_then(|ms| ms.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let status = param("status")
+    let requested = param("status")
         .and_then(|code| code.parse::<u16>().ok())
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .unwrap_or(StatusCode::OK);
+        .and_then(|code| StatusCode::from_u16(code).ok());
+    let status = match param("fail_first").and_then(|n| n.parse::<u64>().ok()) {
+        Some(failures) if seen <= failures => requested.unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        Some(_) => StatusCode::OK,
+        None => requested
+            .or(state.echo.always_status)
+            .unwrap_or(StatusCode::OK),
+    };
 
     let mut echoed: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in &headers {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::authz::{Report, in_scope};
 use crate::input::security::{ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication};
 use crate::object::{Kind, Object, ObjectKey};
-use crate::snapshot::Finding;
+use crate::snapshot::{Finding, Severity};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum JwksSource {
@@ -28,6 +28,9 @@ pub enum JwksSource {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct JwtRuleModel {
+    /// Where the rule is in its RequestAuthentication (`spec.jwtRules[<i>]`), for findings.
+    #[serde(skip)]
+    pub field: String,
     pub issuer: String,
     pub audiences: Vec<String>,
     pub jwks: JwksSource,
@@ -127,6 +130,33 @@ impl RequestAuthentications {
     /// Hands in the JWKS documents fetched for [`Self::jwks_uris`], by URI.
     pub fn set_fetched_jwks(&mut self, fetched: BTreeMap<String, String>) {
         self.fetched = fetched;
+    }
+
+    /// Findings for the rules whose `jwksUri` meshd could not get keys from: `errors` holds the
+    /// reason by URI.
+    pub fn jwks_fetch_findings(&self, errors: &BTreeMap<String, String>) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for policy in &self.policies {
+            for rule in &policy.jwt_rules {
+                let JwksSource::Uri(uri) = &rule.jwks else {
+                    continue;
+                };
+                if let Some(error) = errors.get(uri) {
+                    findings.push(Finding::new(
+                        Severity::Warning,
+                        "IST0101",
+                        &policy.key,
+                        &format!("{}.jwksUri", rule.field),
+                        format!(
+                            "the JWKS at {uri:?} could not be fetched ({error}); tokens from {:?} \
+                             are refused until it can be",
+                            rule.issuer
+                        ),
+                    ));
+                }
+            }
+        }
+        findings
     }
 
     /// The keys to verify `rule`'s tokens with; `None` if they are not known.
@@ -279,6 +309,7 @@ fn validate_rule(rule: &JwtRule, field: &str, report: &mut Report<'_>) -> Option
         .map(|(_, c)| c.clone())
         .collect();
     Some(JwtRuleModel {
+        field: field.to_string(),
         issuer: rule.issuer.clone(),
         audiences: rule
             .audiences
@@ -309,7 +340,7 @@ fn validate_rule(rule: &JwtRule, field: &str, report: &mut Report<'_>) -> Option
 }
 
 /// A JWKS is a JSON object with a `keys` list.
-fn check_jwks(text: &str) -> Result<(), String> {
+pub fn check_jwks(text: &str) -> Result<(), String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("jwks is not valid JSON: {e}"))?;
     match value.get("keys") {
@@ -333,7 +364,6 @@ fn check_uri(uri: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Severity;
     use serde_json::json;
 
     const JWKS: &str = r#"{"keys":[{"kty":"RSA","e":"AQAB","n":"xyz","kid":"k1"}]}"#;
@@ -401,6 +431,28 @@ mod tests {
             JWKS.to_string(),
         )]));
         assert_eq!(ras.jwks(&rule), Some(JWKS));
+    }
+
+    #[test]
+    fn an_unfetchable_jwks_uri_is_a_warning_on_its_rule() {
+        let (ras, _) = build(vec![ra(
+            "shop",
+            "r",
+            json!({"jwtRules": [{"jwks": JWKS}, {"issuer": "i", "jwks": JWKS}, {"issuer": "j", "jwksUri": "http://keys.example/jwks.json"}]}),
+        )]);
+        let findings = ras.jwks_fetch_findings(&BTreeMap::from([(
+            "http://keys.example/jwks.json".to_string(),
+            "connection refused".to_string(),
+        )]));
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].severity, Severity::Warning);
+        assert_eq!(findings[0].field, "spec.jwtRules[2].jwksUri");
+        assert!(
+            findings[0].message.contains("connection refused"),
+            "{}",
+            findings[0].message
+        );
+        assert!(ras.jwks_fetch_findings(&BTreeMap::new()).is_empty());
     }
 
     #[test]

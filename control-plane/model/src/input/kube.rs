@@ -189,3 +189,91 @@ pub struct ConfigMap {
     #[serde(default)]
     pub data: BTreeMap<String, String>,
 }
+
+/// A Kubernetes Secret: gateway credentials (`tls.crt`/`tls.key`/`ca.crt`, or Istio's
+/// `cert`/`key`/`cacert`). Values are base64 in `data` or plain in `stringData`.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub data: BTreeMap<String, String>,
+    #[serde(default, skip_serializing)]
+    pub string_data: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secret values never reach logs or debug output.
+        f.debug_struct("Secret")
+            .field("metadata", &self.metadata)
+            .field(
+                "keys",
+                &self
+                    .data
+                    .keys()
+                    .chain(self.string_data.keys())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Secret {
+    /// The value under `key`, decoded (`stringData` wins, as the API server merges it).
+    pub fn value(&self, key: &str) -> Option<String> {
+        if let Some(v) = self.string_data.get(key) {
+            return Some(v.clone());
+        }
+        let raw = self.data.get(key)?;
+        decode_base64(raw).and_then(|b| String::from_utf8(b).ok())
+    }
+}
+
+/// Standard base64 (with or without padding, whitespace ignored).
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_values_decode_from_base64_and_string_data() {
+        let s = Secret {
+            data: BTreeMap::from([("tls.crt".into(), "aGVsbG8gd29ybGQ=".into())]),
+            string_data: BTreeMap::from([("ca.crt".into(), "plain".into())]),
+            ..Default::default()
+        };
+        assert_eq!(s.value("tls.crt").as_deref(), Some("hello world"));
+        assert_eq!(s.value("ca.crt").as_deref(), Some("plain"));
+        assert_eq!(s.value("missing"), None);
+        assert!(!format!("{s:?}").contains("aGVs"));
+    }
+}

@@ -1,12 +1,16 @@
 //! RequestAuthentication → `envoy.filters.http.jwt_authn`, the way istiod configures it: one
 //! provider per JWT rule (`origins-<i>`), keys inline, payload kept in dynamic metadata under
-//! `payload` for AuthorizationPolicy to match. A request without a token passes (a policy with
-//! `requestPrincipals` is what requires one); a token that fails validation is refused with 401.
+//! `payload` for AuthorizationPolicy to match. A token that fails validation is refused with 401.
+//! A request without a token passes (a policy with `requestPrincipals` is what requires one),
+//! except — unlike istiod — on the paths where the workload's ALLOW policies can only allow a
+//! request principal: there a missing token is refused with 401 as well (see
+//! `meshd_model::authz::token_required`).
 
 use std::collections::BTreeMap;
 
 use meshd_model::JwtRuleModel;
 use meshd_model::RequestAuthentications;
+use meshd_model::authz::token_required::{PathPattern, TokenRequired};
 use meshd_proto::pb::envoy::config::core::v3::{DataSource, data_source};
 use meshd_proto::pb::envoy::config::route::v3::{RouteMatch, route_match};
 use meshd_proto::pb::envoy::extensions::filters::http::jwt_authn::v3::{
@@ -23,8 +27,13 @@ use super::rbac::JWT_PAYLOAD_KEY;
 /// key whose private half was discarded when it was made, so every token from that issuer fails.
 const UNUSABLE_JWKS: &str = r#"{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"meshd-keys-unavailable","e":"AQAB","n":"yBt3YjCYE1NUZ64h_76jsftDoZOWQhOymt3xU_Szim8j6XsLB07AstERJnz8eOHcTpiv40yHgcaL51SF9qrWAfvWs3g3_9zZWX-h_jxxa2afeCWLWUWxVugIoO6kdilUwHuHqfnb86g5bRqflm8cLoKcYoumARgoZLL-AWo2G3pdnZkyz65Q_fl3kvxM5Z8O3OH9n-y2GdzyYc3CUsdLcpNaw65i3dnDzu1VQajEHaAH_ZV-WKsvvKcT6VD1U8K5wlLstJ2PZiinuLQ0hUVQCU2Iv-lH-y35xtIPus_LiDcm1xn_2L4yXzHMV1eF7eVHhSJxE5CW4ZxnLAMKkoe6Jw"}]}"#;
 
-/// The jwt_authn filter config for these rules, packed; `None` without rules.
-pub fn jwt_authn(rules: &[&JwtRuleModel], keys: &RequestAuthentications) -> Option<Any> {
+/// The jwt_authn filter config for these rules, packed; `None` without rules. `required` says
+/// where a missing token is refused.
+pub fn jwt_authn(
+    rules: &[&JwtRuleModel],
+    keys: &RequestAuthentications,
+    required: &TokenRequired,
+) -> Option<Any> {
     if rules.is_empty() {
         return None;
     }
@@ -53,7 +62,19 @@ pub fn jwt_authn(rules: &[&JwtRuleModel], keys: &RequestAuthentications) -> Opti
         });
         any_provider.push(by_name());
     }
-    let requires = if each_valid_or_missing.len() == 1 {
+    // Some provider accepts the token: what a path that requires one gets.
+    let valid_token = if any_provider.len() == 1 {
+        any_provider[0].clone()
+    } else {
+        JwtRequirement {
+            requires_type: Some(jwt_requirement::RequiresType::RequiresAny(
+                JwtRequirementOrList {
+                    requirements: any_provider.clone(),
+                },
+            )),
+        }
+    };
+    let optional = if each_valid_or_missing.len() == 1 {
         each_valid_or_missing.remove(0)
     } else {
         // Some provider accepts the token, or each provider finds a valid token or none. The first
@@ -74,14 +95,34 @@ pub fn jwt_authn(rules: &[&JwtRuleModel], keys: &RequestAuthentications) -> Opti
             )),
         }
     };
+    let rule = |path: route_match::PathSpecifier, requires: &JwtRequirement| RequirementRule {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(path),
+            ..Default::default()
+        }),
+        requirement_type: Some(requirement_rule::RequirementType::Requires(
+            requires.clone(),
+        )),
+    };
+    let everything = || route_match::PathSpecifier::Prefix("/".to_string());
+    // jwt_authn uses the first rule that matches: token-requiring paths go first.
+    let rules = match required {
+        TokenRequired::Nowhere => vec![rule(everything(), &optional)],
+        TokenRequired::Everywhere => vec![rule(everything(), &valid_token)],
+        TokenRequired::Paths(paths) => paths
+            .iter()
+            .map(|p| {
+                let path = match p {
+                    PathPattern::Exact(p) => route_match::PathSpecifier::Path(p.clone()),
+                    PathPattern::Prefix(p) => route_match::PathSpecifier::Prefix(p.clone()),
+                };
+                rule(path, &valid_token)
+            })
+            .chain(std::iter::once(rule(everything(), &optional)))
+            .collect(),
+    };
     let config = JwtAuthentication {
-        rules: vec![RequirementRule {
-            r#match: Some(RouteMatch {
-                path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_string())),
-                ..Default::default()
-            }),
-            requirement_type: Some(requirement_rule::RequirementType::Requires(requires)),
-        }],
+        rules,
         bypass_cors_preflight: true,
         ..Default::default()
     };

@@ -30,9 +30,16 @@ const SPIFFE_PREFIX: &str = "spiffe://";
 /// Principals written with this trust domain mean "this mesh's trust domain".
 const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
+/// The mesh's trust domain and MeshConfig's `trustDomainAliases`.
+#[derive(Clone, Copy, Debug)]
+pub struct TrustDomains<'a> {
+    pub local: &'a str,
+    pub aliases: &'a [String],
+}
+
 /// What a policy is built for.
 pub struct Context<'a> {
-    pub trust_domain: &'a str,
+    pub trust: TrustDomains<'a>,
     /// A TCP filter chain: HTTP-only conditions cannot be evaluated.
     pub tcp: bool,
     /// An ALLOW policy: anything unbuildable drops the rule instead of being left out.
@@ -207,21 +214,26 @@ fn principal_group(attribute: &Attribute, values: &[String], ctx: &Context<'_>) 
         Attribute::RequestAudiences => claim(&["aud".to_string()], values),
         Attribute::RequestPresenter => claim(&["azp".to_string()], values),
         Attribute::RequestClaim(path) => claim(path, values),
+        Attribute::SourcePrincipal => principal_or(
+            values
+                .iter()
+                .flat_map(|v| with_trust_domains(v, ctx.trust))
+                .map(|v| principal_value(attribute, &v))
+                .collect(),
+        ),
         _ => principal_or(
             values
                 .iter()
-                .map(|v| principal_value(attribute, v, ctx))
+                .map(|v| principal_value(attribute, v))
                 .collect(),
         ),
     }
 }
 
-fn principal_value(attribute: &Attribute, value: &str, ctx: &Context<'_>) -> Principal {
+fn principal_value(attribute: &Attribute, value: &str) -> Principal {
     let identifier = match attribute {
-        Attribute::SourcePrincipal => authenticated(string_with_prefix(
-            &with_trust_domain(value, ctx.trust_domain),
-            SPIFFE_PREFIX,
-        )),
+        // Trust domains were substituted by the caller.
+        Attribute::SourcePrincipal => authenticated(string_with_prefix(value, SPIFFE_PREFIX)),
         Attribute::SourceNamespace => authenticated(regex(&format!(
             ".*/ns/{}/.*",
             quote_meta(value).replace("\\*", ".*")
@@ -252,17 +264,31 @@ fn authenticated(name: StringMatcher) -> principal::Identifier {
     })
 }
 
-/// Istio rewrites the trust domain of a principal written with the mesh's own trust domain or
-/// `cluster.local` to the mesh's; wildcard-prefixed principals do not pin a trust domain.
-fn with_trust_domain(principal: &str, trust_domain: &str) -> String {
+/// As istiod does: a principal written with the mesh's trust domain, one of its aliases, or
+/// `cluster.local` matches the mesh's trust domain and every alias; other trust domains stay as
+/// written, and wildcard-prefixed principals do not pin a trust domain.
+fn with_trust_domains(principal: &str, trust: TrustDomains<'_>) -> Vec<String> {
     if principal.starts_with('*') {
-        return principal.to_string();
+        return vec![principal.to_string()];
     }
     match principal.split_once('/') {
-        Some((td, rest)) if td == trust_domain || td == DEFAULT_TRUST_DOMAIN => {
-            format!("{trust_domain}/{rest}")
+        Some((td, rest))
+            if td == trust.local
+                || td == DEFAULT_TRUST_DOMAIN
+                || trust.aliases.iter().any(|a| a == td) =>
+        {
+            let mut out: Vec<String> = Vec::new();
+            for domain in
+                std::iter::once(trust.local).chain(trust.aliases.iter().map(String::as_str))
+            {
+                let p = format!("{domain}/{rest}");
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+            out
         }
-        _ => principal.to_string(),
+        _ => vec![principal.to_string()],
     }
 }
 
@@ -470,7 +496,10 @@ mod tests {
 
     fn ctx(tcp: bool, strict: bool) -> Context<'static> {
         Context {
-            trust_domain: "example.org",
+            trust: TrustDomains {
+                local: "example.org",
+                aliases: &[],
+            },
             tcp,
             strict,
         }
@@ -478,13 +507,14 @@ mod tests {
 
     #[test]
     fn principals_take_the_mesh_trust_domain_and_wildcards() {
+        let trust = ctx(false, false).trust;
         assert_eq!(
-            with_trust_domain("cluster.local/ns/a/sa/b", "example.org"),
-            "example.org/ns/a/sa/b"
+            with_trust_domains("cluster.local/ns/a/sa/b", trust),
+            ["example.org/ns/a/sa/b"]
         );
         assert_eq!(
-            with_trust_domain("other.td/ns/a/sa/b", "example.org"),
-            "other.td/ns/a/sa/b"
+            with_trust_domains("other.td/ns/a/sa/b", trust),
+            ["other.td/ns/a/sa/b"]
         );
         assert_eq!(
             string_with_prefix("example.org/ns/a/*", SPIFFE_PREFIX),
@@ -495,6 +525,28 @@ mod tests {
             regex("spiffe://.*/sa/b")
         );
         assert_eq!(string_with_prefix("*", SPIFFE_PREFIX), regex(".+"));
+    }
+
+    #[test]
+    fn principals_match_every_trust_domain_alias() {
+        let aliases = ["old.org".to_string(), "cluster.local".to_string()];
+        let trust = TrustDomains {
+            local: "example.org",
+            aliases: &aliases,
+        };
+        let all = [
+            "example.org/ns/a/sa/b",
+            "old.org/ns/a/sa/b",
+            "cluster.local/ns/a/sa/b",
+        ];
+        for written in all {
+            assert_eq!(with_trust_domains(written, trust), all, "{written}");
+        }
+        assert_eq!(
+            with_trust_domains("other.td/ns/a/sa/b", trust),
+            ["other.td/ns/a/sa/b"]
+        );
+        assert_eq!(with_trust_domains("*/sa/b", trust), ["*/sa/b"]);
     }
 
     #[test]

@@ -1,0 +1,233 @@
+//! Locality load balancing as Istio does it: endpoints grouped by locality, then either weighted
+//! per `distribute` or prioritised by closeness to the calling proxy (failover). Both depend on
+//! where the proxy is, so such a cluster reads a per-locality assignment: its EDS name carries the
+//! proxy's locality and the rule, and every proxy in that locality shares it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshd_model::traffic::locality::{Locality, endpoint_locality};
+use meshd_model::traffic::{LocalityLbUse, PolicySettings};
+use meshd_model::{Endpoint, ObjectKey, Proxy, Resolution, Snapshot};
+use meshd_proto::pb::envoy::config::core::v3::Locality as EnvoyLocality;
+use meshd_proto::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
+
+use crate::endpoint::lb_endpoint;
+use crate::names::outbound_cluster;
+use crate::util::u32_value;
+
+/// The proxy's locality (its Pod's `istio-locality` label, trusted over the node's claim), when
+/// some rule balances by locality and some endpoint has one; otherwise locality changes nothing.
+pub(crate) fn proxy_locality(snapshot: &Snapshot, proxy: &Proxy) -> Option<String> {
+    if !snapshot.traffic.destination_rules.locality_aware {
+        return None;
+    }
+    let labels = snapshot
+        .pod_by_ip(&proxy.ip)
+        .map_or(&proxy.labels, |pod| &pod.labels);
+    Locality::of_labels(labels).map(|l| l.to_string())
+}
+
+/// The EDS name of `cluster` as seen from `locality` under `rule`.
+pub(crate) fn eds_name(cluster: &str, locality: &str, rule: &ObjectKey) -> String {
+    format!("{cluster};{locality};{}/{}", rule.namespace, rule.name)
+}
+
+/// The `distribute` entry that applies to traffic from `proxy`: the first whose `from` matches.
+fn distribute_entry<'a>(
+    entries: &'a [(String, BTreeMap<String, u32>)],
+    proxy: &Locality,
+) -> Option<&'a BTreeMap<String, u32>> {
+    entries
+        .iter()
+        .find(|(from, _)| proxy.matches(from))
+        .map(|(_, to)| to)
+}
+
+/// Points a cluster at its per-locality assignment; with weights to apply, turns on Envoy's
+/// locality-weighted balancing (the weights live in the assignment).
+pub(crate) fn apply(
+    c: &mut meshd_proto::pb::envoy::config::cluster::v3::Cluster,
+    settings: &PolicySettings,
+    proxy_locality: &str,
+    rule: &ObjectKey,
+) {
+    use meshd_proto::pb::envoy::config::cluster::v3::cluster::common_lb_config;
+    let Some(lb) = settings.locality_lb() else {
+        return;
+    };
+    let name = eds_name(&c.name, proxy_locality, rule);
+    let Some(eds) = c.eds_cluster_config.as_mut() else {
+        return;
+    };
+    eds.service_name = name;
+    let proxy = Locality::parse(proxy_locality).unwrap_or_default();
+    if let LocalityLbUse::Distribute(entries) = lb
+        && distribute_entry(entries, &proxy).is_some()
+    {
+        c.common_lb_config
+            .get_or_insert_with(Default::default)
+            .locality_config_specifier = Some(
+            common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                common_lb_config::LocalityWeightedLbConfig {},
+            ),
+        );
+    }
+}
+
+/// Every per-locality assignment some proxy may read: for each rule that balances by locality,
+/// each port and subset of its host, and each locality a pod of the mesh is in.
+pub(crate) fn assignments(snapshot: &Snapshot) -> Vec<ClusterLoadAssignment> {
+    let rules = &snapshot.traffic.destination_rules;
+    if !rules.locality_aware {
+        return Vec::new();
+    }
+    let callers: BTreeSet<Locality> = snapshot
+        .registry
+        .pods
+        .values()
+        .filter_map(|pod| Locality::of_labels(&pod.labels))
+        .collect();
+    let mut out = Vec::new();
+    for svc in snapshot.registry.services.values() {
+        if svc.resolution != Resolution::ClientSideLb {
+            continue;
+        }
+        for rule in rules.for_host(&svc.hostname) {
+            let subsets = std::iter::once(None).chain(rule.subsets.iter().map(Some));
+            for subset in subsets {
+                let subset_name = subset.map_or("", |s| s.name.as_str());
+                for sp in &svc.ports {
+                    let settings = rule.settings(subset_name, sp.port);
+                    let Some(lb) = settings.locality_lb() else {
+                        continue;
+                    };
+                    let eps: Vec<&Endpoint> = snapshot
+                        .registry
+                        .endpoints(&svc.hostname, sp.port)
+                        .iter()
+                        .filter(|e| {
+                            subset.is_none_or(|s| {
+                                meshd_model::input::labels_match(&s.labels, &e.labels)
+                            })
+                        })
+                        .collect();
+                    let cluster = outbound_cluster(sp.port, subset_name, &svc.hostname);
+                    for caller in &callers {
+                        let name = eds_name(&cluster, &caller.to_string(), &rule.key);
+                        out.push(assignment(snapshot, name, &eps, caller, lb));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn assignment(
+    snapshot: &Snapshot,
+    cluster_name: String,
+    eps: &[&Endpoint],
+    proxy: &Locality,
+    lb: LocalityLbUse<'_>,
+) -> ClusterLoadAssignment {
+    let mut groups: BTreeMap<Locality, Vec<&Endpoint>> = BTreeMap::new();
+    for e in eps {
+        groups
+            .entry(endpoint_locality(e).unwrap_or_default())
+            .or_default()
+            .push(e);
+    }
+    let localities: Vec<Locality> = groups.keys().cloned().collect();
+    let mut endpoints: Vec<LocalityLbEndpoints> = groups
+        .iter()
+        .map(|(locality, eps)| LocalityLbEndpoints {
+            locality: Some(EnvoyLocality {
+                region: locality.region.clone(),
+                zone: locality.zone.clone(),
+                sub_zone: locality.subzone.clone(),
+            }),
+            lb_endpoints: eps.iter().map(|e| lb_endpoint(snapshot, e)).collect(),
+            load_balancing_weight: u32_value(eps.iter().map(|e| e.weight.max(1)).sum()),
+            ..Default::default()
+        })
+        .collect();
+    match lb {
+        LocalityLbUse::Distribute(entries) => {
+            if let Some(to) = distribute_entry(entries, proxy) {
+                distribute(&mut endpoints, &localities, to);
+            }
+        }
+        LocalityLbUse::Failover(failover) => {
+            prioritise(&mut endpoints, &localities, proxy, failover)
+        }
+    }
+    ClusterLoadAssignment {
+        cluster_name,
+        endpoints,
+        ..Default::default()
+    }
+}
+
+/// Each `to` pattern's weight shared by the localities it matches (first pattern wins a
+/// locality), in proportion to their own weights; localities no pattern names get no traffic.
+fn distribute(
+    endpoints: &mut [LocalityLbEndpoints],
+    localities: &[Locality],
+    to: &BTreeMap<String, u32>,
+) {
+    let own: Vec<u64> = endpoints
+        .iter()
+        .map(|e| e.load_balancing_weight.map_or(1, |w| u64::from(w.value)))
+        .collect();
+    let mut unmatched: BTreeSet<usize> = (0..endpoints.len()).collect();
+    for (pattern, weight) in to {
+        let matched: Vec<usize> = unmatched
+            .iter()
+            .copied()
+            .filter(|i| localities[*i].matches(pattern))
+            .collect();
+        let total: u64 = matched.iter().map(|i| own[*i]).sum();
+        for i in matched {
+            unmatched.remove(&i);
+            let share = (own[i] * u64::from(*weight)).div_ceil(total.max(1));
+            if share > 0 {
+                endpoints[i].load_balancing_weight =
+                    u32_value(u32::try_from(share).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    for i in unmatched {
+        endpoints[i].lb_endpoints.clear();
+    }
+}
+
+/// Priorities by closeness (same subzone, zone, region, elsewhere); with a failover entry for
+/// the proxy's region, its target region comes before the rest. Then renumbered without gaps, as
+/// Envoy wants them.
+fn prioritise(
+    endpoints: &mut [LocalityLbEndpoints],
+    localities: &[Locality],
+    proxy: &Locality,
+    failover: &[(String, String)],
+) {
+    let raw: Vec<u32> = localities
+        .iter()
+        .map(|l| {
+            let p = proxy.priority_of(l);
+            match failover.iter().find(|(from, _)| *from == proxy.region) {
+                Some((_, to)) if p == 3 && l.region != *to => 4,
+                _ => p,
+            }
+        })
+        .collect();
+    let levels: Vec<u32> = raw
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for (e, p) in endpoints.iter_mut().zip(raw) {
+        e.priority = u32::try_from(levels.iter().position(|l| *l == p).unwrap_or_default())
+            .unwrap_or_default();
+    }
+}

@@ -1,0 +1,187 @@
+//! Ingress gateway end to end: a stock Envoy selected by a Gateway routes by host and path to
+//! in-mesh services over HTTP, and over HTTPS with a certificate from a Kubernetes Secret served
+//! over SDS; unknown hosts get 404.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use meshd_tests::{HttpResult, Mesh, PodSpec, wait_for, yaml};
+
+const GATEWAY_IP: &str = "10.77.1.5";
+const SHOP_IP: &str = "10.77.1.10";
+const BLOG_IP: &str = "10.77.1.11";
+const CLIENT_IP: &str = "10.77.1.30";
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// A Secret with PEM values as block scalars.
+fn tls_secret(name: &str, namespace: &str, cert: &str, key: &str) -> String {
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
+        indent(cert),
+        indent(key)
+    )
+}
+
+const GATEWAY: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web-gateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [shop.example.com, blog.example.com]
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+";
+
+const ROUTES: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [shop.example.com, blog.example.com]
+  gateways: [istio-system/web-gateway]
+  http:
+  - match: [{uri: {prefix: /blog}}]
+    route: [{destination: {host: blog, port: {number: 8080}}}]
+  - match: [{authority: {exact: blog.example.com}}, {authority: {prefix: \"blog.example.com:\"}}]
+    route: [{destination: {host: blog, port: {number: 8080}}}]
+  - route: [{destination: {host: shop, port: {number: 8080}}}]
+";
+
+fn pod_of(response: &HttpResult) -> String {
+    response
+        .json()
+        .ok()
+        .and_then(|b| b["pod"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_ingress_gateway_routes_by_host_and_path_over_http_and_https_and_404s_unknown_hosts()
+-> anyhow::Result<()> {
+    let mesh = Mesh::new()?;
+    // The gateway's certificate, from a CA the client trusts.
+    let ca_dir = mesh.dir().join("web-ca");
+    let web_ca = meshd_ca::CertificateAuthority::load_or_generate(meshd_ca::CaOptions::new(
+        &ca_dir,
+        "cluster.local",
+    ))?;
+    let cert = web_ca.serving_cert(&["shop.example.com".to_string()], &[])?;
+
+    let gateway_spec = PodSpec::new("ingressgateway", "istio-system")
+        .ip(GATEWAY_IP.parse()?)
+        .label("istio", "ingressgateway")
+        .service_account("ingressgateway")
+        .router()
+        .tls();
+    let shop_spec = PodSpec::new("shop", "default")
+        .ip(SHOP_IP.parse()?)
+        .label("app", "shop")
+        .sidecar()
+        .tls();
+    let blog_spec = PodSpec::new("blog", "default")
+        .ip(BLOG_IP.parse()?)
+        .label("app", "blog")
+        .sidecar()
+        .tls();
+    mesh.write_config(
+        "mesh.yaml",
+        &[
+            yaml::service(
+                "shop",
+                "default",
+                "10.96.0.10",
+                &[("http", 8080, 8080)],
+                &[("app", "shop")],
+            ),
+            yaml::service(
+                "blog",
+                "default",
+                "10.96.0.11",
+                &[("http", 8080, 8080)],
+                &[("app", "blog")],
+            ),
+            gateway_spec.yaml()?,
+            shop_spec.yaml()?,
+            blog_spec.yaml()?,
+            tls_secret(
+                "shop-cert",
+                "istio-system",
+                &cert.chain_pem,
+                cert.key_pem.expose(),
+            ),
+            GATEWAY.to_string(),
+            ROUTES.to_string(),
+        ],
+    )?;
+    let meshd = mesh.start_meshd(mesh.config_dir(), &[])?;
+    let mut backends = Vec::new();
+    for spec in [shop_spec, blog_spec] {
+        let pod = mesh.add_pod(spec)?;
+        pod.start_echo(&[8080], &[])?;
+        backends.push(pod);
+    }
+    let gateway = mesh.add_pod(gateway_spec)?;
+    let client = mesh.add_pod(PodSpec::new("client", "default").ip(CLIENT_IP.parse()?))?;
+    let root = mesh.dir().join("web-root.pem");
+    std::fs::copy(ca_dir.join("root-cert.pem"), &root)?;
+
+    let get = |url: &str, args: &[&str]| -> HttpResult {
+        let mut last = HttpResult::default();
+        wait_for(CONVERGE, || {
+            last = client.curl(url, args);
+            (last.status == 200).then_some(())
+        });
+        last
+    };
+    let diagnostics = || {
+        format!(
+            "--- gateway ---\n{}\n--- meshd ---\n{}",
+            gateway.envoy_log(),
+            meshd.log()
+        )
+    };
+
+    let shop = get(
+        &format!("http://{GATEWAY_IP}:8080/cart"),
+        &["-H", "Host: shop.example.com"],
+    );
+    assert_eq!(pod_of(&shop), "shop", "{shop:?}\n{}", diagnostics());
+    let by_path = get(
+        &format!("http://{GATEWAY_IP}:8080/blog/post-1"),
+        &["-H", "Host: shop.example.com"],
+    );
+    assert_eq!(pod_of(&by_path), "blog", "{by_path:?}");
+    let by_host = get(
+        &format!("http://{GATEWAY_IP}:8080/"),
+        &["-H", "Host: blog.example.com"],
+    );
+    assert_eq!(pod_of(&by_host), "blog", "{by_host:?}");
+
+    let resolve = format!("shop.example.com:8443:{GATEWAY_IP}");
+    let https = get(
+        "https://shop.example.com:8443/secure",
+        &["--resolve", &resolve, "--cacert", root.to_str().unwrap()],
+    );
+    assert_eq!(https.status, 200, "{https:?}\n{}", diagnostics());
+    assert_eq!(pod_of(&https), "shop");
+
+    let unknown = client.curl(
+        &format!("http://{GATEWAY_IP}:8080/"),
+        &["-H", "Host: nope.example.com"],
+    );
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert_eq!(
+        gateway.envoy_stat("listener_manager.lds.update_rejected"),
+        Some(0)
+    );
+    Ok(())
+}
