@@ -11,6 +11,7 @@ pub mod peer_auth;
 pub mod protocol;
 pub mod proxy;
 pub mod registry;
+pub mod sidecar_scope;
 pub mod snapshot;
 pub mod traffic;
 

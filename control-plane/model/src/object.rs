@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::input::ObjectMeta;
 use crate::input::istio::{ServiceEntry, WorkloadEntry};
 use crate::input::kube::{ConfigMap, EndpointSlice, Endpoints, Namespace, Pod, Secret, Service};
-use crate::input::networking::{DestinationRule, Gateway, VirtualService};
+use crate::input::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use crate::input::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 
 /// Every kind meshd reads.
@@ -178,13 +178,6 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-/// A kind meshd keeps but does not type yet: its spec as written.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RawObject {
-    pub metadata: ObjectMeta,
-    pub spec: serde_json::Value,
-}
-
 /// One parsed object. Cheap to clone: the payload is shared.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -201,10 +194,10 @@ pub enum Object {
     VirtualService(Arc<VirtualService>),
     DestinationRule(Arc<DestinationRule>),
     Gateway(Arc<Gateway>),
+    Sidecar(Arc<Sidecar>),
     PeerAuthentication(Arc<PeerAuthentication>),
     AuthorizationPolicy(Arc<AuthorizationPolicy>),
     RequestAuthentication(Arc<RequestAuthentication>),
-    Raw(Kind, Arc<RawObject>),
 }
 
 /// Why a document was not accepted. Always names what it could of the object, and the field.
@@ -305,17 +298,10 @@ impl Object {
             Kind::VirtualService => Object::VirtualService(typed(&key, value)?),
             Kind::DestinationRule => Object::DestinationRule(typed(&key, value)?),
             Kind::Gateway => Object::Gateway(typed(&key, value)?),
+            Kind::Sidecar => Object::Sidecar(typed(&key, value)?),
             Kind::PeerAuthentication => Object::PeerAuthentication(typed(&key, value)?),
             Kind::AuthorizationPolicy => Object::AuthorizationPolicy(typed(&key, value)?),
             Kind::RequestAuthentication => Object::RequestAuthentication(typed(&key, value)?),
-            _ => {
-                let metadata: ObjectMeta = typed_field(&key, "metadata", value.get("metadata"))?;
-                let spec = value
-                    .get("spec")
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null);
-                Object::Raw(kind, Arc::new(RawObject { metadata, spec }))
-            }
         };
         Ok(Some(object.with_namespace(&namespace)))
     }
@@ -334,10 +320,10 @@ impl Object {
             Object::VirtualService(_) => Kind::VirtualService,
             Object::DestinationRule(_) => Kind::DestinationRule,
             Object::Gateway(_) => Kind::Gateway,
+            Object::Sidecar(_) => Kind::Sidecar,
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
-            Object::Raw(kind, _) => *kind,
         }
     }
 
@@ -355,10 +341,10 @@ impl Object {
             Object::VirtualService(o) => &o.metadata,
             Object::DestinationRule(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
+            Object::Sidecar(o) => &o.metadata,
             Object::PeerAuthentication(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::RequestAuthentication(o) => &o.metadata,
-            Object::Raw(_, o) => &o.metadata,
         }
     }
 
@@ -391,10 +377,10 @@ impl Object {
             Object::VirtualService(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::DestinationRule(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Gateway(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::Sidecar(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::PeerAuthentication(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::AuthorizationPolicy(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::RequestAuthentication(o) => set(&mut Arc::make_mut(o).metadata, namespace),
-            Object::Raw(_, o) => set(&mut Arc::make_mut(o).metadata, namespace),
         }
         self
     }
@@ -411,23 +397,6 @@ fn typed<T: DeserializeOwned>(
             field: e.path().to_string(),
             message: e.inner().to_string(),
         })
-}
-
-fn typed_field<T: DeserializeOwned + Default>(
-    key: &ObjectKey,
-    field: &str,
-    value: Option<&serde_json::Value>,
-) -> Result<T, ParseError> {
-    match value {
-        None => Ok(T::default()),
-        Some(v) => {
-            serde_path_to_error::deserialize(v.clone()).map_err(|e| ParseError::InvalidField {
-                key: key.clone(),
-                field: format!("{field}.{}", e.path()),
-                message: e.inner().to_string(),
-            })
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::mesh_config::MeshConfig;
 use crate::object::{Object, ObjectKey};
 use crate::peer_auth::PeerAuthentications;
 use crate::registry::{PodInfo, Registry};
+use crate::sidecar_scope::Sidecars;
 use crate::traffic::Traffic;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -80,6 +81,7 @@ pub struct Snapshot {
     pub registry: Registry,
     pub traffic: Traffic,
     pub peer_authentications: PeerAuthentications,
+    pub sidecars: Sidecars,
     pub authorization_policies: AuthorizationPolicies,
     pub request_authentications: RequestAuthentications,
     pub findings: Vec<Finding>,
@@ -102,6 +104,7 @@ impl Snapshot {
             AuthorizationPolicies::build(&objects, &mesh.root_namespace, &mut findings);
         let request_authentications =
             RequestAuthentications::build(&objects, &mesh.root_namespace, &mut findings);
+        let sidecars = Sidecars::build(&objects, &mesh.root_namespace, &mut findings);
         Snapshot {
             version,
             mesh,
@@ -111,6 +114,7 @@ impl Snapshot {
             peer_authentications,
             authorization_policies,
             request_authentications,
+            sidecars,
             findings,
         }
     }

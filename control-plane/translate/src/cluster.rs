@@ -122,7 +122,7 @@ pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
             && snapshot.mesh.enable_auto_mtls
             && !svc.mesh_external
             && svc.resolution == Resolution::ClientSideLb;
-        for sp in &svc.ports {
+        for sp in svc.ports.iter().filter(|p| scope.sees(snapshot, svc, p.port)) {
             let base = outbound_cluster_for(snapshot, svc, sp.port, sp.protocol, rule);
             // The destination's identities, for auto-mTLS or a rule's ISTIO_MUTUAL.
             let sans = if scope.mtls && (auto_mtls || rule.is_some()) {

@@ -44,6 +44,8 @@ pub struct Scope {
     /// `region/zone/subzone`, only while some DestinationRule balances by locality (endpoints
     /// then depend on it); `None` otherwise, so proxies keep sharing.
     pub locality: Option<String>,
+    /// The Sidecar resource that scopes this proxy's outbound config, if any.
+    pub sidecar: Option<meshd_model::ObjectKey>,
 }
 
 impl Scope {
@@ -58,6 +60,7 @@ impl Scope {
             labels,
             mtls: proxy.mtls,
             locality: None,
+            sidecar: None,
         }
     }
 
@@ -71,6 +74,11 @@ impl Scope {
         scope.locality = traffic_policy::proxy_locality(snapshot, proxy);
         if proxy.node_type != NodeType::Sidecar {
             return scope;
+        }
+        {
+            // The registry's Pod is trusted over what the node claims.
+            let labels = snapshot.pod_by_ip(&proxy.ip).map_or(&proxy.labels, |pod| &pod.labels);
+            scope.sidecar = snapshot.sidecars.for_workload(&proxy.namespace, labels).map(|s| s.key.clone());
         }
         let keys: std::collections::BTreeSet<&String> = snapshot
             .traffic
@@ -148,5 +156,24 @@ impl EnvoyConfig {
             "listeners": list(&self.listeners),
             "routes": list(&self.routes),
         })
+    }
+}
+
+impl Scope {
+    /// The Sidecar resource scoping this proxy, resolved in `snapshot`.
+    pub(crate) fn sidecar<'a>(&self, snapshot: &'a Snapshot) -> Option<&'a meshd_model::sidecar_scope::SidecarModel> {
+        self.sidecar.as_ref().and_then(|k| snapshot.sidecars.get(k)).map(|s| s.as_ref())
+    }
+
+    /// The service's port is in this proxy's egress scope (everything without a Sidecar).
+    pub(crate) fn sees(&self, snapshot: &Snapshot, svc: &meshd_model::ServiceModel, port: u32) -> bool {
+        self.sidecar(snapshot).is_none_or(|s| s.sees(svc, port))
+    }
+
+    /// The Sidecar's outbound traffic policy, else the mesh's.
+    pub(crate) fn outbound_policy(&self, snapshot: &Snapshot) -> meshd_model::OutboundPolicy {
+        self.sidecar(snapshot)
+            .and_then(|s| s.outbound_policy)
+            .unwrap_or(snapshot.mesh.outbound_traffic_policy.mode)
     }
 }

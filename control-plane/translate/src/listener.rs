@@ -38,14 +38,15 @@ pub(crate) struct OutboundPlan {
     pub tcp: BTreeMap<(String, u32), Vec<std::sync::Arc<ServiceModel>>>,
 }
 
-pub(crate) fn outbound_plan(snapshot: &Snapshot) -> OutboundPlan {
+/// What the scope sees: the services (ports) its Sidecar, if any, lets it reach.
+pub(crate) fn outbound_plan(snapshot: &Snapshot, scope: &Scope) -> OutboundPlan {
     let mut http_ports = BTreeSet::new();
     let mut tcp = BTreeMap::new();
     for svc in snapshot.registry.services.values() {
         for sp in svc
             .ports
             .iter()
-            .filter(|p| !RESERVED_PORTS.contains(&p.port))
+            .filter(|p| !RESERVED_PORTS.contains(&p.port) && scope.sees(snapshot, svc, p.port))
         {
             if sp.protocol.is_http() {
                 http_ports.insert(sp.port);
@@ -56,7 +57,11 @@ pub(crate) fn outbound_plan(snapshot: &Snapshot) -> OutboundPlan {
         for sp in svc
             .ports
             .iter()
-            .filter(|p| !RESERVED_PORTS.contains(&p.port) && !p.protocol.is_http())
+            .filter(|p| {
+                !RESERVED_PORTS.contains(&p.port)
+                    && !p.protocol.is_http()
+                    && scope.sees(snapshot, svc, p.port)
+            })
         {
             let vips: Vec<&String> = svc
                 .addresses
@@ -86,8 +91,8 @@ pub fn outbound_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
     if scope.node_type != NodeType::Sidecar {
         return crate::gateway::gateway_listeners(snapshot, scope);
     }
-    let plan = outbound_plan(snapshot);
-    let mut out = vec![virtual_outbound(snapshot)];
+    let plan = outbound_plan(snapshot, scope);
+    let mut out = vec![virtual_outbound(snapshot, scope)];
     for port in &plan.http_ports {
         let hcm = http_connection_manager(
             format!("outbound_0.0.0.0_{port}"),
@@ -122,8 +127,8 @@ fn bound_elsewhere_listener(address: &str, port: u32, filter: Filter) -> Listene
     }
 }
 
-fn virtual_outbound(snapshot: &Snapshot) -> Listener {
-    let catch_all = match snapshot.mesh.outbound_traffic_policy.mode {
+fn virtual_outbound(snapshot: &Snapshot, scope: &Scope) -> Listener {
+    let catch_all = match scope.outbound_policy(snapshot) {
         OutboundPolicy::AllowAny => PASSTHROUGH_CLUSTER,
         OutboundPolicy::RegistryOnly => BLACKHOLE_CLUSTER,
     };

@@ -22,7 +22,7 @@ pub fn outbound_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfigura
     let mut routes = if scope.node_type != NodeType::Sidecar {
         crate::gateway::gateway_routes(snapshot, scope)
     } else {
-        let plan = outbound_plan(snapshot);
+        let plan = outbound_plan(snapshot, scope);
         plan.http_ports
             .iter()
             .map(|port| route_config_for_port(snapshot, scope, *port))
@@ -44,7 +44,7 @@ fn route_config_for_port(snapshot: &Snapshot, scope: &Scope, port: u32) -> Route
         .services
         .values()
         .map(|s| s.as_ref())
-        .filter(|s| s.port(port).is_some_and(|p| p.protocol.is_http()))
+        .filter(|s| s.port(port).is_some_and(|p| p.protocol.is_http()) && scope.sees(snapshot, s, port))
         .collect();
     services.sort_by_key(|s| (s.namespace != scope.namespace, s.hostname.clone()));
     for svc in services {
@@ -78,7 +78,7 @@ fn route_config_for_port(snapshot: &Snapshot, scope: &Scope, port: u32) -> Route
             ..Default::default()
         });
     }
-    let (name, cluster) = match snapshot.mesh.outbound_traffic_policy.mode {
+    let (name, cluster) = match scope.outbound_policy(snapshot) {
         OutboundPolicy::AllowAny => ("allow_any", PASSTHROUGH_CLUSTER),
         OutboundPolicy::RegistryOnly => ("block_all", BLACKHOLE_CLUSTER),
     };

@@ -91,7 +91,7 @@ pub(crate) fn outbound_tcp_listener(
         .iter()
         .all(|c| !c.server_names.is_empty() || !c.subnets.is_empty())
         .then(|| {
-            let cluster = match snapshot.mesh.outbound_traffic_policy.mode {
+            let cluster = match scope.outbound_policy(snapshot) {
                 OutboundPolicy::AllowAny => PASSTHROUGH_CLUSTER,
                 OutboundPolicy::RegistryOnly => BLACKHOLE_CLUSTER,
             };

@@ -527,3 +527,21 @@ fn destination_rule_clusters_and_endpoints_encode_to_the_same_bytes_every_time()
         }
     }
 }
+
+#[test]
+fn sidecar_scope_matches_golden_and_envoy_accepts_it() {
+    check_case("sidecar-scope");
+    let (snapshot, proxies) = load_case("sidecar-scope");
+    let outbound = |i: usize| -> Vec<String> {
+        meshd_translate::generate(&snapshot, &proxies[i])
+            .clusters
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|n| n.starts_with("outbound|"))
+            .collect()
+    };
+    // web (namespace default): its own namespace and istio-system; cart: one host; reader: all.
+    assert_eq!(outbound(0).len(), 4, "{:?}", outbound(0));
+    assert_eq!(outbound(1), vec!["outbound|8080||payments.shop.svc.cluster.local"]);
+    assert_eq!(outbound(2).len(), 5, "{:?}", outbound(2));
+}

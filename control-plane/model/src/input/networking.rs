@@ -437,3 +437,42 @@ pub struct ServerPort {
     #[serde(default)]
     pub name: String,
 }
+
+/// Istio's Sidecar: what a workload's proxy sees of the mesh.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sidecar {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: SidecarSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<crate::input::WorkloadSelector>,
+    #[serde(default)]
+    pub egress: Vec<IstioEgressListener>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<crate::mesh_config::OutboundTrafficPolicy>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IstioEgressListener {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<SidecarPort>,
+    /// `namespace/dnsName`: namespace `*`, `.` (the Sidecar's own) or `~` (none); dnsName `*`,
+    /// `*.suffix` or a host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SidecarPort {
+    pub number: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
