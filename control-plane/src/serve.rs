@@ -319,8 +319,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(tls::incoming(secure_listener, serving), shutdown_signal());
     let http = axum::serve(debug_listener, debug::router(shared.clone()))
         .with_graceful_shutdown(shutdown_signal());
+    // Graceful shutdown waits for open streams, and only the ADS server can end those: end them
+    // on the signal itself.
+    {
+        let ads = ads.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            ads.shutdown();
+        });
+    }
     let (g, s, h) = tokio::join!(grpc, secure, http);
-    ads.shutdown();
     g.context("xDS server")?;
     s.context("secure xDS server")?;
     h.context("debug server")?;

@@ -13,7 +13,12 @@ use crate::documents::{config_files, load_file};
 /// Reads `dir` once, reports it synced, then follows changes until the index goes away.
 pub fn spawn(dir: PathBuf, tx: mpsc::UnboundedSender<SourceEvent>) -> anyhow::Result<()> {
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reads (ours included: a rescan opens every file) change nothing; waking on them would
+        // make each rescan trigger the next.
+        if event.is_ok_and(|e| matches!(e.kind, notify::EventKind::Access(_))) {
+            return;
+        }
         let _ = wake_tx.send(());
     })?;
     // Watch before the first read so no change between the two is missed.
