@@ -64,9 +64,10 @@ done
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/meshd-bench.XXXXXX")"
 MESH="$WORK/mesh"
-PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do
+    # Only this shell's own background jobs that are still running (meshd, the replay server).
+    local pid
+    for pid in $(jobs -p); do
         kill "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
@@ -121,7 +122,6 @@ start_meshd() {
         --xds-addr "127.0.0.1:$XDS_PORT" --secure-addr "127.0.0.1:$SECURE_PORT" \
         --debug-addr "127.0.0.1:$DEBUG_PORT" >"$log_file" 2>&1 &
     MESHD_PID=$!
-    PIDS+=("$MESHD_PID")
     local ready=""
     for _ in $(seq 1200); do
         if curl -sf "http://127.0.0.1:$DEBUG_PORT/ready" >/dev/null 2>&1; then
@@ -180,7 +180,6 @@ for round in $(seq "$ROUNDS"); do
     "$BIN/meshd-loadgen" replay --from "$WORK/record.bin" --listen "127.0.0.1:$REPLAY_PORT" \
         2>"$WORK/r$round-replay.log" &
     REPLAY_PID=$!
-    PIDS+=("$REPLAY_PID")
     for _ in $(seq 100); do
         port_busy "$REPLAY_PORT" && break
         sleep 0.05

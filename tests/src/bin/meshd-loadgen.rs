@@ -8,7 +8,8 @@
 //!   first connect), percentiles over clients, and what was received;
 //! * `changes`: for each `--change` (an edit of namespace 0's file in `--mesh-dir`), how long until
 //!   every client had ACKed the responses that carry it, and what else was pushed;
-//! * with `--server-pid`, the server's CPU seconds and resident memory over each phase.
+//! * with `--server-pid`, the server's CPU seconds and resident memory over each phase;
+//! * streams the server closed: like Envoy, such a client reconnects and subscribes again.
 //!
 //! `meshd-loadgen replay --from FILE` is the baseline server: it answers every client with the
 //! responses one client recorded from meshd (`--record FILE`), doing nothing else.
