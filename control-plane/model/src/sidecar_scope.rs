@@ -53,7 +53,11 @@ pub struct Sidecars {
 }
 
 impl Sidecars {
-    pub fn build(objects: &BTreeMap<ObjectKey, Object>, root_namespace: &str, findings: &mut Vec<Finding>) -> Self {
+    pub fn build(
+        objects: &BTreeMap<ObjectKey, Object>,
+        root_namespace: &str,
+        findings: &mut Vec<Finding>,
+    ) -> Self {
         let sidecars = objects
             .values()
             .filter_map(|o| match o {
@@ -61,17 +65,30 @@ impl Sidecars {
                 _ => None,
             })
             .collect();
-        Sidecars { sidecars, root_namespace: root_namespace.to_string() }
+        Sidecars {
+            sidecars,
+            root_namespace: root_namespace.to_string(),
+        }
     }
 
     /// The Sidecar that applies to a workload with `labels` in `namespace`.
-    pub fn for_workload(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Option<&Arc<SidecarModel>> {
+    pub fn for_workload(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<&Arc<SidecarModel>> {
         let find = |ns: &str, selected: &dyn Fn(&SidecarModel) -> bool| {
-            self.sidecars.iter().find(|s| s.key.namespace == ns && selected(s))
+            self.sidecars
+                .iter()
+                .find(|s| s.key.namespace == ns && selected(s))
         };
-        find(namespace, &|s| s.selector.as_ref().is_some_and(|sel| labels_match(sel, labels)))
-            .or_else(|| find(namespace, &|s| s.selector.is_none()))
-            .or_else(|| find(&self.root_namespace, &|s| s.selector.is_none()))
+        find(namespace, &|s| {
+            s.selector
+                .as_ref()
+                .is_some_and(|sel| labels_match(sel, labels))
+        })
+        .or_else(|| find(namespace, &|s| s.selector.is_none()))
+        .or_else(|| find(&self.root_namespace, &|s| s.selector.is_none()))
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Arc<SidecarModel>> {
@@ -80,7 +97,11 @@ impl Sidecars {
 }
 
 fn validate(sidecar: &Sidecar, findings: &mut Vec<Finding>) -> Option<SidecarModel> {
-    let key = ObjectKey::new(Kind::Sidecar, sidecar.metadata.namespace.clone().unwrap_or_default(), sidecar.metadata.name.clone());
+    let key = ObjectKey::new(
+        Kind::Sidecar,
+        sidecar.metadata.namespace.clone().unwrap_or_default(),
+        sidecar.metadata.name.clone(),
+    );
     let mut errors = Vec::new();
     let mut egress = Vec::new();
     for (i, listener) in sidecar.spec.egress.iter().enumerate() {
@@ -88,10 +109,22 @@ fn validate(sidecar: &Sidecar, findings: &mut Vec<Finding>) -> Option<SidecarMod
         if let Some(p) = &listener.port
             && !(1..=65535).contains(&p.number)
         {
-            errors.push(Finding::new(Severity::Error, "IST0106", &key, &format!("{at}.port.number"), format!("port {} is out of range", p.number)));
+            errors.push(Finding::new(
+                Severity::Error,
+                "IST0106",
+                &key,
+                &format!("{at}.port.number"),
+                format!("port {} is out of range", p.number),
+            ));
         }
         if listener.hosts.is_empty() {
-            errors.push(Finding::new(Severity::Error, "IST0106", &key, &format!("{at}.hosts"), "at least one host is required".to_string()));
+            errors.push(Finding::new(
+                Severity::Error,
+                "IST0106",
+                &key,
+                &format!("{at}.hosts"),
+                "at least one host is required".to_string(),
+            ));
         }
         let mut hosts = Vec::new();
         for (j, h) in listener.hosts.iter().enumerate() {
@@ -112,16 +145,28 @@ fn validate(sidecar: &Sidecar, findings: &mut Vec<Finding>) -> Option<SidecarMod
                 )),
             }
         }
-        egress.push(EgressRule { port: listener.port.as_ref().map(|p| p.number), hosts });
+        egress.push(EgressRule {
+            port: listener.port.as_ref().map(|p| p.number),
+            hosts,
+        });
     }
     if !errors.is_empty() {
         findings.extend(errors);
         return None;
     }
     Some(SidecarModel {
-        selector: sidecar.spec.workload_selector.as_ref().map(|s| s.labels.clone()).filter(|l| !l.is_empty()),
+        selector: sidecar
+            .spec
+            .workload_selector
+            .as_ref()
+            .map(|s| s.labels.clone())
+            .filter(|l| !l.is_empty()),
         egress,
-        outbound_policy: sidecar.spec.outbound_traffic_policy.as_ref().map(|p| p.mode),
+        outbound_policy: sidecar
+            .spec
+            .outbound_traffic_policy
+            .as_ref()
+            .map(|p| p.mode),
         key,
     })
 }
@@ -132,9 +177,16 @@ mod tests {
     use serde_json::json;
 
     fn build(docs: Vec<serde_json::Value>) -> (Sidecars, Vec<Finding>) {
-        let objects = docs.into_iter().map(|d| Object::parse(d).unwrap().unwrap()).map(|o| (o.key(), o)).collect();
+        let objects = docs
+            .into_iter()
+            .map(|d| Object::parse(d).unwrap().unwrap())
+            .map(|o| (o.key(), o))
+            .collect();
         let mut findings = Vec::new();
-        (Sidecars::build(&objects, "istio-system", &mut findings), findings)
+        (
+            Sidecars::build(&objects, "istio-system", &mut findings),
+            findings,
+        )
     }
 
     fn sidecar(ns: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
@@ -158,16 +210,37 @@ mod tests {
     #[test]
     fn the_workload_sidecar_wins_over_namespace_and_mesh_defaults() {
         let (sidecars, findings) = build(vec![
-            sidecar("istio-system", "default", json!({"egress": [{"hosts": ["istio-system/*"]}]})),
-            sidecar("shop", "default", json!({"egress": [{"hosts": ["./*", "istio-system/*"]}]})),
-            sidecar("shop", "cart", json!({"workloadSelector": {"labels": {"app": "cart"}}, "egress": [{"hosts": ["./payments.shop.svc.cluster.local"]}]})),
+            sidecar(
+                "istio-system",
+                "default",
+                json!({"egress": [{"hosts": ["istio-system/*"]}]}),
+            ),
+            sidecar(
+                "shop",
+                "default",
+                json!({"egress": [{"hosts": ["./*", "istio-system/*"]}]}),
+            ),
+            sidecar(
+                "shop",
+                "cart",
+                json!({"workloadSelector": {"labels": {"app": "cart"}}, "egress": [{"hosts": ["./payments.shop.svc.cluster.local"]}]}),
+            ),
         ]);
         assert!(findings.is_empty(), "{findings:?}");
         let cart = BTreeMap::from([("app".to_string(), "cart".to_string())]);
         let web = BTreeMap::from([("app".to_string(), "web".to_string())]);
-        assert_eq!(sidecars.for_workload("shop", &cart).unwrap().key.name, "cart");
-        assert_eq!(sidecars.for_workload("shop", &web).unwrap().key.name, "default");
-        assert_eq!(sidecars.for_workload("blog", &web).unwrap().key.namespace, "istio-system");
+        assert_eq!(
+            sidecars.for_workload("shop", &cart).unwrap().key.name,
+            "cart"
+        );
+        assert_eq!(
+            sidecars.for_workload("shop", &web).unwrap().key.name,
+            "default"
+        );
+        assert_eq!(
+            sidecars.for_workload("blog", &web).unwrap().key.namespace,
+            "istio-system"
+        );
         let shop = sidecars.for_workload("shop", &web).unwrap();
         assert!(shop.sees(&svc("reviews.shop.svc.cluster.local", "shop"), 80));
         assert!(!shop.sees(&svc("reviews.blog.svc.cluster.local", "blog"), 80));
@@ -178,7 +251,11 @@ mod tests {
 
     #[test]
     fn hosts_without_a_namespace_are_reported() {
-        let (_, findings) = build(vec![sidecar("shop", "bad", json!({"egress": [{"hosts": ["reviews"]}]}))]);
+        let (_, findings) = build(vec![sidecar(
+            "shop",
+            "bad",
+            json!({"egress": [{"hosts": ["reviews"]}]}),
+        )]);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].field, "spec.egress[0].hosts[0]");
     }

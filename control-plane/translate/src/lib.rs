@@ -77,8 +77,13 @@ impl Scope {
         }
         {
             // The registry's Pod is trusted over what the node claims.
-            let labels = snapshot.pod_by_ip(&proxy.ip).map_or(&proxy.labels, |pod| &pod.labels);
-            scope.sidecar = snapshot.sidecars.for_workload(&proxy.namespace, labels).map(|s| s.key.clone());
+            let labels = snapshot
+                .pod_by_ip(&proxy.ip)
+                .map_or(&proxy.labels, |pod| &pod.labels);
+            scope.sidecar = snapshot
+                .sidecars
+                .for_workload(&proxy.namespace, labels)
+                .map(|s| s.key.clone());
         }
         let keys: std::collections::BTreeSet<&String> = snapshot
             .traffic
@@ -161,12 +166,23 @@ impl EnvoyConfig {
 
 impl Scope {
     /// The Sidecar resource scoping this proxy, resolved in `snapshot`.
-    pub(crate) fn sidecar<'a>(&self, snapshot: &'a Snapshot) -> Option<&'a meshd_model::sidecar_scope::SidecarModel> {
-        self.sidecar.as_ref().and_then(|k| snapshot.sidecars.get(k)).map(|s| s.as_ref())
+    pub(crate) fn sidecar<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+    ) -> Option<&'a meshd_model::sidecar_scope::SidecarModel> {
+        self.sidecar
+            .as_ref()
+            .and_then(|k| snapshot.sidecars.get(k))
+            .map(|s| s.as_ref())
     }
 
     /// The service's port is in this proxy's egress scope (everything without a Sidecar).
-    pub(crate) fn sees(&self, snapshot: &Snapshot, svc: &meshd_model::ServiceModel, port: u32) -> bool {
+    pub(crate) fn sees(
+        &self,
+        snapshot: &Snapshot,
+        svc: &meshd_model::ServiceModel,
+        port: u32,
+    ) -> bool {
         self.sidecar(snapshot).is_none_or(|s| s.sees(svc, port))
     }
 

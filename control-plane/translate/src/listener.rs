@@ -54,15 +54,11 @@ pub(crate) fn outbound_plan(snapshot: &Snapshot, scope: &Scope) -> OutboundPlan 
         }
     }
     for svc in snapshot.registry.services.values() {
-        for sp in svc
-            .ports
-            .iter()
-            .filter(|p| {
-                !RESERVED_PORTS.contains(&p.port)
-                    && !p.protocol.is_http()
-                    && scope.sees(snapshot, svc, p.port)
-            })
-        {
+        for sp in svc.ports.iter().filter(|p| {
+            !RESERVED_PORTS.contains(&p.port)
+                && !p.protocol.is_http()
+                && scope.sees(snapshot, svc, p.port)
+        }) {
             let vips: Vec<&String> = svc
                 .addresses
                 .iter()

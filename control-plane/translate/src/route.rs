@@ -44,7 +44,9 @@ fn route_config_for_port(snapshot: &Snapshot, scope: &Scope, port: u32) -> Route
         .services
         .values()
         .map(|s| s.as_ref())
-        .filter(|s| s.port(port).is_some_and(|p| p.protocol.is_http()) && scope.sees(snapshot, s, port))
+        .filter(|s| {
+            s.port(port).is_some_and(|p| p.protocol.is_http()) && scope.sees(snapshot, s, port)
+        })
         .collect();
     services.sort_by_key(|s| (s.namespace != scope.namespace, s.hostname.clone()));
     for svc in services {
