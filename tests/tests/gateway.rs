@@ -185,3 +185,114 @@ fn an_ingress_gateway_routes_by_host_and_path_over_http_and_https_and_404s_unkno
     );
     Ok(())
 }
+
+#[test]
+fn a_gateway_passes_tls_through_by_sni_to_a_backend_that_terminates_it() -> anyhow::Result<()> {
+    let mesh = Mesh::new()?;
+    let ca_dir = mesh.dir().join("bank-ca");
+    let bank_ca = meshd_ca::CertificateAuthority::load_or_generate(meshd_ca::CaOptions::new(
+        &ca_dir,
+        "cluster.local",
+    ))?;
+    let cert = bank_ca.serving_cert(&["api.bank.example.com".to_string()], &[])?;
+    let gateway_spec = PodSpec::new("edge", "istio-system")
+        .ip(GATEWAY_IP.parse()?)
+        .label("istio", "ingressgateway")
+        .service_account("edge")
+        .router()
+        .tls();
+    // The backend terminates TLS itself; the gateway must not.
+    let api_spec = PodSpec::new("api", "bank")
+        .ip(SHOP_IP.parse()?)
+        .label("app", "api");
+    mesh.write_config(
+        "mesh.yaml",
+        &[
+            yaml::service(
+                "api",
+                "bank",
+                "10.96.0.20",
+                &[("tls", 443, 8443)],
+                &[("app", "api")],
+            ),
+            gateway_spec.yaml()?,
+            api_spec.yaml()?,
+            "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls-bank, protocol: TLS}
+    hosts: [\"*.bank.example.com\"]
+    tls: {mode: PASSTHROUGH}
+"
+            .to_string(),
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: bank}
+spec:
+  hosts: [api.bank.example.com]
+  gateways: [istio-system/edge]
+  tls:
+  - match: [{sniHosts: [api.bank.example.com]}]
+    route: [{destination: {host: api, port: {number: 443}}}]
+"
+            .to_string(),
+        ],
+    )?;
+    let meshd = mesh.start_meshd(mesh.config_dir(), &[])?;
+    let api = mesh.add_pod(api_spec)?;
+    std::fs::write(api.dir().join("cert.pem"), &cert.chain_pem)?;
+    std::fs::write(api.dir().join("key.pem"), cert.key_pem.expose())?;
+    let (cert_path, key_path) = (api.dir().join("cert.pem"), api.dir().join("key.pem"));
+    api.spawn(&[
+        "openssl",
+        "s_server",
+        "-accept",
+        "8443",
+        "-cert",
+        cert_path.to_str().unwrap(),
+        "-key",
+        key_path.to_str().unwrap(),
+        "-www",
+        "-quiet",
+    ])?;
+    api.wait_listening(8443, Duration::from_secs(10))?;
+    let gateway = mesh.add_pod(gateway_spec)?;
+    let client = mesh.add_pod(PodSpec::new("client", "default").ip(CLIENT_IP.parse()?))?;
+    let root = mesh.dir().join("bank-root.pem");
+    std::fs::copy(ca_dir.join("root-cert.pem"), &root)?;
+
+    let resolve = format!("api.bank.example.com:443:{GATEWAY_IP}");
+    let mut last = HttpResult::default();
+    let ok = wait_for(CONVERGE, || {
+        last = client.curl(
+            "https://api.bank.example.com/",
+            &["--resolve", &resolve, "--cacert", root.to_str().unwrap()],
+        );
+        (last.status == 200).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "{last:?}\n--- gateway ---\n{}\n--- meshd ---\n{}",
+        gateway.envoy_log(),
+        meshd.log()
+    );
+    // openssl's status page: the backend, not the gateway, terminated TLS with its own certificate.
+    assert!(last.body.contains("s_server"), "{}", last.body);
+    // Another name under the server's hosts has no route: the gateway closes it.
+    let other = client.curl(
+        "https://web.bank.example.com/",
+        &[
+            "--resolve",
+            &format!("web.bank.example.com:443:{GATEWAY_IP}"),
+            "--cacert",
+            root.to_str().unwrap(),
+            "--max-time",
+            "5",
+        ],
+    );
+    assert_ne!(other.status, 200, "{other:?}");
+    Ok(())
+}

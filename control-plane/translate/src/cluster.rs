@@ -122,7 +122,11 @@ pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
             && snapshot.mesh.enable_auto_mtls
             && !svc.mesh_external
             && svc.resolution == Resolution::ClientSideLb;
-        for sp in svc.ports.iter().filter(|p| scope.sees(snapshot, svc, p.port)) {
+        for sp in svc
+            .ports
+            .iter()
+            .filter(|p| scope.sees(snapshot, svc, p.port))
+        {
             let base = outbound_cluster_for(snapshot, svc, sp.port, sp.protocol, rule);
             // The destination's identities, for auto-mTLS or a rule's ISTIO_MUTUAL.
             let sans = if scope.mtls && (auto_mtls || rule.is_some()) {
@@ -163,6 +167,8 @@ pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
             out.push(with_policy(base, ""));
         }
     }
+    let twins = crate::gateway::sni_dnat_clusters(snapshot, scope, &out);
+    out.extend(twins);
     out.push(base_cluster(
         snapshot,
         BLACKHOLE_CLUSTER.to_string(),

@@ -10,17 +10,19 @@ use meshd_model::input::networking::{Server, ServerTls};
 use meshd_model::traffic::host_matches;
 use meshd_model::{GatewayModel, Snapshot};
 use meshd_proto::pack;
+use meshd_proto::pb::envoy::config::cluster::v3::Cluster;
 use meshd_proto::pb::envoy::config::core::v3::{
     DataSource, TrafficDirection, TransportSocket, data_source, transport_socket,
 };
 use meshd_proto::pb::envoy::config::listener::v3::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
 use meshd_proto::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost, virtual_host};
 use meshd_proto::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     Rds, http_connection_manager,
 };
+use meshd_proto::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use meshd_proto::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
     TlsCertificate, common_tls_context,
@@ -48,19 +50,38 @@ fn is_http(protocol: &str) -> bool {
     )
 }
 
-/// HTTPS servers that terminate TLS here (PASSTHROUGH ones are routed by SNI elsewhere).
+/// How a server handles its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ServerKind {
+    Http,
+    /// HTTPS terminated here, SIMPLE or MUTUAL.
+    Terminate,
+    /// TLS routed by SNI to the VirtualServices' `tls` routes, untouched.
+    Passthrough,
+    /// TLS routed by Istio's SNI (`outbound_.<port>_.<subset>_.<host>`) straight to that cluster.
+    AutoPassthrough,
+}
+
+fn kind(server: &Server) -> Option<ServerKind> {
+    if is_http(&server.port.protocol) {
+        return Some(ServerKind::Http);
+    }
+    let https = server.port.protocol.eq_ignore_ascii_case("HTTPS");
+    let tls_port = https || server.port.protocol.eq_ignore_ascii_case("TLS");
+    let mode = server
+        .tls
+        .as_ref()
+        .map(|t| t.mode.as_deref().unwrap_or("SIMPLE").to_ascii_uppercase());
+    match (tls_port, mode.as_deref()) {
+        (true, Some("SIMPLE" | "MUTUAL")) if https => Some(ServerKind::Terminate),
+        (true, Some("PASSTHROUGH")) => Some(ServerKind::Passthrough),
+        (true, Some("AUTO_PASSTHROUGH")) => Some(ServerKind::AutoPassthrough),
+        _ => None,
+    }
+}
+
 fn terminates_tls(server: &Server) -> bool {
-    server.port.protocol.eq_ignore_ascii_case("HTTPS")
-        && server.tls.as_ref().is_some_and(|t| {
-            matches!(
-                t.mode
-                    .as_deref()
-                    .unwrap_or("SIMPLE")
-                    .to_ascii_uppercase()
-                    .as_str(),
-                "SIMPLE" | "MUTUAL"
-            )
-        })
+    kind(server) == Some(ServerKind::Terminate)
 }
 
 /// Gateways selecting this router, by its labels.
@@ -96,17 +117,12 @@ impl Bound<'_> {
 /// mixes both keeps the kind its first server has (Istio refuses such configurations too).
 fn servers_by_port<'a>(snapshot: &'a Snapshot, scope: &Scope) -> BTreeMap<u32, Vec<Bound<'a>>> {
     let mut ports: BTreeMap<u32, Vec<Bound<'a>>> = BTreeMap::new();
+    // TLS kinds share a port (they differ by SNI); plain HTTP does not mix with them.
+    let tls = |s: &Server| kind(s) != Some(ServerKind::Http);
     for gateway in selected(snapshot, scope) {
-        for server in gateway
-            .servers
-            .iter()
-            .filter(|s| is_http(&s.port.protocol) || terminates_tls(s))
-        {
+        for server in gateway.servers.iter().filter(|s| kind(s).is_some()) {
             let list = ports.entry(server.port.number).or_default();
-            if list
-                .first()
-                .is_some_and(|b| terminates_tls(b.server) != terminates_tls(server))
-            {
+            if list.first().is_some_and(|b| tls(b.server) != tls(server)) {
                 continue;
             }
             list.push(Bound { gateway, server });
@@ -211,26 +227,216 @@ fn server_names(server: &Server) -> Vec<String> {
     }
 }
 
+/// PASSTHROUGH: one chain per `tls` route of a VirtualService bound to the gateway, matching the
+/// route's SNI hosts that the server covers, proxied untouched to its destination(s).
+fn passthrough_chains(snapshot: &Snapshot, b: &Bound<'_>, port: u32) -> Vec<FilterChain> {
+    let gateway = b.gateway.reference();
+    let mut out = Vec::new();
+    for vs in snapshot
+        .traffic
+        .virtual_services
+        .iter()
+        .filter(|vs| vs.applies_to_gateway(&gateway))
+    {
+        for (i, route) in vs.tls.iter().enumerate() {
+            let names: Vec<String> = route
+                .matches
+                .iter()
+                .filter(|m| m.port.is_none_or(|p| p == port))
+                .flat_map(|m| m.sni_hosts.iter())
+                .filter(|sni| served_host(sni, &b.server.hosts, &vs.key.namespace).is_some())
+                .cloned()
+                .collect();
+            if names.is_empty() || route.route.is_empty() {
+                continue;
+            }
+            let cluster_for = |d: &meshd_model::input::networking::RouteDestination| {
+                let host =
+                    meshd_model::traffic::resolve_host(&d.destination.host, &vs.key.namespace);
+                let dest_port = d
+                    .destination
+                    .port
+                    .as_ref()
+                    .map(|p| p.number)
+                    .unwrap_or_else(|| {
+                        snapshot
+                            .registry
+                            .services
+                            .get(&host)
+                            .filter(|s| s.ports.len() == 1)
+                            .map_or(port, |s| s.ports[0].port)
+                    });
+                crate::names::outbound_cluster(
+                    dest_port,
+                    d.destination.subset.as_deref().unwrap_or(""),
+                    &host,
+                )
+            };
+            let specifier = if route.route.len() == 1 {
+                tcp_proxy::ClusterSpecifier::Cluster(cluster_for(&route.route[0]))
+            } else {
+                tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+                    clusters: route
+                        .route
+                        .iter()
+                        .filter(|d| d.weight.unwrap_or(0) > 0)
+                        .map(|d| tcp_proxy::weighted_cluster::ClusterWeight {
+                            name: cluster_for(d),
+                            weight: d.weight.unwrap_or(0),
+                            ..Default::default()
+                        })
+                        .collect(),
+                })
+            };
+            out.push(FilterChain {
+                name: format!(
+                    "passthrough|{port}|{}.{}|{i}",
+                    vs.key.namespace, vs.key.name
+                ),
+                filter_chain_match: Some(FilterChainMatch {
+                    server_names: names,
+                    ..Default::default()
+                }),
+                filters: vec![tcp_proxy_to(
+                    &format!("{}.{}.tls[{i}]", vs.key.namespace, vs.key.name),
+                    specifier,
+                )],
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+/// AUTO_PASSTHROUGH: the client's SNI names the cluster (Istio's `outbound_.<port>_.<subset>_.<host>`),
+/// so `sni_cluster` sets it and tcp_proxy connects there.
+fn auto_passthrough_chain(b: &Bound<'_>, port: u32) -> FilterChain {
+    use meshd_proto::pb::envoy::extensions::filters::network::sni_cluster::v3::SniCluster;
+    FilterChain {
+        name: format!("auto-passthrough|{port}|{}", b.gateway.reference()),
+        filter_chain_match: Some(FilterChainMatch {
+            server_names: server_names(b.server),
+            ..Default::default()
+        }),
+        filters: vec![
+            Filter {
+                name: "envoy.filters.network.sni_cluster".to_string(),
+                config_type: Some(filter::ConfigType::TypedConfig(
+                    pack(&SniCluster::default()),
+                )),
+            },
+            tcp_proxy_to(
+                &format!("auto_passthrough_{port}"),
+                tcp_proxy::ClusterSpecifier::Cluster(crate::names::BLACKHOLE_CLUSTER.to_string()),
+            ),
+        ],
+        ..Default::default()
+    }
+}
+
+fn tcp_proxy_to(stat_prefix: &str, cluster: tcp_proxy::ClusterSpecifier) -> Filter {
+    let config = TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        cluster_specifier: Some(cluster),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(&config))),
+    }
+}
+
+/// Envoy refuses two chains with the same match: an SNI name already taken is dropped from later
+/// chains, and a chain left with nothing to match is dropped.
+fn without_repeated_server_names(chains: Vec<FilterChain>) -> Vec<FilterChain> {
+    let mut any_taken = false;
+    let mut taken: HashSet<String> = HashSet::new();
+    chains
+        .into_iter()
+        .filter_map(|mut c| {
+            let names = c
+                .filter_chain_match
+                .as_ref()
+                .map(|m| m.server_names.clone())
+                .unwrap_or_default();
+            if names.is_empty() {
+                return (!std::mem::replace(&mut any_taken, true)).then_some(c);
+            }
+            let kept: Vec<String> = names
+                .into_iter()
+                .filter(|n| taken.insert(n.to_ascii_lowercase()))
+                .collect();
+            if kept.is_empty() {
+                return None;
+            }
+            if let Some(m) = c.filter_chain_match.as_mut() {
+                m.server_names = kept;
+            }
+            Some(c)
+        })
+        .collect()
+}
+
+/// AUTO_PASSTHROUGH gateways need a cluster named like each SNI they may see: a twin of every
+/// mesh cluster (same endpoints, no TLS of its own — the client's mTLS passes through).
+pub(crate) fn sni_dnat_clusters(
+    snapshot: &Snapshot,
+    scope: &Scope,
+    clusters: &[Cluster],
+) -> Vec<Cluster> {
+    let auto = selected(snapshot, scope).iter().any(|g| {
+        g.servers
+            .iter()
+            .any(|s| kind(s) == Some(ServerKind::AutoPassthrough))
+    });
+    if !auto {
+        return Vec::new();
+    }
+    clusters
+        .iter()
+        .filter_map(|c| {
+            let (port, subset, host) = crate::names::parse_outbound_cluster(&c.name)?;
+            let mut twin = c.clone();
+            twin.name = crate::tls::mesh_sni(port, subset, host);
+            twin.transport_socket = None;
+            twin.transport_socket_matches.clear();
+            Some(twin)
+        })
+        .collect()
+}
+
 pub(crate) fn gateway_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
     let mut out = Vec::new();
     for (port, bound) in servers_by_port(snapshot, scope) {
-        let tls = bound.first().is_some_and(|b| terminates_tls(b.server));
+        let tls = bound
+            .first()
+            .is_some_and(|b| kind(b.server) != Some(ServerKind::Http));
         let (filter_chains, listener_filters) = if tls {
-            let chains = bound
-                .iter()
-                .map(|b| FilterChain {
-                    name: b.https_route_name(),
-                    filter_chain_match: Some(FilterChainMatch {
-                        server_names: server_names(b.server),
+            let mut chains = Vec::new();
+            for b in &bound {
+                match kind(b.server) {
+                    Some(ServerKind::Terminate) => chains.push(FilterChain {
+                        name: b.https_route_name(),
+                        filter_chain_match: Some(FilterChainMatch {
+                            server_names: server_names(b.server),
+                            ..Default::default()
+                        }),
+                        filters: vec![gateway_hcm(port, b.https_route_name())],
+                        transport_socket: b.server.tls.as_ref().map(|t| {
+                            downstream_tls(t, b.server.port.protocol.eq_ignore_ascii_case("HTTP2"))
+                        }),
                         ..Default::default()
                     }),
-                    filters: vec![gateway_hcm(port, b.https_route_name())],
-                    transport_socket: b.server.tls.as_ref().map(|t| {
-                        downstream_tls(t, b.server.port.protocol.eq_ignore_ascii_case("HTTP2"))
-                    }),
-                    ..Default::default()
-                })
-                .collect();
+                    Some(ServerKind::Passthrough) => {
+                        chains.extend(passthrough_chains(snapshot, b, port))
+                    }
+                    Some(ServerKind::AutoPassthrough) => {
+                        chains.push(auto_passthrough_chain(b, port))
+                    }
+                    _ => {}
+                }
+            }
+            let chains = without_repeated_server_names(chains);
             let inspector = ListenerFilter {
                 name: "envoy.filters.listener.tls_inspector".to_string(),
                 config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
@@ -354,8 +560,11 @@ fn route_table(
 pub(crate) fn gateway_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfiguration> {
     let mut out = Vec::new();
     for (port, bound) in servers_by_port(snapshot, scope) {
-        if bound.first().is_some_and(|b| terminates_tls(b.server)) {
-            for b in &bound {
+        if bound
+            .first()
+            .is_some_and(|b| kind(b.server) != Some(ServerKind::Http))
+        {
+            for b in bound.iter().filter(|b| terminates_tls(b.server)) {
                 out.push(route_table(
                     snapshot,
                     scope,

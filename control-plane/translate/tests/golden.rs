@@ -542,6 +542,14 @@ fn sidecar_scope_matches_golden_and_envoy_accepts_it() {
     };
     // web (namespace default): its own namespace and istio-system; cart: one host; reader: all.
     assert_eq!(outbound(0).len(), 4, "{:?}", outbound(0));
-    assert_eq!(outbound(1), vec!["outbound|8080||payments.shop.svc.cluster.local"]);
+    assert_eq!(
+        outbound(1),
+        vec!["outbound|8080||payments.shop.svc.cluster.local"]
+    );
     assert_eq!(outbound(2).len(), 5, "{:?}", outbound(2));
+}
+
+#[test]
+fn gateway_passthrough_matches_golden_and_envoy_accepts_it() {
+    check_case("gateway-passthrough");
 }
