@@ -148,6 +148,7 @@ impl Traffic {
                 _ => {}
             }
         }
+        check_gateways(&traffic, findings);
         traffic
     }
 
@@ -158,6 +159,88 @@ impl Traffic {
         view: &RuleView<'_>,
     ) -> Option<&Arc<DestinationRuleModel>> {
         self.destination_rules.lookup(host, view)
+    }
+}
+
+/// Server hosts without their `namespace/` prefix.
+fn bare_host(host: &str) -> &str {
+    host.split_once('/').map_or(host, |(_, h)| h)
+}
+
+/// Cross-object checks istiod's analyzers make: two Gateways on the same workloads claiming the
+/// same port and host (IST0145), a VirtualService bound to a Gateway that does not exist or does
+/// not serve one of its hosts (IST0101, IST0132). Reported only: what is served stays valid for
+/// Envoy, since repeated domains and SNI names are dropped when translating.
+fn check_gateways(traffic: &Traffic, findings: &mut Vec<Finding>) {
+    for (i, a) in traffic.gateways.iter().enumerate() {
+        for b in traffic.gateways.iter().skip(i + 1) {
+            if a.selector.is_empty() || a.selector != b.selector {
+                continue;
+            }
+            let clash = a.servers.iter().find_map(|sa| {
+                b.servers.iter().find_map(|sb| {
+                    if sa.port.number != sb.port.number {
+                        return None;
+                    }
+                    sa.hosts.iter().find_map(|ha| {
+                        sb.hosts.iter().find_map(|hb| {
+                            let (ha, hb) = (bare_host(ha), bare_host(hb));
+                            (host_matches(ha, hb) || host_matches(hb, ha))
+                                .then(|| (sa.port.number, hb.to_string()))
+                        })
+                    })
+                })
+            });
+            if let Some((port, host)) = clash {
+                findings.push(Finding::new(
+                    Severity::Error,
+                    "IST0145",
+                    &b.key,
+                    "spec.servers",
+                    format!(
+                        "conflicts with {} on the same workloads: port {port}, host {host}",
+                        a.key
+                    ),
+                ));
+            }
+        }
+    }
+    for vs in &traffic.virtual_services {
+        for (gi, reference) in vs.gateways.iter().enumerate() {
+            if reference == MESH_GATEWAY {
+                continue;
+            }
+            let Some(gw) = traffic
+                .gateways
+                .iter()
+                .find(|g| &g.reference() == reference)
+            else {
+                findings.push(Finding::new(
+                    Severity::Warning,
+                    "IST0101",
+                    &vs.key,
+                    &format!("spec.gateways[{gi}]"),
+                    format!("referenced gateway not found: {reference:?}"),
+                ));
+                continue;
+            };
+            for (hi, host) in vs.hosts.iter().enumerate() {
+                let served = gw.servers.iter().flat_map(|s| s.hosts.iter()).any(|sh| {
+                    let (ns, pattern) = sh.split_once('/').unwrap_or(("*", sh));
+                    (ns == "*" || ns == "." || ns == vs.key.namespace)
+                        && (host_matches(pattern, host) || host_matches(host, pattern))
+                });
+                if !served {
+                    findings.push(Finding::new(
+                        Severity::Warning,
+                        "IST0132",
+                        &vs.key,
+                        &format!("spec.hosts[{hi}]"),
+                        format!("host {host:?} is not served by gateway {reference}"),
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -324,5 +407,44 @@ mod tests {
         assert!(host_matches("*.example.com", "api.example.com"));
         assert!(!host_matches("*.example.com", "example.com"));
         assert!(host_matches("Bookinfo.com", "bookinfo.com"));
+    }
+
+    fn build(yaml: &str) -> Vec<Finding> {
+        let (objects, errors) = crate::documents::parse(yaml, false);
+        assert!(errors.is_empty(), "{errors:?}");
+        let objects: BTreeMap<_, _> = objects.into_iter().map(|o| (o.key(), o)).collect();
+        let mut findings = Vec::new();
+        let registry = Registry::default();
+        Traffic::build(&objects, &registry, &mut findings);
+        findings
+    }
+
+    #[test]
+    fn gateways_claiming_the_same_port_and_host_conflict() {
+        let findings = build(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: a, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*.example.com']}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: b, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [shop.example.com]}]\n",
+        );
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].code, "IST0145");
+        assert_eq!(findings[0].object.name, "b");
+    }
+
+    #[test]
+    fn a_virtual_service_host_outside_its_gateway_is_reported() {
+        let findings = build(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [shop.example.com]}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: shop}\nspec:\n  hosts: [shop.example.com, blog.example.com]\n  gateways: [gw, missing]\n  http: [{directResponse: {status: 200}}]\n",
+        );
+        let codes: Vec<(&str, &str)> = findings
+            .iter()
+            .map(|f| (f.code, f.field.as_str()))
+            .collect();
+        assert!(
+            codes.contains(&("IST0132", "spec.hosts[1]")),
+            "{findings:?}"
+        );
+        assert!(
+            codes.contains(&("IST0101", "spec.gateways[1]")),
+            "{findings:?}"
+        );
     }
 }
