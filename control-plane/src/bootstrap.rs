@@ -10,6 +10,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+mod app_health;
+
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
@@ -25,6 +27,9 @@ const HEALTH_PORT: u16 = 15021;
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const FILE_BASED_METADATA: &str = "envoy.grpc_credentials.file_based_metadata";
+const FILE_BASED_METADATA_TYPE: &str =
+    "type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig";
 const UPSTREAM_TLS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
@@ -76,6 +81,13 @@ pub struct Args {
     )]
     pub xds_server_name: String,
 
+    /// Service-account token file (the kubelet-projected one, audience `istio-ca`) Envoy
+    /// presents as `authorization: Bearer <token>` to prove its identity on the TLS port (needs
+    /// `--root-cert`). The file is read again for every new xDS stream, so a rotated token is
+    /// what a reconnecting proxy sends.
+    #[arg(long, env = "MESHD_TOKEN_FILE", requires = "root_cert")]
+    pub token_file: Option<PathBuf>,
+
     /// Use incremental (Delta) xDS, Istio's default since 1.22, instead of state-of-the-world.
     // Falsey so env spellings like `1`/`yes` mean on and an empty or `0`/`false`/`no` means off.
     #[arg(long, env = "MESHD_DELTA", value_parser = clap::builder::FalseyValueParser::new())]
@@ -97,6 +109,17 @@ pub struct Args {
         value_name = "FILE"
     )]
     pub output: Option<PathBuf>,
+
+    /// The app's kubelet probes that injection pointed at `:15020/app-health/<container>/<probe>`,
+    /// as Istio's `ISTIO_KUBE_APP_PROBERS` JSON: Envoy listens on 15020 and forwards each to the
+    /// app's original port and path on 127.0.0.1.
+    #[arg(
+        long,
+        env = "MESHD_APP_PROBERS",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub app_probers: app_health::AppProbers,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +280,12 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("resolving --root-cert {}", root.display()))?,
         );
     }
+    if let Some(token) = args.token_file.take() {
+        args.token_file = Some(
+            std::path::absolute(&token)
+                .with_context(|| format!("resolving --token-file {}", token.display()))?,
+        );
+    }
     let mut text = serde_json::to_string_pretty(&render(&args))?;
     text.push('\n');
     match &args.output {
@@ -298,6 +327,12 @@ fn check(args: &Args) -> anyhow::Result<()> {
             args.admin_port
         );
     }
+    if !args.app_probers.is_empty() && args.admin_port == app_health::PORT {
+        anyhow::bail!(
+            "--admin-port {} collides with the app-health listener",
+            args.admin_port
+        );
+    }
     Ok(())
 }
 
@@ -315,12 +350,14 @@ pub fn render(args: &Args) -> Value {
         },
         "dynamic_resources": dynamic_resources(args),
         "static_resources": {
-            "clusters": [
-                xds_cluster(args),
-                admin_cluster(PROMETHEUS_CLUSTER, args.admin_port),
-                admin_cluster(ADMIN_CLUSTER, args.admin_port),
-            ],
-            "listeners": [prometheus_listener(), health_listener()],
+            "clusters": (static_clusters(args)
+                .into_iter()
+                .chain(args.app_probers.clusters())
+                .collect::<Vec<_>>()),
+            "listeners": ([prometheus_listener(), health_listener()]
+                .into_iter()
+                .chain(args.app_probers.listener())
+                .collect::<Vec<_>>()),
         },
     })
 }
@@ -362,6 +399,67 @@ fn canonical_name(args: &Args) -> &str {
     .unwrap_or(&args.pod)
 }
 
+fn static_clusters(args: &Args) -> Vec<Value> {
+    let mut clusters = Vec::new();
+    // With a token, xDS rides on Envoy's google_grpc client, which needs no cluster.
+    if args.token_file.is_none() {
+        clusters.push(xds_cluster(args));
+    }
+    clusters.push(admin_cluster(PROMETHEUS_CLUSTER, args.admin_port));
+    clusters.push(admin_cluster(ADMIN_CLUSTER, args.admin_port));
+    clusters
+}
+
+/// The ADS gRPC service. Plain: Envoy's own gRPC client on the `xds-grpc` cluster. With a token
+/// file: Envoy's google_grpc client, because only it takes call credentials that are read at
+/// stream start — `envoy.grpc_credentials.file_based_metadata` reads the file for every new
+/// stream, so a kubelet-rotated token is what a reconnecting proxy presents. (Envoy's own client
+/// only has `initial_metadata`, fixed when the bootstrap is written: a proxy would be locked out
+/// once its first token expired.) Checked with Envoy 1.40: `--mode validate` accepts it and a
+/// real proxy sends `authorization: Bearer <file contents>` on every (re)connect.
+fn grpc_service(args: &Args) -> Value {
+    let (Some(token), Some(root)) = (&args.token_file, &args.root_cert) else {
+        return json!({ "envoy_grpc": { "cluster_name": XDS_CLUSTER } });
+    };
+    let XdsAddr { host, port } = &args.xds_addr;
+    let target = match host {
+        Host::Ip(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+        host => format!("{host}:{port}"),
+    };
+    json!({
+        "google_grpc": {
+            "target_uri": target,
+            "stat_prefix": XDS_CLUSTER,
+            // Without naming the plugin's factory, Envoy's default one ignores `from_plugin`.
+            "credentials_factory_name": FILE_BASED_METADATA,
+            "channel_credentials": {
+                "ssl_credentials": { "root_certs": { "filename": root.to_string_lossy() } },
+            },
+            "call_credentials": [{
+                "from_plugin": {
+                    "name": FILE_BASED_METADATA,
+                    "typed_config": {
+                        "@type": FILE_BASED_METADATA_TYPE,
+                        "secret_data": { "filename": token.to_string_lossy() },
+                        "header_key": "authorization",
+                        "header_prefix": "Bearer ",
+                    },
+                },
+            }],
+            "channel_args": { "args": {
+                // Verify meshd's certificate for its service name, whatever address it has.
+                "grpc.ssl_target_name_override": { "string_value": args.xds_server_name },
+                "grpc.default_authority": { "string_value": args.xds_server_name },
+                // As the plain client's HTTP/2 PINGs: notice a dead control plane quickly.
+                "grpc.keepalive_time_ms": { "int_value": 30_000 },
+                "grpc.keepalive_timeout_ms": { "int_value": 10_000 },
+                // gRPC's default limit (4 MiB) is too small for a large mesh's CDS/EDS.
+                "grpc.max_receive_message_length": { "int_value": -1 },
+            } },
+        },
+    })
+}
+
 fn dynamic_resources(args: &Args) -> Value {
     // initial_fetch_timeout 0 (as Istio): the proxy stays unready until meshd has answered,
     // rather than going live with no clusters or listeners after the default 15 s.
@@ -375,7 +473,7 @@ fn dynamic_resources(args: &Args) -> Value {
             "api_type": if args.delta { "DELTA_GRPC" } else { "GRPC" },
             "transport_api_version": "V3",
             "set_node_on_first_message_only": true,
-            "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+            "grpc_services": [grpc_service(args)],
         },
         "cds_config": via_ads.clone(),
         "lds_config": via_ads,
@@ -698,6 +796,60 @@ mod tests {
             common["validation_context"]["match_typed_subject_alt_names"],
             json!([{ "san_type": "DNS", "matcher": { "exact": "istiod.istio-system.svc" } }])
         );
+    }
+
+    #[test]
+    fn a_token_file_sends_the_token_with_every_stream_over_google_grpc() {
+        let bootstrap = render(&mk_args(&[
+            "--xds-addr",
+            "10.77.0.1:15012",
+            "--root-cert",
+            "/etc/meshd/root-cert.pem",
+            "--token-file",
+            "/var/run/secrets/tokens/istio-token",
+        ]));
+        let service = &bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0];
+        assert!(service.get("envoy_grpc").is_none());
+        let google = &service["google_grpc"];
+        assert_eq!(google["target_uri"], "10.77.0.1:15012");
+        assert_eq!(google["credentials_factory_name"], FILE_BASED_METADATA);
+        assert_eq!(
+            google["channel_credentials"]["ssl_credentials"]["root_certs"]["filename"],
+            "/etc/meshd/root-cert.pem"
+        );
+        let plugin = &google["call_credentials"][0]["from_plugin"];
+        assert_eq!(plugin["name"], FILE_BASED_METADATA);
+        assert_eq!(
+            plugin["typed_config"],
+            json!({
+                "@type": FILE_BASED_METADATA_TYPE,
+                "secret_data": { "filename": "/var/run/secrets/tokens/istio-token" },
+                "header_key": "authorization",
+                "header_prefix": "Bearer ",
+            })
+        );
+        assert_eq!(
+            google["channel_args"]["args"]["grpc.ssl_target_name_override"]["string_value"],
+            "istiod.istio-system.svc"
+        );
+        let clusters = bootstrap["static_resources"]["clusters"]
+            .as_array()
+            .unwrap();
+        assert!(clusters.iter().all(|c| c["name"] != XDS_CLUSTER));
+    }
+
+    #[test]
+    fn a_token_file_needs_tls() {
+        let plain = Cli::try_parse_from([
+            "meshd",
+            "--pod",
+            "p",
+            "--ip",
+            "10.0.0.1",
+            "--token-file",
+            "/t",
+        ]);
+        assert!(plain.is_err());
     }
 
     #[test]

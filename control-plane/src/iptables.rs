@@ -6,7 +6,7 @@
 //! in one `iptables-restore --noflush` transaction, so running the command again replaces our
 //! chains instead of stacking a second copy. IPv4 only (`iptables`, not `ip6tables`).
 
-mod rules;
+pub(crate) mod rules;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

@@ -6,8 +6,13 @@ mod generator;
 mod identity;
 mod index;
 mod jwks;
+pub mod kube;
+pub mod kube_source;
+mod root_cert;
 mod secrets;
 mod tls;
+mod token_review;
+mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -74,6 +79,19 @@ pub struct Args {
     /// and inlines the keys; proxies never do). A URI that never answered is retried sooner.
     #[arg(long, env = "MESHD_JWKS_REFRESH", default_value = "10m", value_parser = parse_duration)]
     pub jwks_refresh: Duration,
+    /// Kubernetes source: the kubeconfig to use. Without it and without `--config-dir`, meshd
+    /// uses its in-cluster service account. With the Kubernetes source, proxies prove their
+    /// identity with service-account tokens (TokenReview) instead of their address.
+    #[arg(long, env = "MESHD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Audience proxies' service-account tokens must be issued for (checked by TokenReview).
+    #[arg(long, env = "MESHD_TOKEN_AUDIENCE", default_value = "istio-ca")]
+    pub token_audience: String,
+    /// This replica's name in the leader Lease (a random suffix is added); default: hostname.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    #[command(flatten)]
+    pub webhook: webhook::Args,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -94,6 +112,14 @@ pub enum SourceEvent {
     Synced { source: String },
     /// Something besides objects changed (fetched JWKS): rebuild even if no object did.
     Refresh,
+    /// Add or replace `apply` and remove `delete` among `origin`'s objects (a watch event);
+    /// `errors`, when given, replaces `origin`'s invalid documents.
+    Update {
+        origin: String,
+        apply: Vec<Object>,
+        delete: Vec<ObjectKey>,
+        errors: Option<Vec<DocumentError>>,
+    },
 }
 
 /// State the debug API reads.
@@ -201,11 +227,12 @@ fn effective_mesh(objects: &BTreeMap<ObjectKey, Object>, base: &MeshConfig) -> M
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let base_mesh = load_mesh_config(args.mesh_config.as_ref())?;
-    if args.config_dirs.is_empty() {
-        anyhow::bail!(
-            "no config source: pass --config-dir (the Kubernetes source is not available in this build)"
-        );
-    }
+    // The Kubernetes source: with --kubeconfig, or in-cluster when there is no other source.
+    let kube_client = if args.kubeconfig.is_some() || args.config_dirs.is_empty() {
+        Some(self::kube::client(args.kubeconfig.as_deref()).await?)
+    } else {
+        None
+    };
     let mut registry = Registry::default();
     let metrics = Metrics {
         services: Gauge::default(),
@@ -236,21 +263,76 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     );
     let (ca, _ca_tmp) = load_ca(&args, &base_mesh)?;
     let secrets = Arc::new(Secrets::new(ca.clone(), Some(args.workload_cert_ttl)));
-    let generator = Arc::new(MeshGenerator::new(
-        Arc::new(Snapshot::default()),
-        secrets.clone(),
-        identity_rejections,
-    ));
+    // Leader election and token review exist only with the Kubernetes source.
+    let (kube_ctx, election) = match &kube_client {
+        Some(client) => {
+            let (election, leader) = self::kube::LeaderElection::start(
+                client.clone(),
+                &base_mesh.root_namespace,
+                self::kube::holder_identity(args.pod_name.as_deref()),
+                self::kube::LeaseTiming::default(),
+            );
+            let ctx = self::kube::KubeContext {
+                client: client.clone(),
+                leader,
+                root_namespace: base_mesh.root_namespace.clone(),
+            };
+            (Some(ctx), Some(election))
+        }
+        None => (None, None),
+    };
+    let reviewer = kube_client.as_ref().map(|client| {
+        Arc::new(token_review::TokenReviewer::new(
+            client.clone(),
+            args.token_audience.clone(),
+        ))
+    });
+    let proof = match &reviewer {
+        Some(r) => identity::IdentityProof::Token(r.clone()),
+        None => identity::IdentityProof::Address,
+    };
+    let generator = Arc::new(
+        MeshGenerator::new(
+            Arc::new(Snapshot::default()),
+            secrets.clone(),
+            identity_rejections,
+        )
+        .with_identity_proof(proof),
+    );
     let (pusher, push_rx) = Pusher::new();
     let pusher = Arc::new(pusher);
     let ads = AdsServer::new(generator.clone(), push_rx, &mut registry);
     let certificates = meshd_ca::CertificateService::new(
         ca.clone(),
-        AddressAuthenticator {
-            generator: generator.clone(),
+        match &reviewer {
+            Some(reviewer) => CaAuthenticator::Token(token_review::TokenAuthenticator {
+                reviewer: reviewer.clone(),
+                generator: generator.clone(),
+            }),
+            None => CaAuthenticator::Address(AddressAuthenticator {
+                generator: generator.clone(),
+            }),
         },
         &mut registry,
     );
+    if let Some(ctx) = &kube_ctx {
+        let leader: Gauge = Gauge::default();
+        registry.register(
+            "meshd_leader",
+            "1 while this replica holds the leader Lease (and so writes to the cluster)",
+            leader.clone(),
+        );
+        let mut rx = ctx.leader.clone();
+        tokio::spawn(async move {
+            loop {
+                leader.set(i64::from(*rx.borrow_and_update()));
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let webhook_metrics = webhook::Metrics::register(&mut registry);
     let shared = Arc::new(Shared {
         generator: generator.clone(),
         ads: ads.clone(),
@@ -260,13 +342,22 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     });
 
     let (source_tx, source_rx) = mpsc::unbounded_channel();
-    let sources: BTreeSet<String> = args
+    let mut sources: BTreeSet<String> = args
         .config_dirs
         .iter()
         .map(|d| format!("file:{}", d.display()))
         .collect();
     for dir in &args.config_dirs {
         file_source::spawn(dir.clone(), source_tx.clone())?;
+    }
+    if let Some(ctx) = &kube_ctx {
+        sources.insert(kube_source::SOURCE.to_string());
+        kube_source::spawn(
+            ctx.client.clone(),
+            ctx.root_namespace.clone(),
+            source_tx.clone(),
+        );
+        root_cert::spawn(ctx.clone(), ca.clone());
     }
     let jwks = Arc::new(jwks::JwksCache::new(
         jwks::Fetcher::new(
@@ -312,8 +403,25 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         serving.clone(),
         pusher.clone(),
     ));
+    let webhooks = webhook::Server::bind(
+        &args.webhook,
+        ca.clone(),
+        generator.clone(),
+        webhook_metrics,
+    )
+    .await?;
+    tokio::spawn(webhooks.run());
+    if let Some(ctx) = &kube_ctx {
+        tokio::spawn(webhook::ca_bundle::run(
+            ctx.client.clone(),
+            ctx.leader.clone(),
+            ca.clone(),
+        ));
+    }
     let secure = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // Reviews bearer tokens before admission, which then only looks the answer up.
+        .layer(token_review::TokenReviewLayer::new(reviewer.clone()))
         .add_service(ads.clone().secure(true).service())
         .add_service(certificates.into_server())
         .serve_with_incoming_shutdown(tls::incoming(secure_listener, serving), shutdown_signal());
@@ -329,6 +437,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         });
     }
     let (g, s, h) = tokio::join!(grpc, secure, http);
+    if let Some(election) = election {
+        election.stop().await;
+    }
     g.context("xDS server")?;
     s.context("secure xDS server")?;
     h.context("debug server")?;
@@ -382,6 +493,24 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How CA callers prove who they are: as proxies do on the TLS port.
+enum CaAuthenticator {
+    Address(AddressAuthenticator),
+    Token(token_review::TokenAuthenticator),
+}
+
+impl meshd_ca::Authenticator for CaAuthenticator {
+    fn authenticate(
+        &self,
+        caller: &meshd_ca::Caller,
+    ) -> Result<meshd_ca::Identity, meshd_ca::AuthError> {
+        match self {
+            CaAuthenticator::Address(a) => a.authenticate(caller),
+            CaAuthenticator::Token(t) => t.authenticate(caller),
+        }
     }
 }
 
@@ -506,6 +635,22 @@ async fn index_loop(
                 pending_sources.remove(&source);
             }
             SourceEvent::Refresh => forced = true,
+            SourceEvent::Update {
+                origin,
+                apply,
+                delete,
+                errors,
+            } => {
+                if let Some(errors) = errors {
+                    let mut all = shared.errors.write();
+                    if errors.is_empty() {
+                        all.remove(&origin);
+                    } else {
+                        all.insert(origin.clone(), errors);
+                    }
+                }
+                index.update(&origin, apply, delete);
+            }
         };
         apply(first, &mut index);
         // Debounce: wait for a quiet period, bounded by the maximum delay.

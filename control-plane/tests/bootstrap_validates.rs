@@ -331,3 +331,133 @@ fn bad_flags_are_refused_before_anything_is_written() {
         assert!(!file.exists(), "{bad:?} still wrote a bootstrap");
     }
 }
+
+/// Injection's rewritten kubelet probes, as `meshd bootstrap` receives them.
+const APP_PROBERS: &str = r#"{
+    "/app-health/web/readyz": {"httpGet": {"path": "/ready", "port": 8080, "scheme": "HTTP"}, "timeoutSeconds": 2},
+    "/app-health/web/livez": {"httpGet": {"path": "/sick", "port": 8080, "httpHeaders": [{"name": "x-probe", "value": "live"}]}},
+    "/app-health/admin/startupz": {"httpGet": {"path": "/", "port": 8443, "scheme": "HTTPS", "host": "admin.local"}}
+}"#;
+
+fn render_with_probers(dir: &Path) -> (PathBuf, Value) {
+    let file = dir.join("probers.json");
+    let out = meshd()
+        .current_dir(dir)
+        .args([
+            "bootstrap",
+            "--pod",
+            "web-0",
+            "--namespace",
+            "shop",
+            "--ip",
+            "10.1.2.3",
+            "--xds-addr",
+            "istiod.istio-system.svc:15012",
+            "--root-cert",
+            "root-cert.pem",
+        ])
+        .env("MESHD_APP_PROBERS", APP_PROBERS)
+        .arg("-o")
+        .arg(&file)
+        .output()
+        .expect("running meshd");
+    check_ran("meshd bootstrap", &out).unwrap_or_else(|e| panic!("{e}"));
+    let bootstrap: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("reading output")).expect("JSON");
+    (file, bootstrap)
+}
+
+#[test]
+fn app_health_listener_is_accepted_by_envoy() {
+    let envoy = envoy();
+    let dir = ScratchDir::new("bootstrap-app-health");
+    std::fs::write(dir.0.join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
+    let (file, bootstrap) = render_with_probers(&dir.0);
+    let listeners = bootstrap["static_resources"]["listeners"]
+        .as_array()
+        .expect("listeners");
+    assert!(
+        listeners
+            .iter()
+            .any(|l| l["address"]["socket_address"]["port_value"] == 15020),
+        "an app-health listener on 15020"
+    );
+    validate(&envoy, &file).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The real Envoy, in a network namespace of its own (the app-health port is fixed), forwards a
+/// probe on 15020 to the app's original path and port and answers with the app's status. The
+/// "app" is a listener of the same Envoy on 127.0.0.1:8080; ADS is left out so the proxy starts
+/// without a control plane.
+#[test]
+fn app_health_listener_forwards_probes_to_the_app() {
+    let envoy = envoy();
+    let dir = ScratchDir::new("bootstrap-app-health-live");
+    std::fs::write(dir.0.join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
+    let (file, mut bootstrap) = render_with_probers(&dir.0);
+    bootstrap
+        .as_object_mut()
+        .expect("object")
+        .remove("dynamic_resources");
+    let statics = &mut bootstrap["static_resources"];
+    let clusters = statics["clusters"].as_array_mut().expect("clusters");
+    clusters.retain(|c| c["name"] != "xds-grpc");
+    let app = serde_json::json!({
+        "name": "fake_app",
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": 8080 } },
+        "filter_chains": [{ "filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "fake_app",
+                "route_config": { "virtual_hosts": [{ "name": "app", "domains": ["*"], "routes": [
+                    { "match": { "path": "/ready" }, "direct_response": { "status": 200, "body": { "inline_string": "app ready" } } },
+                    { "match": { "path": "/sick" }, "direct_response": { "status": 503, "body": { "inline_string": "app sick" } } },
+                ] }] },
+                "http_filters": [{ "name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }],
+            },
+        }] }],
+    });
+    statics["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(app);
+    std::fs::write(&file, bootstrap.to_string()).expect("writing bootstrap");
+
+    let script = r#"
+        set -e
+        ip link set lo up
+        "$ENVOY" -c "$BOOTSTRAP" --disable-hot-restart -l warning >"$LOG" 2>&1 &
+        pid=$!
+        trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+        for i in $(seq 100); do
+            curl -s -o /dev/null http://127.0.0.1:15020/ && break
+            sleep 0.1
+        done
+        curl -s -w ' %{http_code}\n' http://127.0.0.1:15020/app-health/web/readyz
+        curl -s -w ' %{http_code}\n' http://127.0.0.1:15020/app-health/web/livez
+        curl -s -o /dev/null -w '%{http_code}\n' http://127.0.0.1:15020/app-health/other/readyz
+    "#;
+    let log = dir.0.join("envoy.log");
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", script])
+        .env("ENVOY", &envoy)
+        .env("BOOTSTRAP", &file)
+        .env("LOG", &log)
+        .output()
+        .expect("running unshare (root, util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let envoy_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}\n--- stderr\n{}\n--- envoy\n{envoy_log}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["app ready 200", "app sick 503", "404"],
+        "envoy log:\n{envoy_log}"
+    );
+}

@@ -40,6 +40,7 @@ pub struct MeshGenerator {
     built: RwLock<Arc<Built>>,
     secrets: Arc<Secrets>,
     identity_rejections: Counter,
+    proof: identity::IdentityProof,
 }
 
 /// A version that changes exactly when the bytes do: FNV-1a 64 over the encoded resource.
@@ -71,7 +72,14 @@ impl MeshGenerator {
             built: RwLock::new(Arc::new(Built::new(snapshot))),
             secrets,
             identity_rejections,
+            proof: identity::IdentityProof::Address,
         }
+    }
+
+    /// How proxies on the TLS port prove who they are (by source address unless told otherwise).
+    pub fn with_identity_proof(mut self, proof: identity::IdentityProof) -> Self {
+        self.proof = proof;
+        self
     }
 
     pub fn set_snapshot(&self, snapshot: Arc<Snapshot>) {
@@ -252,8 +260,27 @@ impl meshd_xds::Generator for MeshGenerator {
         // Only the TLS port hands out certificates, so only there must a proxy prove who it is.
         let identity = if conn.secure {
             let snapshot = self.snapshot();
-            match identity::prove_by_address(&snapshot, &proxy, conn.remote_addr) {
+            let proven = match &self.proof {
+                identity::IdentityProof::Address => {
+                    identity::prove_by_address(&snapshot, &proxy, conn.remote_addr)
+                }
+                identity::IdentityProof::Token(reviewer) => identity::prove_by_token(
+                    &snapshot,
+                    &proxy,
+                    reviewer.lookup(super::token_review::bearer_of(&conn.metadata)),
+                ),
+            };
+            match proven {
                 Ok(id) => Some(id),
+                // The API server could not be asked: not a verdict, the proxy should retry.
+                Err(identity::IdentityError::Token(
+                    super::token_review::ReviewError::Unavailable(e),
+                )) => {
+                    tracing::warn!(proxy = %proxy.id, error = %e, "refusing proxy for now: token review unavailable");
+                    return Err(tonic::Status::unavailable(format!(
+                        "identity not proven yet: {e}"
+                    )));
+                }
                 Err(e) => {
                     self.identity_rejections.inc();
                     tracing::warn!(proxy = %proxy.id, error = %e, "refusing proxy: identity not proven");

@@ -2,9 +2,12 @@
 //! connection itself shows is evidence.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use meshd_ca::Identity;
 use meshd_model::{Proxy, Snapshot};
+
+use super::token_review::{ReviewError, ReviewedToken, TokenReviewer};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
@@ -20,6 +23,76 @@ pub enum IdentityError {
     },
     #[error("no source address on the connection")]
     NoRemoteAddress,
+    #[error("{0}")]
+    Token(#[from] ReviewError),
+    #[error("token of {token} does not belong to namespace {namespace} of pod {pod}")]
+    WrongNamespace {
+        pod: String,
+        namespace: String,
+        token: String,
+    },
+    #[error("pod {pod} runs as service account {pod_sa}, the token is {token}'s")]
+    WrongServiceAccount {
+        pod: String,
+        pod_sa: String,
+        token: String,
+    },
+    #[error("the token was issued for pod {token_pod}, not {pod}")]
+    WrongPod { pod: String, token_pod: String },
+}
+
+/// How proxies on the TLS port prove who they are.
+pub enum IdentityProof {
+    /// File source: the connection's source address is the pod's IP.
+    Address,
+    /// Kubernetes source: a service-account token, reviewed by the API server.
+    Token(Arc<TokenReviewer>),
+}
+
+/// Kubernetes source: the token (reviewed by the API server) names a service account; the proxy
+/// must be a Pod known to the control plane, in the token's namespace, running as that service
+/// account — and, for a pod-bound token, the very pod it was issued for.
+pub fn prove_by_token(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    reviewed: Result<ReviewedToken, ReviewError>,
+) -> Result<Identity, IdentityError> {
+    let who = reviewed?;
+    let pod_name = proxy.short_id();
+    let token = format!(
+        "system:serviceaccount:{}:{}",
+        who.namespace, who.service_account
+    );
+    if who.namespace != proxy.namespace {
+        return Err(IdentityError::WrongNamespace {
+            pod: pod_name,
+            namespace: proxy.namespace.clone(),
+            token,
+        });
+    }
+    let pod = snapshot
+        .pod(&proxy.namespace, &proxy.pod_name)
+        .ok_or_else(|| IdentityError::UnknownPod(pod_name.clone()))?;
+    if pod.service_account != who.service_account {
+        return Err(IdentityError::WrongServiceAccount {
+            pod: pod_name,
+            pod_sa: pod.service_account.clone(),
+            token,
+        });
+    }
+    if let Some(bound) = &who.pod_name
+        && *bound != pod.name
+    {
+        return Err(IdentityError::WrongPod {
+            pod: pod_name,
+            token_pod: bound.clone(),
+        });
+    }
+    Ok(Identity::new(
+        &snapshot.mesh.trust_domain,
+        &pod.namespace,
+        &pod.service_account,
+    ))
 }
 
 /// File source: the connection must come from the IP of the Pod the node names, and the identity
@@ -89,6 +162,60 @@ mod tests {
         )
         .unwrap();
         assert_eq!(id.uri(), "spiffe://cluster.local/ns/apps/sa/sleeper");
+    }
+
+    fn mk_token(ns: &str, sa: &str, pod: Option<&str>) -> Result<ReviewedToken, ReviewError> {
+        Ok(ReviewedToken {
+            namespace: ns.into(),
+            service_account: sa.into(),
+            pod_name: pod.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn a_token_of_the_pods_service_account_proves_it() {
+        let snapshot = mk_snapshot();
+        let proxy = mk_proxy("sleep");
+        let id = prove_by_token(&snapshot, &proxy, mk_token("apps", "sleeper", None)).unwrap();
+        assert_eq!(id.uri(), "spiffe://cluster.local/ns/apps/sa/sleeper");
+        let id = prove_by_token(
+            &snapshot,
+            &proxy,
+            mk_token("apps", "sleeper", Some("sleep")),
+        );
+        assert!(id.is_ok());
+    }
+
+    #[test]
+    fn a_token_of_another_account_pod_or_namespace_proves_nothing() {
+        let snapshot = mk_snapshot();
+        let proxy = mk_proxy("sleep");
+        let err = |t| prove_by_token(&snapshot, &proxy, t).unwrap_err();
+        assert!(matches!(
+            err(mk_token("apps", "other", None)),
+            IdentityError::WrongServiceAccount { .. }
+        ));
+        assert!(matches!(
+            err(mk_token("elsewhere", "sleeper", None)),
+            IdentityError::WrongNamespace { .. }
+        ));
+        assert!(matches!(
+            err(mk_token("apps", "sleeper", Some("sleep-2"))),
+            IdentityError::WrongPod { .. }
+        ));
+        assert!(matches!(
+            err(Err(ReviewError::Rejected("expired".into()))),
+            IdentityError::Token(_)
+        ));
+        let unknown = prove_by_token(
+            &snapshot,
+            &mk_proxy("ghost"),
+            mk_token("apps", "sleeper", None),
+        );
+        assert_eq!(
+            unknown.unwrap_err(),
+            IdentityError::UnknownPod("ghost.apps".into())
+        );
     }
 
     #[test]

@@ -40,6 +40,41 @@ impl Index {
         }
     }
 
+    /// Adds or replaces `apply` and removes `delete` in what `origin` contributed (a watch
+    /// event), touching only those keys of the merged view.
+    pub fn update(&mut self, origin: &str, apply: Vec<Object>, delete: Vec<ObjectKey>) {
+        let mut touched = Vec::new();
+        let objects = self.by_origin.entry(origin.to_string()).or_default();
+        for key in delete {
+            if objects.remove(&key).is_some() {
+                touched.push(key);
+            }
+        }
+        for object in apply {
+            let key = object.key();
+            if objects.get(&key) != Some(&object) {
+                objects.insert(key.clone(), object);
+                touched.push(key);
+            }
+        }
+        if objects.is_empty() {
+            self.by_origin.remove(origin);
+        }
+        if touched.is_empty() {
+            return;
+        }
+        // Cloned only when a published snapshot still shares the map.
+        let merged = Arc::make_mut(&mut self.merged);
+        for key in touched {
+            self.changed.insert(key.kind);
+            // The same precedence as `rebuild`: the last origin holding the key wins.
+            match self.by_origin.values().rev().find_map(|o| o.get(&key)) {
+                Some(winner) => merged.insert(key, winner.clone()),
+                None => merged.remove(&key),
+            };
+        }
+    }
+
     fn rebuild(&mut self) {
         let mut merged = BTreeMap::new();
         // Origins are visited in order, so when two files define one object the later path wins,
@@ -95,6 +130,31 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["one"]
         );
+    }
+
+    #[test]
+    fn updates_touch_single_objects_and_keep_precedence() {
+        let mut index = Index::default();
+        index.reset("kube:Namespace", vec![mk_namespace("one")]);
+        index.take_changes();
+        index.update("kube:Namespace", vec![mk_namespace("two")], Vec::new());
+        assert_eq!(index.objects().len(), 2);
+        assert_eq!(index.take_changes(), BTreeSet::from([Kind::Namespace]));
+        index.update("kube:Namespace", vec![mk_namespace("two")], Vec::new());
+        assert!(index.take_changes().is_empty());
+        // A key two origins hold survives the removal from one of them.
+        index.reset("z.yaml", vec![mk_namespace("two")]);
+        let two = mk_namespace("two").key();
+        index.update("kube:Namespace", Vec::new(), vec![two.clone()]);
+        assert!(index.objects().contains_key(&two));
+        index.update(
+            "kube:Namespace",
+            Vec::new(),
+            vec![mk_namespace("one").key()],
+        );
+        assert_eq!(index.objects().len(), 1);
+        index.reset("z.yaml", Vec::new());
+        assert!(index.objects().is_empty());
     }
 
     #[test]

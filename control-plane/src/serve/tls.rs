@@ -88,10 +88,19 @@ pub fn incoming(
     listener: TcpListener,
     cert: Arc<ServingCert>,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    incoming_with_alpn(listener, cert, vec![b"h2".to_vec()])
+}
+
+/// [`incoming`] offering other application protocols (the webhook port speaks HTTP/1.1).
+pub fn incoming_with_alpn(
+    listener: TcpListener,
+    cert: Arc<ServingCert>,
+    alpn: Vec<Vec<u8>>,
+) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_cert_resolver(cert);
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {

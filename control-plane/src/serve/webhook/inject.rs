@@ -1,0 +1,1126 @@
+//! Sidecar injection as a pure function: a Pod as the API server sends it in, the JSONPatch that
+//! turns it into a meshed pod out.
+//!
+//! What Istio's injector does, for stock Envoy instead of pilot-agent:
+//! - `istio-init` runs `meshd iptables` (NET_ADMIN, NET_RAW, root) to install the capture rules;
+//! - `istio-bootstrap` runs `meshd bootstrap`, filling in the pod's name, namespace, IP and
+//!   service account from the downward API, and writes the Envoy bootstrap into an in-memory
+//!   `emptyDir`. A container of its own rather than a second command in `istio-init`: the meshd
+//!   image needs no shell, and writing a file needs none of `istio-init`'s privileges;
+//! - `istio-proxy` runs stock Envoy on that bootstrap as uid 1337, with the projected
+//!   service-account token (audience `istio-ca`) and the root certificate ConfigMap mounted;
+//! - app `httpGet` probes are pointed at Envoy's `:15020/app-health/<container>/<probe>`, which the
+//!   bootstrap forwards to the app's original port on 127.0.0.1 (the originals travel to
+//!   `meshd bootstrap` in `MESHD_APP_PROBERS`, Istio's `ISTIO_KUBE_APP_PROBERS` format). Without
+//!   that, STRICT mTLS would refuse the kubelet's plaintext probes.
+//!
+//! A pod that already carries `sidecar.istio.io/status` (or an `istio-proxy` container) is left
+//! alone, so injecting is idempotent.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::iptables::rules;
+
+pub const INIT_CONTAINER: &str = "istio-init";
+pub const BOOTSTRAP_CONTAINER: &str = "istio-bootstrap";
+pub const PROXY_CONTAINER: &str = "istio-proxy";
+/// Injection's receipt on the pod, as Istio writes it; its presence means "already injected".
+pub const STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
+/// Pod label (or annotation) that opts a pod in (`true`) or out (`false`).
+pub const INJECT_KEY: &str = "sidecar.istio.io/inject";
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+/// Namespace label that turns injection on (`enabled`) or off (`disabled`).
+pub const NAMESPACE_LABEL: &str = "istio-injection";
+/// A revision label means injection too; meshd has no revisions, so any revision is meshd.
+pub const REVISION_LABEL: &str = "istio.io/rev";
+/// Where the root certificate is distributed to every namespace.
+pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
+/// Env var carrying the original app probes to `meshd bootstrap`.
+pub const APP_PROBERS_ENV: &str = "MESHD_APP_PROBERS";
+
+const REWRITE_PROBES_ANNOTATION: &str = "sidecar.istio.io/rewriteAppHTTPProbers";
+const PROXY_CPU: &str = "sidecar.istio.io/proxyCPU";
+const PROXY_MEMORY: &str = "sidecar.istio.io/proxyMemory";
+const PROXY_CPU_LIMIT: &str = "sidecar.istio.io/proxyCPULimit";
+const PROXY_MEMORY_LIMIT: &str = "sidecar.istio.io/proxyMemoryLimit";
+const INCLUDE_OUTBOUND_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
+const EXCLUDE_OUTBOUND_RANGES: &str = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
+const EXCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
+const EXCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
+
+const ENVOY_VOLUME: &str = "istio-envoy";
+const TOKEN_VOLUME: &str = "istio-token";
+const ROOT_CERT_VOLUME: &str = "istiod-ca-cert";
+const BOOTSTRAP_DIR: &str = "/etc/istio/proxy";
+const BOOTSTRAP_FILE: &str = "/etc/istio/proxy/envoy.json";
+const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+pub const TOKEN_FILE: &str = "/var/run/secrets/tokens/istio-token";
+const ROOT_CERT_DIR: &str = "/var/run/secrets/istio";
+pub const ROOT_CERT_FILE: &str = "/var/run/secrets/istio/root-cert.pem";
+const TOKEN_AUDIENCE: &str = "istio-ca";
+const TOKEN_TTL_SECONDS: i64 = 43200;
+
+const PROXY_UID: i64 = 1337;
+const INBOUND_PORT: u16 = 15006;
+const OUTBOUND_PORT: u16 = 15001;
+const APP_HEALTH_PORT: u16 = 15020;
+const HEALTH_PORT: u16 = 15021;
+const PROMETHEUS_PORT: u16 = 15090;
+/// Envoy admin, app health, readiness, Prometheus: never captured inbound (Istio's list, plus admin).
+const ALWAYS_EXCLUDED_INBOUND: [u16; 4] = [15000, APP_HEALTH_PORT, HEALTH_PORT, PROMETHEUS_PORT];
+/// Namespaces Istio never injects into, whatever their labels say.
+const IGNORED_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
+
+/// What the injected containers run and where the proxy finds meshd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectConfig {
+    /// Stock Envoy.
+    pub proxy_image: String,
+    /// meshd itself: runs `meshd iptables` and `meshd bootstrap` in the init containers.
+    pub proxy_init_image: String,
+    /// meshd's TLS xDS address as pods reach it (`meshd bootstrap --xds-addr`).
+    pub xds_addr: String,
+    /// Hand the proxy the projected token (`meshd bootstrap --token-file`), so it proves its
+    /// identity to meshd with it.
+    pub token_file: bool,
+}
+
+pub const DEFAULT_PROXY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
+pub const DEFAULT_PROXY_INIT_IMAGE: &str =
+    concat!("ghcr.io/meshd/meshd:", env!("CARGO_PKG_VERSION"));
+pub const DEFAULT_XDS_ADDR: &str = "istiod.istio-system.svc:15012";
+
+impl Default for InjectConfig {
+    fn default() -> Self {
+        InjectConfig {
+            proxy_image: DEFAULT_PROXY_IMAGE.to_owned(),
+            proxy_init_image: DEFAULT_PROXY_INIT_IMAGE.to_owned(),
+            xds_addr: DEFAULT_XDS_ADDR.to_owned(),
+            token_file: true,
+        }
+    }
+}
+
+/// One RFC 6902 operation; injection only ever adds and replaces.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum PatchOp {
+    Add { path: String, value: Value },
+    Replace { path: String, value: Value },
+}
+
+pub type JsonPatch = Vec<PatchOp>;
+
+/// Why a pod cannot be injected; the pod is refused with this message, as Istio refuses pods
+/// whose injection annotations it cannot honour.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPod {
+    #[error("not a Pod: {0}")]
+    NotAPod(String),
+    #[error("annotation {annotation}={value:?}: {reason}")]
+    Annotation {
+        annotation: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Why a pod is left as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    AlreadyInjected,
+    OptedOut,
+    NamespaceNotEnabled,
+    HostNetwork,
+    IgnoredNamespace,
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::AlreadyInjected => "already injected",
+            Skip::OptedOut => "sidecar.istio.io/inject=false",
+            Skip::NamespaceNotEnabled => "namespace not enabled and pod not opted in",
+            Skip::HostNetwork => "host network",
+            Skip::IgnoredNamespace => "system namespace",
+        }
+    }
+}
+
+/// Istio's truthy and falsy spellings of `sidecar.istio.io/inject`; anything else says nothing.
+fn opt(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" | "true" | "on" | "enabled" => Some(true),
+        "n" | "no" | "false" | "off" | "disabled" => Some(false),
+        _ => None,
+    }
+}
+
+fn string_map(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the pod should be left alone, and why. `namespace_labels` is `None` when meshd does not
+/// know the namespace: then the webhook configuration's selectors have already decided (the API
+/// server only calls for enabled namespaces or opted-in pods) and only the pod's own opt-out counts.
+pub fn skip_reason(
+    pod: &Value,
+    namespace: &str,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+) -> Option<Skip> {
+    let labels = string_map(&pod["metadata"]["labels"]);
+    let annotations = string_map(&pod["metadata"]["annotations"]);
+    let already = annotations.contains_key(STATUS_ANNOTATION)
+        || containers(pod, "containers")
+            .iter()
+            .chain(containers(pod, "initContainers").iter())
+            .any(|c| c["name"] == PROXY_CONTAINER || c["name"] == INIT_CONTAINER);
+    if already {
+        return Some(Skip::AlreadyInjected);
+    }
+    if IGNORED_NAMESPACES.contains(&namespace) {
+        return Some(Skip::IgnoredNamespace);
+    }
+    if pod["spec"]["hostNetwork"] == true {
+        return Some(Skip::HostNetwork);
+    }
+    // The label wins over the annotation, as in Istio.
+    let pod_says = labels
+        .get(INJECT_KEY)
+        .and_then(|v| opt(v))
+        .or_else(|| annotations.get(INJECT_KEY).and_then(|v| opt(v)));
+    if pod_says == Some(false) {
+        return Some(Skip::OptedOut);
+    }
+    // An unknown namespace skips nothing more: the webhook configuration's selectors chose.
+    let ns = namespace_labels?;
+    let enabled = match ns.get(NAMESPACE_LABEL).map(String::as_str) {
+        Some("enabled") => true,
+        Some(_) => false,
+        None => ns.contains_key(REVISION_LABEL) || pod_says == Some(true),
+    };
+    (!enabled).then_some(Skip::NamespaceNotEnabled)
+}
+
+fn containers<'a>(pod: &'a Value, field: &str) -> &'a [Value] {
+    pod["spec"][field].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// RFC 6901: `~` and `/` inside a key.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The patch that injects the pod, or `None` when it is to be left alone (see [`skip_reason`]).
+pub fn inject(
+    pod: &Value,
+    namespace: &str,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    config: &InjectConfig,
+) -> Result<Option<JsonPatch>, InvalidPod> {
+    if !pod["spec"]["containers"].is_array() {
+        return Err(InvalidPod::NotAPod("spec.containers is missing".to_owned()));
+    }
+    if skip_reason(pod, namespace, namespace_labels).is_some() {
+        return Ok(None);
+    }
+    let meta = &pod["metadata"];
+    let annotations = string_map(&meta["annotations"]);
+    let mut labels = string_map(&meta["labels"]);
+    labels.insert(TLS_MODE_LABEL.to_owned(), "istio".to_owned());
+
+    let capture = capture_args(&annotations)?;
+    let resources = proxy_resources(&annotations)?;
+    let app = containers(pod, "containers");
+    let (probe_ops, probers) = if annotations
+        .get(REWRITE_PROBES_ANNOTATION)
+        .and_then(|v| opt(v))
+        == Some(false)
+    {
+        (Vec::new(), BTreeMap::new())
+    } else {
+        rewrite_probes(app)
+    };
+
+    let mut ops = Vec::new();
+    let init = [
+        init_container(config, capture),
+        bootstrap_container(config, &labels, &probers),
+    ];
+    if containers(pod, "initContainers").is_empty() {
+        ops.push(PatchOp::Add {
+            path: "/spec/initContainers".to_owned(),
+            value: json!(init),
+        });
+    } else {
+        // First, as in Istio: capture is in place before any other container of the pod runs.
+        for (i, c) in init.into_iter().enumerate() {
+            ops.push(PatchOp::Add {
+                path: format!("/spec/initContainers/{i}"),
+                value: c,
+            });
+        }
+    }
+    ops.extend(probe_ops);
+    ops.push(PatchOp::Add {
+        path: "/spec/containers/-".to_owned(),
+        value: proxy_container(config, resources),
+    });
+    let volumes = volumes();
+    if pod["spec"]["volumes"].is_array() {
+        for v in volumes {
+            ops.push(PatchOp::Add {
+                path: "/spec/volumes/-".to_owned(),
+                value: v,
+            });
+        }
+    } else {
+        ops.push(PatchOp::Add {
+            path: "/spec/volumes".to_owned(),
+            value: json!(volumes),
+        });
+    }
+
+    let mut new_labels = vec![(TLS_MODE_LABEL, "istio".to_owned())];
+    let mut new_annotations = vec![(STATUS_ANNOTATION, status())];
+    if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION)
+        && let Some(first) = app.first().and_then(|c| c["name"].as_str())
+    {
+        new_annotations.push((DEFAULT_CONTAINER_ANNOTATION, first.to_owned()));
+    }
+    add_map_entries(&mut ops, meta, "labels", &mut new_labels);
+    add_map_entries(&mut ops, meta, "annotations", &mut new_annotations);
+    Ok(Some(ops))
+}
+
+/// Adds `entries` to `metadata.<field>`, creating the map when the pod has none.
+fn add_map_entries(
+    ops: &mut JsonPatch,
+    meta: &Value,
+    field: &str,
+    entries: &mut Vec<(&str, String)>,
+) {
+    if meta[field].is_object() {
+        for (k, v) in entries.drain(..) {
+            ops.push(PatchOp::Add {
+                path: format!("/metadata/{field}/{}", escape(k)),
+                value: json!(v),
+            });
+        }
+    } else {
+        let map: serde_json::Map<String, Value> = entries
+            .drain(..)
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+        ops.push(PatchOp::Add {
+            path: format!("/metadata/{field}"),
+            value: Value::Object(map),
+        });
+    }
+}
+
+/// `sidecar.istio.io/status`: Istio's fields, naming what injection added.
+fn status() -> String {
+    json!({
+        "initContainers": [INIT_CONTAINER, BOOTSTRAP_CONTAINER],
+        "containers": [PROXY_CONTAINER],
+        "volumes": [ENVOY_VOLUME, TOKEN_VOLUME, ROOT_CERT_VOLUME],
+        "imagePullSecrets": null,
+        "revision": "default",
+    })
+    .to_string()
+}
+
+fn invalid(annotation: &'static str, value: &str, reason: impl ToString) -> InvalidPod {
+    InvalidPod::Annotation {
+        annotation,
+        value: value.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// IPv6 ranges are valid in Istio's annotations, but `meshd iptables` captures IPv4 only, so there
+/// is nothing for them to include or exclude.
+fn ipv4_only(value: &str) -> String {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty() && !item.contains(':'))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `meshd iptables` flags from the traffic annotations, each checked with the parser
+/// `meshd iptables` itself uses, so a bad value refuses the pod now instead of failing its init
+/// container later.
+fn capture_args(annotations: &BTreeMap<String, String>) -> Result<Vec<String>, InvalidPod> {
+    let mut inbound: Vec<u16> = ALWAYS_EXCLUDED_INBOUND.to_vec();
+    if let Some(v) = annotations.get(EXCLUDE_INBOUND_PORTS) {
+        let ports = rules::parse_ports(v).map_err(|e| invalid(EXCLUDE_INBOUND_PORTS, v, e))?;
+        for p in ports {
+            if !inbound.contains(&p) {
+                inbound.push(p);
+            }
+        }
+    }
+    let mut args: Vec<String> = [
+        "iptables".to_owned(),
+        "--proxy-uid".to_owned(),
+        PROXY_UID.to_string(),
+        "--proxy-gid".to_owned(),
+        PROXY_UID.to_string(),
+        "--inbound-port".to_owned(),
+        INBOUND_PORT.to_string(),
+        "--outbound-port".to_owned(),
+        OUTBOUND_PORT.to_string(),
+        "--exclude-inbound-ports".to_owned(),
+        join(&inbound),
+    ]
+    .into();
+    if let Some(v) = annotations.get(INCLUDE_OUTBOUND_RANGES) {
+        let scope = if v.trim() == "*" {
+            "*".to_owned()
+        } else {
+            ipv4_only(v)
+        };
+        rules::parse_scope(&scope).map_err(|e| invalid(INCLUDE_OUTBOUND_RANGES, v, e))?;
+        args.extend(["--include-outbound-cidrs".to_owned(), scope]);
+    }
+    if let Some(v) = annotations.get(EXCLUDE_OUTBOUND_RANGES) {
+        let ranges = ipv4_only(v);
+        rules::parse_list::<rules::Ipv4Cidr>(&ranges)
+            .map_err(|e| invalid(EXCLUDE_OUTBOUND_RANGES, v, e))?;
+        args.extend(["--exclude-outbound-cidrs".to_owned(), ranges]);
+    }
+    if let Some(v) = annotations.get(EXCLUDE_OUTBOUND_PORTS) {
+        let ports = rules::parse_ports(v).map_err(|e| invalid(EXCLUDE_OUTBOUND_PORTS, v, e))?;
+        args.extend(["--exclude-outbound-ports".to_owned(), join(&ports)]);
+    }
+    Ok(args)
+}
+
+fn join(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A Kubernetes resource quantity (`100m`, `1.5`, `128Mi`, `1e3`, `2G`): checked here so a typo
+/// in an annotation names the annotation, not a field of a container the user never wrote.
+fn is_quantity(s: &str) -> bool {
+    let digits_end = s
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.' || *c == '+' || *c == '-'))
+        .map_or(s.len(), |(i, _)| i);
+    let (number, suffix) = s.split_at(digits_end);
+    let number = number.strip_prefix(['+', '-']).unwrap_or(number);
+    let valid_number = !number.is_empty()
+        && number.chars().filter(|c| *c == '.').count() <= 1
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number != ".";
+    let valid_suffix = matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(|exp| {
+        let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+        !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit())
+    });
+    valid_number && valid_suffix
+}
+
+fn proxy_resources(annotations: &BTreeMap<String, String>) -> Result<Value, InvalidPod> {
+    let get =
+        |annotation: &'static str, default: Option<&str>| -> Result<Option<String>, InvalidPod> {
+            match annotations.get(annotation) {
+                Some(v) if is_quantity(v.trim()) => Ok(Some(v.trim().to_owned())),
+                Some(v) => Err(invalid(annotation, v, "not a resource quantity")),
+                None => Ok(default.map(str::to_owned)),
+            }
+        };
+    let mut resources = json!({
+        "requests": {
+            "cpu": get(PROXY_CPU, Some("100m"))?,
+            "memory": get(PROXY_MEMORY, Some("128Mi"))?,
+        },
+    });
+    let mut limits = serde_json::Map::new();
+    if let Some(cpu) = get(PROXY_CPU_LIMIT, None)? {
+        limits.insert("cpu".to_owned(), json!(cpu));
+    }
+    if let Some(memory) = get(PROXY_MEMORY_LIMIT, None)? {
+        limits.insert("memory".to_owned(), json!(memory));
+    }
+    if !limits.is_empty() {
+        resources["limits"] = Value::Object(limits);
+    }
+    Ok(resources)
+}
+
+/// The app containers' `httpGet` probes pointed at Envoy's app-health listener, and what they were
+/// (keyed by the new path). Probes on a port that cannot be resolved are left as written.
+fn rewrite_probes(app: &[Value]) -> (JsonPatch, BTreeMap<String, Value>) {
+    let mut ops = Vec::new();
+    let mut probers = BTreeMap::new();
+    for (i, container) in app.iter().enumerate() {
+        let Some(name) = container["name"].as_str() else {
+            continue;
+        };
+        for (field, suffix) in [
+            ("readinessProbe", "readyz"),
+            ("livenessProbe", "livez"),
+            ("startupProbe", "startupz"),
+        ] {
+            let probe = &container[field];
+            let http = &probe["httpGet"];
+            if !http.is_object() {
+                continue;
+            }
+            let Some(port) = resolve_port(container, &http["port"]) else {
+                continue;
+            };
+            let path = format!("/app-health/{name}/{suffix}");
+            let mut original = http.clone();
+            original["port"] = json!(port);
+            if original["path"].as_str().is_none_or(str::is_empty) {
+                original["path"] = json!("/");
+            }
+            if original["scheme"].as_str().is_none_or(str::is_empty) {
+                original["scheme"] = json!("HTTP");
+            }
+            probers.insert(
+                path.clone(),
+                json!({
+                    "httpGet": original,
+                    "timeoutSeconds": probe["timeoutSeconds"].as_i64().unwrap_or(1),
+                }),
+            );
+            ops.push(PatchOp::Replace {
+                path: format!("/spec/containers/{i}/{field}/httpGet"),
+                value: json!({ "path": path, "port": APP_HEALTH_PORT, "scheme": "HTTP" }),
+            });
+        }
+    }
+    (ops, probers)
+}
+
+/// A probe's port: a number, or the name of one of the container's ports.
+fn resolve_port(container: &Value, port: &Value) -> Option<u16> {
+    if let Some(n) = port.as_u64() {
+        return u16::try_from(n).ok().filter(|p| *p != 0);
+    }
+    let name = port.as_str()?;
+    if let Ok(n) = name.parse::<u16>() {
+        return (n != 0).then_some(n);
+    }
+    container["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .and_then(|n| u16::try_from(n).ok())
+}
+
+fn small_resources() -> Value {
+    json!({
+        "requests": { "cpu": "10m", "memory": "40Mi" },
+        "limits": { "cpu": "100m", "memory": "128Mi" },
+    })
+}
+
+fn init_container(config: &InjectConfig, args: Vec<String>) -> Value {
+    json!({
+        "name": INIT_CONTAINER,
+        "image": config.proxy_init_image,
+        "args": args,
+        "resources": small_resources(),
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "privileged": false,
+            // iptables takes its lock under /run.
+            "readOnlyRootFilesystem": false,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": false,
+            "capabilities": { "add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"] },
+        },
+    })
+}
+
+fn field_env(name: &str, path: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "fieldRef": { "apiVersion": "v1", "fieldPath": path } } })
+}
+
+fn bootstrap_container(
+    config: &InjectConfig,
+    labels: &BTreeMap<String, String>,
+    probers: &BTreeMap<String, Value>,
+) -> Value {
+    let mut args = vec![
+        "bootstrap".to_owned(),
+        "--xds-addr".to_owned(),
+        config.xds_addr.clone(),
+        "--root-cert".to_owned(),
+        ROOT_CERT_FILE.to_owned(),
+    ];
+    if config.token_file {
+        args.extend(["--token-file".to_owned(), TOKEN_FILE.to_owned()]);
+    }
+    args.extend(["-o".to_owned(), BOOTSTRAP_FILE.to_owned()]);
+    // Labels are known now and fixed for the bootstrap's lifetime; values can hold neither `,`
+    // nor `=`, so `k=v,k=v` is exact.
+    let labels = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut env = vec![
+        field_env("MESHD_POD", "metadata.name"),
+        field_env("MESHD_NAMESPACE", "metadata.namespace"),
+        field_env("MESHD_IP", "status.podIP"),
+        field_env("MESHD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        json!({ "name": "MESHD_LABELS", "value": labels }),
+    ];
+    if !probers.is_empty() {
+        env.push(json!({ "name": APP_PROBERS_ENV, "value": json!(probers).to_string() }));
+    }
+    json!({
+        "name": BOOTSTRAP_CONTAINER,
+        "image": config.proxy_init_image,
+        "args": args,
+        "env": env,
+        "resources": small_resources(),
+        "securityContext": proxy_security_context(),
+        "volumeMounts": [{ "name": ENVOY_VOLUME, "mountPath": BOOTSTRAP_DIR }],
+    })
+}
+
+fn proxy_security_context() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "privileged": false,
+        "readOnlyRootFilesystem": true,
+        "runAsUser": PROXY_UID,
+        "runAsGroup": PROXY_UID,
+        "runAsNonRoot": true,
+        "capabilities": { "drop": ["ALL"] },
+    })
+}
+
+fn proxy_container(config: &InjectConfig, resources: Value) -> Value {
+    json!({
+        "name": PROXY_CONTAINER,
+        "image": config.proxy_image,
+        "command": ["envoy"],
+        "args": [
+            "-c", BOOTSTRAP_FILE,
+            "--concurrency", "2",
+            "--disable-hot-restart",
+            "--drain-time-s", "45",
+            "--drain-strategy", "immediate",
+            "--log-level", "warning",
+        ],
+        "ports": [{ "name": "http-envoy-prom", "containerPort": PROMETHEUS_PORT, "protocol": "TCP" }],
+        "readinessProbe": {
+            "httpGet": { "path": "/healthz/ready", "port": HEALTH_PORT, "scheme": "HTTP" },
+            "initialDelaySeconds": 1,
+            "periodSeconds": 2,
+            "timeoutSeconds": 3,
+            "failureThreshold": 30,
+        },
+        "resources": resources,
+        "securityContext": proxy_security_context(),
+        "volumeMounts": [
+            { "name": ENVOY_VOLUME, "mountPath": BOOTSTRAP_DIR, "readOnly": true },
+            { "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true },
+            { "name": ROOT_CERT_VOLUME, "mountPath": ROOT_CERT_DIR, "readOnly": true },
+        ],
+    })
+}
+
+fn volumes() -> [Value; 3] {
+    [
+        json!({ "name": ENVOY_VOLUME, "emptyDir": { "medium": "Memory" } }),
+        json!({
+            "name": TOKEN_VOLUME,
+            "projected": {
+                "sources": [{
+                    "serviceAccountToken": {
+                        "audience": TOKEN_AUDIENCE,
+                        "expirationSeconds": TOKEN_TTL_SECONDS,
+                        "path": "istio-token",
+                    },
+                }],
+            },
+        }),
+        json!({ "name": ROOT_CERT_VOLUME, "configMap": { "name": ROOT_CERT_CONFIGMAP } }),
+    ]
+}
+
+/// Applies a patch to a document: what the API server does with the webhook's answer. Tests use
+/// it to look at the injected pod as a whole.
+#[cfg(test)]
+pub fn apply(doc: &mut Value, patch: &JsonPatch) -> Result<(), String> {
+    for op in patch {
+        let (path, value, add) = match op {
+            PatchOp::Add { path, value } => (path, value.clone(), true),
+            PatchOp::Replace { path, value } => (path, value.clone(), false),
+        };
+        let (parent, last) = path.rsplit_once('/').ok_or("path without /")?;
+        let last = last.replace("~1", "/").replace("~0", "~");
+        let target = doc
+            .pointer_mut(parent)
+            .ok_or_else(|| format!("no parent {parent} for {path}"))?;
+        match target {
+            Value::Object(map) => {
+                if !add && !map.contains_key(&last) {
+                    return Err(format!("replace of missing {path}"));
+                }
+                map.insert(last, value);
+            }
+            Value::Array(list) => {
+                if last == "-" && add {
+                    list.push(value);
+                } else {
+                    let i: usize = last.parse().map_err(|_| format!("bad index in {path}"))?;
+                    if add && i <= list.len() {
+                        list.insert(i, value);
+                    } else if !add && i < list.len() {
+                        list[i] = value;
+                    } else {
+                        return Err(format!("index out of range in {path}"));
+                    }
+                }
+            }
+            _ => return Err(format!("{parent} is not a container")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/serve/webhook/testdata")
+            .join(name)
+    }
+
+    fn read_json(name: &str) -> Value {
+        let text = std::fs::read_to_string(testdata(name))
+            .unwrap_or_else(|e| panic!("reading {name}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {name}: {e}"))
+    }
+
+    /// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
+    fn check_golden(name: &str, actual: &Value) {
+        let path = testdata(name);
+        let text = format!("{}\n", serde_json::to_string_pretty(actual).unwrap());
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &text).unwrap();
+            return;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {name}: {e} (UPDATE_GOLDEN=1 writes it)"));
+        assert!(
+            expected == text,
+            "{name} differs (UPDATE_GOLDEN=1 rewrites it):\n--- actual\n{text}"
+        );
+    }
+
+    fn mk_pod(extra_meta: Value, spec: Value) -> Value {
+        let mut pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": "web-0", "namespace": "shop" },
+            "spec": spec,
+        });
+        if let (Some(meta), Some(extra)) = (pod["metadata"].as_object_mut(), extra_meta.as_object())
+        {
+            for (k, v) in extra {
+                meta.insert(k.clone(), v.clone());
+            }
+        }
+        pod
+    }
+
+    fn mk_spec() -> Value {
+        json!({ "containers": [{ "name": "web", "image": "nginx" }] })
+    }
+
+    fn enabled() -> BTreeMap<String, String> {
+        BTreeMap::from([(NAMESPACE_LABEL.to_owned(), "enabled".to_owned())])
+    }
+
+    fn injected(pod: &Value) -> Value {
+        let patch = inject(pod, "shop", Some(&enabled()), &InjectConfig::default())
+            .unwrap()
+            .expect("injected");
+        let mut out = pod.clone();
+        apply(&mut out, &patch).unwrap();
+        out
+    }
+
+    #[test]
+    fn golden_pod_with_probes_and_annotations_gets_the_expected_patch() {
+        let pod = read_json("pod.json");
+        let patch = inject(&pod, "shop", Some(&enabled()), &InjectConfig::default())
+            .unwrap()
+            .expect("injected");
+        check_golden("pod.patch.json", &json!(patch));
+        let mut out = pod.clone();
+        apply(&mut out, &patch).unwrap();
+        check_golden("pod.injected.json", &out);
+    }
+
+    #[test]
+    fn golden_bare_pod_gets_the_expected_patch() {
+        let pod = read_json("bare-pod.json");
+        let patch = inject(&pod, "default", None, &InjectConfig::default())
+            .unwrap()
+            .expect("injected");
+        check_golden("bare-pod.patch.json", &json!(patch));
+    }
+
+    #[test]
+    fn injected_pod_is_not_injected_again() {
+        let once = injected(&mk_pod(json!({}), mk_spec()));
+        assert_eq!(
+            skip_reason(&once, "shop", Some(&enabled())),
+            Some(Skip::AlreadyInjected)
+        );
+        assert_eq!(
+            inject(&once, "shop", Some(&enabled()), &InjectConfig::default()),
+            Ok(None)
+        );
+        // A pod that brings its own istio-proxy is left alone too.
+        let manual = mk_pod(
+            json!({}),
+            json!({ "containers": [{ "name": "web" }, { "name": "istio-proxy" }] }),
+        );
+        assert_eq!(
+            skip_reason(&manual, "shop", None),
+            Some(Skip::AlreadyInjected)
+        );
+    }
+
+    #[test]
+    fn namespace_label_and_pod_opt_in_and_out_decide() {
+        let plain = mk_pod(json!({}), mk_spec());
+        let opt_out = mk_pod(json!({ "labels": { INJECT_KEY: "false" } }), mk_spec());
+        let opt_out_annotation =
+            mk_pod(json!({ "annotations": { INJECT_KEY: "false" } }), mk_spec());
+        let opt_in = mk_pod(json!({ "labels": { INJECT_KEY: "true" } }), mk_spec());
+        let none = BTreeMap::new();
+        let disabled = BTreeMap::from([(NAMESPACE_LABEL.to_owned(), "disabled".to_owned())]);
+        let revision = BTreeMap::from([(REVISION_LABEL.to_owned(), "canary".to_owned())]);
+
+        assert_eq!(skip_reason(&plain, "shop", Some(&enabled())), None);
+        assert_eq!(
+            skip_reason(&opt_out, "shop", Some(&enabled())),
+            Some(Skip::OptedOut)
+        );
+        assert_eq!(
+            skip_reason(&opt_out_annotation, "shop", Some(&enabled())),
+            Some(Skip::OptedOut)
+        );
+        assert_eq!(
+            skip_reason(&plain, "shop", Some(&none)),
+            Some(Skip::NamespaceNotEnabled)
+        );
+        assert_eq!(skip_reason(&opt_in, "shop", Some(&none)), None);
+        assert_eq!(
+            skip_reason(&opt_in, "shop", Some(&disabled)),
+            Some(Skip::NamespaceNotEnabled)
+        );
+        assert_eq!(skip_reason(&plain, "shop", Some(&revision)), None);
+        // Unknown namespace: the webhook configuration's selectors already chose.
+        assert_eq!(skip_reason(&plain, "shop", None), None);
+        assert_eq!(skip_reason(&opt_out, "shop", None), Some(Skip::OptedOut));
+        assert_eq!(
+            skip_reason(&plain, "kube-system", Some(&enabled())),
+            Some(Skip::IgnoredNamespace)
+        );
+        let host = mk_pod(
+            json!({}),
+            json!({ "hostNetwork": true, "containers": [{ "name": "web" }] }),
+        );
+        assert_eq!(
+            skip_reason(&host, "shop", Some(&enabled())),
+            Some(Skip::HostNetwork)
+        );
+    }
+
+    #[test]
+    fn traffic_annotations_become_iptables_flags() {
+        let pod = mk_pod(
+            json!({ "annotations": {
+                INCLUDE_OUTBOUND_RANGES: "10.0.0.0/8, 172.16.0.0/12,fd00::/8",
+                EXCLUDE_OUTBOUND_RANGES: "169.254.169.254/32",
+                EXCLUDE_OUTBOUND_PORTS: "5432,6379",
+                EXCLUDE_INBOUND_PORTS: "9090,15020",
+            } }),
+            mk_spec(),
+        );
+        let out = injected(&pod);
+        let args: Vec<&str> = out["spec"]["initContainers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "iptables",
+                "--proxy-uid",
+                "1337",
+                "--proxy-gid",
+                "1337",
+                "--inbound-port",
+                "15006",
+                "--outbound-port",
+                "15001",
+                "--exclude-inbound-ports",
+                "15000,15020,15021,15090,9090",
+                "--include-outbound-cidrs",
+                "10.0.0.0/8,172.16.0.0/12",
+                "--exclude-outbound-cidrs",
+                "169.254.169.254/32",
+                "--exclude-outbound-ports",
+                "5432,6379",
+            ]
+        );
+        let all = mk_pod(
+            json!({ "annotations": { INCLUDE_OUTBOUND_RANGES: "*" } }),
+            mk_spec(),
+        );
+        let args = injected(&all)["spec"]["initContainers"][0]["args"].clone();
+        assert!(args.as_array().unwrap().contains(&json!("*")));
+    }
+
+    #[test]
+    fn bad_annotations_refuse_the_pod_naming_the_annotation() {
+        for (annotation, value) in [
+            (EXCLUDE_OUTBOUND_PORTS, "5432,x"),
+            (EXCLUDE_INBOUND_PORTS, "70000"),
+            (INCLUDE_OUTBOUND_RANGES, "10.0.0.0/40"),
+            (EXCLUDE_OUTBOUND_RANGES, "not-a-cidr"),
+            (PROXY_CPU, "lots"),
+            (PROXY_MEMORY_LIMIT, "1.2.3Gi"),
+        ] {
+            let pod = mk_pod(json!({ "annotations": { annotation: value } }), mk_spec());
+            let err = inject(&pod, "shop", Some(&enabled()), &InjectConfig::default())
+                .expect_err(annotation);
+            assert!(err.to_string().contains(annotation), "{annotation}: {err}");
+        }
+    }
+
+    #[test]
+    fn proxy_resources_come_from_annotations_with_istio_defaults() {
+        let out = injected(&mk_pod(json!({}), mk_spec()));
+        let proxy = &out["spec"]["containers"][1];
+        assert_eq!(proxy["name"], PROXY_CONTAINER);
+        assert_eq!(
+            proxy["resources"],
+            json!({ "requests": { "cpu": "100m", "memory": "128Mi" } })
+        );
+        let out = injected(&mk_pod(
+            json!({ "annotations": {
+                PROXY_CPU: "250m", PROXY_MEMORY: "256Mi",
+                PROXY_CPU_LIMIT: "1", PROXY_MEMORY_LIMIT: "1Gi",
+            } }),
+            mk_spec(),
+        ));
+        assert_eq!(
+            out["spec"]["containers"][1]["resources"],
+            json!({
+                "requests": { "cpu": "250m", "memory": "256Mi" },
+                "limits": { "cpu": "1", "memory": "1Gi" },
+            })
+        );
+    }
+
+    #[test]
+    fn quantities_follow_kubernetes_syntax() {
+        for good in [
+            "100m", "1", "0.5", "128Mi", "1Gi", "2G", "1e3", "1.5E-2", "+1",
+        ] {
+            assert!(is_quantity(good), "{good}");
+        }
+        for bad in ["", "m", "lots", "1.2.3", "1Qi", "1e", ".", "1 Gi"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn http_probes_are_pointed_at_envoy_and_the_originals_handed_to_bootstrap() {
+        let pod = mk_pod(
+            json!({}),
+            json!({ "containers": [
+                {
+                    "name": "web",
+                    "ports": [{ "name": "http", "containerPort": 8080 }],
+                    "readinessProbe": { "httpGet": { "path": "/ready", "port": "http" }, "timeoutSeconds": 3 },
+                    "livenessProbe": { "httpGet": { "path": "/live", "port": 8081, "scheme": "HTTPS" } },
+                    "startupProbe": { "tcpSocket": { "port": 8080 } },
+                },
+                {
+                    "name": "side",
+                    "readinessProbe": { "httpGet": { "port": "missing" } },
+                },
+            ] }),
+        );
+        let out = injected(&pod);
+        let web = &out["spec"]["containers"][0];
+        assert_eq!(
+            web["readinessProbe"],
+            json!({ "httpGet": { "path": "/app-health/web/readyz", "port": 15020, "scheme": "HTTP" }, "timeoutSeconds": 3 })
+        );
+        assert_eq!(
+            web["livenessProbe"]["httpGet"]["path"],
+            "/app-health/web/livez"
+        );
+        assert_eq!(
+            web["startupProbe"],
+            json!({ "tcpSocket": { "port": 8080 } })
+        );
+        // A port name that resolves to nothing is left for the kubelet to report.
+        assert_eq!(
+            out["spec"]["containers"][1]["readinessProbe"],
+            json!({ "httpGet": { "port": "missing" } })
+        );
+        let env = out["spec"]["initContainers"][1]["env"].as_array().unwrap();
+        let probers = env
+            .iter()
+            .find(|e| e["name"] == APP_PROBERS_ENV)
+            .expect("probers passed on");
+        let probers: Value = serde_json::from_str(probers["value"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            probers,
+            json!({
+                "/app-health/web/readyz": { "httpGet": { "path": "/ready", "port": 8080, "scheme": "HTTP" }, "timeoutSeconds": 3 },
+                "/app-health/web/livez": { "httpGet": { "path": "/live", "port": 8081, "scheme": "HTTPS" }, "timeoutSeconds": 1 },
+            })
+        );
+
+        let opted_out = mk_pod(
+            json!({ "annotations": { REWRITE_PROBES_ANNOTATION: "false" } }),
+            pod["spec"].clone(),
+        );
+        let out = injected(&opted_out);
+        assert_eq!(
+            out["spec"]["containers"][0]["readinessProbe"],
+            pod["spec"]["containers"][0]["readinessProbe"]
+        );
+        assert!(
+            !out["spec"]["initContainers"][1]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == APP_PROBERS_ENV)
+        );
+    }
+
+    #[test]
+    fn init_containers_run_first_and_existing_maps_are_extended() {
+        let pod = mk_pod(
+            json!({
+                "labels": { "app": "web" },
+                "annotations": { DEFAULT_CONTAINER_ANNOTATION: "other", "a/b~c": "x" },
+            }),
+            json!({
+                "initContainers": [{ "name": "migrate" }],
+                "containers": [{ "name": "web" }, { "name": "other" }],
+                "volumes": [{ "name": "data", "emptyDir": {} }],
+            }),
+        );
+        let out = injected(&pod);
+        let names = |field: &str| -> Vec<String> {
+            out["spec"][field]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            names("initContainers"),
+            [INIT_CONTAINER, BOOTSTRAP_CONTAINER, "migrate"]
+        );
+        assert_eq!(names("containers"), ["web", "other", PROXY_CONTAINER]);
+        assert_eq!(
+            names("volumes"),
+            ["data", "istio-envoy", "istio-token", "istiod-ca-cert"]
+        );
+        assert_eq!(out["metadata"]["labels"]["app"], "web");
+        assert_eq!(out["metadata"]["labels"][TLS_MODE_LABEL], "istio");
+        // A default container the user chose stays.
+        assert_eq!(
+            out["metadata"]["annotations"][DEFAULT_CONTAINER_ANNOTATION],
+            "other"
+        );
+        assert_eq!(out["metadata"]["annotations"]["a/b~c"], "x");
+        let labels_env = out["spec"]["initContainers"][1]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "MESHD_LABELS")
+            .unwrap()["value"]
+            .clone();
+        assert_eq!(labels_env, "app=web,security.istio.io/tlsMode=istio");
+    }
+
+    #[test]
+    fn the_projected_token_is_passed_to_bootstrap_unless_turned_off() {
+        let pod = mk_pod(json!({}), mk_spec());
+        for token_file in [true, false] {
+            let config = InjectConfig {
+                token_file,
+                ..InjectConfig::default()
+            };
+            let patch = inject(&pod, "shop", None, &config).unwrap().unwrap();
+            let mut out = pod.clone();
+            apply(&mut out, &patch).unwrap();
+            let args = out["spec"]["initContainers"][1]["args"].clone();
+            let args: Vec<&str> = args
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert_eq!(
+                args.windows(2).any(|w| w == ["--token-file", TOKEN_FILE]),
+                token_file,
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn something_without_containers_is_not_a_pod() {
+        assert!(matches!(
+            inject(
+                &json!({ "kind": "Pod" }),
+                "shop",
+                None,
+                &InjectConfig::default()
+            ),
+            Err(InvalidPod::NotAPod(_))
+        ));
+    }
+}

@@ -1,0 +1,951 @@
+//! meshd against a real kube-apiserver (v1.20.2 on etcd): the Kubernetes source feeding stock
+//! Envoy sidecars, root-certificate distribution, service-account token identity, and leader
+//! election between two replicas.
+//!
+//! meshd runs where the mesh harness puts it, in the hub network namespace at 10.77.0.1, so the
+//! pods' Envoys reach it as they would a control plane. The API server listens on the host's
+//! loopback, which no namespace can reach; a bridge carries it into the hub at the same address
+//! (`127.0.0.1:PORT`, so the kubeconfig and the server's certificate fit unchanged): a helper
+//! process in the hub (this test binary again, see [`forwarder_helper_for_meshd_in_the_hub`])
+//! accepts there and hands each connection over a Unix socket — a file, which every namespace
+//! sees — to a thread of the test process on the host, which connects to the API server.
+//!
+//! Needs `make test-deps` (kube-apiserver) and root (namespaces); without them every test fails
+//! saying so.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meshd_tests::kube::KubeCluster;
+use meshd_tests::{Mesh, Meshd, Pod, PodSpec, wait_for, wait_until, yaml};
+use serde_json::{Value, json};
+
+/// What the brief promises: a change in the cluster is in a connected proxy's config this fast.
+const REFLECTED: Duration = Duration::from_secs(2);
+/// For what waits on a reconnect backoff (Envoy's, or the watcher's after an outage).
+const RECOVERED: Duration = Duration::from_secs(60);
+const FORWARD_ENV: &str = "MESHD_TEST_APISERVER_FORWARD";
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// A cluster with the generated Istio CRDs installed.
+fn cluster_with_crds() -> KubeCluster {
+    let cluster = KubeCluster::start().unwrap_or_else(|err| panic!("{err:#}"));
+    cluster
+        .apply_file(&repo_file("manifests/crds.yaml"))
+        .unwrap_or_else(|err| panic!("{err:#}"));
+    // CRDs are served a moment after they are accepted.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            cluster
+                .kubectl(&["get", "virtualservices.networking.istio.io", "-A"])
+                .is_ok_and(|o| o.status.success())
+        }),
+        "the Istio CRDs are not served"
+    );
+    cluster
+}
+
+fn apply(cluster: &KubeCluster, yaml: &str) {
+    cluster
+        .apply(yaml)
+        .unwrap_or_else(|err| panic!("{err:#}\n--- applied ---\n{yaml}"));
+}
+
+fn kubectl(cluster: &KubeCluster, args: &[&str]) -> String {
+    cluster
+        .kubectl_ok(args)
+        .unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+/// The helper process the bridge starts in the hub: forwards every connection accepted on
+/// `ADDR` to the Unix socket `PATH` (`MESHD_TEST_APISERVER_FORWARD=ADDR|PATH`). As an ordinary
+/// test (no variable set) it does nothing.
+#[test]
+fn forwarder_helper_for_meshd_in_the_hub() {
+    let Ok(spec) = std::env::var(FORWARD_ENV) else {
+        return;
+    };
+    let (addr, socket) = spec.split_once('|').unwrap();
+    let listener = TcpListener::bind(addr).unwrap();
+    for tcp in listener.incoming().flatten() {
+        let socket = socket.to_owned();
+        std::thread::spawn(move || {
+            if let Ok(unix) = UnixStream::connect(&socket) {
+                splice(tcp, unix);
+            }
+        });
+    }
+}
+
+/// Copies both ways until both sides are done.
+fn splice(tcp: TcpStream, unix: UnixStream) {
+    let (Ok(mut tcp_read), Ok(mut unix_read)) = (tcp.try_clone(), unix.try_clone()) else {
+        return;
+    };
+    let (mut tcp_write, mut unix_write) = (tcp, unix);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut tcp_read, &mut unix_write);
+        let _ = unix_write.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut unix_read, &mut tcp_write);
+    let _ = tcp_write.shutdown(Shutdown::Write);
+    let _ = up.join();
+}
+
+/// The API server at its own address inside the hub namespace (see the module docs).
+struct ApiServerBridge {
+    helper: Child,
+    socket: PathBuf,
+}
+
+impl ApiServerBridge {
+    fn start(cluster: &KubeCluster, mesh: &Mesh) -> ApiServerBridge {
+        let authority = cluster
+            .server_url()
+            .trim_start_matches("https://")
+            .to_owned();
+        let socket = mesh.dir().join("apiserver.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket).unwrap();
+        let target = authority.clone();
+        std::thread::spawn(move || {
+            for unix in listener.incoming().flatten() {
+                let target = target.clone();
+                std::thread::spawn(move || {
+                    if let Ok(tcp) = TcpStream::connect(&target) {
+                        splice(tcp, unix);
+                    }
+                });
+            }
+        });
+        let helper = Command::new("ip")
+            .args(["netns", "exec", mesh.hub_netns()])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "forwarder_helper_for_meshd_in_the_hub"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(FORWARD_ENV, format!("{authority}|{}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let bridge = ApiServerBridge { helper, socket };
+        let url = format!("https://{authority}/readyz");
+        assert!(
+            wait_until(Duration::from_secs(20), || mesh
+                .hub_curl(&url, &["-k"])
+                .status
+                == 200),
+            "the API server is not reachable from the hub through the bridge"
+        );
+        bridge
+    }
+}
+
+impl Drop for ApiServerBridge {
+    fn drop(&mut self) {
+        let _ = self.helper.kill();
+        let _ = self.helper.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// meshd in the hub, reading the cluster (and an empty config directory).
+fn start_meshd(mesh: &Mesh, cluster: &KubeCluster) -> Meshd {
+    let kubeconfig = cluster.kubeconfig_path().display().to_string();
+    mesh.start_meshd(mesh.config_dir(), &["--kubeconfig", &kubeconfig])
+        .unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+fn config_dump(pod: &Pod) -> String {
+    pod.envoy_admin("/config_dump?include_eds")
+        .unwrap_or_default()
+}
+
+/// Waits for `check` on the pod's Envoy config; panics with what it saw after `timeout`.
+fn wait_for_config(
+    pod: &Pod,
+    meshd: &Meshd,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&str) -> bool,
+) {
+    let started = Instant::now();
+    let mut last = String::new();
+    let ok = wait_until(timeout, || {
+        last = config_dump(pod);
+        check(&last)
+    });
+    assert!(
+        ok,
+        "{what}: not in the proxy's config after {timeout:?}\n--- meshd ---\n{}",
+        meshd.log()
+    );
+    eprintln!("{what}: reflected after {:?}", started.elapsed());
+}
+
+/// Names of the clusters Envoy holds (routes may name clusters that do not exist).
+fn clusters(dump: &str) -> Vec<String> {
+    let dump: Value = serde_json::from_str(dump).unwrap_or_default();
+    dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| {
+            c["dynamic_active_clusters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|c| c["cluster"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn has_cluster(dump: &str, name: &str) -> bool {
+    clusters(dump).iter().any(|c| c == name)
+}
+
+const WEB_CLUSTER: &str = "outbound|80||web.apps.svc.cluster.local";
+const WEB_CLUSTER_81: &str = "outbound|81||web.apps.svc.cluster.local";
+
+fn web_virtual_service(timeout: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: apps}}
+spec:
+  hosts: [web.apps.svc.cluster.local]
+  http:
+  - timeout: {timeout}
+    route:
+    - destination: {{host: web.apps.svc.cluster.local}}
+"
+    )
+}
+
+#[test]
+fn cluster_changes_reach_a_connected_proxy_and_survive_api_server_and_etcd_restarts() {
+    let mut cluster = cluster_with_crds();
+    let mesh = Mesh::new().unwrap_or_else(|err| panic!("{err:#}"));
+    let _bridge = ApiServerBridge::start(&cluster, &mesh);
+    apply(&cluster, &yaml::namespace("apps", &[]));
+    let meshd = start_meshd(&mesh, &cluster);
+    let client = mesh
+        .add_pod(PodSpec::new("client", "apps").sidecar())
+        .unwrap_or_else(|err| panic!("{err:#}"));
+
+    // A Service and its Endpoints appear…
+    apply(
+        &cluster,
+        &yaml::documents(&[
+            yaml::service(
+                "web",
+                "apps",
+                "10.96.0.20",
+                &[("http", 80, 8080)],
+                &[("app", "web")],
+            ),
+            yaml::endpoints("web", "apps", &[("10.77.9.9", "web-0")], &[("http", 8080)]),
+        ]),
+    );
+    wait_for_config(
+        &client,
+        &meshd,
+        "new Service and Endpoints",
+        REFLECTED,
+        |d| has_cluster(d, WEB_CLUSTER) && d.contains("10.77.9.9"),
+    );
+    // …change…
+    apply(
+        &cluster,
+        &yaml::documents(&[
+            yaml::service(
+                "web",
+                "apps",
+                "10.96.0.20",
+                &[("http", 80, 8080), ("http-alt", 81, 8081)],
+                &[("app", "web")],
+            ),
+            yaml::endpoints(
+                "web",
+                "apps",
+                &[("10.77.9.10", "web-1")],
+                &[("http", 8080), ("http-alt", 8081)],
+            ),
+        ]),
+    );
+    wait_for_config(
+        &client,
+        &meshd,
+        "changed Service and Endpoints",
+        REFLECTED,
+        |d| has_cluster(d, WEB_CLUSTER_81) && d.contains("10.77.9.10") && !d.contains("10.77.9.9"),
+    );
+    // …and a VirtualService comes, changes and goes.
+    apply(&cluster, &web_virtual_service("7s"));
+    wait_for_config(&client, &meshd, "new VirtualService", REFLECTED, |d| {
+        d.contains("\"timeout\": \"7s\"")
+    });
+    apply(&cluster, &web_virtual_service("9s"));
+    wait_for_config(&client, &meshd, "changed VirtualService", REFLECTED, |d| {
+        d.contains("\"timeout\": \"9s\"") && !d.contains("\"timeout\": \"7s\"")
+    });
+    kubectl(&cluster, &["delete", "virtualservice", "web", "-n", "apps"]);
+    wait_for_config(&client, &meshd, "deleted VirtualService", REFLECTED, |d| {
+        !d.contains("\"timeout\": \"9s\"")
+    });
+
+    // A malformed VirtualService (the CRD's schema lets any spec through) is skipped and
+    // reported; everything else keeps flowing.
+    let broken = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: apps}
+spec:
+  hosts: web.apps.svc.cluster.local
+  http: 7
+";
+    let output = cluster
+        .kubectl_with_input(&["apply", "--validate=false", "-f", "-"], Some(broken))
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    apply(&cluster, &web_virtual_service("5s"));
+    wait_for_config(
+        &client,
+        &meshd,
+        "VirtualService next to a broken one",
+        REFLECTED,
+        |d| d.contains("\"timeout\": \"5s\""),
+    );
+    let configz: Value =
+        serde_json::from_str(&mesh.meshd_debug("/debug/configz").unwrap()).unwrap();
+    let errors = configz["errors"].to_string();
+    assert!(
+        errors.contains("kube:VirtualService/apps/broken"),
+        "the broken VirtualService is not reported: {errors}"
+    );
+    assert!(meshd.log().contains("invalid object skipped"));
+    // `meshd analyze --kubeconfig` finds it too, naming it.
+    let analyze = Command::new(meshd_tests::deps::tools().unwrap().meshd)
+        .args(["analyze", "--kubeconfig"])
+        .arg(cluster.kubeconfig_path())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&analyze.stdout);
+    assert_eq!(analyze.status.code(), Some(1), "{printed}");
+    assert!(printed.contains("VirtualService apps/broken"), "{printed}");
+
+    // Secrets: only those a Gateway references are read.
+    apply(
+        &cluster,
+        "apiVersion: v1
+kind: Secret
+metadata: {name: web-cert, namespace: apps}
+type: kubernetes.io/tls
+data: {tls.crt: Y2VydA==, tls.key: a2V5}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: unrelated, namespace: apps}
+data: {password: aHVudGVyMg==}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: apps}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [web.example.com]
+    tls: {mode: SIMPLE, credentialName: web-cert}
+",
+    );
+    let secrets = || -> Vec<String> {
+        let configz: Value =
+            serde_json::from_str(&mesh.meshd_debug("/debug/configz").unwrap()).unwrap();
+        configz["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["kind"] == "Secret")
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["namespace"].as_str().unwrap(),
+                    o["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || secrets() == ["apps/web-cert"]),
+        "secrets read: {:?}",
+        secrets()
+    );
+
+    // The API server goes away: meshd keeps serving what it had.
+    cluster.stop_apiserver();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        mesh.hub_curl("http://10.77.0.1:15014/ready", &[]).status,
+        200
+    );
+    let dump = config_dump(&client);
+    assert!(has_cluster(&dump, WEB_CLUSTER) && dump.contains("\"timeout\": \"5s\""));
+    cluster
+        .restart_apiserver()
+        .unwrap_or_else(|err| panic!("{err:#}"));
+    apply(&cluster, &web_virtual_service("11s"));
+    wait_for_config(
+        &client,
+        &meshd,
+        "change after an API server restart",
+        RECOVERED,
+        |d| d.contains("\"timeout\": \"11s\"") && has_cluster(d, WEB_CLUSTER_81),
+    );
+    // etcd goes away and comes back: the same.
+    cluster
+        .restart_etcd()
+        .unwrap_or_else(|err| panic!("{err:#}"));
+    apply(&cluster, &web_virtual_service("13s"));
+    wait_for_config(
+        &client,
+        &meshd,
+        "change after an etcd restart",
+        RECOVERED,
+        |d| {
+            d.contains("\"timeout\": \"13s\"")
+                && has_cluster(d, WEB_CLUSTER_81)
+                && d.contains("10.77.9.10")
+        },
+    );
+    // And deletions still arrive.
+    kubectl(&cluster, &["delete", "service", "web", "-n", "apps"]);
+    wait_for_config(&client, &meshd, "deleted Service", REFLECTED, |d| {
+        !has_cluster(d, WEB_CLUSTER)
+    });
+}
+
+const SLEEP_IP: &str = "10.77.1.10";
+const IMPOSTOR_IP: &str = "10.77.1.11";
+
+/// A ServiceAccount, a Pod running as it (its IP set as a kubelet would) and a Service selecting
+/// it, so its sidecar gets an inbound mTLS listener and asks for its certificate.
+fn workload(cluster: &KubeCluster, name: &str, service_account: &str, ip: &str, vip: &str) {
+    apply(
+        cluster,
+        &yaml::documents(&[
+            format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {service_account}, namespace: apps}}\n"
+            ),
+            yaml::pod(name, "apps", ip, &[("app", name)], service_account),
+            yaml::service(name, "apps", vip, &[("http", 8080, 8080)], &[("app", name)]),
+            yaml::endpoints(name, "apps", &[(ip, name)], &[("http", 8080)]),
+        ]),
+    );
+    cluster
+        .set_pod_ip("apps", name, ip)
+        .unwrap_or_else(|err| panic!("{err:#}"));
+}
+
+/// A token for `service_account`, audience istio-ca, bound to pod `pod` (as kubelet projects it).
+fn pod_bound_token(cluster: &KubeCluster, service_account: &str, pod: &str) -> String {
+    let uid = cluster
+        .get_raw(&format!("/api/v1/namespaces/apps/pods/{pod}"))
+        .unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = cluster
+        .post_raw(
+            &format!("/api/v1/namespaces/apps/serviceaccounts/{service_account}/token"),
+            &json!({
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "audiences": ["istio-ca"],
+                    "expirationSeconds": 3600,
+                    "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod, "uid": uid},
+                },
+            }),
+        )
+        .unwrap();
+    answer["status"]["token"].as_str().unwrap().to_owned()
+}
+
+/// Writes a file Envoy (uid 1337) can read; atomically, as kubelet swaps projected volumes.
+fn write_readable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The bootstrap an injected pod gets: TLS to meshd, the root from `istio-ca-root-cert`, and the
+/// service-account token file.
+fn token_bootstrap(pod: &Pod, service_account: &str, root_cert: &Path, token: &Path) -> PathBuf {
+    let path = pod.dir().join("envoy-bootstrap.json");
+    let output = Command::new(meshd_tests::deps::tools().unwrap().meshd)
+        .arg("bootstrap")
+        .args(["--pod", pod.name(), "--namespace", pod.namespace()])
+        .args(["--ip", &pod.ip().to_string()])
+        .args(["--labels", &format!("app={}", pod.name())])
+        .args(["--service-account", service_account])
+        .args(["--xds-addr", "10.77.0.1:15012"])
+        .arg("--root-cert")
+        .arg(root_cert)
+        .arg("--token-file")
+        .arg(token)
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    write_readable(&path, &std::fs::read_to_string(&path).unwrap());
+    path
+}
+
+fn spiffe_ids(pod: &Pod) -> String {
+    pod.envoy_admin("/certs").unwrap_or_default()
+}
+
+/// `IstioCertificateService/CreateCertificate` as an Istio agent calls it — gRPC over TLS with
+/// `authorization: Bearer <token>` — sent with curl from the hub; the certificate chain it
+/// answered with (PEM text stays readable in the protobuf), or `Err(grpc-status)`.
+fn create_certificate(mesh: &Mesh, root_cert: &Path, token: &str) -> Result<String, String> {
+    use prost::Message as _;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let request = meshd_proto::istio_ca::IstioCertificateRequest {
+        csr,
+        validity_duration: 3600,
+        metadata: None,
+    }
+    .encode_to_vec();
+    // gRPC framing: uncompressed, length, message.
+    let mut framed = vec![0u8];
+    framed.extend((request.len() as u32).to_be_bytes());
+    framed.extend(request);
+    let body = mesh.dir().join(format!("csr-{}.bin", token.len()));
+    std::fs::write(&body, framed).unwrap();
+    let result = mesh.hub_curl(
+        "https://istiod.istio-system.svc:15012/istio.v1.auth.IstioCertificateService/CreateCertificate",
+        &[
+            "--http2",
+            "--cacert",
+            &root_cert.display().to_string(),
+            "--resolve",
+            "istiod.istio-system.svc:15012:10.77.0.1",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-H",
+            &format!("authorization: Bearer {token}"),
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ],
+    );
+    if result.body.contains("BEGIN CERTIFICATE") {
+        Ok(result.body)
+    } else {
+        Err(format!(
+            "grpc-status {:?} ({:?}): {result:?}",
+            result.header("grpc-status"),
+            result.header("grpc-message")
+        ))
+    }
+}
+
+fn metric(mesh: &Mesh, name: &str) -> u64 {
+    let text = mesh.meshd_debug("/metrics").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[test]
+fn sidecars_prove_identity_with_service_account_tokens_and_get_the_root_from_a_configmap() {
+    let cluster = cluster_with_crds();
+    let mesh = Mesh::new().unwrap_or_else(|err| panic!("{err:#}"));
+    let _bridge = ApiServerBridge::start(&cluster, &mesh);
+    apply(&cluster, &yaml::namespace("istio-system", &[]));
+    let mut meshd = start_meshd(&mesh, &cluster);
+
+    // The root certificate reaches a namespace created after meshd started.
+    apply(&cluster, &yaml::namespace("apps", &[]));
+    let root = std::fs::read_to_string(mesh.ca_dir().join("root-cert.pem")).unwrap();
+    let distributed = wait_for(Duration::from_secs(10), || {
+        let out = cluster
+            .kubectl_ok(&[
+                "get",
+                "configmap",
+                "istio-ca-root-cert",
+                "-n",
+                "apps",
+                "-o",
+                "json",
+            ])
+            .ok()?;
+        let cm: Value = serde_json::from_str(&out).ok()?;
+        cm["data"]["root-cert.pem"].as_str().map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("no istio-ca-root-cert in apps\n{}", meshd.log()));
+    assert_eq!(distributed, root);
+    let dumped = kubectl(
+        &cluster,
+        &[
+            "get",
+            "configmap",
+            "istio-ca-root-cert",
+            "-n",
+            "istio-system",
+        ],
+    );
+    assert!(dumped.contains("istio-ca-root-cert"));
+
+    workload(&cluster, "sleep", "sleep", SLEEP_IP, "10.96.0.30");
+    workload(&cluster, "impostor", "other", IMPOSTOR_IP, "10.96.0.31");
+
+    // The sleep pod's sidecar, with a token kubelet would project for it.
+    let sleep = mesh
+        .add_pod(
+            PodSpec::new("sleep", "apps")
+                .ip(SLEEP_IP.parse().unwrap())
+                .label("app", "sleep"),
+        )
+        .unwrap();
+    sleep.install_iptables(&[]).unwrap();
+    let root_file = sleep.dir().join("root-cert.pem");
+    write_readable(&root_file, &distributed);
+    let token_file = sleep.dir().join("istio-token");
+    write_readable(&token_file, &pod_bound_token(&cluster, "sleep", "sleep"));
+    let bootstrap = token_bootstrap(&sleep, "sleep", &root_file, &token_file);
+    sleep
+        .start_envoy(&bootstrap)
+        .unwrap_or_else(|err| panic!("{err:#}\n{}", meshd.log()));
+    assert!(
+        wait_until(RECOVERED, || spiffe_ids(&sleep)
+            .contains("spiffe://cluster.local/ns/apps/sa/sleep")),
+        "no certificate for the proven identity\n--- envoy ---\n{}\n--- meshd ---\n{}",
+        sleep.envoy_log(),
+        meshd.log()
+    );
+    assert!(has_cluster(
+        &config_dump(&sleep),
+        "outbound|8080||impostor.apps.svc.cluster.local"
+    ));
+
+    // A pod running as another service account, presenting sleep's token, is refused.
+    let impostor = mesh
+        .add_pod(PodSpec::new("impostor", "apps").ip(IMPOSTOR_IP.parse().unwrap()))
+        .unwrap();
+    let stolen = impostor.dir().join("istio-token");
+    write_readable(
+        &stolen,
+        &cluster
+            .service_account_token("apps", "sleep", &["istio-ca"])
+            .unwrap(),
+    );
+    let impostor_root = impostor.dir().join("root-cert.pem");
+    write_readable(&impostor_root, &distributed);
+    let impostor_bootstrap = token_bootstrap(&impostor, "sleep", &impostor_root, &stolen);
+    let rejections = metric(&mesh, "meshd_xds_identity_rejections");
+    let envoy = meshd_tests::deps::tools()
+        .unwrap()
+        .envoy
+        .display()
+        .to_string();
+    impostor
+        .spawn(&[
+            "setpriv",
+            "--reuid",
+            "1337",
+            "--regid",
+            "1337",
+            "--clear-groups",
+            "--",
+            &envoy,
+            "-c",
+            &impostor_bootstrap.display().to_string(),
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+        ])
+        .unwrap();
+    assert!(
+        wait_until(RECOVERED, || {
+            meshd.log().contains(
+            "pod impostor.apps runs as service account other, the token is system:serviceaccount:apps:sleep's"
+        )
+        }),
+        "the impostor was not refused\n{}",
+        meshd.log()
+    );
+    assert!(metric(&mesh, "meshd_xds_identity_rejections") > rejections);
+    assert!(
+        !spiffe_ids(&impostor).contains("spiffe://"),
+        "the impostor got a certificate"
+    );
+
+    // The CA authenticates callers the same way: a token gets a certificate for its own
+    // service account, an unknown token gets nothing.
+    let chain = create_certificate(
+        &mesh,
+        &root_file,
+        &cluster
+            .service_account_token("apps", "sleep", &["istio-ca"])
+            .unwrap(),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "CreateCertificate refused a valid token: {e}\n{}",
+            meshd.log()
+        )
+    });
+    // The leaf (first in the chain) names the token's service account.
+    let begin = chain.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let end = chain[begin..].find("-----END CERTIFICATE-----").unwrap() + begin + 25;
+    let leaf = meshd_ca::describe_pem(&chain[begin..end]).unwrap();
+    assert_eq!(
+        leaf[0].uri_sans,
+        vec!["spiffe://cluster.local/ns/apps/sa/sleep".to_string()]
+    );
+    let refused = create_certificate(&mesh, &root_file, "not-a-token").unwrap_err();
+    assert!(refused.contains("Some(\"16\")"), "{refused}");
+    // A token for another audience proves nothing here.
+    let vault_token = cluster
+        .service_account_token("apps", "sleep", &["vault"])
+        .unwrap();
+    assert!(create_certificate(&mesh, &root_file, &vault_token).is_err());
+
+    // The token file is read again whenever Envoy reconnects: an unusable token is refused
+    // after a reconnect, a fresh one is accepted.
+    write_readable(&token_file, "not-a-token");
+    let before = meshd.log().len();
+    meshd.restart().unwrap_or_else(|err| panic!("{err:#}"));
+    let logged_since = |needles: &[&str]| {
+        meshd.log()[before..]
+            .lines()
+            .any(|line| needles.iter().all(|n| line.contains(n)))
+    };
+    assert!(
+        wait_until(RECOVERED, || logged_since(&[
+            "sidecar~10.77.1.10~sleep.apps",
+            "token rejected"
+        ])),
+        "the reconnecting proxy did not present the rewritten token\n{}",
+        &meshd.log()[before..]
+    );
+    write_readable(&token_file, &pod_bound_token(&cluster, "sleep", "sleep"));
+    assert!(
+        wait_until(RECOVERED, || logged_since(&[
+            "proxy connected",
+            "sidecar~10.77.1.10~sleep.apps",
+            "spiffe://cluster.local/ns/apps/sa/sleep"
+        ])),
+        "the proxy did not come back with a fresh token\n{}",
+        &meshd.log()[before..]
+    );
+}
+
+/// `meshd serve` on the host's loopback (no pods needed), for the leader-election test.
+struct HostMeshd {
+    child: Child,
+    debug: String,
+    log: PathBuf,
+}
+
+impl HostMeshd {
+    fn start(cluster: &KubeCluster, name: &str) -> HostMeshd {
+        let ports: Vec<u16> = (0..4)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let log = cluster.dir().join("logs").join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let debug = format!("127.0.0.1:{}", ports[2]);
+        let child = Command::new(meshd_tests::deps::tools().unwrap().meshd)
+            .arg("serve")
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig_path())
+            .args(["--xds-addr", &format!("127.0.0.1:{}", ports[0])])
+            .args(["--secure-addr", &format!("127.0.0.1:{}", ports[1])])
+            .args(["--debug-addr", &debug])
+            .args(["--webhook-addr", &format!("127.0.0.1:{}", ports[3])])
+            .args(["--pod-name", name])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let meshd = HostMeshd { child, debug, log };
+        assert!(
+            wait_until(Duration::from_secs(30), || meshd.get("/ready").is_some()),
+            "{name} not ready\n{}",
+            meshd.log()
+        );
+        meshd
+    }
+
+    fn get(&self, path: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(&self.debug).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: meshd\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        head.contains(" 200 ").then(|| body.to_owned())
+    }
+
+    fn is_leader(&self) -> Option<bool> {
+        let metrics = self.get("/metrics")?;
+        let line = metrics.lines().find(|l| l.starts_with("meshd_leader "))?;
+        Some(line.ends_with(" 1"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM: a graceful stop, which gives the lease up.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = wait_until(Duration::from_secs(10), || {
+            self.child.try_wait().is_ok_and(|s| s.is_some())
+        });
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HostMeshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lease_holder(cluster: &KubeCluster) -> String {
+    let lease: Value = serde_json::from_str(&kubectl(
+        cluster,
+        &[
+            "get",
+            "lease",
+            "meshd-leader",
+            "-n",
+            "istio-system",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Exactly one of the replicas says it leads, and it is the one the Lease names.
+fn one_leader(replicas: &[&HostMeshd], cluster: &KubeCluster) -> Option<usize> {
+    let states: Vec<Option<bool>> = replicas.iter().map(|m| m.is_leader()).collect();
+    if states.iter().any(Option::is_none) {
+        return None;
+    }
+    let leaders: Vec<usize> = (0..replicas.len())
+        .filter(|i| states[*i] == Some(true))
+        .collect();
+    let [leader] = leaders[..] else { return None };
+    let names = ["meshd-a", "meshd-b"];
+    lease_holder(cluster)
+        .starts_with(names[leader])
+        .then_some(leader)
+}
+
+#[test]
+fn exactly_one_of_two_replicas_leads_and_the_other_takes_over_when_it_stops() {
+    let cluster = KubeCluster::start().unwrap_or_else(|err| panic!("{err:#}"));
+    apply(&cluster, &yaml::namespace("istio-system", &[]));
+    let mut a = HostMeshd::start(&cluster, "meshd-a");
+    let mut b = HostMeshd::start(&cluster, "meshd-b");
+    let first = wait_for(Duration::from_secs(20), || one_leader(&[&a, &b], &cluster))
+        .unwrap_or_else(|| {
+            panic!(
+                "no single leader\n--- a ---\n{}\n--- b ---\n{}",
+                a.log(),
+                b.log()
+            )
+        });
+    // It stays that way while both run.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(one_leader(&[&a, &b], &cluster), Some(first));
+
+    // A graceful stop releases the lease: the other replica takes over within a renew period.
+    let started = Instant::now();
+    if first == 0 {
+        a.terminate();
+    } else {
+        b.terminate();
+    }
+    let survivor = if first == 0 { &b } else { &a };
+    assert!(
+        wait_until(Duration::from_secs(10), || survivor.is_leader()
+            == Some(true)),
+        "the other replica did not take over\n{}",
+        survivor.log()
+    );
+    eprintln!("takeover after a graceful stop: {:?}", started.elapsed());
+    assert!(lease_holder(&cluster).starts_with(if first == 0 { "meshd-b" } else { "meshd-a" }));
+    // Both replicas served xDS all along; the survivor still does.
+    assert!(survivor.get("/ready").is_some());
+
+    // The stopped replica comes back as a follower; then the leader dies without a word
+    // (SIGKILL): its lease expires (15 s) and the follower takes over.
+    let (name, survivor_index) = if first == 0 {
+        ("meshd-a", 1)
+    } else {
+        ("meshd-b", 0)
+    };
+    let back = HostMeshd::start(&cluster, name);
+    let (a, b) = if first == 0 { (&back, &b) } else { (&a, &back) };
+    assert_eq!(
+        wait_for(Duration::from_secs(10), || one_leader(&[a, b], &cluster)),
+        Some(survivor_index)
+    );
+    let started = Instant::now();
+    let (dying, heir) = if survivor_index == 0 { (a, b) } else { (b, a) };
+    let _ = Command::new("kill")
+        .args(["-KILL", &dying.child.id().to_string()])
+        .status();
+    assert!(
+        wait_until(Duration::from_secs(30), || heir.is_leader() == Some(true)),
+        "no takeover after the leader was killed\n{}",
+        heir.log()
+    );
+    let waited = started.elapsed();
+    eprintln!("takeover after SIGKILL: {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(10),
+        "took over a lease that had not expired: {waited:?}"
+    );
+}

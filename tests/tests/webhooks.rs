@@ -1,0 +1,799 @@
+//! meshd's admission webhooks called by a real kube-apiserver (v1.20.2 on etcd, loopback): sidecar
+//! injection on pod creation and validation of Istio objects.
+//!
+//! meshd runs on loopback with its file source (an empty directory) and a CA directory of its own;
+//! the webhook configurations here are test-only ones that reach it at `https://127.0.0.1:PORT`
+//! (Endpoints cannot hold loopback addresses, so the Service-based ones of `manifests/` cannot),
+//! trusting meshd's root as their `caBundle`. The injector speaks AdmissionReview v1beta1 and the
+//! validator v1, so both versions go through the real API server.
+//!
+//! Needs `make test-deps` (kube-apiserver) and a built meshd (`cargo build -p meshd`, or MESHD_BIN).
+
+use std::ffi::OsString;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use meshd_tests::kube::KubeCluster;
+use meshd_tests::process::log_tail;
+use meshd_tests::{wait_for, wait_until};
+use serde_json::{Value, json};
+
+const STARTUP: Duration = Duration::from_secs(30);
+/// How long the API server may take to notice a new webhook configuration.
+const CONFIG_PROPAGATION: Duration = Duration::from_secs(30);
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn meshd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MESHD_BIN") {
+        return PathBuf::from(path);
+    }
+    // Integration tests run from target/<profile>/deps/; binaries live in target/<profile>/.
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let dir = exe.parent().expect("the test binary is in a directory");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("deps/ has a parent")
+    } else {
+        dir
+    };
+    dir.join("meshd")
+}
+
+/// Loopback ports the kernel had free just now; held together while choosing so they differ.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a loopback port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("bound").port())
+}
+
+/// `meshd serve` on loopback; killed when dropped.
+struct Meshd {
+    child: Child,
+    dir: PathBuf,
+    webhook_port: u16,
+}
+
+impl Meshd {
+    /// With the file source: an empty directory.
+    fn start() -> Meshd {
+        Meshd::start_with(|dir| vec![OsString::from("--config-dir"), dir.join("config").into()])
+    }
+
+    /// With the source `source` names (given meshd's directory).
+    fn start_with(source: impl FnOnce(&Path) -> Vec<OsString>) -> Meshd {
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "meshd-webhooks-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["config", "ca"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("creating meshd's directories");
+        }
+        let [xds, secure, debug, webhook] = free_ports::<4>();
+        let binary = meshd_binary();
+        let mut command = Command::new(&binary);
+        // Blind to whatever MESHD_* settings the runner has.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("MESHD_") {
+                command.env_remove(key);
+            }
+        }
+        let log = std::fs::File::create(dir.join("meshd.log")).expect("creating the log");
+        let child = command
+            .arg("serve")
+            .args(source(&dir))
+            .arg("--ca-dir")
+            .arg(dir.join("ca"))
+            .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
+            .args(["--secure-addr", &format!("127.0.0.1:{secure}")])
+            .args(["--debug-addr", &format!("127.0.0.1:{debug}")])
+            .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
+            .args(["--proxy-image", "registry.test/envoy:v1.40.0"])
+            .args(["--proxy-init-image", "registry.test/meshd:test"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "starting {}: {err} (build it with `cargo build -p meshd`, or set MESHD_BIN)",
+                    binary.display()
+                )
+            });
+        let mut meshd = Meshd {
+            child,
+            dir,
+            webhook_port: webhook,
+        };
+        let ready = wait_until(STARTUP, || {
+            meshd.exited().is_some()
+                || (http_ok(debug, "/ready")
+                    && TcpStream::connect((Ipv4Addr::LOCALHOST, webhook)).is_ok())
+        });
+        if let Some(exit) = meshd.exited() {
+            panic!("meshd exited: {exit}\n{}", meshd.log());
+        }
+        assert!(
+            ready,
+            "meshd was not ready within {STARTUP:?}\n{}",
+            meshd.log()
+        );
+        meshd
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) => Some(status.to_string()),
+            Err(err) => Some(err.to_string()),
+        }
+    }
+
+    fn log(&self) -> String {
+        log_tail(&self.dir.join("meshd.log"), 40)
+    }
+
+    /// meshd's trust bundle: what the API server must trust to call the webhooks.
+    fn root_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ca/root-cert.pem")).expect("meshd wrote its root")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.webhook_port)
+    }
+}
+
+impl Drop for Meshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A plain-HTTP GET on loopback answering 200.
+fn http_ok(port: u16, path: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.") && answer.contains(" 200 ")
+}
+
+fn cluster() -> KubeCluster {
+    KubeCluster::start().unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+fn apply_ok(cluster: &KubeCluster, object: &Value) {
+    cluster
+        .apply(&object.to_string())
+        .unwrap_or_else(|err| panic!("{err:#}\n--- applied ---\n{object:#}"));
+}
+
+/// `kubectl create -f -` (optionally server-side dry-run): the object as stored, or kubectl's error.
+fn create(cluster: &KubeCluster, object: &Value, dry_run: bool) -> Result<Value, String> {
+    let mut args = vec!["create", "-f", "-", "-o", "json"];
+    if dry_run {
+        args.push("--dry-run=server");
+    }
+    let output = cluster
+        .kubectl_with_input(&args, Some(&object.to_string()))
+        .expect("kubectl runs");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    serde_json::from_slice(&output.stdout).map_err(|err| format!("kubectl printed non-JSON: {err}"))
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| item["name"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn mk_namespace(name: &str, labels: Value) -> Value {
+    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": labels } })
+}
+
+/// No controller manager runs, so nobody creates the `default` service account pods need.
+fn mk_service_account(namespace: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": { "name": "default", "namespace": namespace },
+    })
+}
+
+fn mk_pod(namespace: &str, name: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "namespace": namespace, "labels": labels },
+        "spec": {
+            "containers": [{
+                "name": "app",
+                "image": "registry.test/app:1",
+                "ports": [{ "name": "http", "containerPort": 8080 }],
+                "readinessProbe": { "httpGet": { "path": "/ready", "port": "http" } },
+            }],
+        },
+    })
+}
+
+fn mk_injector(meshd: &Meshd, ca_bundle: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": "meshd-test-injector" },
+        "webhooks": [{
+            "name": "namespace.sidecar-injector.meshd.test",
+            "clientConfig": { "url": meshd.url("/inject"), "caBundle": ca_bundle },
+            "rules": [{
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+            }],
+            "namespaceSelector": { "matchLabels": { "istio-injection": "enabled" } },
+            "objectSelector": { "matchExpressions": [{
+                "key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"],
+            }] },
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1beta1"],
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 10,
+        }],
+    })
+}
+
+fn mk_validator(meshd: &Meshd, ca_bundle: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": { "name": "meshd-test-validator" },
+        "webhooks": [{
+            "name": "validation.meshd.test",
+            "clientConfig": { "url": meshd.url("/validate"), "caBundle": ca_bundle },
+            "rules": [{
+                "operations": ["CREATE", "UPDATE"],
+                "apiGroups": ["networking.istio.io", "security.istio.io"],
+                "apiVersions": ["*"],
+                "resources": ["*"],
+            }],
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            // Fail, so a webhook that cannot be reached fails the test instead of waving through.
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 10,
+        }],
+    })
+}
+
+fn mk_virtual_service(namespace: &str, name: &str, regex: &str) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": {
+            "hosts": ["reviews"],
+            "http": [{
+                "match": [{ "uri": { "regex": regex } }],
+                "route": [{ "destination": { "host": "reviews" } }],
+            }],
+        },
+    })
+}
+
+/// The cluster with meshd's test-only webhook configurations registered, once the API server
+/// calls them (it picks configurations up asynchronously).
+fn cluster_with_webhooks(meshd: &Meshd) -> KubeCluster {
+    let cluster = cluster();
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(meshd.root_pem());
+    for object in [
+        mk_namespace("meshed", json!({ "istio-injection": "enabled" })),
+        mk_namespace("plain", json!({})),
+        mk_service_account("meshed"),
+        mk_service_account("plain"),
+        mk_injector(meshd, &ca_bundle),
+        mk_validator(meshd, &ca_bundle),
+    ] {
+        apply_ok(&cluster, &object);
+    }
+    let probe = mk_pod("meshed", "probe", json!({}));
+    let injecting = wait_until(CONFIG_PROPAGATION, || {
+        create(&cluster, &probe, true)
+            .is_ok_and(|pod| names(&pod["spec"]["containers"]).contains(&"istio-proxy".to_owned()))
+    });
+    assert!(
+        injecting,
+        "the API server never injected a dry-run pod: {:?}\n{}",
+        create(&cluster, &probe, true),
+        meshd.log()
+    );
+    cluster
+}
+
+#[test]
+fn pods_in_enabled_namespaces_get_the_sidecar_once_and_others_are_untouched() {
+    let meshd = Meshd::start();
+    let cluster = cluster_with_webhooks(&meshd);
+
+    let pod = create(
+        &cluster,
+        &mk_pod("meshed", "web", json!({ "app": "web" })),
+        false,
+    )
+    .unwrap_or_else(|err| panic!("creating the pod: {err}\n{}", meshd.log()));
+    assert_eq!(
+        names(&pod["spec"]["initContainers"]),
+        ["istio-init", "istio-bootstrap"]
+    );
+    assert_eq!(names(&pod["spec"]["containers"]), ["app", "istio-proxy"]);
+    let init = &pod["spec"]["initContainers"][0];
+    assert_eq!(init["image"], "registry.test/meshd:test");
+    assert_eq!(init["args"][0], "iptables");
+    assert_eq!(
+        init["securityContext"]["capabilities"]["add"],
+        json!(["NET_ADMIN", "NET_RAW"])
+    );
+    assert_eq!(init["securityContext"]["runAsUser"], 0);
+    let bootstrap = &pod["spec"]["initContainers"][1];
+    assert_eq!(bootstrap["args"][0], "bootstrap");
+    let env: Vec<String> = bootstrap["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for var in [
+        "MESHD_POD",
+        "MESHD_NAMESPACE",
+        "MESHD_IP",
+        "MESHD_SERVICE_ACCOUNT",
+        "MESHD_LABELS",
+        "MESHD_APP_PROBERS",
+    ] {
+        assert!(env.contains(&var.to_owned()), "{var} in {env:?}");
+    }
+    let proxy = &pod["spec"]["containers"][1];
+    assert_eq!(proxy["image"], "registry.test/envoy:v1.40.0");
+    assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
+    assert_eq!(proxy["securityContext"]["runAsGroup"], 1337);
+    assert_eq!(proxy["readinessProbe"]["httpGet"]["port"], 15021);
+    assert_eq!(proxy["readinessProbe"]["httpGet"]["path"], "/healthz/ready");
+    assert_eq!(proxy["resources"]["requests"]["cpu"], "100m");
+    assert_eq!(proxy["resources"]["requests"]["memory"], "128Mi");
+    let mounts: Vec<String> = proxy["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for path in [
+        "/etc/istio/proxy",
+        "/var/run/secrets/tokens",
+        "/var/run/secrets/istio",
+    ] {
+        assert!(mounts.contains(&path.to_owned()), "{path} in {mounts:?}");
+    }
+    let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+    let token = volumes
+        .iter()
+        .find(|v| v["name"] == "istio-token")
+        .expect("the token volume");
+    assert_eq!(
+        token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "istio-ca"
+    );
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["configMap"]["name"] == "istio-ca-root-cert")
+    );
+    // The app's probe now goes through Envoy.
+    assert_eq!(
+        pod["spec"]["containers"][0]["readinessProbe"]["httpGet"],
+        json!({ "path": "/app-health/app/readyz", "port": 15020, "scheme": "HTTP" })
+    );
+    assert_eq!(
+        pod["metadata"]["labels"]["security.istio.io/tlsMode"],
+        "istio"
+    );
+    assert_eq!(pod["metadata"]["labels"]["app"], "web");
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(
+        annotations["kubectl.kubernetes.io/default-container"],
+        "app"
+    );
+    let status: Value = serde_json::from_str(
+        annotations["sidecar.istio.io/status"]
+            .as_str()
+            .expect("status annotation"),
+    )
+    .expect("status is JSON");
+    assert_eq!(status["containers"], json!(["istio-proxy"]));
+
+    // The injected bootstrap container, run as the kubelet would run it, writes a bootstrap
+    // stock Envoy accepts, with the app-health listener for the rewritten probe.
+    let envoy_config = run_bootstrap_container(&pod, &meshd);
+    assert!(
+        envoy_config["static_resources"]["listeners"]
+            .as_array()
+            .expect("listeners")
+            .iter()
+            .any(|l| l["address"]["socket_address"]["port_value"] == 15020)
+    );
+    assert_eq!(
+        envoy_config["node"]["id"],
+        "sidecar~10.44.0.7~web.meshed~meshed.svc.cluster.local"
+    );
+    assert_eq!(
+        envoy_config["node"]["metadata"]["LABELS"]["security.istio.io/tlsMode"],
+        "istio"
+    );
+
+    // An unlabelled namespace: the API server does not even ask.
+    let plain = create(&cluster, &mk_pod("plain", "web", json!({})), false)
+        .unwrap_or_else(|err| panic!("creating the plain pod: {err}"));
+    assert_eq!(names(&plain["spec"]["containers"]), ["app"]);
+    assert!(plain["spec"]["initContainers"].is_null());
+    assert!(plain["metadata"]["annotations"]["sidecar.istio.io/status"].is_null());
+
+    // A pod that opts out in an enabled namespace.
+    let opted_out = create(
+        &cluster,
+        &mk_pod(
+            "meshed",
+            "legacy",
+            json!({ "sidecar.istio.io/inject": "false" }),
+        ),
+        false,
+    )
+    .unwrap_or_else(|err| panic!("creating the opted-out pod: {err}"));
+    assert_eq!(names(&opted_out["spec"]["containers"]), ["app"]);
+
+    // Applying the same pod twice: the second apply is an update, and nothing is added twice.
+    // (Without a probe: re-applying would revert the rewritten probe, and pod specs are
+    // immutable — with Istio's injector just the same.)
+    let mut applied = mk_pod("meshed", "applied", json!({ "app": "applied" }));
+    if let Some(app) = applied["spec"]["containers"][0].as_object_mut() {
+        app.remove("readinessProbe");
+    }
+    apply_ok(&cluster, &applied);
+    apply_ok(&cluster, &applied);
+    let live: Value = serde_json::from_str(
+        &cluster
+            .kubectl_ok(&["get", "pod", "applied", "-n", "meshed", "-o", "json"])
+            .expect("kubectl get"),
+    )
+    .expect("JSON");
+    assert_eq!(names(&live["spec"]["containers"]), ["app", "istio-proxy"]);
+    assert_eq!(
+        names(&live["spec"]["initContainers"]),
+        ["istio-init", "istio-bootstrap"]
+    );
+
+    // An already-injected pod, created again under another name, is not injected a second time.
+    let mut again = pod.clone();
+    again["metadata"] = json!({
+        "name": "web-again",
+        "namespace": "meshed",
+        "labels": pod["metadata"]["labels"],
+        "annotations": pod["metadata"]["annotations"],
+    });
+    if let Some(spec) = again["spec"].as_object_mut() {
+        spec.remove("nodeName");
+    }
+    again.as_object_mut().expect("object").remove("status");
+    let again = create(&cluster, &again, false)
+        .unwrap_or_else(|err| panic!("creating the injected pod again: {err}"));
+    assert_eq!(names(&again["spec"]["containers"]), ["app", "istio-proxy"]);
+    assert_eq!(
+        names(&again["spec"]["initContainers"]),
+        ["istio-init", "istio-bootstrap"]
+    );
+    let volume_names = names(&again["spec"]["volumes"]);
+    assert_eq!(
+        volume_names.iter().filter(|n| *n == "istio-envoy").count(),
+        1,
+        "{volume_names:?}"
+    );
+}
+
+#[test]
+fn istio_objects_meshd_analyze_rejects_are_refused_with_its_message() {
+    let meshd = Meshd::start();
+    let cluster = cluster_with_webhooks(&meshd);
+    cluster
+        .apply_file(&repo_file("manifests/crds.yaml"))
+        .unwrap_or_else(|err| panic!("applying the CRDs: {err:#}"));
+    cluster
+        .kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ])
+        .unwrap_or_else(|err| panic!("{err:#}"));
+
+    // The CRDs may take a moment to serve; the valid object then goes through the webhook.
+    let valid = mk_virtual_service("meshed", "reviews", "^/api/v[0-9]+/.*");
+    let accepted = wait_for(CONFIG_PROPAGATION, || create(&cluster, &valid, false).ok());
+    assert!(
+        accepted.is_some(),
+        "a valid VirtualService was refused: {:?}\n{}",
+        create(&cluster, &valid, false),
+        meshd.log()
+    );
+
+    let invalid = mk_virtual_service("meshed", "bad-regex", "(unclosed");
+    let refused = create(&cluster, &invalid, false).expect_err("an invalid regex is refused");
+    assert!(
+        refused.contains("admission webhook \"validation.meshd.test\" denied the request"),
+        "{refused}"
+    );
+    // The line `meshd analyze` prints for the same object.
+    assert!(
+        refused.contains(
+            "Error [IST0106] (VirtualService meshed/bad-regex) spec.http[0].match[0].uri.regex: invalid regex \"(unclosed\""
+        ),
+        "{refused}"
+    );
+    let stored = cluster
+        .kubectl(&["get", "virtualservice", "bad-regex", "-n", "meshed"])
+        .expect("kubectl runs");
+    assert!(!stored.status.success(), "the refused object was stored");
+
+    // Updates are judged too: breaking the valid one is refused, and it stays as it was.
+    let mut broken = valid.clone();
+    broken["spec"]["http"][0]["match"][0]["uri"]["regex"] = json!("[z-a]");
+    let output = cluster
+        .kubectl_with_input(&["apply", "-f", "-"], Some(&broken.to_string()))
+        .expect("kubectl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the broken update was applied");
+    assert!(
+        stderr.contains("Error [IST0106] (VirtualService meshed/reviews)"),
+        "{stderr}"
+    );
+    let stored: Value = serde_json::from_str(
+        &cluster
+            .kubectl_ok(&[
+                "get",
+                "virtualservice",
+                "reviews",
+                "-n",
+                "meshed",
+                "-o",
+                "json",
+            ])
+            .unwrap_or_else(|err| panic!("{err:#}")),
+    )
+    .expect("JSON");
+    assert_eq!(
+        stored["spec"]["http"][0]["match"][0]["uri"]["regex"],
+        "^/api/v[0-9]+/.*"
+    );
+}
+
+/// With the Kubernetes source, the leader fills meshd's trust bundle into the `caBundle` of every
+/// webhook of the configurations `manifests/install.yaml` installs (which leave it out).
+#[test]
+fn the_leader_patches_its_ca_bundle_into_the_installed_webhook_configurations() {
+    let cluster = cluster();
+    for file in ["manifests/crds.yaml", "manifests/install.yaml"] {
+        cluster
+            .apply_file(&repo_file(file))
+            .unwrap_or_else(|err| panic!("applying {file}: {err:#}"));
+    }
+    let kubeconfig = cluster.kubeconfig_path();
+    let meshd = Meshd::start_with(|_| vec!["--kubeconfig".into(), kubeconfig.into()]);
+    let expected = base64::engine::general_purpose::STANDARD.encode(meshd.root_pem());
+    let bundles = |kind: &str, name: &str| -> Vec<String> {
+        let config: Value = cluster
+            .kubectl_ok(&["get", kind, name, "-o", "json"])
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null);
+        config["webhooks"]
+            .as_array()
+            .map(|hooks| {
+                hooks
+                    .iter()
+                    .map(|h| {
+                        h["clientConfig"]["caBundle"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let patched = wait_until(CONFIG_PROPAGATION, || {
+        let injector = bundles("mutatingwebhookconfiguration", "meshd-sidecar-injector");
+        let validator = bundles("validatingwebhookconfiguration", "meshd-validator");
+        injector.len() == 2
+            && validator.len() == 1
+            && injector.iter().chain(&validator).all(|b| *b == expected)
+    });
+    assert!(
+        patched,
+        "caBundles not patched: injector {:?}, validator {:?}\n{}",
+        bundles("mutatingwebhookconfiguration", "meshd-sidecar-injector"),
+        bundles("validatingwebhookconfiguration", "meshd-validator"),
+        meshd.log()
+    );
+    // The rest of each webhook is as installed.
+    let injector: Value = serde_json::from_str(
+        &cluster
+            .kubectl_ok(&[
+                "get",
+                "mutatingwebhookconfiguration",
+                "meshd-sidecar-injector",
+                "-o",
+                "json",
+            ])
+            .unwrap_or_else(|err| panic!("{err:#}")),
+    )
+    .expect("JSON");
+    assert_eq!(
+        injector["webhooks"][0]["clientConfig"]["service"]["path"],
+        "/inject"
+    );
+    assert_eq!(
+        injector["webhooks"][1]["objectSelector"]["matchLabels"]["sidecar.istio.io/inject"],
+        "true"
+    );
+}
+
+/// Envoy 1.40: MESHD_ENVOY, else where `make test-deps` puts it.
+fn envoy_binary() -> PathBuf {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("MESHD_ENVOY")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        let cache = home.join(".cache/meshd");
+        candidates.push(cache.join("bin/envoy"));
+        if let Ok(entries) = std::fs::read_dir(cache.join("envoy-1.40.0/lib")) {
+            candidates.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path().join("site-packages/envoy/_bin/envoy")),
+            );
+        }
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("Envoy not found (looked at {candidates:?}); run `make test-deps`")
+        })
+}
+
+/// Runs the pod's `istio-bootstrap` init container with the meshd binary: its args, and its env
+/// with the downward-API fields filled in as the kubelet would. The pod's mount points are moved
+/// under a scratch directory (holding meshd's root and a token); the bootstrap it writes is
+/// checked by `envoy --mode validate` and returned.
+fn run_bootstrap_container(pod: &Value, meshd: &Meshd) -> Value {
+    let container = pod["spec"]["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .find(|c| c["name"] == "istio-bootstrap")
+        .expect("the bootstrap container");
+    let root = meshd.dir.join("pod-fs");
+    let moved = |path: &str| -> String {
+        match path.strip_prefix('/') {
+            Some(rest) if path.starts_with("/etc/istio/") || path.starts_with("/var/run/") => {
+                root.join(rest).display().to_string()
+            }
+            _ => path.to_owned(),
+        }
+    };
+    for dir in [
+        "etc/istio/proxy",
+        "var/run/secrets/istio",
+        "var/run/secrets/tokens",
+    ] {
+        std::fs::create_dir_all(root.join(dir)).expect("creating the pod's mount points");
+    }
+    std::fs::write(
+        root.join("var/run/secrets/istio/root-cert.pem"),
+        meshd.root_pem(),
+    )
+    .expect("writing the root");
+    std::fs::write(root.join("var/run/secrets/tokens/istio-token"), "token")
+        .expect("writing the token");
+
+    let mut command = Command::new(meshd_binary());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MESHD_") {
+            command.env_remove(key);
+        }
+    }
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| moved(a.as_str().expect("string args")))
+        .collect();
+    command.args(&args);
+    for var in container["env"].as_array().expect("env") {
+        let name = var["name"].as_str().expect("named");
+        let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.name") => pod["metadata"]["name"].as_str().expect("name").to_owned(),
+            Some("metadata.namespace") => pod["metadata"]["namespace"]
+                .as_str()
+                .expect("namespace")
+                .to_owned(),
+            Some("status.podIP") => "10.44.0.7".to_owned(),
+            Some("spec.serviceAccountName") => pod["spec"]["serviceAccountName"]
+                .as_str()
+                .expect("service account")
+                .to_owned(),
+            Some(other) => panic!("unexpected downward API field {other}"),
+            None => var["value"].as_str().expect("a value").to_owned(),
+        };
+        command.env(name, value);
+    }
+    let out = command.output().expect("running meshd bootstrap");
+    assert!(
+        out.status.success(),
+        "meshd {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = root.join("etc/istio/proxy/envoy.json");
+    let validated = Command::new(envoy_binary())
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+            "-c",
+        ])
+        .arg(&file)
+        .output()
+        .expect("running envoy");
+    assert!(
+        validated.status.success(),
+        "envoy --mode validate refused the injected bootstrap: {}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&file).expect("the bootstrap was written"))
+        .expect("the bootstrap is JSON")
+}
