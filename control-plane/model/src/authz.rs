@@ -146,6 +146,25 @@ impl AuthzPolicyModel {
     }
 }
 
+/// Mesh-wide (root namespace) policies first, then by namespace and name: a stable order, so
+/// equal inputs build equal config.
+pub(crate) fn sort_mesh_wide_first<T>(
+    policies: &mut [Arc<T>],
+    root_namespace: &str,
+    key: impl Fn(&T) -> &ObjectKey,
+) {
+    policies.sort_by(|a, b| {
+        let rank = |k: &ObjectKey| {
+            (
+                k.namespace != root_namespace,
+                k.namespace.clone(),
+                k.name.clone(),
+            )
+        };
+        rank(key(a)).cmp(&rank(key(b)))
+    });
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AuthorizationPolicies {
     policies: Vec<Arc<AuthzPolicyModel>>,
@@ -167,17 +186,7 @@ impl AuthorizationPolicies {
                 policies.push(Arc::new(model));
             }
         }
-        // Mesh-wide policies first, then by namespace and name: a stable order for stable config.
-        policies.sort_by(|a, b| {
-            let rank = |p: &AuthzPolicyModel| {
-                (
-                    p.key.namespace != root_namespace,
-                    p.key.namespace.clone(),
-                    p.key.name.clone(),
-                )
-            };
-            rank(a).cmp(&rank(b))
-        });
+        sort_mesh_wide_first(&mut policies, root_namespace, |p| &p.key);
         AuthorizationPolicies {
             policies,
             root_namespace: root_namespace.to_string(),
@@ -475,8 +484,20 @@ fn source_conditions(
             &s.not_ip_blocks,
         ),
     ];
+    pair_conditions(fields, &s.unknown, "source", field, report)
+}
+
+/// Conditions for a `source` or `operation`: each field and its `not` twin; an unknown field, or
+/// nothing set at all, yields a condition that never matches (so an ALLOW fails closed).
+fn pair_conditions<'a>(
+    fields: impl IntoIterator<Item = FieldPair<'a>>,
+    unknown: &UnknownFields,
+    what: &str,
+    field: &str,
+    report: &mut Report<'_>,
+) -> Vec<Condition> {
     let mut out = Vec::new();
-    if report.unknown_fields(field, &s.unknown) {
+    if report.unknown_fields(field, unknown) {
         out.push(invalid_condition());
     }
     let mut any = false;
@@ -493,8 +514,8 @@ fn source_conditions(
             out.push(c);
         }
     }
-    if !any && s.unknown.is_empty() {
-        report.error(field, "`source` must not be empty".to_string());
+    if !any && unknown.is_empty() {
+        report.error(field, format!("`{what}` must not be empty"));
         out.push(invalid_condition());
     }
     out
@@ -520,29 +541,7 @@ fn operation_conditions(o: &Operation, field: &str, report: &mut Report<'_>) -> 
             &o.not_ports,
         ),
     ];
-    let mut out = Vec::new();
-    if report.unknown_fields(field, &o.unknown) {
-        out.push(invalid_condition());
-    }
-    let mut any = false;
-    for (name, attribute, values, not_name, not_values) in fields {
-        any |= !values.is_empty() || !not_values.is_empty();
-        if let Some(c) = condition(
-            attribute,
-            values,
-            not_values,
-            &format!("{field}.{name}"),
-            &format!("{field}.{not_name}"),
-            report,
-        ) {
-            out.push(c);
-        }
-    }
-    if !any && o.unknown.is_empty() {
-        report.error(field, "`operation` must not be empty".to_string());
-        out.push(invalid_condition());
-    }
-    out
+    pair_conditions(fields, &o.unknown, "operation", field, report)
 }
 
 fn when_condition(

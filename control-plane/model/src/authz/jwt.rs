@@ -77,16 +77,7 @@ impl RequestAuthentications {
                 policies.push(Arc::new(model));
             }
         }
-        policies.sort_by(|a, b| {
-            let rank = |p: &RequestAuthnModel| {
-                (
-                    p.key.namespace != root_namespace,
-                    p.key.namespace.clone(),
-                    p.key.name.clone(),
-                )
-            };
-            rank(a).cmp(&rank(b))
-        });
+        super::sort_mesh_wide_first(&mut policies, root_namespace, |p| &p.key);
         RequestAuthentications {
             policies,
             root_namespace: root_namespace.to_string(),
