@@ -729,11 +729,7 @@ mod tests {
     use serde_json::json;
 
     fn build(docs: Vec<serde_json::Value>) -> (AuthorizationPolicies, Vec<Finding>) {
-        let objects = docs
-            .into_iter()
-            .map(|d| Object::parse(d).unwrap().unwrap())
-            .map(|o| (o.key(), o))
-            .collect();
+        let objects = crate::object::objects_of(docs);
         let mut findings = Vec::new();
         (
             AuthorizationPolicies::build(&objects, "istio-system", &mut findings),

@@ -399,6 +399,21 @@ fn typed<T: DeserializeOwned>(
         })
 }
 
+/// Objects keyed as sources hand them in, from JSON documents; for tests across the model.
+#[cfg(test)]
+pub(crate) fn objects_of(
+    docs: Vec<serde_json::Value>,
+) -> std::collections::BTreeMap<ObjectKey, Object> {
+    docs.into_iter()
+        .map(|d| {
+            Object::parse(d)
+                .expect("test document parses")
+                .expect("test document is a kind meshd reads")
+        })
+        .map(|o| (o.key(), o))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -360,11 +360,7 @@ mod tests {
     const JWKS: &str = r#"{"keys":[{"kty":"RSA","e":"AQAB","n":"xyz","kid":"k1"}]}"#;
 
     fn build(docs: Vec<serde_json::Value>) -> (RequestAuthentications, Vec<Finding>) {
-        let objects = docs
-            .into_iter()
-            .map(|d| Object::parse(d).unwrap().unwrap())
-            .map(|o| (o.key(), o))
-            .collect();
+        let objects = crate::object::objects_of(docs);
         let mut findings = Vec::new();
         (
             RequestAuthentications::build(&objects, "istio-system", &mut findings),
