@@ -682,13 +682,24 @@ async fn index_loop(
         let resolved = jwks
             .resolve(&snapshot.request_authentications.jwks_uris())
             .await;
+        let mut fetched: BTreeMap<String, meshd_model::JwksState> = resolved
+            .keys
+            .into_iter()
+            .map(|(uri, keys)| {
+                let state = meshd_model::JwksState {
+                    keys: Some(keys),
+                    error: None,
+                };
+                (uri, state)
+            })
+            .collect();
+        for (uri, error) in resolved.errors {
+            fetched.entry(uri).or_default().error = Some(error);
+        }
         let findings = snapshot
             .request_authentications
-            .jwks_fetch_findings(&resolved.errors);
+            .apply_fetched_jwks(&fetched);
         snapshot.findings.extend(findings);
-        snapshot
-            .request_authentications
-            .set_fetched_jwks(resolved.keys);
         let snapshot = Arc::new(snapshot);
         for f in &snapshot.findings {
             tracing::warn!(finding = %f, "config finding");

@@ -4,6 +4,8 @@
 
 pub mod authz;
 pub mod documents;
+pub mod duration;
+pub mod finding;
 pub mod input;
 pub mod mesh_config;
 pub mod object;
@@ -13,17 +15,20 @@ pub mod proxy;
 pub mod registry;
 pub mod sidecar_scope;
 pub mod snapshot;
+pub mod source;
 pub mod traffic;
 
 pub use authz::jwt::{JwksSource, JwtRuleModel, RequestAuthentications};
 pub use authz::{
     Attribute, AuthorizationPolicies, AuthzAction, AuthzPolicyModel, AuthzRule, Condition,
 };
+pub use finding::{Finding, Report, Severity};
 pub use mesh_config::{MeshConfig, OutboundPolicy};
 pub use object::{Kind, Object, ObjectKey, ParseError};
 pub use peer_auth::{MtlsMode, PeerAuthentications};
 pub use protocol::Protocol;
 pub use proxy::{NodeType, Proxy};
 pub use registry::{Endpoint, Resolution, ServiceModel, ServicePort};
-pub use snapshot::{Finding, Severity, Snapshot};
+pub use snapshot::Snapshot;
+pub use source::{InvalidObject, JwksState, ObjectOrigin, SourceEvent};
 pub use traffic::{DestinationRuleModel, GatewayModel, Traffic, VirtualServiceModel};

@@ -60,9 +60,20 @@ impl MeshConfig {
         Ok(config)
     }
 
+    /// Parses MeshConfig YAML: a bare MeshConfig, or Istio's ConfigMap-style `mesh:` wrapper.
+    pub fn from_yaml(text: &str) -> Result<MeshConfig, InvalidMeshConfig> {
+        let value: serde_json::Value = serde_saphyr::from_str(text)
+            .map_err(|e| InvalidMeshConfig(format!("not YAML: {e}")))?;
+        let value = match value.get("mesh") {
+            Some(inner) => inner.clone(),
+            None => value,
+        };
+        MeshConfig::from_value(value)
+    }
+
     /// `connectTimeout` as seconds and nanos.
     pub fn duration_secs(&self) -> Result<(i64, i32), String> {
-        crate::registry::parse_duration(&self.connect_timeout)
+        crate::duration::parse(&self.connect_timeout)
             .map_err(|e| format!("field `connectTimeout`: {e}"))
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::finding::{Finding, Severity};
 use crate::input::labels_match;
 use crate::input::security::PeerAuthentication;
 use crate::object::{Kind, Object, ObjectKey};
-use crate::snapshot::{Finding, Severity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum MtlsMode {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::finding::{Finding, Severity};
 use crate::input::istio::{ServiceEntry, WorkloadEntrySpec};
 use crate::input::kube::{IntOrString, Pod, Service};
 use crate::input::labels_match;
 use crate::object::{Kind, Object, ObjectKey};
 use crate::protocol::Protocol;
-use crate::snapshot::{Finding, Severity};
 
 /// How a cluster finds its endpoints, from ServiceEntry `resolution` (Kubernetes Services are EDS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -568,50 +568,5 @@ fn sort_endpoints(mut map: HashMap<u32, Vec<Endpoint>>) -> HashMap<u32, Vec<Endp
     map
 }
 
-/// Istio/protobuf durations: `10s`, `1.5s`, `250ms`, `1m`, `1h`. Returns (seconds, nanos).
-pub fn parse_duration(text: &str) -> Result<(i64, i32), String> {
-    let t = text.trim();
-    let (number, unit_nanos): (&str, f64) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e6)
-    } else if let Some(n) = t.strip_suffix("us") {
-        (n, 1e3)
-    } else if let Some(n) = t.strip_suffix("ns") {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1e9)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60e9)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3600e9)
-    } else {
-        return Err(format!(
-            "duration {text:?} has no unit (use e.g. 10s, 250ms)"
-        ));
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}"))?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("invalid duration {text:?}"));
-    }
-    let total = (value * unit_nanos).round() as i128;
-    Ok((
-        (total / 1_000_000_000) as i64,
-        (total % 1_000_000_000) as i32,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_like_protobuf() {
-        assert_eq!(parse_duration("10s"), Ok((10, 0)));
-        assert_eq!(parse_duration("1.5s"), Ok((1, 500_000_000)));
-        assert_eq!(parse_duration("250ms"), Ok((0, 250_000_000)));
-        assert_eq!(parse_duration("2m"), Ok((120, 0)));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-}
+/// Kept for callers that have not moved to [`crate::duration::parse`].
+pub use crate::duration::parse as parse_duration;

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::finding::{Finding, Severity};
 use crate::input::labels_match;
 use crate::input::networking::Sidecar;
 use crate::mesh_config::OutboundPolicy;
 use crate::object::{Kind, Object, ObjectKey};
 use crate::registry::ServiceModel;
-use crate::snapshot::{Finding, Severity};
 use crate::traffic::host_matches;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -1,74 +1,21 @@
 //! The immutable view of the mesh every proxy's config is computed from.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::authz::AuthorizationPolicies;
 use crate::authz::jwt::RequestAuthentications;
+use crate::finding::Finding;
+use crate::finding::{SCHEMA_ERROR, Severity};
 use crate::mesh_config::MeshConfig;
-use crate::object::{Object, ObjectKey};
+use crate::object::{Kind, Object, ObjectKey};
 use crate::peer_auth::PeerAuthentications;
 use crate::registry::{PodInfo, Registry};
 use crate::sidecar_scope::Sidecars;
+use crate::source::JwksState;
 use crate::traffic::Traffic;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Info => "Info",
-            Severity::Warning => "Warning",
-            Severity::Error => "Error",
-        })
-    }
-}
-
-/// A validation result about one object, with Istio's analyzer code where one exists.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub severity: Severity,
-    pub code: &'static str,
-    pub object: ObjectKey,
-    pub field: String,
-    pub message: String,
-}
-
-impl Finding {
-    pub fn new(
-        severity: Severity,
-        code: &'static str,
-        object: &ObjectKey,
-        field: &str,
-        message: String,
-    ) -> Self {
-        Finding {
-            severity,
-            code,
-            object: object.clone(),
-            field: field.to_string(),
-            message,
-        }
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} [{}] ({}) {}: {}",
-            self.severity, self.code, self.object, self.field, self.message
-        )
-    }
-}
 
 /// Everything translation reads, frozen. Built once per (debounced) change; shared by `Arc`.
 #[derive(Debug, Default, Serialize)]
@@ -119,6 +66,24 @@ impl Snapshot {
         }
     }
 
+    /// The snapshot `meshd serve`, `meshd analyze` and the admission webhook all judge by:
+    /// `objects` with the mesh config they hold (ConfigMap `istio` in `base`'s root namespace
+    /// overrides `base`, as istiod reads it; an invalid one is a finding and `base` stays), and
+    /// the JWKS documents fetched so far for `jwksUri`s.
+    pub fn assemble(
+        version: u64,
+        objects: Arc<BTreeMap<ObjectKey, Object>>,
+        base: &MeshConfig,
+        jwks: &BTreeMap<String, JwksState>,
+    ) -> Snapshot {
+        let (mesh, mesh_finding) = mesh_from_objects(&objects, base);
+        let mut snapshot = Snapshot::build(version, objects, Arc::new(mesh));
+        snapshot.findings.extend(mesh_finding);
+        let jwks_findings = snapshot.request_authentications.apply_fetched_jwks(jwks);
+        snapshot.findings.extend(jwks_findings);
+        snapshot
+    }
+
     /// The Pod a proxy runs in, by its IP (as istiod maps proxies to workloads).
     pub fn pod_by_ip(&self, ip: &str) -> Option<&Arc<PodInfo>> {
         self.registry.pods_by_ip.get(ip)
@@ -128,5 +93,106 @@ impl Snapshot {
         self.registry
             .pods
             .get(&(namespace.to_string(), name.to_string()))
+    }
+}
+
+/// Istio keeps the mesh config under key `mesh` of this ConfigMap in the root namespace.
+pub const MESH_CONFIGMAP: &str = "istio";
+const MESH_KEY: &str = "mesh";
+
+/// The mesh config `objects` hold, else `base`; an unusable one is reported and ignored.
+fn mesh_from_objects(
+    objects: &BTreeMap<ObjectKey, Object>,
+    base: &MeshConfig,
+) -> (MeshConfig, Option<Finding>) {
+    let key = ObjectKey::new(Kind::ConfigMap, base.root_namespace.clone(), MESH_CONFIGMAP);
+    let Some(Object::ConfigMap(cm)) = objects.get(&key) else {
+        return (base.clone(), None);
+    };
+    let Some(text) = cm.data.get(MESH_KEY) else {
+        return (base.clone(), None);
+    };
+    match MeshConfig::from_yaml(text) {
+        Ok(mesh) => (mesh, None),
+        Err(e) => {
+            let finding = Finding::new(
+                Severity::Error,
+                SCHEMA_ERROR,
+                &key,
+                "data.mesh",
+                format!("{e}; the mesh config of the flags is used instead"),
+            );
+            (base.clone(), Some(finding))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh_config::OutboundPolicy;
+
+    fn objects(values: Vec<serde_json::Value>) -> Arc<BTreeMap<ObjectKey, Object>> {
+        Arc::new(
+            values
+                .into_iter()
+                .filter_map(|v| Object::parse(v).ok().flatten())
+                .map(|o| (o.key(), o))
+                .collect(),
+        )
+    }
+
+    fn mesh_configmap(namespace: &str, mesh: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": namespace},
+            "data": {"mesh": mesh},
+        })
+    }
+
+    #[test]
+    fn the_istio_configmap_in_the_root_namespace_overrides_the_base_mesh_config() {
+        let base = MeshConfig::default();
+        let objs = objects(vec![mesh_configmap(
+            "istio-system",
+            "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n",
+        )]);
+        let snapshot = Snapshot::assemble(1, objs, &base, &BTreeMap::new());
+        assert_eq!(
+            snapshot.mesh.outbound_traffic_policy.mode,
+            OutboundPolicy::RegistryOnly
+        );
+        assert!(snapshot.findings.is_empty(), "{:?}", snapshot.findings);
+        // Elsewhere it is just a ConfigMap.
+        let objs = objects(vec![mesh_configmap(
+            "default",
+            "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n",
+        )]);
+        let snapshot = Snapshot::assemble(1, objs, &base, &BTreeMap::new());
+        assert_eq!(
+            snapshot.mesh.outbound_traffic_policy.mode,
+            OutboundPolicy::AllowAny
+        );
+    }
+
+    #[test]
+    fn an_unusable_mesh_config_is_a_finding_and_the_base_stays() {
+        let base = MeshConfig {
+            trust_domain: "base.example".to_string(),
+            ..MeshConfig::default()
+        };
+        let objs = objects(vec![mesh_configmap(
+            "istio-system",
+            "connectTimeout: soon\n",
+        )]);
+        let snapshot = Snapshot::assemble(1, objs, &base, &BTreeMap::new());
+        assert_eq!(snapshot.mesh.trust_domain, "base.example");
+        assert_eq!(snapshot.findings.len(), 1, "{:?}", snapshot.findings);
+        let f = &snapshot.findings[0];
+        assert_eq!(
+            (f.severity, f.code, f.field.as_str()),
+            (Severity::Error, SCHEMA_ERROR, "data.mesh")
+        );
+        assert_eq!(f.object.to_string(), "ConfigMap istio-system/istio");
     }
 }

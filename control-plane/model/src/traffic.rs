@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::finding::{Finding, Severity};
 use crate::input::networking::{Gateway, HttpRoute, TcpRoute, TlsRoute};
 use crate::object::{Kind, Object, ObjectKey};
 use crate::registry::Registry;
-use crate::snapshot::{Finding, Severity};
 
 mod destination_rule;
 pub mod locality;

@@ -2,7 +2,7 @@
 //! AuthorizationPolicy: root namespace, then the workload's namespace, narrowed by `selector`).
 //!
 //! Keys are never fetched by proxies: a rule's JWKS is inline (`jwks`), or fetched by meshd from
-//! `jwksUri` and handed in with [`RequestAuthentications::set_fetched_jwks`]. A rule whose keys
+//! `jwksUri` and handed in with [`RequestAuthentications::apply_fetched_jwks`]. A rule whose keys
 //! are unknown still configures its issuer, with keys that verify nothing: tokens from it are
 //! refused (401), as istiod does when it cannot fetch a JWKS.
 
@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::authz::{Report, in_scope};
+use crate::authz::in_scope;
+use crate::finding::Report;
+use crate::finding::{Finding, REFERENCED_NOT_FOUND, Severity};
 use crate::input::security::{ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication};
 use crate::object::{Kind, Object, ObjectKey};
-use crate::snapshot::{Finding, Severity};
+use crate::source::JwksState;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum JwksSource {
@@ -118,33 +120,38 @@ impl RequestAuthentications {
             .collect()
     }
 
-    /// Hands in the JWKS documents fetched for [`Self::jwks_uris`], by URI.
-    pub fn set_fetched_jwks(&mut self, fetched: BTreeMap<String, String>) {
-        self.fetched = fetched;
-    }
-
-    /// Findings for the rules whose `jwksUri` meshd could not get keys from: `errors` holds the
-    /// reason by URI.
-    pub fn jwks_fetch_findings(&self, errors: &BTreeMap<String, String>) -> Vec<Finding> {
+    /// Hands in what meshd fetched for [`Self::jwks_uris`], by URI; returns a finding for each
+    /// rule whose `jwksUri` has no keys because fetching failed. (Not fetched yet is no finding:
+    /// `meshd analyze` never fetches, and must judge like the server.)
+    pub fn apply_fetched_jwks(&mut self, jwks: &BTreeMap<String, JwksState>) -> Vec<Finding> {
+        self.fetched = jwks
+            .iter()
+            .filter_map(|(uri, state)| Some((uri.clone(), state.keys.clone()?)))
+            .collect();
         let mut findings = Vec::new();
         for policy in &self.policies {
             for rule in &policy.jwt_rules {
                 let JwksSource::Uri(uri) = &rule.jwks else {
                     continue;
                 };
-                if let Some(error) = errors.get(uri) {
-                    findings.push(Finding::new(
-                        Severity::Warning,
-                        "IST0101",
-                        &policy.key,
-                        &format!("{}.jwksUri", rule.field),
-                        format!(
-                            "the JWKS at {uri:?} could not be fetched ({error}); tokens from {:?} \
-                             are refused until it can be",
-                            rule.issuer
-                        ),
-                    ));
-                }
+                let Some(JwksState {
+                    keys: None,
+                    error: Some(error),
+                }) = jwks.get(uri)
+                else {
+                    continue;
+                };
+                findings.push(Finding::new(
+                    Severity::Warning,
+                    REFERENCED_NOT_FOUND,
+                    &policy.key,
+                    &format!("{}.jwksUri", rule.field),
+                    format!(
+                        "the JWKS at {uri:?} could not be fetched ({error}); tokens from {:?} \
+                         are refused until it can be",
+                        rule.issuer
+                    ),
+                ));
             }
         }
         findings
@@ -166,10 +173,7 @@ fn validate(ra: &RequestAuthentication, findings: &mut Vec<Finding>) -> Option<R
         ra.metadata.namespace.clone().unwrap_or_default(),
         ra.metadata.name.clone(),
     );
-    let mut report = Report {
-        key: &key,
-        findings: Vec::new(),
-    };
+    let mut report = Report::new(&key);
     report.unknown_fields("spec", &ra.spec.unknown);
     let mut jwt_rules = Vec::new();
     for (i, rule) in ra.spec.jwt_rules.iter().enumerate() {
@@ -186,7 +190,7 @@ fn validate(ra: &RequestAuthentication, findings: &mut Vec<Finding>) -> Option<R
                 .to_string(),
         );
     }
-    findings.extend(report.findings);
+    report.finish(findings);
     if targeted {
         return None;
     }
@@ -413,23 +417,33 @@ mod tests {
         )]);
         let rule = ras.for_workload("shop", &BTreeMap::new())[0].clone();
         assert_eq!(ras.jwks(&rule), None);
-        ras.set_fetched_jwks(BTreeMap::from([(
+        let findings = ras.apply_fetched_jwks(&BTreeMap::from([(
             "https://keys.example/jwks.json".to_string(),
-            JWKS.to_string(),
+            JwksState {
+                keys: Some(JWKS.to_string()),
+                error: Some("a later refresh failed".to_string()),
+            },
         )]));
+        assert!(
+            findings.is_empty(),
+            "keys fetched once are kept: {findings:?}"
+        );
         assert_eq!(ras.jwks(&rule), Some(JWKS));
     }
 
     #[test]
     fn an_unfetchable_jwks_uri_is_a_warning_on_its_rule() {
-        let (ras, _) = build(vec![ra(
+        let (mut ras, _) = build(vec![ra(
             "shop",
             "r",
             json!({"jwtRules": [{"jwks": JWKS}, {"issuer": "i", "jwks": JWKS}, {"issuer": "j", "jwksUri": "http://keys.example/jwks.json"}]}),
         )]);
-        let findings = ras.jwks_fetch_findings(&BTreeMap::from([(
+        let findings = ras.apply_fetched_jwks(&BTreeMap::from([(
             "http://keys.example/jwks.json".to_string(),
-            "connection refused".to_string(),
+            JwksState {
+                keys: None,
+                error: Some("connection refused".to_string()),
+            },
         )]));
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert_eq!(findings[0].severity, Severity::Warning);
@@ -439,7 +453,10 @@ mod tests {
             "{}",
             findings[0].message
         );
-        assert!(ras.jwks_fetch_findings(&BTreeMap::new()).is_empty());
+        assert!(
+            ras.apply_fetched_jwks(&BTreeMap::new()).is_empty(),
+            "not fetched yet is no finding"
+        );
     }
 
     #[test]

@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use crate::duration::parse as parse_duration;
+use crate::finding::{Finding, Report};
 use crate::input::networking::{
     CorsPolicy, Destination, HeaderOperations, Headers, HttpRoute, Percent, StringMatch,
     VirtualService,
 };
-use crate::object::{Kind, ObjectKey};
-use crate::registry::{Registry, parse_duration};
-use crate::snapshot::{Finding, Severity};
+use crate::object::Kind;
+use crate::registry::Registry;
 
 use super::{MESH_GATEWAY, VirtualServiceModel, key_of, resolve_host};
 
@@ -77,34 +78,23 @@ pub fn is_authority_header(name: &str) -> bool {
     name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
 }
 
-/// Collects the findings of one VirtualService: errors reject it, warnings do not.
-struct Check<'a> {
-    key: &'a ObjectKey,
-    errors: Vec<Finding>,
-    warnings: Vec<Finding>,
+/// Collects a VirtualService's findings while its parts are checked.
+struct Check<'a>(Report<'a>);
+
+impl<'a> std::ops::Deref for Check<'a> {
+    type Target = Report<'a>;
+    fn deref(&self) -> &Report<'a> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Check<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Check<'_> {
-    fn error(&mut self, field: &str, message: String) {
-        self.errors.push(Finding::new(
-            Severity::Error,
-            "IST0106",
-            self.key,
-            field,
-            message,
-        ));
-    }
-
-    fn warn(&mut self, code: &'static str, field: &str, message: String) {
-        self.warnings.push(Finding::new(
-            Severity::Warning,
-            code,
-            self.key,
-            field,
-            message,
-        ));
-    }
-
     /// `empty_is_presence`: in header and query matches an empty match tests presence.
     fn string_match(&mut self, m: &StringMatch, field: &str, empty_is_presence: bool) {
         let set = [&m.exact, &m.prefix, &m.regex]
@@ -582,11 +572,7 @@ pub(super) fn validate_virtual_service(
         registry,
         rules,
     };
-    let mut check = Check {
-        key: &key,
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut check = Check(Report::new(&key));
     if vs.spec.hosts.is_empty() {
         check.error("spec.hosts", "at least one host is required".to_string());
     }
@@ -675,9 +661,7 @@ pub(super) fn validate_virtual_service(
             "\"*\" and \"~\" cannot be combined with other entries".to_string(),
         );
     }
-    findings.append(&mut check.warnings);
-    if !check.errors.is_empty() {
-        findings.append(&mut check.errors);
+    if !check.0.finish(findings) {
         return None;
     }
     let gateways = if vs.spec.gateways.is_empty() {
