@@ -20,6 +20,7 @@ IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 INLINE_PATH = re.compile(rf"\b(crate|super|self)((?:\s*::\s*{IDENT})+)")
 USE_START = re.compile(r"\b(pub(?:\s*\([^)]*\))?\s+)?use\s+")
 MOD_DECL = re.compile(rf"^\s*(?:pub(?:\s*\([^)]*\))?\s+)?mod\s+({IDENT})\s*;", re.M)
+CFG_TEST_BEFORE = re.compile(r"#\[cfg\(test\)\]\s*$")
 
 
 def strip_comments_and_strings(text):
@@ -148,6 +149,9 @@ class Crate:
         base = file.parent if file.name in ("lib.rs", "main.rs", "mod.rs") else file.with_suffix("")
         for m in MOD_DECL.finditer(text):
             if any(a <= m.start() < b for a, b in spans):
+                continue
+            # Test modules in files of their own (`#[cfg(test)] mod tests;`) may import freely.
+            if CFG_TEST_BEFORE.search(text[: m.start()].rstrip()):
                 continue
             name = m.group(1)
             for cand in (base / f"{name}.rs", base / name / "mod.rs"):

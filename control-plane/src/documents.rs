@@ -3,27 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
-use meshd_model::Object;
+use meshd_model::{InvalidObject, Object, ObjectOrigin};
 
-/// One document that could not be used, with where it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DocumentError {
-    pub file: PathBuf,
-    /// 1-based index of the document in the file.
-    pub document: usize,
-    pub message: String,
-}
-
-impl std::fmt::Display for DocumentError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (document {}): {}",
-            self.file.display(),
-            self.document,
-            self.message
-        )
+/// An invalid object as the debug API and `meshd analyze -o json` print it: where it came from
+/// (`file` and `document`, or the Kubernetes `object`), and why.
+pub fn invalid_object_json(e: &InvalidObject) -> serde_json::Value {
+    let mut out = serde_json::json!({"origin": e.origin.to_string(), "message": e.message});
+    match &e.origin {
+        ObjectOrigin::File { path, document } => {
+            out["file"] = serde_json::json!(path);
+            out["document"] = serde_json::json!(document);
+        }
+        ObjectOrigin::Kube(key) => out["object"] = serde_json::json!(key),
     }
+    out
 }
 
 /// Files the file source reads below a directory: `*.yaml`, `*.yml`, `*.json`, sorted.
@@ -63,31 +56,23 @@ pub fn is_config_file(path: &Path) -> bool {
 }
 
 /// Parses every document of a file. Lists (`kind: List`, `items:`) are flattened.
-pub fn parse_file(path: &Path, text: &str) -> (Vec<Object>, Vec<DocumentError>) {
+pub fn parse_file(path: &Path, text: &str) -> (Vec<Object>, Vec<InvalidObject>) {
     let json = path.extension().and_then(|e| e.to_str()) == Some("json");
     let (objects, invalid) = meshd_model::documents::parse(text, json);
     let errors = invalid
         .into_iter()
-        .map(|e| DocumentError {
-            file: path.to_path_buf(),
-            document: e.document,
-            message: e.message,
-        })
+        .map(|e| InvalidObject::file(path, e.document, e.message))
         .collect();
     (objects, errors)
 }
 
 /// Reads and parses a file; an unreadable file is one error.
-pub fn load_file(path: &Path) -> (Vec<Object>, Vec<DocumentError>) {
+pub fn load_file(path: &Path) -> (Vec<Object>, Vec<InvalidObject>) {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_file(path, &text),
         Err(e) => (
             Vec::new(),
-            vec![DocumentError {
-                file: path.to_path_buf(),
-                document: 0,
-                message: format!("cannot read: {e}"),
-            }],
+            vec![InvalidObject::file(path, 0, format!("cannot read: {e}"))],
         ),
     }
 }

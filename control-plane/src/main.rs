@@ -1,11 +1,14 @@
 //! `meshd`: the control plane and its istioctl-like toolbox, in one binary.
 
+mod admission;
 mod bootstrap;
 mod cli;
 mod crds;
 mod documents;
+mod inject;
 mod iptables;
 mod serve;
+mod tls;
 
 use clap::{Parser, Subcommand};
 

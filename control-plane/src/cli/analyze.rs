@@ -1,11 +1,13 @@
-//! `meshd analyze`: validate Istio and Kubernetes config without a running server.
+//! `meshd analyze`: validate Istio and Kubernetes config without a running server, judging it
+//! exactly as `meshd serve` does — the same snapshot assembly, the `istio` ConfigMap included.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use meshd_model::{MeshConfig, Severity, Snapshot};
+use meshd_model::{InvalidObject, Severity, Snapshot};
 
-use crate::documents::{config_files, load_file};
+use crate::documents::{config_files, invalid_object_json, load_file};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -18,17 +20,43 @@ pub struct Args {
     /// Analyze what a cluster holds (listed once, as `meshd serve` would watch it).
     #[arg(long, env = "MESHD_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Root namespace, where the mesh config ConfigMap `istio` lives (with `--kubeconfig`).
-    #[arg(long, default_value = "istio-system")]
-    pub root_namespace: String,
+    /// MeshConfig YAML, as `meshd serve --mesh-config` takes it (ConfigMap `istio` in the root
+    /// namespace overrides it, as in `serve`).
+    #[arg(long, env = "MESHD_MESH_CONFIG")]
+    pub mesh_config: Option<PathBuf>,
+    /// Root namespace, where the mesh config ConfigMap `istio` lives; default: the mesh config's.
+    #[arg(long)]
+    pub root_namespace: Option<String>,
     /// Output format: text or json.
     #[arg(short = 'o', long = "output", default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
 }
 
+/// One line of the report.
+struct Line {
+    severity: Severity,
+    text: String,
+    json: serde_json::Value,
+}
+
+fn invalid_line(e: &InvalidObject) -> Line {
+    let mut json = invalid_object_json(e);
+    json["severity"] = serde_json::json!("Error");
+    json["code"] = serde_json::json!("IST0106");
+    Line {
+        severity: Severity::Error,
+        text: format!("Error [IST0106] {e}"),
+        json,
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.config_dirs.is_empty() && args.files.is_empty() && args.kubeconfig.is_none() {
         anyhow::bail!("nothing to analyze: pass --config-dir DIR, -f FILE or --kubeconfig PATH");
+    }
+    let mut base = crate::serve::load_mesh_config(args.mesh_config.as_ref())?;
+    if let Some(ns) = &args.root_namespace {
+        base.root_namespace = ns.clone();
     }
     let mut files = args.files.clone();
     for dir in &args.config_dirs {
@@ -37,17 +65,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         files.extend(config_files(dir));
     }
-    let mut objects = std::collections::BTreeMap::new();
-    let mut lines: Vec<(Severity, String, serde_json::Value)> = Vec::new();
+    let mut objects = BTreeMap::new();
+    let mut lines: Vec<Line> = Vec::new();
     for file in &files {
         let (objs, errors) = load_file(file);
-        for e in errors {
-            lines.push((
-                Severity::Error,
-                format!("Error [IST0106] {e}"),
-                serde_json::json!({"severity": "Error", "code": "IST0106", "file": e.file, "document": e.document, "message": e.message}),
-            ));
-        }
+        lines.extend(errors.iter().map(invalid_line));
         for o in objs {
             objects.insert(o.key(), o);
         }
@@ -58,16 +80,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .enable_all()
             .build()?;
         let (objs, errors) = runtime.block_on(async {
-            let client = crate::serve::kube::client(Some(path)).await?;
-            crate::serve::kube_source::list_once(&client, &args.root_namespace).await
+            let client = meshd_kube::client(Some(path)).await?;
+            meshd_kube::list_once(&client, &base.root_namespace).await
         })?;
-        for e in errors {
-            lines.push((
-                Severity::Error,
-                format!("Error [IST0106] {e}"),
-                serde_json::json!({"severity": "Error", "code": "IST0106", "file": e.file, "document": e.document, "message": e.message}),
-            ));
-        }
+        lines.extend(errors.iter().map(invalid_line));
         sources = if files.is_empty() {
             format!("{} object(s) in the cluster", objs.len())
         } else {
@@ -77,22 +93,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             objects.insert(o.key(), o);
         }
     }
-    let snapshot = Snapshot::build(0, Arc::new(objects), Arc::new(MeshConfig::default()));
+    // Nothing is fetched here: a `jwksUri` is judged by its syntax, as before the first fetch.
+    let snapshot = Snapshot::assemble(0, Arc::new(objects), &base, &BTreeMap::new());
     for f in &snapshot.findings {
-        lines.push((f.severity, f.to_string(), serde_json::json!(f)));
+        lines.push(Line {
+            severity: f.severity,
+            text: f.to_string(),
+            json: serde_json::json!(f),
+        });
     }
     let errors = lines
         .iter()
-        .filter(|(s, _, _)| *s == Severity::Error)
+        .filter(|l| l.severity == Severity::Error)
         .count();
     if args.output == "json" {
-        let list: Vec<_> = lines.iter().map(|(_, _, j)| j.clone()).collect();
+        let list: Vec<_> = lines.iter().map(|l| l.json.clone()).collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else if lines.is_empty() {
         println!("\u{2714} No validation issues found when analyzing {sources}.");
     } else {
-        for (_, text, _) in &lines {
-            println!("{text}");
+        for line in &lines {
+            println!("{}", line.text);
         }
     }
     if errors > 0 {

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -13,7 +12,17 @@ use meshd_proto::type_url;
 use meshd_xds::{ProxyStatus, SyncState};
 use serde_json::{Value, json};
 
-use super::Shared;
+use super::generator::MeshGenerator;
+use super::publish::Status;
+use crate::documents::invalid_object_json;
+
+/// What the debug API reads.
+pub struct Shared {
+    pub generator: Arc<MeshGenerator>,
+    pub ads: meshd_xds::AdsServer<MeshGenerator>,
+    pub status: Arc<Status>,
+    pub registry: prometheus_client::registry::Registry,
+}
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -27,7 +36,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn ready(State(s): State<Arc<Shared>>) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
+    if s.status.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "sources not synced\n").into_response()
@@ -247,13 +256,7 @@ async fn configz(State(s): State<Arc<Shared>>) -> Response {
         .iter()
         .map(|(k, o)| json!({"kind": k.kind.name(), "namespace": k.namespace, "name": k.name, "object": o}))
         .collect();
-    let errors: Vec<Value> = s
-        .errors
-        .read()
-        .values()
-        .flatten()
-        .map(|e| json!({"file": e.file, "document": e.document, "message": e.message}))
-        .collect();
+    let errors: Vec<Value> = s.status.invalid().iter().map(invalid_object_json).collect();
     let findings: Vec<Value> = snap.findings.iter().map(|f| json!(f)).collect();
     axum::Json(json!({"version": snap.version, "mesh": snap.mesh, "objects": objects, "errors": errors, "findings": findings})).into_response()
 }

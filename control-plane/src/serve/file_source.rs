@@ -7,8 +7,15 @@ use std::time::Duration;
 use notify::Watcher;
 use tokio::sync::mpsc;
 
-use super::SourceEvent;
+use meshd_model::SourceEvent;
+
+use super::encode::content_version;
 use crate::documents::{config_files, load_file};
+
+/// The name the source for `dir` reports `Synced` under.
+pub fn source_name(dir: &Path) -> String {
+    format!("file:{}", dir.display())
+}
 
 /// Reads `dir` once, reports it synced, then follows changes until the index goes away.
 pub fn spawn(dir: PathBuf, tx: mpsc::UnboundedSender<SourceEvent>) -> anyhow::Result<()> {
@@ -23,7 +30,7 @@ pub fn spawn(dir: PathBuf, tx: mpsc::UnboundedSender<SourceEvent>) -> anyhow::Re
     })?;
     // Watch before the first read so no change between the two is missed.
     watcher.watch(&dir, notify::RecursiveMode::Recursive)?;
-    let source = format!("file:{}", dir.display());
+    let source = source_name(&dir);
     tokio::spawn(async move {
         let _watcher = watcher;
         let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
@@ -55,7 +62,7 @@ fn rescan(
         let Ok(bytes) = std::fs::read(file) else {
             continue;
         };
-        let version = super::content_version(&bytes);
+        let version = content_version(&bytes);
         if seen.get(file) == Some(&version) {
             continue;
         }

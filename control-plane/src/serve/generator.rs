@@ -7,11 +7,12 @@ use std::sync::Arc;
 use meshd_ca::Identity;
 use meshd_model::{Proxy, Snapshot};
 use meshd_proto::pb::google::protobuf::{Struct, value};
-use meshd_proto::{pack, type_url};
+use meshd_proto::type_url;
 use meshd_translate::Scope;
 use meshd_translate::tls::{SECRET_DEFAULT, SECRET_ROOTCA};
 use prometheus_client::metrics::counter::Counter;
 
+use super::encode::resource;
 use super::identity;
 use super::secrets::Secrets;
 use meshd_xds::{ConnectionInfo, Node, Resource};
@@ -43,43 +44,20 @@ pub struct MeshGenerator {
     proof: identity::IdentityProof,
 }
 
-/// A version that changes exactly when the bytes do: FNV-1a 64 over the encoded resource.
-pub fn content_version(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
-}
-
-pub(super) fn resource<M: prost::Name>(name: String, message: &M) -> Arc<Resource> {
-    let body = pack(message);
-    Arc::new(Resource {
-        name,
-        version: content_version(&body.value),
-        body,
-    })
-}
-
 impl MeshGenerator {
+    /// `proof`: how proxies on the TLS port prove who they are.
     pub fn new(
         snapshot: Arc<Snapshot>,
         secrets: Arc<Secrets>,
         identity_rejections: Counter,
+        proof: identity::IdentityProof,
     ) -> Self {
         MeshGenerator {
             built: RwLock::new(Arc::new(Built::new(snapshot))),
             secrets,
             identity_rejections,
-            proof: identity::IdentityProof::Address,
+            proof,
         }
-    }
-
-    /// How proxies on the TLS port prove who they are (by source address unless told otherwise).
-    pub fn with_identity_proof(mut self, proof: identity::IdentityProof) -> Self {
-        self.proof = proof;
-        self
     }
 
     pub fn set_snapshot(&self, snapshot: Arc<Snapshot>) {
@@ -260,22 +238,11 @@ impl meshd_xds::Generator for MeshGenerator {
         // Only the TLS port hands out certificates, so only there must a proxy prove who it is.
         let identity = if conn.secure {
             let snapshot = self.snapshot();
-            let proven = match &self.proof {
-                identity::IdentityProof::Address => {
-                    identity::prove_by_address(&snapshot, &proxy, conn.remote_addr)
-                }
-                identity::IdentityProof::Token(reviewer) => identity::prove_by_token(
-                    &snapshot,
-                    &proxy,
-                    reviewer.lookup(super::token_review::bearer_of(&conn.metadata)),
-                ),
-            };
+            let proven = self.proof.prove(&snapshot, &proxy, conn);
             match proven {
                 Ok(id) => Some(id),
                 // The API server could not be asked: not a verdict, the proxy should retry.
-                Err(identity::IdentityError::Token(
-                    super::token_review::ReviewError::Unavailable(e),
-                )) => {
+                Err(identity::IdentityError::Token(meshd_kube::ReviewError::Unavailable(e))) => {
                     tracing::warn!(proxy = %proxy.id, error = %e, "refusing proxy for now: token review unavailable");
                     return Err(tonic::Status::unavailable(format!(
                         "identity not proven yet: {e}"
@@ -339,16 +306,5 @@ impl meshd_xds::Generator for MeshGenerator {
 
     fn disconnect(&self, proxy: &ConnectedProxy) {
         tracing::info!(proxy = %proxy.proxy.id, "proxy disconnected");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_version_changes_with_bytes_only() {
-        assert_eq!(content_version(b"abc"), content_version(b"abc"));
-        assert_ne!(content_version(b"abc"), content_version(b"abd"));
     }
 }

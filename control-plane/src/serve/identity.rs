@@ -7,7 +7,8 @@ use std::sync::Arc;
 use meshd_ca::Identity;
 use meshd_model::{Proxy, Snapshot};
 
-use super::token_review::{ReviewError, ReviewedToken, TokenReviewer};
+use meshd_kube::{ReviewError, ReviewedToken, TokenReviewer};
+use meshd_xds::ConnectionInfo;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
@@ -47,6 +48,28 @@ pub enum IdentityProof {
     Address,
     /// Kubernetes source: a service-account token, reviewed by the API server.
     Token(Arc<TokenReviewer>),
+}
+
+impl IdentityProof {
+    /// Who the proxy on this connection is, as far as the connection shows it.
+    pub fn prove(
+        &self,
+        snapshot: &Snapshot,
+        proxy: &Proxy,
+        conn: &ConnectionInfo,
+    ) -> Result<Identity, IdentityError> {
+        match self {
+            IdentityProof::Address => prove_by_address(snapshot, proxy, conn.remote_addr),
+            IdentityProof::Token(reviewer) => {
+                let bearer = meshd_kube::bearer(
+                    conn.metadata
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok()),
+                );
+                prove_by_token(snapshot, proxy, reviewer.lookup(bearer))
+            }
+        }
+    }
 }
 
 /// Kubernetes source: the token (reviewed by the API server) names a service account; the proxy

@@ -1,10 +1,11 @@
 //! The index: every object from every source, kept per origin so one file (or one watch re-list)
-//! can be replaced atomically. Synchronous; the async sources drive it.
+//! can be replaced atomically, with each origin's invalid objects and the JWKS documents fetched
+//! so far. Synchronous; the async sources drive it through [`Index::apply`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use meshd_model::{Kind, Object, ObjectKey};
+use meshd_model::{InvalidObject, JwksState, Kind, Object, ObjectKey, SourceEvent};
 
 /// Where objects came from: a file path, or a watch.
 pub type Origin = String;
@@ -15,9 +16,107 @@ pub struct Index {
     merged: Arc<BTreeMap<ObjectKey, Object>>,
     /// Kinds changed since the last `take_changes`.
     changed: BTreeSet<Kind>,
+    invalid: BTreeMap<Origin, Vec<InvalidObject>>,
+    jwks: BTreeMap<String, JwksState>,
+    /// The JWKS documents changed since the last `take_changes`.
+    jwks_changed: bool,
+    /// Sources that have not been read completely yet.
+    unsynced: BTreeSet<String>,
+}
+
+/// What changed since the last [`Index::take_changes`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub kinds: BTreeSet<Kind>,
+    pub jwks: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty() && !self.jwks
+    }
+
+    /// Only endpoints changed: outbound routes and listeners stay as they are.
+    pub fn endpoints_only(&self) -> bool {
+        !self.jwks
+            && !self.kinds.is_empty()
+            && self
+                .kinds
+                .iter()
+                .all(|k| matches!(k, Kind::Endpoints | Kind::EndpointSlice))
+    }
 }
 
 impl Index {
+    /// An index that waits for `sources` to report `Synced`.
+    pub fn new(sources: impl IntoIterator<Item = String>) -> Self {
+        Index {
+            unsynced: sources.into_iter().collect(),
+            ..Index::default()
+        }
+    }
+
+    /// Applies one source event.
+    pub fn apply(&mut self, event: SourceEvent) {
+        match event {
+            SourceEvent::Reset {
+                origin,
+                objects,
+                errors,
+            } => {
+                self.set_invalid(&origin, errors);
+                self.reset(&origin, objects);
+            }
+            SourceEvent::Update {
+                origin,
+                apply,
+                delete,
+                errors,
+            } => {
+                if let Some(errors) = errors {
+                    self.set_invalid(&origin, errors);
+                }
+                self.update(&origin, apply, delete);
+            }
+            SourceEvent::Synced { source } => {
+                self.unsynced.remove(&source);
+            }
+            SourceEvent::Jwks { uri, state } => {
+                let changed = match state {
+                    Some(state) => self.jwks.insert(uri, state.clone()) != Some(state),
+                    None => self.jwks.remove(&uri).is_some(),
+                };
+                self.jwks_changed |= changed;
+            }
+        }
+    }
+
+    /// Every source has been read completely once.
+    pub fn synced(&self) -> bool {
+        self.unsynced.is_empty()
+    }
+
+    fn set_invalid(&mut self, origin: &str, errors: Vec<InvalidObject>) {
+        for e in &errors {
+            tracing::warn!(error = %e, "invalid object skipped");
+        }
+        if errors.is_empty() {
+            self.invalid.remove(origin);
+        } else {
+            self.invalid.insert(origin.to_string(), errors);
+        }
+    }
+
+    /// Every object a source could not use, by origin.
+    pub fn invalid(&self) -> Vec<InvalidObject> {
+        self.invalid.values().flatten().cloned().collect()
+    }
+
+    /// The JWKS documents fetched so far, by URI.
+    pub fn jwks(&self) -> &BTreeMap<String, JwksState> {
+        &self.jwks
+    }
+
     /// Replaces everything `origin` contributed with `objects`.
     pub fn reset(&mut self, origin: &str, objects: Vec<Object>) {
         let new: BTreeMap<ObjectKey, Object> = objects.into_iter().map(|o| (o.key(), o)).collect();
@@ -91,9 +190,12 @@ impl Index {
         self.merged.clone()
     }
 
-    /// The kinds changed since the last call.
-    pub fn take_changes(&mut self) -> BTreeSet<Kind> {
-        std::mem::take(&mut self.changed)
+    /// What changed since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        Changes {
+            kinds: std::mem::take(&mut self.changed),
+            jwks: std::mem::take(&mut self.jwks_changed),
+        }
     }
 }
 
@@ -118,7 +220,10 @@ mod tests {
         index.reset("a.yaml", vec![mk_namespace("one"), mk_namespace("two")]);
         index.reset("b.yaml", vec![mk_namespace("three")]);
         assert_eq!(index.objects().len(), 3);
-        assert_eq!(index.take_changes(), BTreeSet::from([Kind::Namespace]));
+        assert_eq!(
+            index.take_changes().kinds,
+            BTreeSet::from([Kind::Namespace])
+        );
         index.reset("a.yaml", vec![mk_namespace("one")]);
         assert_eq!(index.objects().len(), 2);
         index.reset("b.yaml", Vec::new());
@@ -139,7 +244,10 @@ mod tests {
         index.take_changes();
         index.update("kube:Namespace", vec![mk_namespace("two")], Vec::new());
         assert_eq!(index.objects().len(), 2);
-        assert_eq!(index.take_changes(), BTreeSet::from([Kind::Namespace]));
+        assert_eq!(
+            index.take_changes().kinds,
+            BTreeSet::from([Kind::Namespace])
+        );
         index.update("kube:Namespace", vec![mk_namespace("two")], Vec::new());
         assert!(index.take_changes().is_empty());
         // A key two origins hold survives the removal from one of them.
@@ -164,5 +272,55 @@ mod tests {
         index.take_changes();
         index.reset("a.yaml", vec![mk_namespace("one")]);
         assert!(index.take_changes().is_empty());
+    }
+
+    #[test]
+    fn jwks_documents_count_as_changes_only_when_they_differ() {
+        let mut index = Index::new(["file:/mesh".to_string()]);
+        assert!(!index.synced());
+        index.apply(SourceEvent::Synced {
+            source: "file:/mesh".to_string(),
+        });
+        assert!(index.synced());
+        let state = JwksState {
+            keys: Some("{\"keys\":[]}".to_string()),
+            error: None,
+        };
+        let event = |state: Option<JwksState>| SourceEvent::Jwks {
+            uri: "https://keys.example/jwks.json".to_string(),
+            state,
+        };
+        index.apply(event(Some(state.clone())));
+        assert!(index.take_changes().jwks);
+        index.apply(event(Some(state)));
+        assert!(index.take_changes().is_empty());
+        index.apply(event(None));
+        assert!(index.take_changes().jwks);
+        assert!(index.jwks().is_empty());
+    }
+
+    #[test]
+    fn invalid_objects_are_kept_per_origin() {
+        let mut index = Index::default();
+        let bad = |n: usize| InvalidObject::file("a.yaml", n, "bad".to_string());
+        index.apply(SourceEvent::Reset {
+            origin: "a.yaml".to_string(),
+            objects: vec![mk_namespace("one")],
+            errors: vec![bad(2), bad(3)],
+        });
+        assert_eq!(index.invalid().len(), 2);
+        index.apply(SourceEvent::Update {
+            origin: "a.yaml".to_string(),
+            apply: Vec::new(),
+            delete: Vec::new(),
+            errors: None,
+        });
+        assert_eq!(index.invalid().len(), 2, "no errors given: kept");
+        index.apply(SourceEvent::Reset {
+            origin: "a.yaml".to_string(),
+            objects: Vec::new(),
+            errors: Vec::new(),
+        });
+        assert!(index.invalid().is_empty());
     }
 }

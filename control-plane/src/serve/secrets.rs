@@ -14,7 +14,7 @@ use meshd_translate::tls::{SECRET_DEFAULT, SECRET_ROOTCA};
 use meshd_xds::Resource;
 use parking_lot::Mutex;
 
-use super::generator::resource;
+use super::encode::resource;
 
 /// A certificate as sent: its metadata (for rotation and debugging) and the encoded secret.
 pub struct IssuedSecret {

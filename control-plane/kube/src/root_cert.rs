@@ -7,7 +7,6 @@
 //! root reaches every namespace without a restart. Namespaces being deleted are left alone.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -16,8 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 
-use super::kube::{KubeContext, is_conflict};
-use super::kube_source::with_backoff;
+use crate::TrustBundle;
+use crate::backoff::with_backoff;
+use crate::client::{KubeContext, is_conflict};
 
 pub const CONFIGMAP: &str = "istio-ca-root-cert";
 pub const KEY: &str = "root-cert.pem";
@@ -48,11 +48,12 @@ fn plan(view: &View, root: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-pub fn spawn(ctx: KubeContext, ca: Arc<meshd_ca::CertificateAuthority>) {
-    tokio::spawn(run(ctx, ca));
+/// Keeps the ConfigMap current in every namespace while this replica leads.
+pub fn spawn(ctx: KubeContext, bundle: TrustBundle) {
+    tokio::spawn(run(ctx, bundle));
 }
 
-async fn run(mut ctx: KubeContext, ca: Arc<meshd_ca::CertificateAuthority>) {
+async fn run(mut ctx: KubeContext, bundle: TrustBundle) {
     let namespaces = with_backoff(watcher::watcher(
         Api::<Namespace>::all(ctx.client.clone()),
         watcher::Config::default(),
@@ -95,7 +96,7 @@ async fn run(mut ctx: KubeContext, ca: Arc<meshd_ca::CertificateAuthority>) {
             continue;
         }
         dirty = false;
-        let root = ca.root_bundle_pem();
+        let root = bundle();
         for (namespace, exists) in plan(&view, &root) {
             match write(&ctx.client, &namespace, &root, exists).await {
                 Ok(()) => {

@@ -1,5 +1,4 @@
-//! What every Kubernetes-facing part of `meshd serve` shares: the API client, the root namespace,
-//! and whether this replica is the leader.
+//! Leader election among meshd replicas.
 //!
 //! Every replica watches and serves (xDS, CA); only the leader writes (root-certificate
 //! ConfigMaps, webhook CA bundles, status). Leadership is a coordination.k8s.io/v1 Lease
@@ -7,43 +6,17 @@
 //! leader election does it: a replica takes an expired lease, a leader that cannot renew within
 //! 10 s steps down before anyone else may take over, and a replica that stops releases it.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
+use crate::client::is_conflict;
+
 /// The Lease every replica competes for.
 pub const LEADER_LEASE: &str = "meshd-leader";
-
-/// A Kubernetes client and what the parts using it need to agree on. Cheap to clone.
-#[derive(Clone)]
-pub struct KubeContext {
-    pub client: kube::Client,
-    /// True while this replica holds the leader Lease: write only then.
-    pub leader: watch::Receiver<bool>,
-    /// Istio's root (config) namespace, where meshd's own objects live (`istio-system`).
-    pub root_namespace: String,
-}
-
-/// A client from `kubeconfig`, or the in-cluster service account when there is none.
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("loading kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::incluster()
-            .context("no --kubeconfig and not running in a cluster (in-cluster config)")?,
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
 
 /// Timing of the leader Lease.
 #[derive(Clone, Copy, Debug)]
@@ -250,11 +223,6 @@ impl Elector {
             .await
             .map(|_| ())
     }
-}
-
-/// 409: someone else wrote first (create of an existing object, or a stale resourceVersion).
-pub fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(status) if status.code == 409)
 }
 
 #[cfg(test)]

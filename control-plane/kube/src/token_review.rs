@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
 use parking_lot::Mutex;
-use tonic::codegen::http;
 
 /// How long an accepted token's review is trusted.
 pub const REVIEW_TTL: Duration = Duration::from_secs(60);
@@ -126,8 +125,8 @@ impl TokenReviewer {
         }
     }
 
-    /// A reviewer that asks nobody: answers come only from [`TokenReviewer::remember`].
-    #[cfg(test)]
+    /// A reviewer that asks nobody: every token is unavailable until [`TokenReviewer::remember`]
+    /// is told the answer (for tests of what relies on reviews).
     pub fn offline(audience: &str) -> Self {
         TokenReviewer {
             api: None,
@@ -172,7 +171,8 @@ impl TokenReviewer {
         (hit.until > Instant::now()).then(|| hit.result.clone())
     }
 
-    fn remember(&self, token: &str, result: Result<ReviewedToken, ReviewError>) {
+    /// Keeps `result` as the answer for `token` for as long as its kind of answer is trusted.
+    pub fn remember(&self, token: &str, result: Result<ReviewedToken, ReviewError>) {
         let ttl = match &result {
             Ok(_) => REVIEW_TTL,
             Err(ReviewError::Rejected(_)) => REJECTION_TTL,
@@ -213,11 +213,6 @@ pub fn bearer(value: Option<&str>) -> Option<&str> {
     let (scheme, token) = value?.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// The bearer token of gRPC request metadata.
-pub fn bearer_of(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
-    bearer(metadata.get("authorization").and_then(|v| v.to_str().ok()))
 }
 
 /// Reviews the bearer token of every request (when there is a reviewer) before passing it on.
@@ -288,33 +283,6 @@ where
             }
             inner.call(request).await
         })
-    }
-}
-
-/// The CA's authenticator with the Kubernetes source: the caller is whoever its token says.
-pub struct TokenAuthenticator {
-    pub reviewer: Arc<TokenReviewer>,
-    pub generator: Arc<super::generator::MeshGenerator>,
-}
-
-impl meshd_ca::Authenticator for TokenAuthenticator {
-    fn authenticate(
-        &self,
-        caller: &meshd_ca::Caller,
-    ) -> Result<meshd_ca::Identity, meshd_ca::AuthError> {
-        let token = caller
-            .bearer_token
-            .as_deref()
-            .ok_or(meshd_ca::AuthError::NoCredentials)?;
-        match self.reviewer.lookup(Some(token)) {
-            Ok(who) => Ok(meshd_ca::Identity::new(
-                &self.generator.snapshot().mesh.trust_domain,
-                &who.namespace,
-                &who.service_account,
-            )),
-            Err(ReviewError::Rejected(e)) => Err(meshd_ca::AuthError::Rejected(e)),
-            Err(ReviewError::Unavailable(e)) => Err(meshd_ca::AuthError::Unavailable(e)),
-        }
     }
 }
 

@@ -82,6 +82,16 @@ impl ResolvesServerCert for ServingCert {
     }
 }
 
+/// IP SANs for a serving certificate: 127.0.0.1 (tests and port-forwards connect there), and
+/// the listen address when it names one.
+pub fn serving_ips(addr: std::net::SocketAddr) -> Vec<std::net::IpAddr> {
+    let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    if !addr.ip().is_unspecified() && !ips.contains(&addr.ip()) {
+        ips.push(addr.ip());
+    }
+    ips
+}
+
 /// TLS connections accepted on `listener`, handshakes done off the accept loop so one slow client
 /// never holds up another.
 pub fn incoming(

@@ -5,7 +5,6 @@
 //! someone overwrites it. Only webhooks whose bundle differs are patched, by name, with a strategic
 //! merge patch (webhooks merge by `name`), so other fields and other writers are left alone.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -14,9 +13,10 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use meshd_ca::CertificateAuthority;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+use crate::TrustBundle;
 
 /// The configurations `manifests/` install.
 pub const INJECTOR: &str = "meshd-sidecar-injector";
@@ -99,13 +99,14 @@ pub async fn reconcile(client: &kube::Client, bundle: &[u8]) -> Result<usize, ku
     Ok(patched)
 }
 
+/// Starts [`run`] in the background.
+pub fn spawn(client: kube::Client, leader: watch::Receiver<bool>, bundle: TrustBundle) {
+    tokio::spawn(run(client, leader, bundle));
+}
+
 /// Keeps the bundles current while this replica leads: at once on becoming leader, when the
 /// trust bundle changes, and every [`RESYNC`]. Returns when the leader channel closes.
-pub async fn run(
-    client: kube::Client,
-    mut leader: watch::Receiver<bool>,
-    ca: Arc<CertificateAuthority>,
-) {
+pub async fn run(client: kube::Client, mut leader: watch::Receiver<bool>, bundle: TrustBundle) {
     loop {
         if !*leader.borrow_and_update() {
             if leader.changed().await.is_err() {
@@ -113,8 +114,8 @@ pub async fn run(
             }
             continue;
         }
-        let bundle = ca.root_bundle_pem();
-        let wait = match reconcile(&client, bundle.as_bytes()).await {
+        let current = bundle();
+        let wait = match reconcile(&client, current.as_bytes()).await {
             Ok(0) => RESYNC,
             Ok(n) => {
                 tracing::info!(configurations = n, "patched the webhook CA bundle");
@@ -135,7 +136,7 @@ pub async fn run(
                     break;
                 }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    if Instant::now() >= deadline || ca.root_bundle_pem() != bundle {
+                    if Instant::now() >= deadline || bundle() != current {
                         break;
                     }
                 }
@@ -284,14 +285,8 @@ mod tests {
     async fn only_the_leader_patches() {
         let (client, seen) = mk_client(None);
         let (leader_tx, leader_rx) = watch::channel(false);
-        let dir = std::env::temp_dir().join(format!("meshd-ca-bundle-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca = Arc::new(
-            CertificateAuthority::load_or_generate(meshd_ca::CaOptions::new(&dir, "cluster.local"))
-                .unwrap(),
-        );
-        let task = tokio::spawn(run(client, leader_rx, ca));
+        let bundle: TrustBundle = Arc::new(|| "ROOT".to_string());
+        let task = tokio::spawn(run(client, leader_rx, bundle));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(seen.lock().is_empty(), "a follower writes nothing");
         leader_tx.send(true).unwrap();
@@ -305,6 +300,5 @@ mod tests {
             .await
             .expect("the patcher ends with the leader channel")
             .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

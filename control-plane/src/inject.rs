@@ -19,7 +19,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
 use crate::iptables::rules;
@@ -105,15 +106,17 @@ impl Default for InjectConfig {
     }
 }
 
-/// One RFC 6902 operation; injection only ever adds and replaces.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum PatchOp {
-    Add { path: String, value: Value },
-    Replace { path: String, value: Value },
+/// The RFC 6902 patch the API server applies to the pod.
+pub type JsonPatch = Vec<PatchOperation>;
+
+/// A JSON pointer from unescaped tokens (`~` and `/` inside a key are escaped here).
+fn pointer<'t>(tokens: impl IntoIterator<Item = &'t str>) -> PointerBuf {
+    PointerBuf::from_tokens(tokens)
 }
 
-pub type JsonPatch = Vec<PatchOp>;
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
 
 /// Why a pod cannot be injected; the pod is refused with this message, as Istio refuses pods
 /// whose injection annotations it cannot honour.
@@ -217,11 +220,6 @@ fn containers<'a>(pod: &'a Value, field: &str) -> &'a [Value] {
     pod["spec"][field].as_array().map_or(&[], Vec::as_slice)
 }
 
-/// RFC 6901: `~` and `/` inside a key.
-fn escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
-}
-
 /// The patch that injects the pod, or `None` when it is to be left alone (see [`skip_reason`]).
 pub fn inject(
     pod: &Value,
@@ -259,37 +257,25 @@ pub fn inject(
         bootstrap_container(config, &labels, &probers),
     ];
     if containers(pod, "initContainers").is_empty() {
-        ops.push(PatchOp::Add {
-            path: "/spec/initContainers".to_owned(),
-            value: json!(init),
-        });
+        ops.push(add(pointer(["spec", "initContainers"]), json!(init)));
     } else {
         // First, as in Istio: capture is in place before any other container of the pod runs.
         for (i, c) in init.into_iter().enumerate() {
-            ops.push(PatchOp::Add {
-                path: format!("/spec/initContainers/{i}"),
-                value: c,
-            });
+            ops.push(add(pointer(["spec", "initContainers", &i.to_string()]), c));
         }
     }
     ops.extend(probe_ops);
-    ops.push(PatchOp::Add {
-        path: "/spec/containers/-".to_owned(),
-        value: proxy_container(config, resources),
-    });
+    ops.push(add(
+        pointer(["spec", "containers", "-"]),
+        proxy_container(config, resources),
+    ));
     let volumes = volumes();
     if pod["spec"]["volumes"].is_array() {
         for v in volumes {
-            ops.push(PatchOp::Add {
-                path: "/spec/volumes/-".to_owned(),
-                value: v,
-            });
+            ops.push(add(pointer(["spec", "volumes", "-"]), v));
         }
     } else {
-        ops.push(PatchOp::Add {
-            path: "/spec/volumes".to_owned(),
-            value: json!(volumes),
-        });
+        ops.push(add(pointer(["spec", "volumes"]), json!(volumes)));
     }
 
     let mut new_labels = vec![(TLS_MODE_LABEL, "istio".to_owned())];
@@ -313,20 +299,14 @@ fn add_map_entries(
 ) {
     if meta[field].is_object() {
         for (k, v) in entries.drain(..) {
-            ops.push(PatchOp::Add {
-                path: format!("/metadata/{field}/{}", escape(k)),
-                value: json!(v),
-            });
+            ops.push(add(pointer(["metadata", field, k]), json!(v)));
         }
     } else {
         let map: serde_json::Map<String, Value> = entries
             .drain(..)
             .map(|(k, v)| (k.to_owned(), json!(v)))
             .collect();
-        ops.push(PatchOp::Add {
-            path: format!("/metadata/{field}"),
-            value: Value::Object(map),
-        });
+        ops.push(add(pointer(["metadata", field]), Value::Object(map)));
     }
 }
 
@@ -507,10 +487,10 @@ fn rewrite_probes(app: &[Value]) -> (JsonPatch, BTreeMap<String, Value>) {
                     "timeoutSeconds": probe["timeoutSeconds"].as_i64().unwrap_or(1),
                 }),
             );
-            ops.push(PatchOp::Replace {
-                path: format!("/spec/containers/{i}/{field}/httpGet"),
+            ops.push(PatchOperation::Replace(ReplaceOperation {
+                path: pointer(["spec", "containers", &i.to_string(), field, "httpGet"]),
                 value: json!({ "path": path, "port": APP_HEALTH_PORT, "scheme": "HTTP" }),
-            });
+            }));
         }
     }
     (ops, probers)
@@ -669,458 +649,5 @@ fn volumes() -> [Value; 3] {
     ]
 }
 
-/// Applies a patch to a document: what the API server does with the webhook's answer. Tests use
-/// it to look at the injected pod as a whole.
 #[cfg(test)]
-pub fn apply(doc: &mut Value, patch: &JsonPatch) -> Result<(), String> {
-    for op in patch {
-        let (path, value, add) = match op {
-            PatchOp::Add { path, value } => (path, value.clone(), true),
-            PatchOp::Replace { path, value } => (path, value.clone(), false),
-        };
-        let (parent, last) = path.rsplit_once('/').ok_or("path without /")?;
-        let last = last.replace("~1", "/").replace("~0", "~");
-        let target = doc
-            .pointer_mut(parent)
-            .ok_or_else(|| format!("no parent {parent} for {path}"))?;
-        match target {
-            Value::Object(map) => {
-                if !add && !map.contains_key(&last) {
-                    return Err(format!("replace of missing {path}"));
-                }
-                map.insert(last, value);
-            }
-            Value::Array(list) => {
-                if last == "-" && add {
-                    list.push(value);
-                } else {
-                    let i: usize = last.parse().map_err(|_| format!("bad index in {path}"))?;
-                    if add && i <= list.len() {
-                        list.insert(i, value);
-                    } else if !add && i < list.len() {
-                        list[i] = value;
-                    } else {
-                        return Err(format!("index out of range in {path}"));
-                    }
-                }
-            }
-            _ => return Err(format!("{parent} is not a container")),
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn testdata(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/serve/webhook/testdata")
-            .join(name)
-    }
-
-    fn read_json(name: &str) -> Value {
-        let text = std::fs::read_to_string(testdata(name))
-            .unwrap_or_else(|e| panic!("reading {name}: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {name}: {e}"))
-    }
-
-    /// Compares with a golden file; `UPDATE_GOLDEN=1` rewrites it.
-    fn check_golden(name: &str, actual: &Value) {
-        let path = testdata(name);
-        let text = format!("{}\n", serde_json::to_string_pretty(actual).unwrap());
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, &text).unwrap();
-            return;
-        }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {name}: {e} (UPDATE_GOLDEN=1 writes it)"));
-        assert!(
-            expected == text,
-            "{name} differs (UPDATE_GOLDEN=1 rewrites it):\n--- actual\n{text}"
-        );
-    }
-
-    fn mk_pod(extra_meta: Value, spec: Value) -> Value {
-        let mut pod = json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": { "name": "web-0", "namespace": "shop" },
-            "spec": spec,
-        });
-        if let (Some(meta), Some(extra)) = (pod["metadata"].as_object_mut(), extra_meta.as_object())
-        {
-            for (k, v) in extra {
-                meta.insert(k.clone(), v.clone());
-            }
-        }
-        pod
-    }
-
-    fn mk_spec() -> Value {
-        json!({ "containers": [{ "name": "web", "image": "nginx" }] })
-    }
-
-    fn enabled() -> BTreeMap<String, String> {
-        BTreeMap::from([(NAMESPACE_LABEL.to_owned(), "enabled".to_owned())])
-    }
-
-    fn injected(pod: &Value) -> Value {
-        let patch = inject(pod, "shop", Some(&enabled()), &InjectConfig::default())
-            .unwrap()
-            .expect("injected");
-        let mut out = pod.clone();
-        apply(&mut out, &patch).unwrap();
-        out
-    }
-
-    #[test]
-    fn golden_pod_with_probes_and_annotations_gets_the_expected_patch() {
-        let pod = read_json("pod.json");
-        let patch = inject(&pod, "shop", Some(&enabled()), &InjectConfig::default())
-            .unwrap()
-            .expect("injected");
-        check_golden("pod.patch.json", &json!(patch));
-        let mut out = pod.clone();
-        apply(&mut out, &patch).unwrap();
-        check_golden("pod.injected.json", &out);
-    }
-
-    #[test]
-    fn golden_bare_pod_gets_the_expected_patch() {
-        let pod = read_json("bare-pod.json");
-        let patch = inject(&pod, "default", None, &InjectConfig::default())
-            .unwrap()
-            .expect("injected");
-        check_golden("bare-pod.patch.json", &json!(patch));
-    }
-
-    #[test]
-    fn injected_pod_is_not_injected_again() {
-        let once = injected(&mk_pod(json!({}), mk_spec()));
-        assert_eq!(
-            skip_reason(&once, "shop", Some(&enabled())),
-            Some(Skip::AlreadyInjected)
-        );
-        assert_eq!(
-            inject(&once, "shop", Some(&enabled()), &InjectConfig::default()),
-            Ok(None)
-        );
-        // A pod that brings its own istio-proxy is left alone too.
-        let manual = mk_pod(
-            json!({}),
-            json!({ "containers": [{ "name": "web" }, { "name": "istio-proxy" }] }),
-        );
-        assert_eq!(
-            skip_reason(&manual, "shop", None),
-            Some(Skip::AlreadyInjected)
-        );
-    }
-
-    #[test]
-    fn namespace_label_and_pod_opt_in_and_out_decide() {
-        let plain = mk_pod(json!({}), mk_spec());
-        let opt_out = mk_pod(json!({ "labels": { INJECT_KEY: "false" } }), mk_spec());
-        let opt_out_annotation =
-            mk_pod(json!({ "annotations": { INJECT_KEY: "false" } }), mk_spec());
-        let opt_in = mk_pod(json!({ "labels": { INJECT_KEY: "true" } }), mk_spec());
-        let none = BTreeMap::new();
-        let disabled = BTreeMap::from([(NAMESPACE_LABEL.to_owned(), "disabled".to_owned())]);
-        let revision = BTreeMap::from([(REVISION_LABEL.to_owned(), "canary".to_owned())]);
-
-        assert_eq!(skip_reason(&plain, "shop", Some(&enabled())), None);
-        assert_eq!(
-            skip_reason(&opt_out, "shop", Some(&enabled())),
-            Some(Skip::OptedOut)
-        );
-        assert_eq!(
-            skip_reason(&opt_out_annotation, "shop", Some(&enabled())),
-            Some(Skip::OptedOut)
-        );
-        assert_eq!(
-            skip_reason(&plain, "shop", Some(&none)),
-            Some(Skip::NamespaceNotEnabled)
-        );
-        assert_eq!(skip_reason(&opt_in, "shop", Some(&none)), None);
-        assert_eq!(
-            skip_reason(&opt_in, "shop", Some(&disabled)),
-            Some(Skip::NamespaceNotEnabled)
-        );
-        assert_eq!(skip_reason(&plain, "shop", Some(&revision)), None);
-        // Unknown namespace: the webhook configuration's selectors already chose.
-        assert_eq!(skip_reason(&plain, "shop", None), None);
-        assert_eq!(skip_reason(&opt_out, "shop", None), Some(Skip::OptedOut));
-        assert_eq!(
-            skip_reason(&plain, "kube-system", Some(&enabled())),
-            Some(Skip::IgnoredNamespace)
-        );
-        let host = mk_pod(
-            json!({}),
-            json!({ "hostNetwork": true, "containers": [{ "name": "web" }] }),
-        );
-        assert_eq!(
-            skip_reason(&host, "shop", Some(&enabled())),
-            Some(Skip::HostNetwork)
-        );
-    }
-
-    #[test]
-    fn traffic_annotations_become_iptables_flags() {
-        let pod = mk_pod(
-            json!({ "annotations": {
-                INCLUDE_OUTBOUND_RANGES: "10.0.0.0/8, 172.16.0.0/12,fd00::/8",
-                EXCLUDE_OUTBOUND_RANGES: "169.254.169.254/32",
-                EXCLUDE_OUTBOUND_PORTS: "5432,6379",
-                EXCLUDE_INBOUND_PORTS: "9090,15020",
-            } }),
-            mk_spec(),
-        );
-        let out = injected(&pod);
-        let args: Vec<&str> = out["spec"]["initContainers"][0]["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        assert_eq!(
-            args,
-            [
-                "iptables",
-                "--proxy-uid",
-                "1337",
-                "--proxy-gid",
-                "1337",
-                "--inbound-port",
-                "15006",
-                "--outbound-port",
-                "15001",
-                "--exclude-inbound-ports",
-                "15000,15020,15021,15090,9090",
-                "--include-outbound-cidrs",
-                "10.0.0.0/8,172.16.0.0/12",
-                "--exclude-outbound-cidrs",
-                "169.254.169.254/32",
-                "--exclude-outbound-ports",
-                "5432,6379",
-            ]
-        );
-        let all = mk_pod(
-            json!({ "annotations": { INCLUDE_OUTBOUND_RANGES: "*" } }),
-            mk_spec(),
-        );
-        let args = injected(&all)["spec"]["initContainers"][0]["args"].clone();
-        assert!(args.as_array().unwrap().contains(&json!("*")));
-    }
-
-    #[test]
-    fn bad_annotations_refuse_the_pod_naming_the_annotation() {
-        for (annotation, value) in [
-            (EXCLUDE_OUTBOUND_PORTS, "5432,x"),
-            (EXCLUDE_INBOUND_PORTS, "70000"),
-            (INCLUDE_OUTBOUND_RANGES, "10.0.0.0/40"),
-            (EXCLUDE_OUTBOUND_RANGES, "not-a-cidr"),
-            (PROXY_CPU, "lots"),
-            (PROXY_MEMORY_LIMIT, "1.2.3Gi"),
-        ] {
-            let pod = mk_pod(json!({ "annotations": { annotation: value } }), mk_spec());
-            let err = inject(&pod, "shop", Some(&enabled()), &InjectConfig::default())
-                .expect_err(annotation);
-            assert!(err.to_string().contains(annotation), "{annotation}: {err}");
-        }
-    }
-
-    #[test]
-    fn proxy_resources_come_from_annotations_with_istio_defaults() {
-        let out = injected(&mk_pod(json!({}), mk_spec()));
-        let proxy = &out["spec"]["containers"][1];
-        assert_eq!(proxy["name"], PROXY_CONTAINER);
-        assert_eq!(
-            proxy["resources"],
-            json!({ "requests": { "cpu": "100m", "memory": "128Mi" } })
-        );
-        let out = injected(&mk_pod(
-            json!({ "annotations": {
-                PROXY_CPU: "250m", PROXY_MEMORY: "256Mi",
-                PROXY_CPU_LIMIT: "1", PROXY_MEMORY_LIMIT: "1Gi",
-            } }),
-            mk_spec(),
-        ));
-        assert_eq!(
-            out["spec"]["containers"][1]["resources"],
-            json!({
-                "requests": { "cpu": "250m", "memory": "256Mi" },
-                "limits": { "cpu": "1", "memory": "1Gi" },
-            })
-        );
-    }
-
-    #[test]
-    fn quantities_follow_kubernetes_syntax() {
-        for good in [
-            "100m", "1", "0.5", "128Mi", "1Gi", "2G", "1e3", "1.5E-2", "+1",
-        ] {
-            assert!(is_quantity(good), "{good}");
-        }
-        for bad in ["", "m", "lots", "1.2.3", "1Qi", "1e", ".", "1 Gi"] {
-            assert!(!is_quantity(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn http_probes_are_pointed_at_envoy_and_the_originals_handed_to_bootstrap() {
-        let pod = mk_pod(
-            json!({}),
-            json!({ "containers": [
-                {
-                    "name": "web",
-                    "ports": [{ "name": "http", "containerPort": 8080 }],
-                    "readinessProbe": { "httpGet": { "path": "/ready", "port": "http" }, "timeoutSeconds": 3 },
-                    "livenessProbe": { "httpGet": { "path": "/live", "port": 8081, "scheme": "HTTPS" } },
-                    "startupProbe": { "tcpSocket": { "port": 8080 } },
-                },
-                {
-                    "name": "side",
-                    "readinessProbe": { "httpGet": { "port": "missing" } },
-                },
-            ] }),
-        );
-        let out = injected(&pod);
-        let web = &out["spec"]["containers"][0];
-        assert_eq!(
-            web["readinessProbe"],
-            json!({ "httpGet": { "path": "/app-health/web/readyz", "port": 15020, "scheme": "HTTP" }, "timeoutSeconds": 3 })
-        );
-        assert_eq!(
-            web["livenessProbe"]["httpGet"]["path"],
-            "/app-health/web/livez"
-        );
-        assert_eq!(
-            web["startupProbe"],
-            json!({ "tcpSocket": { "port": 8080 } })
-        );
-        // A port name that resolves to nothing is left for the kubelet to report.
-        assert_eq!(
-            out["spec"]["containers"][1]["readinessProbe"],
-            json!({ "httpGet": { "port": "missing" } })
-        );
-        let env = out["spec"]["initContainers"][1]["env"].as_array().unwrap();
-        let probers = env
-            .iter()
-            .find(|e| e["name"] == APP_PROBERS_ENV)
-            .expect("probers passed on");
-        let probers: Value = serde_json::from_str(probers["value"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            probers,
-            json!({
-                "/app-health/web/readyz": { "httpGet": { "path": "/ready", "port": 8080, "scheme": "HTTP" }, "timeoutSeconds": 3 },
-                "/app-health/web/livez": { "httpGet": { "path": "/live", "port": 8081, "scheme": "HTTPS" }, "timeoutSeconds": 1 },
-            })
-        );
-
-        let opted_out = mk_pod(
-            json!({ "annotations": { REWRITE_PROBES_ANNOTATION: "false" } }),
-            pod["spec"].clone(),
-        );
-        let out = injected(&opted_out);
-        assert_eq!(
-            out["spec"]["containers"][0]["readinessProbe"],
-            pod["spec"]["containers"][0]["readinessProbe"]
-        );
-        assert!(
-            !out["spec"]["initContainers"][1]["env"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["name"] == APP_PROBERS_ENV)
-        );
-    }
-
-    #[test]
-    fn init_containers_run_first_and_existing_maps_are_extended() {
-        let pod = mk_pod(
-            json!({
-                "labels": { "app": "web" },
-                "annotations": { DEFAULT_CONTAINER_ANNOTATION: "other", "a/b~c": "x" },
-            }),
-            json!({
-                "initContainers": [{ "name": "migrate" }],
-                "containers": [{ "name": "web" }, { "name": "other" }],
-                "volumes": [{ "name": "data", "emptyDir": {} }],
-            }),
-        );
-        let out = injected(&pod);
-        let names = |field: &str| -> Vec<String> {
-            out["spec"][field]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["name"].as_str().unwrap().to_owned())
-                .collect()
-        };
-        assert_eq!(
-            names("initContainers"),
-            [INIT_CONTAINER, BOOTSTRAP_CONTAINER, "migrate"]
-        );
-        assert_eq!(names("containers"), ["web", "other", PROXY_CONTAINER]);
-        assert_eq!(
-            names("volumes"),
-            ["data", "istio-envoy", "istio-token", "istiod-ca-cert"]
-        );
-        assert_eq!(out["metadata"]["labels"]["app"], "web");
-        assert_eq!(out["metadata"]["labels"][TLS_MODE_LABEL], "istio");
-        // A default container the user chose stays.
-        assert_eq!(
-            out["metadata"]["annotations"][DEFAULT_CONTAINER_ANNOTATION],
-            "other"
-        );
-        assert_eq!(out["metadata"]["annotations"]["a/b~c"], "x");
-        let labels_env = out["spec"]["initContainers"][1]["env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == "MESHD_LABELS")
-            .unwrap()["value"]
-            .clone();
-        assert_eq!(labels_env, "app=web,security.istio.io/tlsMode=istio");
-    }
-
-    #[test]
-    fn the_projected_token_is_passed_to_bootstrap_unless_turned_off() {
-        let pod = mk_pod(json!({}), mk_spec());
-        for token_file in [true, false] {
-            let config = InjectConfig {
-                token_file,
-                ..InjectConfig::default()
-            };
-            let patch = inject(&pod, "shop", None, &config).unwrap().unwrap();
-            let mut out = pod.clone();
-            apply(&mut out, &patch).unwrap();
-            let args = out["spec"]["initContainers"][1]["args"].clone();
-            let args: Vec<&str> = args
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect();
-            assert_eq!(
-                args.windows(2).any(|w| w == ["--token-file", TOKEN_FILE]),
-                token_file,
-                "{args:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn something_without_containers_is_not_a_pod() {
-        assert!(matches!(
-            inject(
-                &json!({ "kind": "Pod" }),
-                "shop",
-                None,
-                &InjectConfig::default()
-            ),
-            Err(InvalidPod::NotAPod(_))
-        ));
-    }
-}
+mod tests;
