@@ -6,11 +6,15 @@
 
 mod authz;
 mod cluster;
+mod destination;
 mod endpoint;
 pub mod gateway;
+mod hcm;
 mod http_route;
 mod listener;
+mod locality;
 mod names;
+mod plan;
 mod route;
 mod tcp_route;
 pub mod tls;
@@ -71,7 +75,7 @@ impl Scope {
     /// while locality load balancing needs it.
     pub fn for_proxy(snapshot: &Snapshot, proxy: &Proxy) -> Scope {
         let mut scope = Scope::of(proxy);
-        scope.locality = traffic_policy::proxy_locality(snapshot, proxy);
+        scope.locality = locality::proxy_locality(snapshot, proxy);
         if proxy.node_type != NodeType::Sidecar {
             return scope;
         }

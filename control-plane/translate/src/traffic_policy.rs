@@ -33,11 +33,8 @@ use meshd_proto::pb::envoy::r#type::v3::Percent;
 
 use crate::Scope;
 use crate::names::parse_outbound_cluster;
-
-pub(crate) mod locality;
-use crate::tls;
 use crate::util::{ads, u32_value};
-pub(crate) use locality::proxy_locality;
+use crate::{locality, tls};
 
 /// The `typed_extension_protocol_options` key for upstream HTTP settings (the map's only entry).
 pub(crate) const HTTP_PROTOCOL_OPTIONS: &str =
