@@ -1,10 +1,12 @@
-//! Pure translation: `(&Snapshot, &Proxy)` → Envoy clusters, endpoints, listeners and routes.
+//! Pure translation: `(&Snapshot, &Proxy)` → Envoy clusters, endpoints, listeners and routes; also
+//! the bootstrap a proxy starts from and the secrets it is sent.
 //!
 //! Nothing here does I/O. Outbound resources depend only on the snapshot and the proxy's [`Scope`]
 //! (so the control plane builds them once per scope and shares them); inbound resources depend on
 //! the proxy's own workload.
 
 mod authz;
+pub mod bootstrap;
 mod cluster;
 mod destination;
 mod endpoint;
