@@ -30,17 +30,8 @@ use crate::Scope;
 use crate::hcm::{hcm_filter, http_connection_manager, http_filters};
 use crate::http_route::{RouteContext, virtual_service_routes};
 use crate::plan::gateway_servers::{Bound, ServerKind, kind, servers_by_port, terminates_tls};
+use crate::tls::{credential_ca_secret, credential_secret};
 use crate::util::*;
-
-/// SDS names of Gateway credentials, as Istio's agent serves them.
-pub fn credential_secret(name: &str) -> String {
-    format!("kubernetes://{name}")
-}
-
-/// The client CA of a MUTUAL server's credential.
-pub fn credential_ca_secret(name: &str) -> String {
-    format!("kubernetes://{name}-cacert")
-}
 
 fn gateway_hcm(
     port: u32,

@@ -1,4 +1,5 @@
-//! Golden tests: Istio/Kubernetes YAML in, Envoy JSON out, for every case under `tests/golden/`.
+//! Golden tests: Istio/Kubernetes YAML in, Envoy JSON out, for every case under `tests/golden/`;
+//! the bootstrap and the SDS secrets have theirs in the modules below.
 //! Each output is also loaded by the real Envoy in validate mode, so a config Envoy would reject
 //! fails here before any proxy could see it. `UPDATE_GOLDEN=1` rewrites the expected files.
 
@@ -7,6 +8,8 @@
 // The crate root is `golden.rs`, so its modules are found by path.
 #[path = "golden/bootstrap.rs"]
 mod bootstrap;
+#[path = "golden/secret.rs"]
+mod secret;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
