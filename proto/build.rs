@@ -11,6 +11,7 @@ const FILES: &[&str] = &[
     "envoy/config/bootstrap/v3/bootstrap.proto",
     "envoy/config/cluster/v3/cluster.proto",
     "envoy/config/endpoint/v3/endpoint.proto",
+    "envoy/config/grpc_credential/v3/file_based_metadata.proto",
     "envoy/config/listener/v3/listener.proto",
     "envoy/config/route/v3/route.proto",
     "envoy/config/rbac/v3/rbac.proto",

@@ -9,7 +9,7 @@ use meshd_model::{Proxy, Snapshot};
 use meshd_proto::pb::google::protobuf::{Struct, value};
 use meshd_proto::type_url;
 use meshd_translate::Scope;
-use meshd_translate::tls::{SECRET_DEFAULT, SECRET_ROOTCA};
+use meshd_translate::tls::{CREDENTIAL_PREFIX, SECRET_DEFAULT, SECRET_ROOTCA};
 use prometheus_client::metrics::counter::Counter;
 
 use super::encode::resource;
@@ -133,8 +133,12 @@ impl MeshGenerator {
         {
             let snapshot = self.snapshot();
             for name in names.iter().filter(|n| n.starts_with(CREDENTIAL_PREFIX)) {
-                match gateway_credential(&snapshot, &proxy.proxy.namespace, name) {
-                    Some(res) => out.push(res),
+                match meshd_translate::secret::gateway_credential(
+                    &snapshot,
+                    &proxy.proxy.namespace,
+                    name,
+                ) {
+                    Some(secret) => out.push(resource(name.clone(), &secret)),
                     None => {
                         tracing::warn!(proxy = %proxy.proxy.id, secret = %name, "gateway credential not found in the gateway's namespace")
                     }
@@ -143,62 +147,6 @@ impl MeshGenerator {
         }
         out
     }
-}
-
-const CREDENTIAL_PREFIX: &str = "kubernetes://";
-
-/// SDS `kubernetes://<name>` (certificate and key) or `kubernetes://<name>-cacert` (client CA) from
-/// Secrets in `namespace`, with either Kubernetes' or Istio's key names.
-fn gateway_credential(
-    snapshot: &Snapshot,
-    namespace: &str,
-    sds_name: &str,
-) -> Option<Arc<Resource>> {
-    use meshd_model::{Kind, Object, ObjectKey};
-    use meshd_proto::pb::envoy::config::core::v3::{DataSource, data_source};
-    use meshd_proto::pb::envoy::extensions::transport_sockets::tls::v3::{
-        CertificateValidationContext, Secret, TlsCertificate, secret,
-    };
-    let name = sds_name.strip_prefix(CREDENTIAL_PREFIX)?;
-    let lookup = |n: &str| match snapshot
-        .objects
-        .get(&ObjectKey::new(Kind::Secret, namespace, n))
-    {
-        Some(Object::Secret(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let inline = |text: String| {
-        Some(DataSource {
-            specifier: Some(data_source::Specifier::InlineString(text)),
-            ..Default::default()
-        })
-    };
-    let first =
-        |s: &meshd_model::input::kube::Secret, keys: &[&str]| keys.iter().find_map(|k| s.value(k));
-    let kind = if let Some(base) = name.strip_suffix("-cacert") {
-        // A separate `<name>-cacert` Secret, or the `ca.crt` key of `<name>` itself.
-        let ca = lookup(name)
-            .and_then(|s| first(&s, &["ca.crt", "cacert"]))
-            .or_else(|| lookup(base).and_then(|s| first(&s, &["ca.crt", "cacert"])))?;
-        secret::Type::ValidationContext(CertificateValidationContext {
-            trusted_ca: inline(ca),
-            ..Default::default()
-        })
-    } else {
-        let s = lookup(name)?;
-        secret::Type::TlsCertificate(TlsCertificate {
-            certificate_chain: inline(first(&s, &["tls.crt", "cert"])?),
-            private_key: inline(first(&s, &["tls.key", "key"])?),
-            ..Default::default()
-        })
-    };
-    Some(resource(
-        sds_name.to_string(),
-        &Secret {
-            name: sds_name.to_string(),
-            r#type: Some(kind),
-        },
-    ))
 }
 
 /// A connected proxy: what its node says, parsed once, and the identity it proved (TLS port only).

@@ -6,10 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use meshd_ca::{CertificateAuthority, Identity, IssuedCert};
-use meshd_proto::pb::envoy::config::core::v3::{DataSource, data_source};
-use meshd_proto::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, Secret, TlsCertificate, secret,
-};
+use meshd_translate::secret::{trust_bundle, workload_certificate};
 use meshd_translate::tls::{SECRET_DEFAULT, SECRET_ROOTCA};
 use meshd_xds::Resource;
 use parking_lot::Mutex;
@@ -28,13 +25,6 @@ pub struct Secrets {
     ttl: Option<Duration>,
     workload: Mutex<HashMap<String, Arc<IssuedSecret>>>,
     root: Mutex<Option<(String, Arc<Resource>)>>,
-}
-
-fn inline(text: &str) -> Option<DataSource> {
-    Some(DataSource {
-        specifier: Some(data_source::Specifier::InlineString(text.to_string())),
-        ..Default::default()
-    })
 }
 
 impl Secrets {
@@ -67,14 +57,7 @@ impl Secrets {
                 return None;
             }
         };
-        let secret = Secret {
-            name: SECRET_DEFAULT.to_string(),
-            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
-                certificate_chain: inline(&cert.chain_pem),
-                private_key: inline(cert.key_pem.expose()),
-                ..Default::default()
-            })),
-        };
+        let secret = workload_certificate(&cert.chain_pem, cert.key_pem.expose());
         let issued = Arc::new(IssuedSecret {
             serial: cert.serial.clone(),
             rotation_due: cert.rotation_due(),
@@ -94,15 +77,7 @@ impl Secrets {
         {
             return res.clone();
         }
-        let secret = Secret {
-            name: SECRET_ROOTCA.to_string(),
-            r#type: Some(secret::Type::ValidationContext(
-                CertificateValidationContext {
-                    trusted_ca: inline(&bundle),
-                    ..Default::default()
-                },
-            )),
-        };
+        let secret = trust_bundle(&bundle);
         let res = resource(SECRET_ROOTCA.to_string(), &secret);
         *cached = Some((bundle, res.clone()));
         res

@@ -1,6 +1,6 @@
 //! Clusters: one per outbound service port, one per inbound workload port, and Istio's fixed ones.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use meshd_model::{
     DestinationRuleModel, NodeType, Protocol, Proxy, Resolution, ServiceModel, Snapshot,
@@ -21,46 +21,9 @@ use meshd_proto::pb::envoy::extensions::upstreams::http::v3::{
 
 use crate::Scope;
 use crate::names::*;
+use crate::plan::{gateway_servers, inbound_ports};
 use crate::util::*;
 use crate::{tls, traffic_policy};
-
-/// A port of this proxy's own workload that some service sends traffic to.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct InboundPort {
-    /// The port the app listens on (the service's target port).
-    pub port: u32,
-    pub protocol: Protocol,
-}
-
-/// The ports of the proxy's workload that services route to, found as istiod does: by the proxy's IP
-/// among the endpoints of every service.
-pub(crate) fn inbound_ports(snapshot: &Snapshot, proxy: &Proxy) -> Vec<InboundPort> {
-    if proxy.node_type != NodeType::Sidecar {
-        return Vec::new();
-    }
-    let mut ports: BTreeMap<u32, Protocol> = BTreeMap::new();
-    for svc in snapshot.registry.services.values() {
-        for sp in &svc.ports {
-            for ep in snapshot.registry.endpoints(&svc.hostname, sp.port) {
-                if ep.address == proxy.ip {
-                    // Several services may share a target port; HTTP only if every one says so.
-                    ports
-                        .entry(ep.port)
-                        .and_modify(|p| {
-                            if !sp.protocol.is_http() {
-                                *p = Protocol::Tcp
-                            }
-                        })
-                        .or_insert(sp.protocol);
-                }
-            }
-        }
-    }
-    ports
-        .into_iter()
-        .map(|(port, protocol)| InboundPort { port, protocol })
-        .collect()
-}
 
 fn connect_timeout(snapshot: &Snapshot) -> Option<meshd_proto::pb::google::protobuf::Duration> {
     let (s, n) = snapshot.mesh.duration_secs().unwrap_or((10, 0));
@@ -167,7 +130,7 @@ pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
             out.push(with_policy(base, ""));
         }
     }
-    let twins = crate::gateway::sni_dnat_clusters(snapshot, scope, &out);
+    let twins = sni_dnat_clusters(snapshot, scope, &out);
     out.extend(twins);
     out.push(base_cluster(
         snapshot,
@@ -183,6 +146,30 @@ pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
     passthrough.circuit_breakers = default_circuit_breakers();
     out.push(passthrough);
     out
+}
+
+/// AUTO_PASSTHROUGH gateways need a cluster named like each SNI they may see: a twin of every
+/// mesh cluster (same endpoints, no TLS of its own — the client's mTLS passes through).
+fn sni_dnat_clusters(snapshot: &Snapshot, scope: &Scope, clusters: &[Cluster]) -> Vec<Cluster> {
+    let auto = gateway_servers::selected(snapshot, scope).iter().any(|g| {
+        g.servers
+            .iter()
+            .any(|s| gateway_servers::kind(s) == Some(gateway_servers::ServerKind::AutoPassthrough))
+    });
+    if !auto {
+        return Vec::new();
+    }
+    clusters
+        .iter()
+        .filter_map(|c| {
+            let (port, subset, host) = crate::names::parse_outbound_cluster(&c.name)?;
+            let mut twin = c.clone();
+            twin.name = crate::tls::mesh_sni(port, subset, host);
+            twin.transport_socket = None;
+            twin.transport_socket_matches.clear();
+            Some(twin)
+        })
+        .collect()
 }
 
 fn outbound_cluster_for(

@@ -1,5 +1,7 @@
 //! ClusterLoadAssignments for every EDS cluster.
 
+mod locality;
+
 use meshd_model::input::labels_match;
 use meshd_model::{Resolution, Snapshot};
 use meshd_proto::pb::envoy::config::endpoint::v3::{
@@ -53,7 +55,7 @@ pub fn endpoints(snapshot: &Snapshot) -> Vec<ClusterLoadAssignment> {
         }
     }
     // Per-locality variants for proxies that balance by locality.
-    out.extend(crate::traffic_policy::locality::assignments(snapshot));
+    out.extend(locality::assignments(snapshot));
     out
 }
 

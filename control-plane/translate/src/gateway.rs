@@ -5,12 +5,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use meshd_model::input::labels_match;
+use meshd_model::Snapshot;
 use meshd_model::input::networking::{Server, ServerTls};
 use meshd_model::traffic::host_matches;
-use meshd_model::{GatewayModel, Snapshot};
 use meshd_proto::pack;
-use meshd_proto::pb::envoy::config::cluster::v3::Cluster;
 use meshd_proto::pb::envoy::config::core::v3::{
     DataSource, TrafficDirection, TransportSocket, data_source, transport_socket,
 };
@@ -29,107 +27,11 @@ use meshd_proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 
 use crate::Scope;
+use crate::hcm::{hcm_filter, http_connection_manager, http_filters};
 use crate::http_route::{RouteContext, virtual_service_routes};
-use crate::listener::{hcm_filter, http_connection_manager, http_filters};
+use crate::plan::gateway_servers::{Bound, ServerKind, kind, servers_by_port, terminates_tls};
+use crate::tls::{credential_ca_secret, credential_secret};
 use crate::util::*;
-
-/// SDS names of Gateway credentials, as Istio's agent serves them.
-pub fn credential_secret(name: &str) -> String {
-    format!("kubernetes://{name}")
-}
-
-/// The client CA of a MUTUAL server's credential.
-pub fn credential_ca_secret(name: &str) -> String {
-    format!("kubernetes://{name}-cacert")
-}
-
-fn is_http(protocol: &str) -> bool {
-    matches!(
-        protocol.to_ascii_uppercase().as_str(),
-        "HTTP" | "HTTP2" | "GRPC"
-    )
-}
-
-/// How a server handles its connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ServerKind {
-    Http,
-    /// HTTPS terminated here, SIMPLE or MUTUAL.
-    Terminate,
-    /// TLS routed by SNI to the VirtualServices' `tls` routes, untouched.
-    Passthrough,
-    /// TLS routed by Istio's SNI (`outbound_.<port>_.<subset>_.<host>`) straight to that cluster.
-    AutoPassthrough,
-}
-
-fn kind(server: &Server) -> Option<ServerKind> {
-    if is_http(&server.port.protocol) {
-        return Some(ServerKind::Http);
-    }
-    let https = server.port.protocol.eq_ignore_ascii_case("HTTPS");
-    let tls_port = https || server.port.protocol.eq_ignore_ascii_case("TLS");
-    let mode = server
-        .tls
-        .as_ref()
-        .map(|t| t.mode.as_deref().unwrap_or("SIMPLE").to_ascii_uppercase());
-    match (tls_port, mode.as_deref()) {
-        (true, Some("SIMPLE" | "MUTUAL")) if https => Some(ServerKind::Terminate),
-        (true, Some("PASSTHROUGH")) => Some(ServerKind::Passthrough),
-        (true, Some("AUTO_PASSTHROUGH")) => Some(ServerKind::AutoPassthrough),
-        _ => None,
-    }
-}
-
-fn terminates_tls(server: &Server) -> bool {
-    kind(server) == Some(ServerKind::Terminate)
-}
-
-/// Gateways selecting this router, by its labels.
-fn selected<'a>(snapshot: &'a Snapshot, scope: &Scope) -> Vec<&'a GatewayModel> {
-    snapshot
-        .traffic
-        .gateways
-        .iter()
-        .filter(|g| !g.selector.is_empty() && labels_match(&g.selector, &scope.labels))
-        .map(|g| g.as_ref())
-        .collect()
-}
-
-/// One server as bound on a router: which gateway it belongs to.
-struct Bound<'a> {
-    gateway: &'a GatewayModel,
-    server: &'a Server,
-}
-
-impl Bound<'_> {
-    fn https_route_name(&self) -> String {
-        format!(
-            "https.{}.{}.{}.{}",
-            self.server.port.number,
-            self.server.port.name,
-            self.gateway.key.name,
-            self.gateway.key.namespace
-        )
-    }
-}
-
-/// Servers by port. A port serves either plain HTTP or terminated HTTPS; a port where a Gateway
-/// mixes both keeps the kind its first server has (Istio refuses such configurations too).
-fn servers_by_port<'a>(snapshot: &'a Snapshot, scope: &Scope) -> BTreeMap<u32, Vec<Bound<'a>>> {
-    let mut ports: BTreeMap<u32, Vec<Bound<'a>>> = BTreeMap::new();
-    // TLS kinds share a port (they differ by SNI); plain HTTP does not mix with them.
-    let tls = |s: &Server| kind(s) != Some(ServerKind::Http);
-    for gateway in selected(snapshot, scope) {
-        for server in gateway.servers.iter().filter(|s| kind(s).is_some()) {
-            let list = ports.entry(server.port.number).or_default();
-            if list.first().is_some_and(|b| tls(b.server) != tls(server)) {
-                continue;
-            }
-            list.push(Bound { gateway, server });
-        }
-    }
-    ports
-}
 
 fn gateway_hcm(
     port: u32,
@@ -373,34 +275,6 @@ fn without_repeated_server_names(chains: Vec<FilterChain>) -> Vec<FilterChain> {
                 m.server_names = kept;
             }
             Some(c)
-        })
-        .collect()
-}
-
-/// AUTO_PASSTHROUGH gateways need a cluster named like each SNI they may see: a twin of every
-/// mesh cluster (same endpoints, no TLS of its own — the client's mTLS passes through).
-pub(crate) fn sni_dnat_clusters(
-    snapshot: &Snapshot,
-    scope: &Scope,
-    clusters: &[Cluster],
-) -> Vec<Cluster> {
-    let auto = selected(snapshot, scope).iter().any(|g| {
-        g.servers
-            .iter()
-            .any(|s| kind(s) == Some(ServerKind::AutoPassthrough))
-    });
-    if !auto {
-        return Vec::new();
-    }
-    clusters
-        .iter()
-        .filter_map(|c| {
-            let (port, subset, host) = crate::names::parse_outbound_cluster(&c.name)?;
-            let mut twin = c.clone();
-            twin.name = crate::tls::mesh_sni(port, subset, host);
-            twin.transport_socket = None;
-            twin.transport_socket_matches.clear();
-            Some(twin)
         })
         .collect()
 }

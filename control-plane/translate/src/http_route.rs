@@ -15,9 +15,7 @@ use meshd_model::input::networking::{
     StringMatch,
 };
 use meshd_model::registry::parse_duration;
-use meshd_model::traffic::{
-    grpc_status_code, is_authority_header, is_internal_header, resolve_host,
-};
+use meshd_model::traffic::{grpc_status_code, is_authority_header, is_internal_header};
 use meshd_model::{Snapshot, VirtualServiceModel};
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::core::v3::{
@@ -34,6 +32,7 @@ use meshd_proto::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy as E
 use meshd_proto::pb::envoy::extensions::filters::http::fault::v3::{
     FaultAbort, HttpFault, fault_abort,
 };
+use meshd_proto::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use meshd_proto::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
 use meshd_proto::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
@@ -41,8 +40,7 @@ use meshd_proto::pb::envoy::r#type::matcher::v3::{
 use meshd_proto::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use meshd_proto::pb::google::protobuf::Any;
 
-use crate::names::outbound_cluster;
-use crate::route::default_retry_policy;
+use crate::destination::cluster_for;
 use crate::util::*;
 
 const FAULT_FILTER: &str = "envoy.filters.http.fault";
@@ -188,25 +186,6 @@ fn route_matches(r: &HttpRoute, ctx: &RouteContext<'_>) -> Vec<RouteMatch> {
         .collect()
 }
 
-/// The cluster a destination means here: explicit port, else the listener's port if the service has
-/// it, else the service's only port. Short hosts resolve in the VirtualService's namespace.
-pub(crate) fn cluster_for(
-    d: &Destination,
-    vs_namespace: &str,
-    snapshot: &Snapshot,
-    listener_port: u32,
-) -> String {
-    let host = resolve_host(&d.host, vs_namespace);
-    let port = d.port.as_ref().map(|p| p.number).unwrap_or_else(|| {
-        match snapshot.registry.services.get(&host) {
-            Some(svc) if svc.port(listener_port).is_some() => listener_port,
-            Some(svc) if svc.ports.len() == 1 => svc.ports[0].port,
-            _ => listener_port,
-        }
-    });
-    outbound_cluster(port, d.subset.as_deref().unwrap_or(""), &host)
-}
-
 fn destination_cluster(
     d: &Destination,
     vs: &VirtualServiceModel,
@@ -234,6 +213,24 @@ fn runtime_fraction(p: FractionalPercent) -> RuntimeFractionalPercent {
     RuntimeFractionalPercent {
         default_value: Some(p),
         runtime_key: String::new(),
+    }
+}
+
+/// Istio's default: two retries on connection-level failures and 503, never the same host twice.
+pub(crate) fn default_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+            .to_string(),
+        num_retries: u32_value(2),
+        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
+            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                pack(&PreviousHostsPredicate::default()),
+            )),
+        }],
+        host_selection_retry_max_attempts: 5,
+        retriable_status_codes: vec![503],
+        ..Default::default()
     }
 }
 

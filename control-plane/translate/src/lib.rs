@@ -1,17 +1,24 @@
-//! Pure translation: `(&Snapshot, &Proxy)` → Envoy clusters, endpoints, listeners and routes.
+//! Pure translation: `(&Snapshot, &Proxy)` → Envoy clusters, endpoints, listeners and routes; also
+//! the bootstrap a proxy starts from and the secrets it is sent.
 //!
 //! Nothing here does I/O. Outbound resources depend only on the snapshot and the proxy's [`Scope`]
 //! (so the control plane builds them once per scope and shares them); inbound resources depend on
 //! the proxy's own workload.
 
 mod authz;
+pub mod bootstrap;
 mod cluster;
+mod destination;
 mod endpoint;
-pub mod gateway;
+mod gateway;
+mod hcm;
 mod http_route;
 mod listener;
+mod locality;
 mod names;
+mod plan;
 mod route;
+pub mod secret;
 mod tcp_route;
 pub mod tls;
 mod traffic_policy;
@@ -71,7 +78,7 @@ impl Scope {
     /// while locality load balancing needs it.
     pub fn for_proxy(snapshot: &Snapshot, proxy: &Proxy) -> Scope {
         let mut scope = Scope::of(proxy);
-        scope.locality = traffic_policy::proxy_locality(snapshot, proxy);
+        scope.locality = locality::proxy_locality(snapshot, proxy);
         if proxy.node_type != NodeType::Sidecar {
             return scope;
         }

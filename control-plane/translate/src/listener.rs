@@ -1,9 +1,7 @@
 //! Listeners: `virtualOutbound` (15001) hands captured connections to a per-port listener by their
 //! original destination; `virtualInbound` (15006) serves the workload's own ports.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use meshd_model::{MtlsMode, NodeType, OutboundPolicy, Protocol, Proxy, ServiceModel, Snapshot};
+use meshd_model::{MtlsMode, NodeType, OutboundPolicy, Protocol, Proxy, Snapshot};
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::core::v3::TrafficDirection;
 use meshd_proto::pb::envoy::config::listener::v3::{
@@ -13,75 +11,19 @@ use meshd_proto::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
     route_match,
 };
-use meshd_proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
-use meshd_proto::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use meshd_proto::pb::envoy::extensions::filters::http::router::v3::Router;
 use meshd_proto::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use meshd_proto::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+    HttpFilter, Rds, http_connection_manager,
 };
 use meshd_proto::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
 use crate::Scope;
-use crate::cluster::inbound_ports;
+use crate::hcm::{hcm_filter, http_connection_manager, http_filter, http_filters};
 use crate::names::*;
+use crate::plan::{inbound_ports, outbound_plan};
 use crate::util::*;
-
-/// Ports the sidecar itself owns; services on them are not captured.
-const RESERVED_PORTS: [u32; 6] = [15000, 15001, 15006, 15020, 15021, 15090];
-
-/// The outbound ports with an HTTP listener, and the TCP listeners by (address, port) → the
-/// services there, in hostname order (on a VIP the first one owns it).
-pub(crate) struct OutboundPlan {
-    pub http_ports: BTreeSet<u32>,
-    pub tcp: BTreeMap<(String, u32), Vec<std::sync::Arc<ServiceModel>>>,
-}
-
-/// What the scope sees: the services (ports) its Sidecar, if any, lets it reach.
-pub(crate) fn outbound_plan(snapshot: &Snapshot, scope: &Scope) -> OutboundPlan {
-    let mut http_ports = BTreeSet::new();
-    let mut tcp = BTreeMap::new();
-    for svc in snapshot.registry.services.values() {
-        for sp in svc
-            .ports
-            .iter()
-            .filter(|p| !RESERVED_PORTS.contains(&p.port) && scope.sees(snapshot, svc, p.port))
-        {
-            if sp.protocol.is_http() {
-                http_ports.insert(sp.port);
-            }
-        }
-    }
-    for svc in snapshot.registry.services.values() {
-        for sp in svc.ports.iter().filter(|p| {
-            !RESERVED_PORTS.contains(&p.port)
-                && !p.protocol.is_http()
-                && scope.sees(snapshot, svc, p.port)
-        }) {
-            let vips: Vec<&String> = svc
-                .addresses
-                .iter()
-                .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
-                .collect();
-            if vips.is_empty() {
-                // Without a VIP the port (and for TLS the SNI) must identify the service.
-                if !http_ports.contains(&sp.port) {
-                    tcp.entry(("0.0.0.0".to_string(), sp.port))
-                        .or_insert_with(Vec::new)
-                        .push(svc.clone());
-                }
-            } else {
-                for vip in vips {
-                    tcp.entry((vip.clone(), sp.port))
-                        .or_insert_with(Vec::new)
-                        .push(svc.clone());
-                }
-            }
-        }
-    }
-    OutboundPlan { http_ports, tcp }
-}
 
 pub fn outbound_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
     if scope.node_type != NodeType::Sidecar {
@@ -322,49 +264,6 @@ fn inbound_http(port: u32, cluster: &str, _protocol: Protocol, authz: Vec<HttpFi
             ..Default::default()
         });
     hcm_filter(&hcm)
-}
-
-fn http_filter(name: &str, config: meshd_proto::pb::google::protobuf::Any) -> HttpFilter {
-    HttpFilter {
-        name: name.to_string(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
-        ..Default::default()
-    }
-}
-
-/// Istio's outbound chain: fault and CORS are always present (configured per route), router last.
-pub(crate) fn http_filters() -> Vec<HttpFilter> {
-    vec![
-        http_filter("envoy.filters.http.fault", pack(&HttpFault::default())),
-        http_filter("envoy.filters.http.cors", pack(&Cors::default())),
-        http_filter("envoy.filters.http.router", pack(&Router::default())),
-    ]
-}
-
-pub(crate) fn http_connection_manager(
-    stat_prefix: String,
-    route: http_connection_manager::RouteSpecifier,
-    http_filters: Vec<HttpFilter>,
-) -> HttpConnectionManager {
-    HttpConnectionManager {
-        stat_prefix,
-        route_specifier: Some(route),
-        http_filters,
-        normalize_path: bool_value(true),
-        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
-            upgrade_type: "websocket".to_string(),
-            ..Default::default()
-        }],
-        use_remote_address: bool_value(false),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
-    Filter {
-        name: "envoy.filters.network.http_connection_manager".to_string(),
-        config_type: Some(filter::ConfigType::TypedConfig(pack(hcm))),
-    }
 }
 
 fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {

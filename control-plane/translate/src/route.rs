@@ -3,19 +3,17 @@
 
 use std::collections::HashSet;
 
-use meshd_model::traffic::{MESH_GATEWAY, host_matches};
-use meshd_model::{NodeType, OutboundPolicy, ServiceModel, Snapshot, VirtualServiceModel};
-use meshd_proto::pack;
+use meshd_model::traffic::MESH_GATEWAY;
+use meshd_model::{NodeType, OutboundPolicy, ServiceModel, Snapshot};
 use meshd_proto::pb::envoy::config::route::v3::{
-    RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, retry_policy,
-    route, route_action, route_match,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
+    route_match,
 };
-use meshd_proto::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 
 use crate::Scope;
-use crate::http_route::{RouteContext, virtual_service_routes};
-use crate::listener::outbound_plan;
+use crate::http_route::{RouteContext, default_retry_policy, virtual_service_routes};
 use crate::names::*;
+use crate::plan::{mesh_virtual_services, outbound_plan};
 use crate::util::*;
 
 pub fn outbound_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfiguration> {
@@ -155,40 +153,4 @@ fn default_route(cluster: &str) -> Route {
         })),
         ..Default::default()
     }
-}
-
-pub(crate) fn default_retry_policy() -> RetryPolicy {
-    RetryPolicy {
-        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-            .to_string(),
-        num_retries: u32_value(2),
-        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
-            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
-            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
-                pack(&PreviousHostsPredicate::default()),
-            )),
-        }],
-        host_selection_retry_max_attempts: 5,
-        retriable_status_codes: vec![503],
-        ..Default::default()
-    }
-}
-
-/// Every VirtualService for `host` that sidecars in `namespace` see, in (namespace, name) order.
-pub(crate) fn mesh_virtual_services<'a>(
-    snapshot: &'a Snapshot,
-    host: &str,
-    namespace: &str,
-) -> Vec<&'a VirtualServiceModel> {
-    snapshot
-        .traffic
-        .virtual_services
-        .iter()
-        .filter(|vs| {
-            vs.applies_to_gateway(MESH_GATEWAY)
-                && vs.visible_in(namespace)
-                && vs.hosts.iter().any(|h| host_matches(h, host))
-        })
-        .map(|vs| vs.as_ref())
-        .collect()
 }

@@ -18,9 +18,9 @@ use meshd_proto::pb::envoy::extensions::filters::listener::tls_inspector::v3::Tl
 use meshd_proto::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
 use crate::Scope;
-use crate::http_route::cluster_for;
+use crate::destination::cluster_for;
 use crate::names::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, outbound_cluster};
-use crate::route::mesh_virtual_services;
+use crate::plan::mesh_virtual_services;
 use crate::util::*;
 
 /// One filter chain before it becomes Envoy's: what it matches and where it sends.

@@ -23,8 +23,23 @@ pub const SECRET_DEFAULT: &str = "default";
 pub const SECRET_ROOTCA: &str = "ROOTCA";
 /// Pod label Istio's injection sets; endpoints carrying it have a sidecar that speaks mesh mTLS.
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// SDS name prefix of credentials kept in Kubernetes Secrets (`credentialName`), as Istio's agent
+/// serves them.
+pub const CREDENTIAL_PREFIX: &str = "kubernetes://";
+/// SDS name suffix of a credential's CA certificates.
+pub const CREDENTIAL_CA_SUFFIX: &str = "-cacert";
 /// Endpoint metadata namespace Envoy's transport socket matching reads.
 const SOCKET_MATCH_KEY: &str = "envoy.transport_socket_match";
+
+/// The SDS name of the certificate and key in the Secret `name`.
+pub fn credential_secret(name: &str) -> String {
+    format!("{CREDENTIAL_PREFIX}{name}")
+}
+
+/// The SDS name of the CA certificates that go with the Secret `name`.
+pub fn credential_ca_secret(name: &str) -> String {
+    format!("{CREDENTIAL_PREFIX}{name}{CREDENTIAL_CA_SUFFIX}")
+}
 
 fn sds(name: &str) -> SdsSecretConfig {
     SdsSecretConfig {

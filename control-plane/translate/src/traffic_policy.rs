@@ -33,20 +33,14 @@ use meshd_proto::pb::envoy::r#type::v3::Percent;
 
 use crate::Scope;
 use crate::names::parse_outbound_cluster;
-
-pub(crate) mod locality;
-use crate::tls;
 use crate::util::{ads, u32_value};
-pub(crate) use locality::proxy_locality;
+use crate::{locality, tls};
 
 /// The `typed_extension_protocol_options` key for upstream HTTP settings (the map's only entry).
 pub(crate) const HTTP_PROTOCOL_OPTIONS: &str =
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// Envoy's retry predicate that Istio drops from routes that hash to one host.
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
-/// SDS name prefix of Kubernetes Secrets (`credentialName`), and the suffix of their CA.
-const CREDENTIAL_PREFIX: &str = "kubernetes://";
-const CA_SUFFIX: &str = "-cacert";
 
 /// The DestinationRule this scope's proxies use for `host`.
 pub(crate) fn rule_for<'a>(
@@ -416,8 +410,7 @@ fn origination_socket(t: &ClientTlsModel, http2: bool) -> TransportSocket {
     if t.mode == TlsMode::Mutual {
         match &t.credential_name {
             Some(name) => {
-                common.tls_certificate_sds_secret_configs =
-                    vec![sds(format!("{CREDENTIAL_PREFIX}{name}"))];
+                common.tls_certificate_sds_secret_configs = vec![sds(tls::credential_secret(name))];
             }
             None => {
                 common.tls_certificates = vec![TlsCertificate {
@@ -438,8 +431,8 @@ fn origination_socket(t: &ClientTlsModel, http2: bool) -> TransportSocket {
                             match_typed_subject_alt_names: sans,
                             ..Default::default()
                         }),
-                        validation_context_sds_secret_config: Some(sds(format!(
-                            "{CREDENTIAL_PREFIX}{name}{CA_SUFFIX}"
+                        validation_context_sds_secret_config: Some(sds(tls::credential_ca_secret(
+                            name,
                         ))),
                         ..Default::default()
                     },

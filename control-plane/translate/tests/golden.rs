@@ -1,8 +1,15 @@
-//! Golden tests: Istio/Kubernetes YAML in, Envoy JSON out, for every case under `tests/golden/`.
+//! Golden tests: Istio/Kubernetes YAML in, Envoy JSON out, for every case under `tests/golden/`;
+//! the bootstrap and the SDS secrets have theirs in the modules below.
 //! Each output is also loaded by the real Envoy in validate mode, so a config Envoy would reject
 //! fails here before any proxy could see it. `UPDATE_GOLDEN=1` rewrites the expected files.
 
 #![allow(clippy::unwrap_used)]
+
+// The crate root is `golden.rs`, so its modules are found by path.
+#[path = "golden/bootstrap.rs"]
+mod bootstrap;
+#[path = "golden/secret.rs"]
+mod secret;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -111,12 +118,18 @@ fn validation_bootstrap(config: &EnvoyConfig, json: &Value) -> Value {
 
 pub fn envoy_validate(config: &EnvoyConfig, label: &str) {
     let json = config.to_json();
-    let bootstrap = validation_bootstrap(config, &json);
+    envoy_accepts(&validation_bootstrap(config, &json), label);
+}
+
+/// Runs Envoy in validate mode on `bootstrap`, from the crate's directory so fixture paths
+/// (`tests/golden/...`) resolve, and fails the test with Envoy's words if it refuses.
+pub fn envoy_accepts(bootstrap: &Value, label: &str) {
     let dir = std::env::temp_dir().join(format!("meshd-golden-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("{}.json", label.replace(['/', '~'], "_")));
-    std::fs::write(&file, serde_json::to_vec_pretty(&bootstrap).unwrap()).unwrap();
+    std::fs::write(&file, serde_json::to_vec_pretty(bootstrap).unwrap()).unwrap();
     let out = Command::new(envoy_binary())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "--mode",
             "validate",
@@ -134,6 +147,25 @@ pub fn envoy_validate(config: &EnvoyConfig, label: &str) {
         file.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `actual` against the golden file, which `UPDATE_GOLDEN=1` rewrites instead.
+pub fn matches_golden(actual: &Value, file: &Path) {
+    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(file, &text).unwrap();
+    }
+    let expected = std::fs::read_to_string(file).unwrap_or_else(|_| {
+        panic!(
+            "{} missing: run with UPDATE_GOLDEN=1 and review it",
+            file.display()
+        )
+    });
+    assert!(
+        text == expected,
+        "output differs from {}; rerun with UPDATE_GOLDEN=1 and review the diff",
+        file.display()
     );
 }
 

@@ -1,78 +1,18 @@
-//! Locality load balancing as Istio does it: endpoints grouped by locality, then either weighted
-//! per `distribute` or prioritised by closeness to the calling proxy (failover). Both depend on
-//! where the proxy is, so such a cluster reads a per-locality assignment: its EDS name carries the
-//! proxy's locality and the rule, and every proxy in that locality shares it.
+//! Per-locality assignments: for each cluster that balances by locality, one assignment per
+//! locality a calling proxy may be in, with the endpoints grouped, weighted or prioritised for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use meshd_model::traffic::LocalityLbUse;
 use meshd_model::traffic::locality::{Locality, endpoint_locality};
-use meshd_model::traffic::{LocalityLbUse, PolicySettings};
-use meshd_model::{Endpoint, ObjectKey, Proxy, Resolution, Snapshot};
+use meshd_model::{Endpoint, Resolution, Snapshot};
 use meshd_proto::pb::envoy::config::core::v3::Locality as EnvoyLocality;
 use meshd_proto::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 
-use crate::endpoint::lb_endpoint;
+use super::lb_endpoint;
+use crate::locality::{distribute_entry, eds_name};
 use crate::names::outbound_cluster;
 use crate::util::u32_value;
-
-/// The proxy's locality (its Pod's `istio-locality` label, trusted over the node's claim), when
-/// some rule balances by locality and some endpoint has one; otherwise locality changes nothing.
-pub(crate) fn proxy_locality(snapshot: &Snapshot, proxy: &Proxy) -> Option<String> {
-    if !snapshot.traffic.destination_rules.locality_aware {
-        return None;
-    }
-    let labels = snapshot
-        .pod_by_ip(&proxy.ip)
-        .map_or(&proxy.labels, |pod| &pod.labels);
-    Locality::of_labels(labels).map(|l| l.to_string())
-}
-
-/// The EDS name of `cluster` as seen from `locality` under `rule`.
-pub(crate) fn eds_name(cluster: &str, locality: &str, rule: &ObjectKey) -> String {
-    format!("{cluster};{locality};{}/{}", rule.namespace, rule.name)
-}
-
-/// The `distribute` entry that applies to traffic from `proxy`: the first whose `from` matches.
-fn distribute_entry<'a>(
-    entries: &'a [(String, BTreeMap<String, u32>)],
-    proxy: &Locality,
-) -> Option<&'a BTreeMap<String, u32>> {
-    entries
-        .iter()
-        .find(|(from, _)| proxy.matches(from))
-        .map(|(_, to)| to)
-}
-
-/// Points a cluster at its per-locality assignment; with weights to apply, turns on Envoy's
-/// locality-weighted balancing (the weights live in the assignment).
-pub(crate) fn apply(
-    c: &mut meshd_proto::pb::envoy::config::cluster::v3::Cluster,
-    settings: &PolicySettings,
-    proxy_locality: &str,
-    rule: &ObjectKey,
-) {
-    use meshd_proto::pb::envoy::config::cluster::v3::cluster::common_lb_config;
-    let Some(lb) = settings.locality_lb() else {
-        return;
-    };
-    let name = eds_name(&c.name, proxy_locality, rule);
-    let Some(eds) = c.eds_cluster_config.as_mut() else {
-        return;
-    };
-    eds.service_name = name;
-    let proxy = Locality::parse(proxy_locality).unwrap_or_default();
-    if let LocalityLbUse::Distribute(entries) = lb
-        && distribute_entry(entries, &proxy).is_some()
-    {
-        c.common_lb_config
-            .get_or_insert_with(Default::default)
-            .locality_config_specifier = Some(
-            common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
-                common_lb_config::LocalityWeightedLbConfig {},
-            ),
-        );
-    }
-}
 
 /// Every per-locality assignment some proxy may read: for each rule that balances by locality,
 /// each port and subset of its host, and each locality a pod of the mesh is in.

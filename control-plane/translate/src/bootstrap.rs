@@ -1,0 +1,324 @@
+//! A stock-Envoy bootstrap for one workload: everything the proxy needs before it can talk to meshd
+//! (node identity, the xDS connection, admin) plus the listeners Istio also keeps out of LDS
+//! (15090 Prometheus stats, 15021 readiness, and 15020 for the app's rewritten probes). Everything
+//! else arrives over ADS.
+
+pub mod app_health;
+pub mod xds;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use meshd_model::NodeType;
+use meshd_proto::pack;
+use meshd_proto::pb::envoy::config::bootstrap::v3::bootstrap::{DynamicResources, StaticResources};
+use meshd_proto::pb::envoy::config::bootstrap::v3::{
+    Admin, Bootstrap, LayeredRuntime, RuntimeLayer, runtime_layer,
+};
+use meshd_proto::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use meshd_proto::pb::envoy::config::core::v3::{
+    ApiConfigSource, ApiVersion, ConfigSource, Node, api_config_source,
+};
+use meshd_proto::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use meshd_proto::pb::envoy::config::listener::v3::{FilterChain, Listener};
+use meshd_proto::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
+    route_match,
+};
+use meshd_proto::pb::envoy::extensions::filters::http::router::v3::Router;
+use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use meshd_proto::pb::google::protobuf::{Struct, Value, value};
+
+use crate::hcm::{hcm_filter, http_filter};
+use crate::util::{ads, duration, socket_address};
+
+pub use app_health::{AppProbe, ProbeScheme};
+pub use xds::{XdsAddr, XdsHost, XdsTls};
+
+/// Points at the admin interface; Istio's name for the cluster behind the 15090 listener.
+pub const PROMETHEUS_CLUSTER: &str = "prometheus_stats";
+/// Points at the admin interface too, so readiness on 15021 is Envoy's own `/ready`.
+pub const ADMIN_CLUSTER: &str = "envoy_admin";
+/// Where Prometheus scrapes the proxy's stats.
+pub const PROMETHEUS_PORT: u16 = 15090;
+/// Where kubelet asks whether the proxy is ready.
+pub const HEALTH_PORT: u16 = 15021;
+
+/// What one workload's bootstrap is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapParams {
+    pub node_type: NodeType,
+    pub pod: String,
+    pub namespace: String,
+    /// The pod's IP; meshd maps a proxy to its Services by this address.
+    pub ip: IpAddr,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    /// The cluster (Istio multi-cluster sense) the workload runs in.
+    pub cluster_id: String,
+    /// What the node reports as `ISTIO_VERSION`.
+    pub version: String,
+    /// Where meshd serves ADS.
+    pub xds_addr: XdsAddr,
+    /// TLS to meshd (the only way a proxy can receive secrets); plaintext without.
+    pub xds_tls: Option<XdsTls>,
+    /// Incremental (Delta) xDS instead of state-of-the-world.
+    pub delta: bool,
+    /// Port of Envoy's admin interface, which listens on 127.0.0.1 only.
+    pub admin_port: u16,
+    /// The app's probes on 15020, by their path there; no listener without any.
+    pub app_probes: BTreeMap<String, AppProbe>,
+}
+
+/// The whole bootstrap, as Envoy reads it from `-c FILE`.
+pub fn bootstrap(params: &BootstrapParams) -> Bootstrap {
+    let mut clusters = xds::static_clusters(params);
+    clusters.push(admin_cluster(PROMETHEUS_CLUSTER, params.admin_port));
+    clusters.push(admin_cluster(ADMIN_CLUSTER, params.admin_port));
+    clusters.extend(app_health::clusters(&params.app_probes));
+    let mut listeners = vec![prometheus_listener(), health_listener()];
+    listeners.extend(app_health::listener(&params.app_probes));
+    Bootstrap {
+        node: Some(node(params)),
+        admin: Some(Admin {
+            address: Some(socket_address("127.0.0.1", params.admin_port.into())),
+            ..Default::default()
+        }),
+        // Without an admin layer `/runtime_modify` refuses every change; it is how operators
+        // flip a reloadable feature on a live proxy.
+        layered_runtime: Some(LayeredRuntime {
+            layers: vec![RuntimeLayer {
+                name: "admin".to_string(),
+                layer_specifier: Some(runtime_layer::LayerSpecifier::AdminLayer(
+                    runtime_layer::AdminLayer {},
+                )),
+            }],
+        }),
+        dynamic_resources: Some(dynamic_resources(params)),
+        static_resources: Some(StaticResources {
+            clusters,
+            listeners,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The node id is Istio's `<type>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`, which
+/// istiod (and so meshd) parses; the metadata is what istiod reads from a pilot-agent.
+fn node(params: &BootstrapParams) -> Node {
+    let ns = &params.namespace;
+    let node_type = match params.node_type {
+        NodeType::Sidecar => "sidecar",
+        NodeType::Router => "router",
+    };
+    let labels = Struct {
+        fields: params
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), string(v)))
+            .collect(),
+    };
+    let workload_name = params.labels.get("app").unwrap_or(&params.pod);
+    let metadata: HashMap<String, Value> = [
+        ("NAMESPACE", string(ns)),
+        (
+            "LABELS",
+            Value {
+                kind: Some(value::Kind::StructValue(labels)),
+            },
+        ),
+        ("SERVICE_ACCOUNT", string(&params.service_account)),
+        ("INSTANCE_IPS", string(&params.ip.to_string())),
+        ("CLUSTER_ID", string(&params.cluster_id)),
+        ("ISTIO_VERSION", string(&params.version)),
+        ("INTERCEPTION_MODE", string("REDIRECT")),
+        ("NAME", string(&params.pod)),
+        ("WORKLOAD_NAME", string(workload_name)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Node {
+        id: format!(
+            "{node_type}~{}~{}.{ns}~{ns}.svc.cluster.local",
+            params.ip, params.pod
+        ),
+        cluster: format!("{}.{ns}", canonical_name(params)),
+        metadata: Some(Struct { fields: metadata }),
+        ..Default::default()
+    }
+}
+
+fn string(s: &str) -> Value {
+    Value {
+        kind: Some(value::Kind::StringValue(s.to_string())),
+    }
+}
+
+/// Istio's canonical service name: the first of these labels the pod carries, else the pod.
+fn canonical_name(params: &BootstrapParams) -> &str {
+    [
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ]
+    .iter()
+    .find_map(|key| params.labels.get(*key))
+    .unwrap_or(&params.pod)
+}
+
+fn dynamic_resources(params: &BootstrapParams) -> DynamicResources {
+    // initial_fetch_timeout 0 (as Istio): the proxy stays unready until meshd has answered,
+    // rather than going live with no clusters or listeners after the default 15 s.
+    let via_ads = ConfigSource {
+        initial_fetch_timeout: Some(duration(0, 0)),
+        ..ads()
+    };
+    let api_type = if params.delta {
+        api_config_source::ApiType::DeltaGrpc
+    } else {
+        api_config_source::ApiType::Grpc
+    };
+    DynamicResources {
+        ads_config: Some(ApiConfigSource {
+            api_type: api_type as i32,
+            transport_api_version: ApiVersion::V3 as i32,
+            set_node_on_first_message_only: true,
+            grpc_services: vec![xds::grpc_service(params)],
+            ..Default::default()
+        }),
+        cds_config: Some(via_ads.clone()),
+        lds_config: Some(via_ads),
+        ..Default::default()
+    }
+}
+
+/// A STATIC cluster with one endpoint.
+fn static_cluster(
+    name: &str,
+    connect_timeout: meshd_proto::pb::google::protobuf::Duration,
+    address: &str,
+    port: u16,
+) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(connect_timeout),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket_address(address, port.into())),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn admin_cluster(name: &str, admin_port: u16) -> Cluster {
+    static_cluster(name, duration(0, 250_000_000), "127.0.0.1", admin_port)
+}
+
+/// 15090 exposes only the Prometheus page of admin to scrapers; the rest of admin stays local.
+fn prometheus_listener() -> Listener {
+    let route = Route {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix(
+                "/stats/prometheus".to_string(),
+            )),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(to_cluster(PROMETHEUS_CLUSTER))),
+        ..Default::default()
+    };
+    http_listener(
+        "prometheus_stats",
+        PROMETHEUS_PORT,
+        "stats",
+        "backend",
+        vec![route],
+    )
+}
+
+/// 15021 `/healthz/ready` is what kubelet probes (Istio's port). Stock Envoy has no agent to
+/// answer it, so it is forwarded to admin `/ready`: 200 once the initial xDS fetch is done, 503
+/// while initializing or draining — unlike a fixed 200, a draining proxy leaves the endpoints.
+fn health_listener() -> Listener {
+    let route = Route {
+        r#match: Some(path_match("/healthz/ready")),
+        action: Some(route::Action::Route(RouteAction {
+            prefix_rewrite: "/ready".to_string(),
+            ..to_cluster(ADMIN_CLUSTER)
+        })),
+        ..Default::default()
+    };
+    http_listener("health", HEALTH_PORT, "health", "backend", vec![route])
+}
+
+fn path_match(path: &str) -> RouteMatch {
+    RouteMatch {
+        path_specifier: Some(route_match::PathSpecifier::Path(path.to_string())),
+        ..Default::default()
+    }
+}
+
+fn to_cluster(name: &str) -> RouteAction {
+    RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(name.to_string())),
+        ..Default::default()
+    }
+}
+
+/// A listener on `0.0.0.0:<port>` serving `routes` on any host, with nothing but the router.
+fn http_listener(
+    name: &str,
+    port: u16,
+    stat_prefix: &str,
+    virtual_host: &str,
+    routes: Vec<Route>,
+) -> Listener {
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+            RouteConfiguration {
+                name: name.to_string(),
+                virtual_hosts: vec![VirtualHost {
+                    name: virtual_host.to_string(),
+                    domains: vec!["*".to_string()],
+                    routes,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )),
+        http_filters: vec![http_filter(
+            "envoy.filters.http.router",
+            pack(&Router::default()),
+        )],
+        ..Default::default()
+    };
+    Listener {
+        name: name.to_string(),
+        address: Some(socket_address("0.0.0.0", port.into())),
+        filter_chains: vec![FilterChain {
+            filters: vec![hcm_filter(&hcm)],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
