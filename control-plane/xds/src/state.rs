@@ -12,9 +12,31 @@ use std::sync::Arc;
 
 use crate::{Any, Nack, Resource, TypeStatus};
 
-/// What a type's state shows to `statuses()`.
+/// One type URL's protocol state on one stream, SotW or Delta.
 pub(crate) trait TypeState: Send + 'static {
+    /// The request message of the protocol.
+    type Request;
+
+    fn new(type_url: &str) -> Self;
+
+    /// What a request says, and whether to answer it.
+    fn on_request(&mut self, request: &Self::Request) -> Outcome;
+
+    /// The names to generate for; `None` is a wildcard subscription.
+    fn names(&self) -> Option<&BTreeSet<String>>;
+
+    /// What `statuses()` shows.
     fn snapshot(&self) -> TypeStatus;
+}
+
+/// What to do about one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub reply: Reply,
+    /// Generate and send: the whole set (SotW), or what the client lacks (Delta).
+    pub respond: bool,
+    /// The first request for this type on this stream: a response is owed even if it is empty.
+    pub initial: bool,
 }
 
 /// What a request said about the previous response of its type.

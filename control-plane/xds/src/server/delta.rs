@@ -8,6 +8,7 @@ use meshd_proto::pb::envoy::service::discovery::v3::{
 use meshd_proto::type_url::{CLUSTER, ENDPOINT};
 
 use super::session::{ClientGone, Protocol, Session, changed_since};
+use crate::state::Outcome;
 use crate::state::delta::{DeltaReply, DeltaType};
 use crate::{Generator, Node, Push};
 
@@ -28,20 +29,29 @@ enum Cause {
 }
 
 impl<G: Generator> DeltaStream<G> {
-    /// Builds the response for one type, under the connection's lock, without awaiting.
+    /// Builds the response for one type: generated outside the connection's lock, then diffed
+    /// under it, without awaiting. (Only this stream's task changes its state, so nothing moves
+    /// between the two.)
     fn build(&self, type_url: &str, cause: Cause) -> Option<DeltaReply> {
-        let mut types = self.session.conn.types.lock();
-        let state = types.get_mut(type_url)?;
         let always = match cause {
             Cause::Request { initial } => initial,
             Cause::Push { changed, .. } => {
-                if !changed && !state.has_forced() {
+                let forced = self
+                    .session
+                    .conn
+                    .types
+                    .lock()
+                    .get(type_url)
+                    .is_some_and(DeltaType::has_forced);
+                if !changed && !forced {
                     return None;
                 }
                 false
             }
         };
-        let generated = self.session.generate(type_url, state.names());
+        let generated = self.session.generate(type_url)?;
+        let mut types = self.session.conn.types.lock();
+        let state = types.get_mut(type_url)?;
         let reply = state.respond(generated, always)?;
         if type_url == CLUSTER && !reply.updated.is_empty() {
             // Envoy re-warms replaced clusters and waits for their endpoints, which it already
@@ -98,24 +108,11 @@ impl<G: Generator> Protocol for DeltaStream<G> {
         &mut self.session
     }
 
-    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), ClientGone> {
-        let type_url = request.type_url.as_str();
-        if type_url.is_empty() {
-            tracing::debug!(conn = %self.session.conn.id, "ADS request without a type URL ignored");
-            return Ok(());
-        }
-        let outcome = self
-            .session
-            .conn
-            .types
-            .lock()
-            .entry(type_url.to_owned())
-            .or_insert_with(|| DeltaType::new(type_url))
-            .on_request(&request);
-        self.session.record(type_url, &outcome.reply);
-        if !outcome.respond {
-            return Ok(());
-        }
+    fn type_url(request: &DeltaDiscoveryRequest) -> &str {
+        &request.type_url
+    }
+
+    async fn answer_request(&mut self, type_url: &str, outcome: Outcome) -> Result<(), ClientGone> {
         let cause = Cause::Request {
             initial: outcome.initial,
         };

@@ -12,7 +12,7 @@ use tonic::{Status, Streaming};
 
 use super::Shared;
 use crate::connections::{Connection, Registration};
-use crate::state::{Reply, TypeState};
+use crate::state::{Outcome, Reply, TypeState};
 use crate::{ConnectionInfo, Generator, Node, Push, Resource};
 
 /// The client stopped reading: its stream is over.
@@ -23,20 +23,24 @@ pub(crate) struct ClientGone;
 /// SotW or Delta, as seen by [`run`].
 pub(crate) trait Protocol: Send + Sized + 'static {
     type Gen: Generator;
-    type Request: Send + 'static;
+    type Request: Send + Sync + 'static;
     type Response: Send + 'static;
-    type State: TypeState;
+    type State: TypeState<Request = Self::Request>;
     const DELTA: bool;
 
     fn node(request: &Self::Request) -> Option<&Node>;
+
+    fn type_url(request: &Self::Request) -> &str;
 
     fn new(session: Session<Self::Gen, Self::State, Self::Response>) -> Self;
 
     fn session(&mut self) -> &mut Session<Self::Gen, Self::State, Self::Response>;
 
-    fn on_request(
+    /// Answers a request the shared prologue ([`on_request`]) decided to answer.
+    fn answer_request(
         &mut self,
-        request: Self::Request,
+        type_url: &str,
+        outcome: Outcome,
     ) -> impl Future<Output = Result<(), ClientGone>> + Send;
 
     /// Sends what `push` changed for this proxy: the types whose `changed_at` is above `since`.
@@ -97,7 +101,7 @@ pub(crate) async fn run<P: Protocol>(
     let epoch = pushes.borrow_and_update().epoch;
     let session = Session::open(Arc::clone(&shared), node, &info, proxy, P::DELTA, tx, epoch);
     let mut stream = P::new(session);
-    if stream.on_request(first).await.is_err() {
+    if on_request(&mut stream, &first).await.is_err() {
         return;
     }
 
@@ -108,7 +112,7 @@ pub(crate) async fn run<P: Protocol>(
             () = &mut stopped => break,
             request = requests.message() => match request {
                 Ok(Some(request)) => {
-                    if stream.on_request(request).await.is_err() {
+                    if on_request(&mut stream, &request).await.is_err() {
                         break;
                     }
                 }
@@ -146,6 +150,29 @@ pub(crate) async fn run<P: Protocol>(
             }
         }
     }
+}
+
+/// What every request goes through, SotW or Delta: the type's state reads it (ACK, NACK,
+/// subscription changes), it is counted and logged, and answered if the state says so.
+async fn on_request<P: Protocol>(stream: &mut P, request: &P::Request) -> Result<(), ClientGone> {
+    let type_url = P::type_url(request);
+    let session = stream.session();
+    if type_url.is_empty() {
+        tracing::debug!(conn = %session.conn.id, "ADS request without a type URL ignored");
+        return Ok(());
+    }
+    let outcome = session
+        .conn
+        .types
+        .lock()
+        .entry(type_url.to_owned())
+        .or_insert_with(|| P::State::new(type_url))
+        .on_request(request);
+    session.record(type_url, &outcome.reply);
+    if !outcome.respond {
+        return Ok(());
+    }
+    stream.answer_request(type_url, outcome).await
 }
 
 /// An admitted proxy: what its stream task needs, and cleanup when the task ends however it ends.
@@ -191,13 +218,19 @@ impl<G: Generator, S: TypeState, R: Send + 'static> Session<G, S, R> {
         }
     }
 
-    /// What the generator says this proxy should hold of `type_url`, for these names.
-    pub(crate) fn generate(
-        &self,
-        type_url: &str,
-        names: Option<&BTreeSet<String>>,
-    ) -> Vec<Arc<Resource>> {
-        self.shared.generator.generate(&self.proxy, type_url, names)
+    /// What the generator says this proxy should hold of `type_url`, for the names the stream
+    /// is subscribed to. Generated outside the connection's lock (which `statuses()` readers
+    /// take too): only the names are read under it. `None` when the type has no state.
+    pub(crate) fn generate(&self, type_url: &str) -> Option<Vec<Arc<Resource>>> {
+        let names: Option<BTreeSet<String>> = {
+            let types = self.conn.types.lock();
+            types.get(type_url)?.names().cloned()
+        };
+        Some(
+            self.shared
+                .generator
+                .generate(&self.proxy, type_url, names.as_ref()),
+        )
     }
 
     /// Queues a response. `triggered_at` is set for responses caused by a push.

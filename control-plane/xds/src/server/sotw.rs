@@ -6,6 +6,7 @@ use meshd_proto::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use meshd_proto::type_url::{CLUSTER, ENDPOINT};
 
 use super::session::{ClientGone, Protocol, Session, changed_since};
+use crate::state::Outcome;
 use crate::state::sotw::SotwType;
 use crate::{Generator, Node, Push};
 
@@ -14,11 +15,13 @@ pub(crate) struct SotwStream<G: Generator> {
 }
 
 impl<G: Generator> SotwStream<G> {
-    /// Builds the response for one type, under the connection's lock, without awaiting.
+    /// Builds the response for one type: generated outside the connection's lock, then diffed
+    /// under it, without awaiting. (Only this stream's task changes its state, so nothing moves
+    /// between the two.)
     fn build(&self, type_url: &str, force: bool) -> Option<DiscoveryResponse> {
+        let generated = self.session.generate(type_url)?;
         let mut types = self.session.conn.types.lock();
         let state = types.get_mut(type_url)?;
-        let generated = self.session.generate(type_url, state.names());
         let response = state.respond(generated, force)?;
         if type_url == CLUSTER {
             // Envoy re-warms changed clusters and waits for EDS; it asks with a request that looks
@@ -61,24 +64,12 @@ impl<G: Generator> Protocol for SotwStream<G> {
         &mut self.session
     }
 
-    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), ClientGone> {
-        let type_url = request.type_url.as_str();
-        if type_url.is_empty() {
-            tracing::debug!(conn = %self.session.conn.id, "ADS request without a type URL ignored");
-            return Ok(());
-        }
-        let outcome = self
-            .session
-            .conn
-            .types
-            .lock()
-            .entry(type_url.to_owned())
-            .or_insert_with(|| SotwType::new(type_url))
-            .on_request(&request);
-        self.session.record(type_url, &outcome.reply);
-        if !outcome.respond {
-            return Ok(());
-        }
+    fn type_url(request: &DiscoveryRequest) -> &str {
+        &request.type_url
+    }
+
+    async fn answer_request(&mut self, type_url: &str, _: Outcome) -> Result<(), ClientGone> {
+        // A SotW request that is answered always gets the whole set.
         match self.build(type_url, true) {
             Some(response) => self.session.send(type_url, response, None).await,
             None => Ok(()),

@@ -9,21 +9,11 @@ use meshd_proto::pb::envoy::service::discovery::v3::{
 };
 use meshd_proto::type_url;
 
-use super::{Reply, TypeState, held_elsewhere, select};
+use super::{Outcome, Reply, TypeState, held_elsewhere, select};
 use crate::version::{map_version, next_nonce};
 use crate::{Nack, Resource, TypeStatus};
 
 const WILDCARD: &str = "*";
-
-/// What to do about one Delta request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct DeltaOutcome {
-    pub reply: Reply,
-    /// Generate and send what the client lacks.
-    pub respond: bool,
-    /// The first request for this type on this stream: a response is owed even if it is empty.
-    pub initial: bool,
-}
 
 /// A built response, and the names it replaced at a new version.
 #[derive(Clone, Debug)]
@@ -47,22 +37,6 @@ pub(crate) struct DeltaType {
 }
 
 impl DeltaType {
-    pub(crate) fn new(type_url: &str) -> Self {
-        Self {
-            type_url: type_url.to_owned(),
-            status: TypeStatus::default(),
-            requested: false,
-            wildcard: false,
-            names: BTreeSet::new(),
-            forced: BTreeSet::new(),
-        }
-    }
-
-    /// The names to generate for; `None` is a wildcard subscription.
-    pub(crate) fn names(&self) -> Option<&BTreeSet<String>> {
-        (!self.wildcard).then_some(&self.names)
-    }
-
     /// Whether the next response must carry some names regardless of versions.
     pub(crate) fn has_forced(&self) -> bool {
         !self.forced.is_empty()
@@ -74,53 +48,6 @@ impl DeltaType {
             if self.wildcard || self.names.contains(name) {
                 self.forced.insert(name.clone());
             }
-        }
-    }
-
-    pub(crate) fn on_request(&mut self, request: &DeltaDiscoveryRequest) -> DeltaOutcome {
-        if !self.requested {
-            self.requested = true;
-            self.first_request(request);
-            return DeltaOutcome {
-                reply: Reply::None,
-                respond: true,
-                initial: true,
-            };
-        }
-
-        let reply = self.reply(request);
-        // Subscription changes ride on ACKs, NACKs and spontaneous requests alike, and are sent only
-        // once: apply them whatever the nonce says.
-        let mut respond = false;
-        for name in &request.resource_names_subscribe {
-            if name == WILDCARD {
-                if type_url::is_wildcard(&self.type_url) && !self.wildcard {
-                    self.wildcard = true;
-                    respond = true;
-                }
-            } else {
-                self.names.insert(name.clone());
-                self.forced.insert(name.clone());
-                respond = true;
-            }
-        }
-        for name in &request.resource_names_unsubscribe {
-            if name == WILDCARD {
-                self.wildcard = false;
-            } else {
-                self.names.remove(name);
-                self.forced.remove(name);
-            }
-        }
-        if !self.wildcard {
-            // The client forgets what it unsubscribed from; a later subscribe must resend it.
-            let names = &self.names;
-            self.status.resources.retain(|name, _| names.contains(name));
-        }
-        DeltaOutcome {
-            reply,
-            respond,
-            initial: false,
         }
     }
 
@@ -224,6 +151,71 @@ impl DeltaType {
 }
 
 impl TypeState for DeltaType {
+    type Request = DeltaDiscoveryRequest;
+
+    fn new(type_url: &str) -> Self {
+        Self {
+            type_url: type_url.to_owned(),
+            status: TypeStatus::default(),
+            requested: false,
+            wildcard: false,
+            names: BTreeSet::new(),
+            forced: BTreeSet::new(),
+        }
+    }
+
+    /// The names to generate for; `None` is a wildcard subscription.
+    fn names(&self) -> Option<&BTreeSet<String>> {
+        (!self.wildcard).then_some(&self.names)
+    }
+
+    fn on_request(&mut self, request: &DeltaDiscoveryRequest) -> Outcome {
+        if !self.requested {
+            self.requested = true;
+            self.first_request(request);
+            return Outcome {
+                reply: Reply::None,
+                respond: true,
+                initial: true,
+            };
+        }
+
+        let reply = self.reply(request);
+        // Subscription changes ride on ACKs, NACKs and spontaneous requests alike, and are sent only
+        // once: apply them whatever the nonce says.
+        let mut respond = false;
+        for name in &request.resource_names_subscribe {
+            if name == WILDCARD {
+                if type_url::is_wildcard(&self.type_url) && !self.wildcard {
+                    self.wildcard = true;
+                    respond = true;
+                }
+            } else {
+                self.names.insert(name.clone());
+                self.forced.insert(name.clone());
+                respond = true;
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            if name == WILDCARD {
+                self.wildcard = false;
+            } else {
+                self.names.remove(name);
+                self.forced.remove(name);
+            }
+        }
+        if !self.wildcard {
+            // The client forgets what it unsubscribed from; a later subscribe must resend it.
+            let names = &self.names;
+            self.status.resources.retain(|name, _| names.contains(name));
+        }
+        Outcome {
+            reply,
+            respond,
+            initial: false,
+        }
+    }
+
     fn snapshot(&self) -> TypeStatus {
         TypeStatus {
             subscribed: self.names().cloned(),

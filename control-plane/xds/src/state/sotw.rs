@@ -7,17 +7,9 @@ use std::time::SystemTime;
 use meshd_proto::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use meshd_proto::type_url;
 
-use super::{Reply, TypeState, same_versions, select};
+use super::{Outcome, Reply, TypeState, same_versions, select};
 use crate::version::{map_version, next_nonce};
 use crate::{Nack, Resource, TypeStatus};
-
-/// What to do about one SotW request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SotwOutcome {
-    pub reply: Reply,
-    /// Send the current set, even if the proxy holds it already.
-    pub respond: bool,
-}
 
 /// One type URL on one SotW stream.
 #[derive(Debug)]
@@ -30,66 +22,9 @@ pub(crate) struct SotwType {
 }
 
 impl SotwType {
-    pub(crate) fn new(type_url: &str) -> Self {
-        Self {
-            type_url: type_url.to_owned(),
-            status: TypeStatus::default(),
-            always_respond: false,
-        }
-    }
-
-    /// The names to generate for; `None` is a wildcard subscription.
-    pub(crate) fn names(&self) -> Option<&BTreeSet<String>> {
-        self.status.subscribed.as_ref()
-    }
-
     /// The next ACK gets a response even if it changes nothing.
     pub(crate) fn respond_to_next_ack(&mut self) {
         self.always_respond = true;
-    }
-
-    pub(crate) fn on_request(&mut self, request: &DiscoveryRequest) -> SotwOutcome {
-        let subscribed = subscription(&self.type_url, &request.resource_names);
-
-        // A first request, or one re-sent after a reconnect (the nonce is from another stream):
-        // the proxy is owed the full set.
-        if request.response_nonce.is_empty() || self.status.sent_nonce.is_empty() {
-            self.status.subscribed = subscribed;
-            return SotwOutcome {
-                reply: Reply::None,
-                respond: true,
-            };
-        }
-        if request.response_nonce != self.status.sent_nonce {
-            return SotwOutcome {
-                reply: Reply::Stale,
-                respond: false,
-            };
-        }
-        if let Some(error) = &request.error_detail {
-            // Subscriptions are left as they were: the ACK that follows a fix then still shows the
-            // change and gets its response.
-            let nack = Nack {
-                version: self.status.sent_version.clone(),
-                nonce: request.response_nonce.clone(),
-                message: error.message.clone(),
-            };
-            self.status.nack = Some(nack.clone());
-            return SotwOutcome {
-                reply: Reply::Nack(nack),
-                respond: false,
-            };
-        }
-
-        self.status.acked_version = request.version_info.clone();
-        self.status.acked_nonce = request.response_nonce.clone();
-        let names_changed = subscribed != self.status.subscribed;
-        self.status.subscribed = subscribed;
-        let respond = names_changed || std::mem::take(&mut self.always_respond);
-        SotwOutcome {
-            reply: Reply::Ack,
-            respond,
-        }
     }
 
     /// Builds a response from freshly generated resources, or `None` when `force` is off and the
@@ -126,6 +61,69 @@ impl SotwType {
 }
 
 impl TypeState for SotwType {
+    type Request = DiscoveryRequest;
+
+    fn new(type_url: &str) -> Self {
+        Self {
+            type_url: type_url.to_owned(),
+            status: TypeStatus::default(),
+            always_respond: false,
+        }
+    }
+
+    /// The names to generate for; `None` is a wildcard subscription.
+    fn names(&self) -> Option<&BTreeSet<String>> {
+        self.status.subscribed.as_ref()
+    }
+
+    fn on_request(&mut self, request: &DiscoveryRequest) -> Outcome {
+        let subscribed = subscription(&self.type_url, &request.resource_names);
+
+        // A first request, or one re-sent after a reconnect (the nonce is from another stream):
+        // the proxy is owed the full set.
+        if request.response_nonce.is_empty() || self.status.sent_nonce.is_empty() {
+            self.status.subscribed = subscribed;
+            return Outcome {
+                reply: Reply::None,
+                respond: true,
+                initial: true,
+            };
+        }
+        if request.response_nonce != self.status.sent_nonce {
+            return Outcome {
+                reply: Reply::Stale,
+                respond: false,
+                initial: false,
+            };
+        }
+        if let Some(error) = &request.error_detail {
+            // Subscriptions are left as they were: the ACK that follows a fix then still shows the
+            // change and gets its response.
+            let nack = Nack {
+                version: self.status.sent_version.clone(),
+                nonce: request.response_nonce.clone(),
+                message: error.message.clone(),
+            };
+            self.status.nack = Some(nack.clone());
+            return Outcome {
+                reply: Reply::Nack(nack),
+                respond: false,
+                initial: false,
+            };
+        }
+
+        self.status.acked_version = request.version_info.clone();
+        self.status.acked_nonce = request.response_nonce.clone();
+        let names_changed = subscribed != self.status.subscribed;
+        self.status.subscribed = subscribed;
+        let respond = names_changed || std::mem::take(&mut self.always_respond);
+        Outcome {
+            reply: Reply::Ack,
+            respond,
+            initial: false,
+        }
+    }
+
     fn snapshot(&self) -> TypeStatus {
         self.status.clone()
     }
@@ -207,9 +205,10 @@ mod tests {
         let outcome = state.on_request(&mk_request(CLUSTER, &[], ""));
         assert_eq!(
             outcome,
-            SotwOutcome {
+            Outcome {
                 reply: Reply::None,
-                respond: true
+                respond: true,
+                initial: true,
             }
         );
         assert_eq!(state.names(), None);

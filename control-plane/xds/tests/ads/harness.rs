@@ -36,6 +36,10 @@ pub struct FakeGenerator {
     pub generates: AtomicUsize,
     /// `(node id, secure)` of every admitted connection.
     pub admitted: Mutex<Vec<(String, bool)>>,
+    /// When set, every `generate` has another thread read every connection's status, as a debug
+    /// request arriving mid-generation would, and counts the reads that were held up.
+    pub read_statuses_while_generating: std::sync::OnceLock<meshd_xds::Connections>,
+    pub status_reads_blocked: AtomicUsize,
 }
 
 impl FakeGenerator {
@@ -77,6 +81,16 @@ impl Generator for FakeGenerator {
         _names: Option<&BTreeSet<String>>,
     ) -> Vec<Arc<Resource>> {
         self.generates.fetch_add(1, Ordering::SeqCst);
+        if let Some(connections) = self.read_statuses_while_generating.get() {
+            let connections = connections.clone();
+            let (done, read) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = done.send(connections.statuses().len());
+            });
+            if read.recv_timeout(Duration::from_secs(2)).is_err() {
+                self.status_reads_blocked.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         self.resources
             .lock()
             .get(type_url)

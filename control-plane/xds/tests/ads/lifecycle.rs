@@ -54,6 +54,36 @@ async fn statuses_report_synced_stale_nacked_and_not_sent() {
 }
 
 #[tokio::test]
+async fn resources_are_generated_outside_the_connection_lock() {
+    let harness = Harness::start().await;
+    let _ = harness
+        .generator
+        .read_statuses_while_generating
+        .set(harness.server.connections());
+    harness.set(CLUSTER, "c1", "1");
+    harness.set(ENDPOINT, "c1", "1");
+    let mut sotw = harness.sotw("sotw").await;
+    sotw.request(CLUSTER, &[]).await;
+    assert_eq!(bodies(&sotw.recv_type(CLUSTER).await), ["c1@1"]);
+    let mut delta = harness.delta("delta").await;
+    delta.request(CLUSTER, &[], &[]).await;
+    assert_eq!(delta_bodies(&delta.recv_type(CLUSTER).await), ["c1@1"]);
+    harness.set(CLUSTER, "c1", "2");
+    harness.push(&[CLUSTER]);
+    assert_eq!(bodies(&sotw.recv_type(CLUSTER).await), ["c1@2"]);
+    assert_eq!(delta_bodies(&delta.recv_type(CLUSTER).await), ["c1@2"]);
+    assert!(harness.generator.generates.load(Ordering::SeqCst) >= 4);
+    assert_eq!(
+        harness
+            .generator
+            .status_reads_blocked
+            .load(Ordering::SeqCst),
+        0,
+        "status reads waited for generation"
+    );
+}
+
+#[tokio::test]
 async fn a_client_disconnect_calls_disconnect_and_removes_it_from_statuses() {
     let harness = Harness::start().await;
     let mut client = harness.sotw("leaving").await;
