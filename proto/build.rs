@@ -1,11 +1,13 @@
-//! Compiles a descriptor set of the Envoy API from the `.proto` sources that the `envoy-types`
-//! crate ships, so meshd can print any Envoy message as the canonical JSON Envoy itself prints;
-//! and generates Rust types and a tonic client and server for meshd's own `.proto` files.
+//! Generates meshd's Envoy and Istio wire types. The Envoy API comes from the `.proto` sources the
+//! `envoy-types` crate ships: one descriptor set, compiled here with protox, is both embedded (so
+//! meshd can print any Envoy message as the canonical JSON Envoy itself prints) and turned into Rust
+//! types by prost. The gRPC services (ADS, Istio's certificate service) are generated only with the
+//! `grpc` feature, so crates that merely build messages stay free of tonic and its runtime.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The messages meshd sends or reads; their imports come along.
+/// The messages and services meshd sends, reads or serves; their imports come along.
 const FILES: &[&str] = &[
     "envoy/admin/v3/config_dump.proto",
     "envoy/config/bootstrap/v3/bootstrap.proto",
@@ -33,6 +35,7 @@ const FILES: &[&str] = &[
     "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
     "envoy/extensions/retry/priority/previous_priorities/v3/previous_priorities_config.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+    "envoy/service/discovery/v3/ads.proto",
     "envoy/service/discovery/v3/discovery.proto",
 ];
 
@@ -53,28 +56,53 @@ fn main() {
     .collect();
     let set = protox::compile(FILES, &includes)
         .unwrap_or_else(|e| panic!("compiling Envoy protos: {e:?}"));
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let bytes = prost::Message::encode_to_vec(&set);
-    let out =
-        PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("envoy_descriptors.bin");
-    std::fs::write(&out, bytes).expect("writing descriptor set");
+    std::fs::write(out_dir.join("envoy_descriptors.bin"), bytes).expect("writing descriptor set");
+
+    // Well-known types generated too, not taken from prost-types: the CA's `Struct` below then
+    // shares them. `envoy.rs` is the nested module tree (`envoy::config::...`) that `pb` includes.
+    config()
+        .compile_well_known_types()
+        .include_file("envoy.rs")
+        .compile_fds(set)
+        .unwrap_or_else(|e| panic!("generating code for the Envoy API: {e}"));
     println!("cargo:rerun-if-changed=build.rs");
 
     compile_istio_ca();
 }
 
+/// prost settings shared by both APIs, and the tonic client and server with the `grpc` feature.
+fn config() -> prost_build::Config {
+    let mut config = prost_build::Config::new();
+    // `prost::Name` on every message: `pack` and `unpack` build type URLs from it, and Envoy
+    // expects `type.googleapis.com/` ones (prost's default domain is empty).
+    config
+        .enable_type_names()
+        .type_name_domain(["."], "type.googleapis.com");
+    // Build scripts are compiled with their package's features, so `cfg` sees `grpc` here.
+    #[cfg(feature = "grpc")]
+    config.service_generator(
+        tonic_prost_build::configure()
+            .build_client(true)
+            .build_server(true)
+            .compile_well_known_types(true)
+            .service_generator(),
+    );
+    config
+}
+
 /// Istio's certificate API (`proto/istio/ca.proto`, ours, wire-compatible with Istio's). Its
-/// `google.protobuf.Struct` is the one envoy-types generates, so the workspace has one Struct type.
+/// `google.protobuf.Struct` is the one generated with the Envoy API, so the workspace has one.
 fn compile_istio_ca() {
     const CA_PROTO: &str = "istio/ca.proto";
     let manifest =
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let set = protox::compile([CA_PROTO], [&manifest])
         .unwrap_or_else(|e| panic!("compiling {CA_PROTO}: {e:?}"));
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        // Drop prost-build's default mapping to prost-types, then point at envoy-types' own.
-        .compile_well_known_types(true)
+    config()
+        // Drop prost-build's default mapping to prost-types, then point at our own.
+        .compile_well_known_types()
         .extern_path(".google.protobuf", "crate::pb::google::protobuf")
         .compile_fds(set)
         .unwrap_or_else(|e| panic!("generating code for {CA_PROTO}: {e}"));
