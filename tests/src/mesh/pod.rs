@@ -546,6 +546,10 @@ impl Pod {
             .arg(bootstrap)
             // Hot restart would share memory and sockets between the pods' Envoys.
             .args(["--disable-hot-restart", "--concurrency", "1"])
+            // As meshd's injector runs it: after a listener update, connections still on a
+            // replaced filter chain close at their next request, not gradually over ten minutes
+            // (Envoy's default) — else a pooled connection keeps old policy (JWKS, RBAC) alive.
+            .args(["--drain-time-s", "45", "--drain-strategy", "immediate"])
             .args(["--log-level", "info"]);
         let log = self.envoy_log_path();
         let (process, _pid) = self.shared.processes.spawn("envoy", command, &log)?;
