@@ -1,7 +1,6 @@
-//! Issue 3's resilience must-shows, end to end through stock Envoy sidecars: DestinationRule outlier
-//! detection, consistent hashing, connection-pool limits, and TLS settings.
-
-#![allow(clippy::unwrap_used)]
+//! DestinationRule traffic policies, end to end through stock Envoy sidecars: outlier detection
+//! ejects a failing pod, consistent hashing keeps a user on one pod, connection-pool limits
+//! overflow into 503s, and `tls: DISABLE` keeps a call plaintext.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

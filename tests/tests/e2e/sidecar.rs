@@ -1,5 +1,7 @@
-//! End to end against the contract: `meshd serve` in the hub, sidecars bootstrapped by
-//! `meshd bootstrap` and captured by `meshd iptables`, an app calling a Service's ClusterIP.
+//! The basic path, end to end: `meshd serve` in the hub, sidecars bootstrapped by
+//! `meshd bootstrap` and captured by `meshd iptables`, an app calling a Service's ClusterIP
+//! through both sidecars (endpoints from an EndpointSlice), meshd's debug API listing the
+//! connected proxies, and a new Service pushed and kept across a meshd restart.
 
 use std::time::Duration;
 

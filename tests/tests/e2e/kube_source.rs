@@ -13,8 +13,6 @@
 //! Needs `make test-deps` (kube-apiserver) and root (namespaces); without them every test fails
 //! saying so.
 
-#![allow(clippy::unwrap_used)]
-
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -26,7 +24,7 @@ use meshd_tests::kube::KubeCluster;
 use meshd_tests::{Mesh, Meshd, Pod, PodSpec, wait_for, wait_until, yaml};
 use serde_json::{Value, json};
 
-/// What the brief promises: a change in the cluster is in a connected proxy's config this fast.
+/// How fast a change in the cluster must reach a connected proxy's config.
 const REFLECTED: Duration = Duration::from_secs(2);
 /// For what waits on a reconnect backoff (Envoy's, or the watcher's after an outage).
 const RECOVERED: Duration = Duration::from_secs(60);
@@ -130,7 +128,11 @@ impl ApiServerBridge {
         let helper = Command::new("ip")
             .args(["netns", "exec", mesh.hub_netns()])
             .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "forwarder_helper_for_meshd_in_the_hub"])
+            // libtest names it by its module path.
+            .args([
+                "--exact",
+                "kube_source::forwarder_helper_for_meshd_in_the_hub",
+            ])
             .args(["--nocapture", "--test-threads=1"])
             .env(FORWARD_ENV, format!("{authority}|{}", socket.display()))
             .stdin(Stdio::null())

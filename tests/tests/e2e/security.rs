@@ -1,8 +1,6 @@
 //! Security end to end: meshd's CA, SDS over the TLS port only, mutual TLS between stock Envoy
 //! sidecars per PeerAuthentication, identity proof, and certificate and root rotation.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

@@ -249,8 +249,8 @@ fn state_survives_restarts_of_the_api_server_and_of_etcd() {
     assert_eq!(configmap["data"]["a"], "b");
 }
 
-/// Istio objects as the tutorials write them (the muffin shop and bookinfo-style examples of
-/// shared/seeds), one or more of every kind meshd reads.
+/// Istio objects as the tutorials write them (a muffin shop and bookinfo-style examples), one or
+/// more of every kind meshd reads.
 const ISTIO_OBJECTS: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: Gateway

@@ -1,6 +1,8 @@
-//! Issue 3's routing must-shows, end to end: a client calling Service `echo` through its sidecar,
+//! Routing by VirtualService, end to end: a client calling Service `echo` through its sidecar,
 //! a DestinationRule with subsets `v1` and `v2` (one pod each, both with sidecars), and a
-//! VirtualService deciding where each request goes. Requests are real (curl in the client pod,
+//! VirtualService deciding where each request goes — weights, header and path matches,
+//! redirects, rewrites, mirroring, retries, timeouts, faults, CORS, header changes and TCP routes,
+//! and an edit taking effect within two seconds. Requests are real (curl in the client pod,
 //! captured by iptables); what the backends saw is read from meshd-echo's answers and `/_count`.
 
 use std::collections::BTreeMap;
@@ -20,7 +22,7 @@ const ECHO_FQDN: &str = "echo.default.svc.cluster.local";
 
 /// How long config may take to reach Envoy at most (debounce, push, warming).
 const CONVERGE: Duration = Duration::from_secs(30);
-/// What the issue promises for an edited VirtualService to change routing.
+/// How fast an edited VirtualService must change routing.
 const HOT_RELOAD: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,6 @@
 //! The Sidecar resource end to end: an egress scope shrinks what a real proxy receives (measured
 //! in its own config dump) and what it can reach, without touching other proxies.
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use meshd_tests::{Mesh, PodSpec, wait_for, wait_until, yaml};

@@ -2,8 +2,6 @@
 //! by caller identity and path, DENY before ALLOW, network RBAC on a TCP port, and
 //! RequestAuthentication with keys meshd fetches from a `jwksUri` (no proxy fetches them).
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

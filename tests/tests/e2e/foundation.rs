@@ -1,7 +1,9 @@
-//! Issue 2's "must show", end to end: `meshd serve` in the hub, stock Envoy sidecars in pod
+//! The core promise, end to end: `meshd serve` in the hub, stock Envoy sidecars in pod
 //! namespaces bootstrapped by `meshd bootstrap` and captured by `meshd iptables`, apps calling
-//! each other, and the `meshd` CLI reading what was sent. Every data-path test runs once over
-//! state-of-the-world xDS and once over Delta: both must behave the same.
+//! each other through Services and ServiceEntries, outbound traffic policy, hot reload of edited
+//! files, traffic surviving meshd's absence, invalid objects contained, and the `meshd` CLI
+//! reading what was sent. Every test runs once over state-of-the-world xDS and once over Delta:
+//! both must behave the same.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,7 +30,7 @@ const STRANGER_PORT: u16 = 9090;
 
 /// How long config may take to reach Envoy at most (debounce, push, warming, reconnect backoff).
 const CONVERGE: Duration = Duration::from_secs(30);
-/// What the issue promises for an edited file to change behaviour.
+/// How fast an edited file must change behaviour.
 const HOT_RELOAD: Duration = Duration::from_secs(2);
 
 const REGISTRY_ONLY: &str = "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n";
@@ -349,7 +351,7 @@ fn describe(output: &Output) -> String {
     )
 }
 
-// --- 1. Services by short name, FQDN and ClusterIP, balanced over their pods -----------------
+// --- Services by short name, FQDN and ClusterIP, balanced over their pods ------------------------
 
 fn a_client_reaches_a_service_by_short_name_fqdn_and_cluster_ip_across_its_pods(
     xds: Xds,
@@ -432,7 +434,7 @@ fn a_client_reaches_a_service_by_short_name_fqdn_and_cluster_ip_across_its_pods_
     a_client_reaches_a_service_by_short_name_fqdn_and_cluster_ip_across_its_pods(Xds::Delta)
 }
 
-// --- 2. TCP to a ServiceEntry with STATIC endpoints -----------------------------------------
+// --- TCP to a ServiceEntry with STATIC endpoints -------------------------------------------------
 
 fn tcp_to_a_service_entry_with_static_endpoints_reaches_them(xds: Xds) -> anyhow::Result<()> {
     const VIP: &str = "10.96.1.20";
@@ -488,7 +490,7 @@ fn tcp_to_a_service_entry_with_static_endpoints_reaches_them_over_delta_xds() ->
     tcp_to_a_service_entry_with_static_endpoints_reaches_them(Xds::Delta)
 }
 
-// --- 3. Outbound traffic policy --------------------------------------------------------------
+// --- Outbound traffic policy ---------------------------------------------------------------------
 
 const KNOWN_VIP: &str = "10.96.1.30";
 const KNOWN_HOST: &str = "known.example.com";
@@ -677,7 +679,7 @@ fn allow_any_passes_an_unknown_destination_through_until_the_istio_config_map_sa
     )
 }
 
-// --- 4. Hot reload within 2 s ----------------------------------------------------------------
+// --- Hot reload within 2 s -----------------------------------------------------------------------
 
 fn an_edited_service_entry_endpoint_takes_effect_within_two_seconds(
     xds: Xds,
@@ -777,7 +779,7 @@ fn a_new_service_file_takes_effect_within_two_seconds_over_delta_xds() -> anyhow
     a_new_service_file_takes_effect_within_two_seconds(Xds::Delta)
 }
 
-// --- 5. meshd down and back -----------------------------------------------------------------
+// --- meshd down and back -------------------------------------------------------------------------
 
 /// Rows of `meshd proxy-status`, by proxy name.
 fn proxy_status(env: &EchoMesh) -> anyhow::Result<BTreeMap<String, BTreeMap<String, String>>> {
@@ -903,7 +905,7 @@ fn traffic_flows_while_meshd_is_down_and_proxies_resync_after_its_restart_over_d
     traffic_flows_while_meshd_is_down_and_proxies_resync_after_its_restart(Xds::Delta)
 }
 
-// --- 6. Invalid objects ----------------------------------------------------------------------
+// --- Invalid objects -----------------------------------------------------------------------------
 
 /// `meshd analyze ARGS` on this machine (it needs no server).
 fn analyze(args: &[&std::ffi::OsStr]) -> anyhow::Result<Output> {
@@ -1114,7 +1116,7 @@ fn an_invalid_object_is_reported_kept_from_envoy_and_costs_only_itself_over_delt
     an_invalid_object_is_reported_kept_from_envoy_and_costs_only_itself(Xds::Delta)
 }
 
-// --- 7. proxy-status and proxy-config --------------------------------------------------------
+// --- proxy-status and proxy-config ---------------------------------------------------------------
 
 fn proxy_status_and_proxy_config_show_every_connected_proxy(xds: Xds) -> anyhow::Result<()> {
     let env = echo_mesh(xds, Options::default())?;
