@@ -1,4 +1,4 @@
-//! Harnesses for meshd's end-to-end tests.
+//! Harnesses for meshd's end-to-end tests (the `e2e` test binary, `tests/e2e/`).
 //!
 //! - [`Mesh`]: mesh in a box — pods as network namespaces, captured by `meshd iptables`, with stock
 //!   Envoy sidecars bootstrapped by `meshd bootstrap` and a `meshd serve` in the hub.

@@ -3,16 +3,13 @@
 //! through both sidecars (endpoints from an EndpointSlice), meshd's debug API listing the
 //! connected proxies, and a new Service pushed and kept across a meshd restart.
 
-use std::time::Duration;
+use meshd_tests::{Mesh, Meshd, Pod, yaml};
 
-use meshd_tests::{HttpResult, Mesh, Meshd, Pod, PodSpec, wait_for, yaml};
+use crate::support::{ECHO_VIP, MeshSetup, Xds, client_pod, echo_pod, echo_service, get_until_ok};
 
 const SERVER_IP: &str = "10.77.1.10";
 const CLIENT_IP: &str = "10.77.1.20";
-const ECHO_VIP: &str = "10.96.0.10";
 const ECHO_CLUSTER: &str = "outbound|8080||echo.default.svc.cluster.local";
-/// How long config may take to reach Envoy (debounce, push, warming).
-const CONVERGE: Duration = Duration::from_secs(30);
 
 struct EchoMesh {
     // Field order is drop order: the mesh goes first and takes every process with it.
@@ -22,94 +19,46 @@ struct EchoMesh {
     server: Pod,
 }
 
-#[derive(Clone, Copy)]
-enum Xds {
-    SotW,
-    Delta,
-}
-
-/// `sleep` calls `echo` (Service `echo`, ClusterIP 10.96.0.10:8080) in namespace `default`,
-/// both with sidecars; extra config documents are added to the initial file.
-fn echo_mesh(xds: Xds, tls: bool, extra: &[String]) -> anyhow::Result<EchoMesh> {
-    let mesh = Mesh::new()?;
-    let sidecar = |spec: PodSpec| {
-        let spec = spec.sidecar();
-        let spec = if tls { spec.tls() } else { spec };
-        match xds {
-            Xds::SotW => spec,
-            Xds::Delta => spec.delta(),
-        }
-    };
-    let server_spec = sidecar(
-        PodSpec::new("echo", "default")
-            .ip(SERVER_IP.parse()?)
-            .label("app", "echo")
-            .service_account("echo"),
-    );
-    let client_spec = sidecar(
-        PodSpec::new("sleep", "default")
-            .ip(CLIENT_IP.parse()?)
-            .label("app", "sleep")
-            .service_account("sleep"),
-    );
-    let mut docs = vec![
-        yaml::namespace("default", &[("istio-injection", "enabled")]),
-        yaml::service(
-            "echo",
-            "default",
-            ECHO_VIP,
-            &[("http", 8080, 8080)],
-            &[("app", "echo")],
-        ),
-        yaml::endpoint_slice(
-            "echo-1",
-            "default",
-            "echo",
-            &[(SERVER_IP, "echo")],
-            &[("http", 8080)],
-        ),
-        server_spec.yaml()?,
-        client_spec.yaml()?,
-    ];
-    docs.extend(extra.iter().cloned());
-    mesh.write_config("mesh.yaml", &docs)?;
-    let meshd = mesh.start_meshd(mesh.config_dir(), &[])?;
-    let server = mesh.add_pod(server_spec)?;
-    server.start_echo(&[8080], &[])?;
-    let client = mesh.add_pod(client_spec)?;
+/// `sleep` calls `echo` (Service `echo`, ClusterIP 10.96.0.10:8080, endpoints from EndpointSlice
+/// `echo-1`) in namespace `default`, both with sidecars.
+fn echo_mesh(xds: Xds) -> anyhow::Result<EchoMesh> {
+    let env = MeshSetup::new()
+        .config(echo_services("echo", ECHO_VIP))
+        .app(xds.speak(echo_pod("echo", SERVER_IP)?), &[8080], &[])
+        .caller(xds.speak(client_pod("sleep", CLIENT_IP)?))
+        .start()?;
     Ok(EchoMesh {
-        mesh,
-        meshd,
-        client,
-        server,
+        client: env.pod("sleep")?,
+        server: env.pod("echo")?,
+        mesh: env.mesh,
+        meshd: env.meshd,
     })
 }
 
-/// Polls until `url` answers 200 from the client pod; the last answer either way.
-fn get_until_ok(pod: &Pod, url: &str) -> HttpResult {
-    let mut last = HttpResult::default();
-    wait_for(CONVERGE, || {
-        last = pod.curl(url, &[]);
-        (last.status == 200).then_some(())
-    });
-    last
+/// Service `name` on port 8080 with its endpoint, the `echo` pod, in EndpointSlice `NAME-1`.
+fn echo_services(name: &str, vip: &str) -> Vec<String> {
+    vec![
+        echo_service(name, vip, &[("http", 8080)]),
+        yaml::endpoint_slice(
+            &format!("{name}-1"),
+            "default",
+            name,
+            &[(SERVER_IP, "echo")],
+            &[("http", 8080)],
+        ),
+    ]
 }
 
 fn diagnostics(env: &EchoMesh) -> String {
-    format!(
-        "--- client envoy ---\n{}\n--- server envoy ---\n{}\n--- meshd ---\n{}",
-        env.client.envoy_log(),
-        env.server.envoy_log(),
-        env.meshd.log()
-    )
+    crate::support::diagnostics(&env.mesh, &env.meshd, &[&env.client, &env.server])
 }
 
 fn a_request_to_the_cluster_ip_reaches_the_pod_through_both_sidecars(
     xds: Xds,
 ) -> anyhow::Result<()> {
-    let env = echo_mesh(xds, false, &[])?;
+    let env = echo_mesh(xds)?;
 
-    let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/hi"));
+    let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/hi"), &[]);
 
     assert_eq!(response.status, 200, "{response:?}\n{}", diagnostics(&env));
     let body = response.json()?;
@@ -157,7 +106,7 @@ fn a_request_to_the_cluster_ip_reaches_the_pod_through_both_sidecars_over_delta_
 
 #[test]
 fn meshd_lists_connected_sidecars_and_their_config() -> anyhow::Result<()> {
-    let env = echo_mesh(Xds::Delta, false, &[])?;
+    let env = echo_mesh(Xds::Delta)?;
 
     let syncz = env.mesh.meshd_debug("/debug/syncz")?;
     assert!(syncz.contains("sleep.default"), "{syncz}");
@@ -178,35 +127,16 @@ fn meshd_lists_connected_sidecars_and_their_config() -> anyhow::Result<()> {
 
 #[test]
 fn a_new_service_in_the_config_dir_is_pushed_and_survives_a_meshd_restart() -> anyhow::Result<()> {
-    let mut env = echo_mesh(Xds::SotW, false, &[])?;
-    let second = |name: &str, vip: &str| {
-        vec![
-            yaml::service(
-                name,
-                "default",
-                vip,
-                &[("http", 8080, 8080)],
-                &[("app", "echo")],
-            ),
-            yaml::endpoint_slice(
-                &format!("{name}-1"),
-                "default",
-                name,
-                &[(SERVER_IP, "echo")],
-                &[("http", 8080)],
-            ),
-        ]
-    };
-
+    let mut env = echo_mesh(Xds::SotW)?;
     env.mesh
-        .write_config("echo2.yaml", &second("echo2", "10.96.0.11"))?;
-    let response = get_until_ok(&env.client, "http://10.96.0.11:8080/");
+        .write_config("echo2.yaml", &echo_services("echo2", "10.96.0.11"))?;
+    let response = get_until_ok(&env.client, "http://10.96.0.11:8080/", &[]);
     assert_eq!(response.status, 200, "{response:?}\n{}", diagnostics(&env));
 
     env.meshd.restart()?;
     env.mesh
-        .write_config("echo3.yaml", &second("echo3", "10.96.0.12"))?;
-    let response = get_until_ok(&env.client, "http://10.96.0.12:8080/");
+        .write_config("echo3.yaml", &echo_services("echo3", "10.96.0.12"))?;
+    let response = get_until_ok(&env.client, "http://10.96.0.12:8080/", &[]);
     assert_eq!(response.status, 200, "{response:?}\n{}", diagnostics(&env));
     let response = env.client.curl("http://10.96.0.11:8080/", &[]);
     assert_eq!(response.status, 200, "kept after the restart: {response:?}");
