@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use anyhow::Context as _;
+
 /// Programs the harness runs (besides the ones it finds on `PATH` by name).
 #[derive(Debug, Clone)]
 pub struct Tools {
@@ -38,23 +40,11 @@ fn find_tools() -> Result<Tools, String> {
             missing.push(format!("`{command}` on PATH"));
         }
     }
-    let envoy = envoy_path();
-    if let (None, Some(given)) = (&envoy, std::env::var_os("MESHD_ENVOY")) {
-        missing.push(format!(
-            "Envoy at MESHD_ENVOY={} (not an executable file)",
-            PathBuf::from(given).display()
-        ));
-    } else if envoy.is_none() {
-        missing.push(format!(
-            "Envoy (set MESHD_ENVOY, or install it at {})",
-            envoy_candidates()
-                .iter()
-                .map(|path| path.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" or ")
-        ));
+    let envoy = envoy_binary();
+    if let Err(err) = &envoy {
+        missing.push(err.to_string());
     }
-    let meshd = sibling_binary("MESHD_BIN", "meshd");
+    let meshd = meshd_binary();
     if !is_executable(&meshd) {
         missing.push(format!(
             "the meshd binary at {} (build it with `cargo build -p meshd`, or set MESHD_BIN)",
@@ -69,7 +59,7 @@ fn find_tools() -> Result<Tools, String> {
         ));
     }
     match envoy {
-        Some(envoy) if missing.is_empty() => Ok(Tools { envoy, meshd, echo }),
+        Ok(envoy) if missing.is_empty() => Ok(Tools { envoy, meshd, echo }),
         _ => Err(format!(
             "mesh-in-a-box cannot run, missing: {}; run `make test-deps`",
             missing.join("; ")
@@ -90,39 +80,78 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn find_on_path(command: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(command: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(command))
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path)
         .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
 }
 
-fn envoy_candidates() -> Vec<PathBuf> {
-    let Some(home) = std::env::var_os("HOME").map(PathBuf::from) else {
-        return Vec::new();
-    };
-    let cache = home.join(".cache/meshd");
-    vec![
-        cache.join("bin/envoy"),
-        cache.join("envoy-1.40.0/lib/python3.11/site-packages/envoy/_bin/envoy"),
-    ]
+/// Where `make test-deps` keeps what it installs: `$MESHD_CACHE`, else `~/.cache/meshd`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("MESHD_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/meshd")))
+        .unwrap_or_else(|| PathBuf::from(".cache/meshd"))
 }
 
-fn envoy_path() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("MESHD_ENVOY") {
-        let path = PathBuf::from(path);
-        return is_executable(&path).then_some(path);
+/// Where `make test-deps` puts Envoy 1.40: a link in `bin/`, and the binary inside the Python
+/// package it comes in (whatever the Python version).
+fn envoy_candidates() -> Vec<PathBuf> {
+    let cache = cache_dir();
+    let mut candidates = vec![cache.join("bin/envoy")];
+    if let Ok(entries) = std::fs::read_dir(cache.join("envoy-1.40.0/lib")) {
+        let mut pythons: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
+        pythons.sort();
+        candidates.extend(
+            pythons
+                .into_iter()
+                .map(|python| python.join("site-packages/envoy/_bin/envoy")),
+        );
     }
-    envoy_candidates()
-        .into_iter()
+    candidates
+}
+
+/// Envoy 1.40: `$MESHD_ENVOY`, else where `make test-deps` installs it. The error says where it
+/// looked.
+pub fn envoy_binary() -> anyhow::Result<PathBuf> {
+    if let Some(given) = std::env::var_os("MESHD_ENVOY") {
+        let path = PathBuf::from(given);
+        anyhow::ensure!(
+            is_executable(&path),
+            "Envoy at MESHD_ENVOY={} (not an executable file)",
+            path.display()
+        );
+        return Ok(path);
+    }
+    let candidates = envoy_candidates();
+    candidates
+        .iter()
         .find(|path| is_executable(path))
+        .cloned()
+        .with_context(|| {
+            format!(
+                "Envoy (set MESHD_ENVOY, or install it at {})",
+                candidates
+                    .iter()
+                    .map(|path| path.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )
+        })
+}
+
+/// The `meshd` binary: `$MESHD_BIN`, else the one cargo built next to the test executable.
+/// Whether it exists is for the caller to find out.
+pub fn meshd_binary() -> PathBuf {
+    sibling_binary("MESHD_BIN", "meshd")
 }
 
 /// `$VAR`, else the binary next to the test executable's directory: tests run from

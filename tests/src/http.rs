@@ -1,7 +1,12 @@
 //! HTTP as a pod's app sees it: curl run inside the pod's namespace, so iptables captures it
-//! exactly like an app's request.
+//! exactly like an app's request. Also a plain GET for servers on the host's loopback.
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::process::Output;
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 /// One curl exchange. `status` is 0 when no response arrived; `error` then says why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +33,15 @@ impl HttpResult {
             .map_err(|err| anyhow::anyhow!("response body is not JSON ({err}): {self:?}"))
     }
 
+    /// The pod that answered a 200, from `meshd-echo`'s JSON body; `None` for anything else.
+    pub fn echo_pod(&self) -> Option<String> {
+        if self.status != 200 {
+            return None;
+        }
+        let body: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        body["pod"].as_str().map(str::to_owned)
+    }
+
     /// Builds the result from curl's output: stdout carries `%{http_code}`, the header and body
     /// dumps were written to files.
     pub(crate) fn from_curl(output: &Output, headers: &str, body: String) -> Self {
@@ -46,6 +60,29 @@ impl HttpResult {
             error,
         }
     }
+}
+
+/// `GET path` over plain HTTP/1.0 from `authority` (`HOST:PORT`) with std only, for servers on the
+/// host's loopback (etcd, meshd outside a mesh): the status and the body.
+pub fn get_plain(authority: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream =
+        TcpStream::connect(authority).with_context(|| format!("connecting to {authority}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or((answer.as_str(), ""));
+    let status = head
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("GET {path} from {authority}: no HTTP status in {head:?}"))?;
+    Ok((status, body.to_owned()))
 }
 
 /// curl's `-D` dump holds one block per response received (`100 Continue`, redirects); the last
@@ -78,6 +115,21 @@ mod tests {
                 ("x-envoy-upstream-service-time".to_owned(), "3".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn only_a_200_from_meshd_echo_names_a_pod() {
+        let answer = |status: u16, body: &str| HttpResult {
+            status,
+            body: body.to_owned(),
+            ..HttpResult::default()
+        };
+        assert_eq!(
+            answer(200, r#"{"pod": "echo-a"}"#).echo_pod().as_deref(),
+            Some("echo-a")
+        );
+        assert_eq!(answer(418, r#"{"pod": "echo-a"}"#).echo_pod(), None);
+        assert_eq!(answer(200, "no JSON").echo_pod(), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -23,6 +23,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
+use crate::deps::{find_on_path, is_executable};
 use crate::process::log_tail;
 use crate::wait::wait_until;
 
@@ -59,11 +60,7 @@ pub fn tools() -> anyhow::Result<KubeTools> {
 }
 
 fn find_tools() -> Result<KubeTools, String> {
-    let cache = std::env::var_os("MESHD_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/meshd")))
-        .unwrap_or_else(|| PathBuf::from(".cache/meshd"));
-    let kube_bin = cache.join("kube/bin");
+    let kube_bin = crate::deps::cache_dir().join("kube/bin");
     let mut missing = Vec::new();
     let mut find = |var: &str, default: Option<PathBuf>, what: &str| -> PathBuf {
         let path = std::env::var_os(var).map(PathBuf::from).or(default);
@@ -115,20 +112,6 @@ fn find_tools() -> Result<KubeTools, String> {
     }
 }
 
-fn find_on_path(command: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(command))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::metadata(path)
-        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
 /// Loopback ports of one cluster, fixed for its lifetime so restarts come back at the same address.
 #[derive(Debug, Clone, Copy)]
 struct Ports {
@@ -138,17 +121,12 @@ struct Ports {
 }
 
 impl Ports {
-    /// Ports the kernel handed out just now; held together while choosing so they differ.
     fn free() -> anyhow::Result<Ports> {
-        let listeners = (0..3)
-            .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-            .collect::<Result<Vec<_>, _>>()
-            .context("binding loopback ports")?;
-        let port = |i: usize| -> anyhow::Result<u16> { Ok(listeners[i].local_addr()?.port()) };
+        let [etcd_client, etcd_peer, apiserver] = crate::ports::free_loopback_ports()?;
         Ok(Ports {
-            etcd_client: port(0)?,
-            etcd_peer: port(1)?,
-            apiserver: port(2)?,
+            etcd_client,
+            etcd_peer,
+            apiserver,
         })
     }
 }
@@ -317,9 +295,13 @@ impl KubeCluster {
         ];
         let child = self.spawn("etcd", &self.tools.etcd, &args)?;
         self.etcd = Some(child);
-        let health = format!("{client}/health");
+        let authority = format!("127.0.0.1:{}", self.ports.etcd_client);
+        let healthy = || {
+            crate::http::get_plain(&authority, "/health")
+                .is_ok_and(|(status, body)| status == 200 && body.contains("true"))
+        };
         let ready = wait_until(STARTUP_TIMEOUT, || {
-            self.etcd_exited().is_some() || http_get_ok(&health).unwrap_or(false)
+            self.etcd_exited().is_some() || healthy()
         });
         if let Some(exit) = self.etcd_exited() {
             bail!("{exit}\n{}", log_tail(&self.log_path("etcd"), 30));
@@ -653,25 +635,6 @@ fn checked(args: &[&str], output: Output) -> anyhow::Result<String> {
 
 fn parse_json(path: &str, text: &str) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(text).with_context(|| format!("{path} answered non-JSON: {text}"))
-}
-
-/// A plain-HTTP GET with std only (etcd's `/health` on loopback); true on a 200 whose body says
-/// healthy.
-fn http_get_ok(url: &str) -> anyhow::Result<bool> {
-    use std::io::Read as _;
-    let rest = url
-        .strip_prefix("http://")
-        .context("only http:// URLs are supported")?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = std::net::TcpStream::connect(authority)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET /{path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    Ok(answer.starts_with("HTTP/1.") && answer.contains(" 200 ") && answer.contains("true"))
 }
 
 fn kubeconfig_yaml(server: &str, ca: &Path, user: &str, token: &str) -> String {

@@ -370,6 +370,16 @@ impl Pod {
     /// Runs `meshd-echo` as this pod's app on the given HTTP and TCP ports, returning once all of
     /// them accept connections.
     pub fn start_echo(&self, http_ports: &[u16], tcp_ports: &[u16]) -> anyhow::Result<App> {
+        self.start_echo_with(http_ports, tcp_ports, &[])
+    }
+
+    /// [`Pod::start_echo`] with more `meshd-echo` flags (`--always-status 500`, say).
+    pub fn start_echo_with(
+        &self,
+        http_ports: &[u16],
+        tcp_ports: &[u16],
+        extra_args: &[&str],
+    ) -> anyhow::Result<App> {
         let echo = self.shared.tools.echo.display().to_string();
         let mut argv = vec![
             echo,
@@ -384,6 +394,7 @@ impl Pod {
         for port in tcp_ports {
             argv.extend(["--tcp".to_owned(), port.to_string()]);
         }
+        argv.extend(extra_args.iter().map(|arg| (*arg).to_owned()));
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let app = self.spawn(&argv)?;
         for port in http_ports.iter().chain(tcp_ports) {
@@ -392,6 +403,16 @@ impl Pod {
             }
         }
         Ok(app)
+    }
+
+    /// Sends `line` over TCP to `ip:port` as the pod's app would (captured like any app) and
+    /// returns the first line that comes back, empty if the connection closed without one.
+    pub fn tcp_exchange(&self, ip: &str, port: u16, line: &str) -> anyhow::Result<String> {
+        let script = format!(
+            "exec 3<>/dev/tcp/{ip}/{port} && printf '%s\\n' '{line}' >&3 && timeout 5 head -n1 <&3"
+        );
+        let output = self.exec(&["bash", "-c", &script])?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
     /// Waits until something in the pod listens on TCP `port`.
@@ -525,6 +546,10 @@ impl Pod {
             .arg(bootstrap)
             // Hot restart would share memory and sockets between the pods' Envoys.
             .args(["--disable-hot-restart", "--concurrency", "1"])
+            // As meshd's injector runs it: after a listener update, connections still on a
+            // replaced filter chain close at their next request, not gradually over ten minutes
+            // (Envoy's default) — else a pooled connection keeps old policy (JWKS, RBAC) alive.
+            .args(["--drain-time-s", "45", "--drain-strategy", "immediate"])
             .args(["--log-level", "info"]);
         let log = self.envoy_log_path();
         let (process, _pid) = self.shared.processes.spawn("envoy", command, &log)?;

@@ -1,33 +1,27 @@
-//! Issue 3's routing must-shows, end to end: a client calling Service `echo` through its sidecar,
+//! Routing by VirtualService, end to end: a client calling Service `echo` through its sidecar,
 //! a DestinationRule with subsets `v1` and `v2` (one pod each, both with sidecars), and a
-//! VirtualService deciding where each request goes. Requests are real (curl in the client pod,
+//! VirtualService deciding where each request goes — weights, header and path matches,
+//! redirects, rewrites, mirroring, retries, timeouts, faults, CORS, header changes and TCP routes,
+//! and an edit taking effect within two seconds. Requests are real (curl in the client pod,
 //! captured by iptables); what the backends saw is read from meshd-echo's answers and `/_count`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use meshd_tests::{HttpResult, Mesh, Meshd, Pod, PodSpec, wait_for, wait_until, yaml};
-use serde_json::Value;
+use meshd_tests::{HttpResult, Mesh, Meshd, Pod, wait_for, wait_until};
+
+use crate::support::{
+    CONVERGE, ECHO_VIP, HOT_RELOAD, MeshSetup, Xds, client_pod, echo_pod, echo_service,
+    get_until_answered_by,
+};
 
 const CLIENT_IP: &str = "10.77.1.20";
 const V1_IP: &str = "10.77.1.10";
 const V2_IP: &str = "10.77.1.11";
-const ECHO_VIP: &str = "10.96.0.10";
 const ECHO_TCP_VIP: &str = "10.96.0.11";
 const TCP_PORT: u16 = 9000;
 const ECHO_FQDN: &str = "echo.default.svc.cluster.local";
-
-/// How long config may take to reach Envoy at most (debounce, push, warming).
-const CONVERGE: Duration = Duration::from_secs(30);
-/// What the issue promises for an edited VirtualService to change routing.
-const HOT_RELOAD: Duration = Duration::from_secs(2);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Xds {
-    SotW,
-    Delta,
-}
 
 /// `sleep` (the client), `echo-v1` and `echo-v2` (Service `echo`, 10.96.0.10:8080; subsets by
 /// `version`), all with sidecars, in namespace `default`.
@@ -69,75 +63,32 @@ spec:
 }
 
 fn routing_mesh(xds: Xds, virtual_service: String) -> anyhow::Result<RoutingMesh> {
+    let echo = |name: &str, ip: &str, version: &str| -> anyhow::Result<_> {
+        Ok(xds.speak(echo_pod(name, ip)?.label("version", version)))
+    };
     let mesh = Mesh::new()?;
-    let sidecar = |spec: PodSpec| match xds {
-        Xds::SotW => spec.sidecar(),
-        Xds::Delta => spec.sidecar().delta(),
-    };
-    let echo = |name: &str, ip: &str, version: &str| -> anyhow::Result<PodSpec> {
-        Ok(sidecar(
-            PodSpec::new(name, "default")
-                .ip(ip.parse()?)
-                .label("app", "echo")
-                .label("version", version)
-                .service_account("echo"),
-        ))
-    };
-    let v1_spec = echo("echo-v1", V1_IP, "v1")?;
-    let v2_spec = echo("echo-v2", V2_IP, "v2")?;
-    let client_spec = sidecar(
-        PodSpec::new("sleep", "default")
-            .ip(CLIENT_IP.parse()?)
-            .label("app", "sleep")
-            .service_account("sleep"),
-    );
-    mesh.write_config(
-        "mesh.yaml",
-        &[
-            yaml::namespace("default", &[("istio-injection", "enabled")]),
-            yaml::service(
-                "echo",
-                "default",
-                ECHO_VIP,
-                &[("http", 8080, 8080)],
-                &[("app", "echo")],
-            ),
-            yaml::service(
-                "echo-tcp",
-                "default",
-                ECHO_TCP_VIP,
-                &[("tcp", TCP_PORT, TCP_PORT)],
-                &[("app", "echo")],
-            ),
-            v1_spec.yaml()?,
-            v2_spec.yaml()?,
-            client_spec.yaml()?,
-            subsets("echo"),
-            subsets("echo-tcp"),
-        ],
-    )?;
     // Its own file, so a test can edit it alone.
     mesh.write_config("routes.yaml", &[virtual_service])?;
-    let meshd = mesh.start_meshd(mesh.config_dir(), &[])?;
-    let v1 = mesh.add_pod(v1_spec)?;
-    v1.start_echo(&[8080], &[TCP_PORT])?;
-    let v2 = mesh.add_pod(v2_spec)?;
-    v2.start_echo(&[8080], &[TCP_PORT])?;
-    let client = mesh.add_pod(client_spec)?;
+    let env = MeshSetup::new()
+        .config([
+            echo_service("echo", ECHO_VIP, &[("http", 8080)]),
+            echo_service("echo-tcp", ECHO_TCP_VIP, &[("tcp", TCP_PORT)]),
+            subsets("echo"),
+            subsets("echo-tcp"),
+        ])
+        .app(echo("echo-v1", V1_IP, "v1")?, &[8080], &[TCP_PORT])
+        .app(echo("echo-v2", V2_IP, "v2")?, &[8080], &[TCP_PORT])
+        .caller(xds.speak(client_pod("sleep", CLIENT_IP)?))
+        .start_in(mesh)?;
     let env = RoutingMesh {
-        mesh,
-        meshd,
-        client,
-        v1,
-        v2,
+        client: env.pod("sleep")?,
+        v1: env.pod("echo-v1")?,
+        v2: env.pod("echo-v2")?,
+        mesh: env.mesh,
+        meshd: env.meshd,
     };
     env.wait_subsets_ready()?;
     Ok(env)
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl RoutingMesh {
@@ -154,22 +105,12 @@ impl RoutingMesh {
 
     /// GET `path` on the Service from the client.
     fn get(&self, path: &str, headers: &[&str]) -> HttpResult {
-        let mut args = Vec::new();
-        for h in headers {
-            args.extend(["-H", h]);
-        }
-        self.client
-            .curl(&format!("http://{ECHO_VIP}:8080{path}"), &args)
+        self.client.curl(&echo_url(path), &header_args(headers))
     }
 
     /// Polls `path` until it is answered by `pod`; the last answer either way.
     fn get_until_answered_by(&self, path: &str, headers: &[&str], pod: &str) -> HttpResult {
-        let mut last = HttpResult::default();
-        wait_for(CONVERGE, || {
-            last = self.get(path, headers);
-            (answered_by(&last).as_deref() == Some(pod)).then_some(())
-        });
-        last
+        get_until_answered_by(&self.client, &echo_url(path), &header_args(headers), pod)
     }
 
     /// How many requests for `path` the pod's app has seen (meshd-echo's `/_count`, asked from the
@@ -184,26 +125,17 @@ impl RoutingMesh {
     }
 
     fn diagnostics(&self) -> String {
-        let mut out = String::new();
-        for pod in [&self.client, &self.v1, &self.v2] {
-            out.push_str(&format!(
-                "--- envoy in {} ---\n{}\n",
-                pod.proxy_id(),
-                tail(&pod.envoy_log(), 30)
-            ));
-        }
-        out.push_str(&format!("--- meshd ---\n{}", tail(&self.meshd.log(), 60)));
-        out
+        crate::support::diagnostics(&self.mesh, &self.meshd, &[&self.client, &self.v1, &self.v2])
     }
 }
 
-/// The `pod` field of an echo answer.
-fn answered_by(response: &HttpResult) -> Option<String> {
-    if response.status != 200 {
-        return None;
-    }
-    let body: Value = serde_json::from_str(&response.body).ok()?;
-    body["pod"].as_str().map(str::to_owned)
+fn echo_url(path: &str) -> String {
+    format!("http://{ECHO_VIP}:8080{path}")
+}
+
+/// curl's `-H` for each header.
+fn header_args<'a>(headers: &[&'a str]) -> Vec<&'a str> {
+    headers.iter().flat_map(|header| ["-H", header]).collect()
 }
 
 /// The routes of the header-match tests: `end-user: jason` OR (`x-canary` matching
@@ -226,7 +158,7 @@ fn header_routes() -> String {
 fn assert_routed(env: &RoutingMesh, path: &str, headers: &[&str], expected: &str, why: &str) {
     let response = env.get(path, headers);
     assert_eq!(
-        answered_by(&response).as_deref(),
+        response.echo_pod().as_deref(),
         Some(expected),
         "{why}: {path} {headers:?} → {response:?}\n{}",
         env.diagnostics()
@@ -254,7 +186,8 @@ fn an_80_20_split_sends_80_percent_to_v1_within_ten_points_over_200_requests(
     let mut seen = BTreeMap::<String, u32>::new();
     for i in 0..200 {
         let response = env.get(&format!("/split/{i}"), &[]);
-        let pod = answered_by(&response)
+        let pod = response
+            .echo_pod()
             .with_context(|| format!("request {i}: {response:?}\n{}", env.diagnostics()))?;
         *seen.entry(pod).or_default() += 1;
     }
@@ -279,7 +212,7 @@ fn an_80_20_split_sends_80_percent_to_v1_within_ten_points_over_200_requests_ove
 fn header_exact_and_regex_matches_select_a_subset() -> anyhow::Result<()> {
     let env = routing_mesh(Xds::SotW, header_routes())?;
     let first = env.get_until_answered_by("/", &["end-user: jason"], "echo-v2");
-    assert_eq!(answered_by(&first).as_deref(), Some("echo-v2"), "{first:?}");
+    assert_eq!(first.echo_pod().as_deref(), Some("echo-v2"), "{first:?}");
 
     assert_routed(&env, "/", &["end-user: jason"], "echo-v2", "exact match");
     assert_routed(
@@ -428,7 +361,7 @@ fn mirroring_copies_requests_to_the_mirror_subset_while_clients_see_only_the_pri
     for i in 0..REQUESTS {
         let response = env.get("/mirrored", &[]);
         assert_eq!(
-            answered_by(&response).as_deref(),
+            response.echo_pod().as_deref(),
             Some("echo-v1"),
             "request {i}: clients only see the primary: {response:?}\n{}",
             env.diagnostics()
@@ -471,7 +404,7 @@ fn a_backend_failing_twice_with_503_is_reached_three_times_and_the_client_gets_2
 
     let response = env.get("/flaky?fail_first=2&status=503", &[]);
     assert_eq!(response.status, 200, "{response:?}\n{}", env.diagnostics());
-    assert_eq!(answered_by(&response).as_deref(), Some("echo-v1"));
+    assert_eq!(response.echo_pod().as_deref(), Some("echo-v1"));
     assert_eq!(
         env.count(&env.v1, "/flaky")?,
         3,
@@ -606,7 +539,7 @@ fn an_edited_virtual_service_changes_routing_within_two_seconds() -> anyhow::Res
     };
     let env = routing_mesh(Xds::SotW, to("v1"))?;
     let first = env.get_until_answered_by("/", &[], "echo-v1");
-    assert_eq!(answered_by(&first).as_deref(), Some("echo-v1"), "{first:?}");
+    assert_eq!(first.echo_pod().as_deref(), Some("echo-v1"), "{first:?}");
     for _ in 0..5 {
         assert_routed(&env, "/", &[], "echo-v1", "before the edit");
     }
@@ -616,7 +549,7 @@ fn an_edited_virtual_service_changes_routing_within_two_seconds() -> anyhow::Res
     let mut last = HttpResult::default();
     wait_for(CONVERGE, || {
         last = env.get("/", &[]);
-        (answered_by(&last).as_deref() == Some("echo-v2")).then_some(())
+        (last.echo_pod().as_deref() == Some("echo-v2")).then_some(())
     })
     .with_context(|| format!("never routed to v2: {last:?}\n{}", env.diagnostics()))?;
     let took = written.elapsed();
@@ -630,16 +563,6 @@ fn an_edited_virtual_service_changes_routing_within_two_seconds() -> anyhow::Res
         assert_routed(&env, "/", &[], "echo-v2", "after the edit");
     }
     Ok(())
-}
-
-/// Sends `line` over TCP to `ip:port` from the client (captured like any app) and returns the
-/// first line that comes back.
-fn tcp_exchange(pod: &Pod, ip: &str, port: u16, line: &str) -> anyhow::Result<String> {
-    let script = format!(
-        "exec 3<>/dev/tcp/{ip}/{port} && printf '%s\\n' '{line}' >&3 && timeout 5 head -n1 <&3"
-    );
-    let output = pod.exec(&["bash", "-c", &script])?;
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 #[test]
@@ -659,12 +582,17 @@ fn a_tcp_route_sends_every_connection_to_the_subset_it_names() -> anyhow::Result
     )?;
     let mut last = String::new();
     let routed = wait_until(CONVERGE, || {
-        last = tcp_exchange(&env.client, ECHO_TCP_VIP, TCP_PORT, "hello").unwrap_or_default();
+        last = env
+            .client
+            .tcp_exchange(ECHO_TCP_VIP, TCP_PORT, "hello")
+            .unwrap_or_default();
         last == "echo-v2: hello"
     });
     assert!(routed, "last answer {last:?}\n{}", env.diagnostics());
     for i in 0..10 {
-        let answer = tcp_exchange(&env.client, ECHO_TCP_VIP, TCP_PORT, &format!("line {i}"))?;
+        let answer = env
+            .client
+            .tcp_exchange(ECHO_TCP_VIP, TCP_PORT, &format!("line {i}"))?;
         assert_eq!(answer, format!("echo-v2: line {i}"));
     }
     Ok(())
@@ -763,7 +691,7 @@ fn header_changes_reach_the_backend_and_the_client_per_route_and_per_destination
     let mut seen = BTreeMap::new();
     let both = wait_until(CONVERGE, || {
         let response = env.get("/h", &["x-secret: s3cr3t", "x-hop: app", "x-route: app"]);
-        if let (Some(pod), Ok(body)) = (answered_by(&response), response.json()) {
+        if let (Some(pod), Ok(body)) = (response.echo_pod(), response.json()) {
             seen.insert(pod, (body, response));
         }
         seen.len() == 2

@@ -2,169 +2,29 @@
 //! Envoy sidecars, root-certificate distribution, service-account token identity, and leader
 //! election between two replicas.
 //!
-//! meshd runs where the mesh harness puts it, in the hub network namespace at 10.77.0.1, so the
-//! pods' Envoys reach it as they would a control plane. The API server listens on the host's
-//! loopback, which no namespace can reach; a bridge carries it into the hub at the same address
-//! (`127.0.0.1:PORT`, so the kubeconfig and the server's certificate fit unchanged): a helper
-//! process in the hub (this test binary again, see [`forwarder_helper_for_meshd_in_the_hub`])
-//! accepts there and hands each connection over a Unix socket — a file, which every namespace
-//! sees — to a thread of the test process on the host, which connects to the API server.
+//! meshd runs in a mesh's hub, reaching the API server through
+//! [`ApiServerBridge`](crate::support::kube::ApiServerBridge); the leader-election replicas run on
+//! the host's loopback.
 //!
 //! Needs `make test-deps` (kube-apiserver) and root (namespaces); without them every test fails
 //! saying so.
 
-#![allow(clippy::unwrap_used)]
-
-use std::io::{Read as _, Write as _};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshd_tests::kube::KubeCluster;
 use meshd_tests::{Mesh, Meshd, Pod, PodSpec, wait_for, wait_until, yaml};
 use serde_json::{Value, json};
 
-/// What the brief promises: a change in the cluster is in a connected proxy's config this fast.
-const REFLECTED: Duration = Duration::from_secs(2);
+use crate::support::cli::{self, analyze, meshd_command, metric};
+use crate::support::host_meshd::HostMeshd;
+use crate::support::kube::{
+    ApiServerBridge, apply, cluster, cluster_with_crds, kubectl, meshd_in_hub,
+};
+use crate::support::{HOT_RELOAD, write_readable};
+
 /// For what waits on a reconnect backoff (Envoy's, or the watcher's after an outage).
 const RECOVERED: Duration = Duration::from_secs(60);
-const FORWARD_ENV: &str = "MESHD_TEST_APISERVER_FORWARD";
-
-fn repo_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// A cluster with the generated Istio CRDs installed.
-fn cluster_with_crds() -> KubeCluster {
-    let cluster = KubeCluster::start().unwrap_or_else(|err| panic!("{err:#}"));
-    cluster
-        .apply_file(&repo_file("manifests/crds.yaml"))
-        .unwrap_or_else(|err| panic!("{err:#}"));
-    // CRDs are served a moment after they are accepted.
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            cluster
-                .kubectl(&["get", "virtualservices.networking.istio.io", "-A"])
-                .is_ok_and(|o| o.status.success())
-        }),
-        "the Istio CRDs are not served"
-    );
-    cluster
-}
-
-fn apply(cluster: &KubeCluster, yaml: &str) {
-    cluster
-        .apply(yaml)
-        .unwrap_or_else(|err| panic!("{err:#}\n--- applied ---\n{yaml}"));
-}
-
-fn kubectl(cluster: &KubeCluster, args: &[&str]) -> String {
-    cluster
-        .kubectl_ok(args)
-        .unwrap_or_else(|err| panic!("{err:#}"))
-}
-
-/// The helper process the bridge starts in the hub: forwards every connection accepted on
-/// `ADDR` to the Unix socket `PATH` (`MESHD_TEST_APISERVER_FORWARD=ADDR|PATH`). As an ordinary
-/// test (no variable set) it does nothing.
-#[test]
-fn forwarder_helper_for_meshd_in_the_hub() {
-    let Ok(spec) = std::env::var(FORWARD_ENV) else {
-        return;
-    };
-    let (addr, socket) = spec.split_once('|').unwrap();
-    let listener = TcpListener::bind(addr).unwrap();
-    for tcp in listener.incoming().flatten() {
-        let socket = socket.to_owned();
-        std::thread::spawn(move || {
-            if let Ok(unix) = UnixStream::connect(&socket) {
-                splice(tcp, unix);
-            }
-        });
-    }
-}
-
-/// Copies both ways until both sides are done.
-fn splice(tcp: TcpStream, unix: UnixStream) {
-    let (Ok(mut tcp_read), Ok(mut unix_read)) = (tcp.try_clone(), unix.try_clone()) else {
-        return;
-    };
-    let (mut tcp_write, mut unix_write) = (tcp, unix);
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut tcp_read, &mut unix_write);
-        let _ = unix_write.shutdown(Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut unix_read, &mut tcp_write);
-    let _ = tcp_write.shutdown(Shutdown::Write);
-    let _ = up.join();
-}
-
-/// The API server at its own address inside the hub namespace (see the module docs).
-struct ApiServerBridge {
-    helper: Child,
-    socket: PathBuf,
-}
-
-impl ApiServerBridge {
-    fn start(cluster: &KubeCluster, mesh: &Mesh) -> ApiServerBridge {
-        let authority = cluster
-            .server_url()
-            .trim_start_matches("https://")
-            .to_owned();
-        let socket = mesh.dir().join("apiserver.sock");
-        let _ = std::fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket).unwrap();
-        let target = authority.clone();
-        std::thread::spawn(move || {
-            for unix in listener.incoming().flatten() {
-                let target = target.clone();
-                std::thread::spawn(move || {
-                    if let Ok(tcp) = TcpStream::connect(&target) {
-                        splice(tcp, unix);
-                    }
-                });
-            }
-        });
-        let helper = Command::new("ip")
-            .args(["netns", "exec", mesh.hub_netns()])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "forwarder_helper_for_meshd_in_the_hub"])
-            .args(["--nocapture", "--test-threads=1"])
-            .env(FORWARD_ENV, format!("{authority}|{}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let bridge = ApiServerBridge { helper, socket };
-        let url = format!("https://{authority}/readyz");
-        assert!(
-            wait_until(Duration::from_secs(20), || mesh
-                .hub_curl(&url, &["-k"])
-                .status
-                == 200),
-            "the API server is not reachable from the hub through the bridge"
-        );
-        bridge
-    }
-}
-
-impl Drop for ApiServerBridge {
-    fn drop(&mut self) {
-        let _ = self.helper.kill();
-        let _ = self.helper.wait();
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-/// meshd in the hub, reading the cluster (and an empty config directory).
-fn start_meshd(mesh: &Mesh, cluster: &KubeCluster) -> Meshd {
-    let kubeconfig = cluster.kubeconfig_path().display().to_string();
-    mesh.start_meshd(mesh.config_dir(), &["--kubeconfig", &kubeconfig])
-        .unwrap_or_else(|err| panic!("{err:#}"))
-}
 
 fn config_dump(pod: &Pod) -> String {
     pod.envoy_admin("/config_dump?include_eds")
@@ -238,7 +98,7 @@ fn cluster_changes_reach_a_connected_proxy_and_survive_api_server_and_etcd_resta
     let mesh = Mesh::new().unwrap_or_else(|err| panic!("{err:#}"));
     let _bridge = ApiServerBridge::start(&cluster, &mesh);
     apply(&cluster, &yaml::namespace("apps", &[]));
-    let meshd = start_meshd(&mesh, &cluster);
+    let meshd = meshd_in_hub(&mesh, &cluster);
     let client = mesh
         .add_pod(PodSpec::new("client", "apps").sidecar())
         .unwrap_or_else(|err| panic!("{err:#}"));
@@ -261,7 +121,7 @@ fn cluster_changes_reach_a_connected_proxy_and_survive_api_server_and_etcd_resta
         &client,
         &meshd,
         "new Service and Endpoints",
-        REFLECTED,
+        HOT_RELOAD,
         |d| has_cluster(d, WEB_CLUSTER) && d.contains("10.77.9.9"),
     );
     // …change…
@@ -287,20 +147,20 @@ fn cluster_changes_reach_a_connected_proxy_and_survive_api_server_and_etcd_resta
         &client,
         &meshd,
         "changed Service and Endpoints",
-        REFLECTED,
+        HOT_RELOAD,
         |d| has_cluster(d, WEB_CLUSTER_81) && d.contains("10.77.9.10") && !d.contains("10.77.9.9"),
     );
     // …and a VirtualService comes, changes and goes.
     apply(&cluster, &web_virtual_service("7s"));
-    wait_for_config(&client, &meshd, "new VirtualService", REFLECTED, |d| {
+    wait_for_config(&client, &meshd, "new VirtualService", HOT_RELOAD, |d| {
         d.contains("\"timeout\": \"7s\"")
     });
     apply(&cluster, &web_virtual_service("9s"));
-    wait_for_config(&client, &meshd, "changed VirtualService", REFLECTED, |d| {
+    wait_for_config(&client, &meshd, "changed VirtualService", HOT_RELOAD, |d| {
         d.contains("\"timeout\": \"9s\"") && !d.contains("\"timeout\": \"7s\"")
     });
     kubectl(&cluster, &["delete", "virtualservice", "web", "-n", "apps"]);
-    wait_for_config(&client, &meshd, "deleted VirtualService", REFLECTED, |d| {
+    wait_for_config(&client, &meshd, "deleted VirtualService", HOT_RELOAD, |d| {
         !d.contains("\"timeout\": \"9s\"")
     });
 
@@ -322,11 +182,10 @@ spec:
         &client,
         &meshd,
         "VirtualService next to a broken one",
-        REFLECTED,
+        HOT_RELOAD,
         |d| d.contains("\"timeout\": \"5s\""),
     );
-    let configz: Value =
-        serde_json::from_str(&mesh.meshd_debug("/debug/configz").unwrap()).unwrap();
+    let configz = cli::debug_json(&mesh, "/debug/configz").unwrap();
     let errors = configz["errors"].to_string();
     assert!(
         errors.contains("kube:VirtualService/apps/broken"),
@@ -334,11 +193,11 @@ spec:
     );
     assert!(meshd.log().contains("invalid object skipped"));
     // `meshd analyze --kubeconfig` finds it too, naming it.
-    let analyze = Command::new(meshd_tests::deps::tools().unwrap().meshd)
-        .args(["analyze", "--kubeconfig"])
-        .arg(cluster.kubeconfig_path())
-        .output()
-        .unwrap();
+    let analyze = analyze(&[
+        "--kubeconfig".as_ref(),
+        cluster.kubeconfig_path().as_os_str(),
+    ])
+    .unwrap();
     let printed = String::from_utf8_lossy(&analyze.stdout);
     assert_eq!(analyze.status.code(), Some(1), "{printed}");
     assert!(printed.contains("VirtualService apps/broken"), "{printed}");
@@ -369,8 +228,7 @@ spec:
 ",
     );
     let secrets = || -> Vec<String> {
-        let configz: Value =
-            serde_json::from_str(&mesh.meshd_debug("/debug/configz").unwrap()).unwrap();
+        let configz = cli::debug_json(&mesh, "/debug/configz").unwrap();
         configz["objects"]
             .as_array()
             .into_iter()
@@ -429,7 +287,7 @@ spec:
     );
     // And deletions still arrive.
     kubectl(&cluster, &["delete", "service", "web", "-n", "apps"]);
-    wait_for_config(&client, &meshd, "deleted Service", REFLECTED, |d| {
+    wait_for_config(&client, &meshd, "deleted Service", HOT_RELOAD, |d| {
         !has_cluster(d, WEB_CLUSTER)
     });
 }
@@ -481,20 +339,11 @@ fn pod_bound_token(cluster: &KubeCluster, service_account: &str, pod: &str) -> S
     answer["status"]["token"].as_str().unwrap().to_owned()
 }
 
-/// Writes a file Envoy (uid 1337) can read; atomically, as kubelet swaps projected volumes.
-fn write_readable(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt as _;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// The bootstrap an injected pod gets: TLS to meshd, the root from `istio-ca-root-cert`, and the
 /// service-account token file.
 fn token_bootstrap(pod: &Pod, service_account: &str, root_cert: &Path, token: &Path) -> PathBuf {
     let path = pod.dir().join("envoy-bootstrap.json");
-    let output = Command::new(meshd_tests::deps::tools().unwrap().meshd)
+    let output = meshd_command()
         .arg("bootstrap")
         .args(["--pod", pod.name(), "--namespace", pod.namespace()])
         .args(["--ip", &pod.ip().to_string()])
@@ -510,7 +359,7 @@ fn token_bootstrap(pod: &Pod, service_account: &str, root_cert: &Path, token: &P
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    write_readable(&path, &std::fs::read_to_string(&path).unwrap());
+    write_readable(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
     path
 }
 
@@ -571,22 +420,13 @@ fn create_certificate(mesh: &Mesh, root_cert: &Path, token: &str) -> Result<Stri
     }
 }
 
-fn metric(mesh: &Mesh, name: &str) -> u64 {
-    let text = mesh.meshd_debug("/metrics").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
-
 #[test]
 fn sidecars_prove_identity_with_service_account_tokens_and_get_the_root_from_a_configmap() {
     let cluster = cluster_with_crds();
     let mesh = Mesh::new().unwrap_or_else(|err| panic!("{err:#}"));
     let _bridge = ApiServerBridge::start(&cluster, &mesh);
     apply(&cluster, &yaml::namespace("istio-system", &[]));
-    let mut meshd = start_meshd(&mesh, &cluster);
+    let mut meshd = meshd_in_hub(&mesh, &cluster);
 
     // The root certificate reaches a namespace created after meshd started.
     apply(&cluster, &yaml::namespace("apps", &[]));
@@ -633,9 +473,9 @@ fn sidecars_prove_identity_with_service_account_tokens_and_get_the_root_from_a_c
         .unwrap();
     sleep.install_iptables(&[]).unwrap();
     let root_file = sleep.dir().join("root-cert.pem");
-    write_readable(&root_file, &distributed);
+    write_readable(&root_file, &distributed).unwrap();
     let token_file = sleep.dir().join("istio-token");
-    write_readable(&token_file, &pod_bound_token(&cluster, "sleep", "sleep"));
+    write_readable(&token_file, &pod_bound_token(&cluster, "sleep", "sleep")).unwrap();
     let bootstrap = token_bootstrap(&sleep, "sleep", &root_file, &token_file);
     sleep
         .start_envoy(&bootstrap)
@@ -662,9 +502,10 @@ fn sidecars_prove_identity_with_service_account_tokens_and_get_the_root_from_a_c
         &cluster
             .service_account_token("apps", "sleep", &["istio-ca"])
             .unwrap(),
-    );
+    )
+    .unwrap();
     let impostor_root = impostor.dir().join("root-cert.pem");
-    write_readable(&impostor_root, &distributed);
+    write_readable(&impostor_root, &distributed).unwrap();
     let impostor_bootstrap = token_bootstrap(&impostor, "sleep", &impostor_root, &stolen);
     let rejections = metric(&mesh, "meshd_xds_identity_rejections");
     let envoy = meshd_tests::deps::tools()
@@ -737,7 +578,7 @@ fn sidecars_prove_identity_with_service_account_tokens_and_get_the_root_from_a_c
 
     // The token file is read again whenever Envoy reconnects: an unusable token is refused
     // after a reconnect, a fresh one is accepted.
-    write_readable(&token_file, "not-a-token");
+    write_readable(&token_file, "not-a-token").unwrap();
     let before = meshd.log().len();
     meshd.restart().unwrap_or_else(|err| panic!("{err:#}"));
     let logged_since = |needles: &[&str]| {
@@ -753,7 +594,7 @@ fn sidecars_prove_identity_with_service_account_tokens_and_get_the_root_from_a_c
         "the reconnecting proxy did not present the rewritten token\n{}",
         &meshd.log()[before..]
     );
-    write_readable(&token_file, &pod_bound_token(&cluster, "sleep", "sleep"));
+    write_readable(&token_file, &pod_bound_token(&cluster, "sleep", "sleep")).unwrap();
     assert!(
         wait_until(RECOVERED, || logged_since(&[
             "proxy connected",
@@ -763,87 +604,6 @@ fn sidecars_prove_identity_with_service_account_tokens_and_get_the_root_from_a_c
         "the proxy did not come back with a fresh token\n{}",
         &meshd.log()[before..]
     );
-}
-
-/// `meshd serve` on the host's loopback (no pods needed), for the leader-election test.
-struct HostMeshd {
-    child: Child,
-    debug: String,
-    log: PathBuf,
-}
-
-impl HostMeshd {
-    fn start(cluster: &KubeCluster, name: &str) -> HostMeshd {
-        let ports: Vec<u16> = (0..4)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
-        let log = cluster.dir().join("logs").join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let debug = format!("127.0.0.1:{}", ports[2]);
-        let child = Command::new(meshd_tests::deps::tools().unwrap().meshd)
-            .arg("serve")
-            .arg("--kubeconfig")
-            .arg(cluster.kubeconfig_path())
-            .args(["--xds-addr", &format!("127.0.0.1:{}", ports[0])])
-            .args(["--secure-addr", &format!("127.0.0.1:{}", ports[1])])
-            .args(["--debug-addr", &debug])
-            .args(["--webhook-addr", &format!("127.0.0.1:{}", ports[3])])
-            .args(["--pod-name", name])
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let meshd = HostMeshd { child, debug, log };
-        assert!(
-            wait_until(Duration::from_secs(30), || meshd.get("/ready").is_some()),
-            "{name} not ready\n{}",
-            meshd.log()
-        );
-        meshd
-    }
-
-    fn get(&self, path: &str) -> Option<String> {
-        let mut stream = TcpStream::connect(&self.debug).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: meshd\r\n\r\n").ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        let (head, body) = answer.split_once("\r\n\r\n")?;
-        head.contains(" 200 ").then(|| body.to_owned())
-    }
-
-    fn is_leader(&self) -> Option<bool> {
-        let metrics = self.get("/metrics")?;
-        let line = metrics.lines().find(|l| l.starts_with("meshd_leader "))?;
-        Some(line.ends_with(" 1"))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM: a graceful stop, which gives the lease up.
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = wait_until(Duration::from_secs(10), || {
-            self.child.try_wait().is_ok_and(|s| s.is_some())
-        });
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for HostMeshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn lease_holder(cluster: &KubeCluster) -> String {
@@ -884,10 +644,10 @@ fn one_leader(replicas: &[&HostMeshd], cluster: &KubeCluster) -> Option<usize> {
 
 #[test]
 fn exactly_one_of_two_replicas_leads_and_the_other_takes_over_when_it_stops() {
-    let cluster = KubeCluster::start().unwrap_or_else(|err| panic!("{err:#}"));
+    let cluster = cluster();
     apply(&cluster, &yaml::namespace("istio-system", &[]));
-    let mut a = HostMeshd::start(&cluster, "meshd-a");
-    let mut b = HostMeshd::start(&cluster, "meshd-b");
+    let mut a = HostMeshd::with_kubeconfig(&cluster, "meshd-a");
+    let mut b = HostMeshd::with_kubeconfig(&cluster, "meshd-b");
     let first = wait_for(Duration::from_secs(20), || one_leader(&[&a, &b], &cluster))
         .unwrap_or_else(|| {
             panic!(
@@ -926,7 +686,7 @@ fn exactly_one_of_two_replicas_leads_and_the_other_takes_over_when_it_stops() {
     } else {
         ("meshd-b", 0)
     };
-    let back = HostMeshd::start(&cluster, name);
+    let back = HostMeshd::with_kubeconfig(&cluster, name);
     let (a, b) = if first == 0 { (&back, &b) } else { (&a, &back) };
     assert_eq!(
         wait_for(Duration::from_secs(10), || one_leader(&[a, b], &cluster)),
@@ -934,9 +694,7 @@ fn exactly_one_of_two_replicas_leads_and_the_other_takes_over_when_it_stops() {
     );
     let started = Instant::now();
     let (dying, heir) = if survivor_index == 0 { (a, b) } else { (b, a) };
-    let _ = Command::new("kill")
-        .args(["-KILL", &dying.child.id().to_string()])
-        .status();
+    dying.signal("KILL");
     assert!(
         wait_until(Duration::from_secs(30), || heir.is_leader() == Some(true)),
         "no takeover after the leader was killed\n{}",

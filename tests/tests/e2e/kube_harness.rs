@@ -6,21 +6,15 @@
 //! Needs `make test-deps` (builds kube-apiserver once); without it every test here fails saying so.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use meshd_tests::kube::KubeCluster;
 use meshd_tests::wait_until;
 use serde_json::{Value, json};
 
-fn cluster() -> KubeCluster {
-    KubeCluster::start().unwrap_or_else(|err| panic!("{err:#}"))
-}
-
-fn repo_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
+use crate::support::cli::meshd_command;
+use crate::support::kube::{apply, apply_repo_files, cluster, get_json, install_crds, kubectl};
+use crate::support::repo_file;
 
 fn read_repo_file(path: &str) -> String {
     std::fs::read_to_string(repo_file(path)).unwrap_or_else(|err| panic!("reading {path}: {err}"))
@@ -31,24 +25,6 @@ fn yaml_documents(text: &str) -> Vec<Value> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(text).unwrap_or_else(|err| panic!("parsing YAML: {err}"));
     docs.into_iter().filter(|doc| !doc.is_null()).collect()
-}
-
-fn apply_ok(cluster: &KubeCluster, yaml: &str) -> String {
-    cluster
-        .apply(yaml)
-        .unwrap_or_else(|err| panic!("{err:#}\n--- applied ---\n{yaml}"))
-}
-
-fn kubectl_ok(cluster: &KubeCluster, args: &[&str]) -> String {
-    cluster
-        .kubectl_ok(args)
-        .unwrap_or_else(|err| panic!("{err:#}"))
-}
-
-fn get_json(cluster: &KubeCluster, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&kubectl_ok(cluster, &all)).expect("kubectl -o json prints JSON")
 }
 
 const CORE_OBJECTS: &str = r#"
@@ -100,7 +76,7 @@ metadata:
 #[test]
 fn core_objects_apply_and_a_pod_gets_its_ip_through_the_status_subresource() {
     let cluster = cluster();
-    apply_ok(&cluster, CORE_OBJECTS);
+    apply(&cluster, CORE_OBJECTS);
 
     let service = get_json(
         &cluster,
@@ -118,7 +94,7 @@ fn core_objects_apply_and_a_pod_gets_its_ip_through_the_status_subresource() {
     assert_eq!(endpoints["subsets"][0]["addresses"][0]["ip"], "10.10.0.7");
 
     // No kubelet, no controller manager: a pod is stored as created, and the test plays kubelet.
-    apply_ok(
+    apply(
         &cluster,
         r#"
 apiVersion: v1
@@ -149,7 +125,7 @@ spec:
 #[test]
 fn service_account_tokens_are_minted_and_reviewed_for_their_audience() {
     let cluster = cluster();
-    apply_ok(&cluster, CORE_OBJECTS);
+    apply(&cluster, CORE_OBJECTS);
 
     let token = cluster
         .service_account_token("shop", "muffin-currency", &["istio-ca"])
@@ -202,7 +178,7 @@ fn service_account_tokens_are_minted_and_reviewed_for_their_audience() {
 #[test]
 fn state_survives_restarts_of_the_api_server_and_of_etcd() {
     let mut cluster = cluster();
-    apply_ok(&cluster, CORE_OBJECTS);
+    apply(&cluster, CORE_OBJECTS);
     let uid = |cluster: &KubeCluster| {
         get_json(
             cluster,
@@ -225,7 +201,7 @@ fn state_survives_restarts_of_the_api_server_and_of_etcd() {
     assert_eq!(uid(&cluster), before, "after restarting etcd");
 
     // And the restarted pair keeps taking writes.
-    apply_ok(
+    apply(
         &cluster,
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-restarts\n  namespace: shop\ndata:\n  a: b\n",
     );
@@ -249,8 +225,8 @@ fn state_survives_restarts_of_the_api_server_and_of_etcd() {
     assert_eq!(configmap["data"]["a"], "b");
 }
 
-/// Istio objects as the tutorials write them (the muffin shop and bookinfo-style examples of
-/// shared/seeds), one or more of every kind meshd reads.
+/// Istio objects as the tutorials write them (a muffin shop and bookinfo-style examples), one or
+/// more of every kind meshd reads.
 const ISTIO_OBJECTS: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -453,21 +429,6 @@ spec:
     jwksUri: "https://auth.example.com/.well-known/jwks.json"
 "#;
 
-fn meshd_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MESHD_BIN") {
-        return PathBuf::from(path);
-    }
-    // Integration tests run from target/<profile>/deps/; binaries live in target/<profile>/.
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let dir = exe.parent().expect("the test binary is in a directory");
-    let dir = if dir.ends_with("deps") {
-        dir.parent().expect("deps/ has a parent")
-    } else {
-        dir
-    };
-    dir.join("meshd")
-}
-
 fn served_versions(crd: &Value) -> Vec<String> {
     crd["spec"]["versions"]
         .as_array()
@@ -480,16 +441,12 @@ fn served_versions(crd: &Value) -> Vec<String> {
 
 #[test]
 fn generated_crds_apply_and_istio_yaml_applies_in_every_served_version() {
-    let meshd = meshd_binary();
-    let printed = Command::new(&meshd)
-        .arg("crds")
-        .output()
-        .unwrap_or_else(|err| {
-            panic!(
-                "running {} crds: {err} (build it with `cargo build -p meshd`, or set MESHD_BIN)",
-                meshd.display()
-            )
-        });
+    let printed = meshd_command().arg("crds").output().unwrap_or_else(|err| {
+        panic!(
+            "running {} crds: {err} (build it with `cargo build -p meshd`, or set MESHD_BIN)",
+            meshd_tests::deps::meshd_binary().display()
+        )
+    });
     assert!(printed.status.success(), "meshd crds failed: {printed:?}");
     let checked_in = read_repo_file("manifests/crds.yaml");
     assert!(
@@ -504,18 +461,9 @@ fn generated_crds_apply_and_istio_yaml_applies_in_every_served_version() {
     );
 
     let cluster = cluster();
-    apply_ok(&cluster, &checked_in);
-    kubectl_ok(
-        &cluster,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ],
-    );
-    apply_ok(&cluster, CORE_OBJECTS);
+    // The file just proven equal to what `meshd crds` prints.
+    install_crds(&cluster);
+    apply(&cluster, CORE_OBJECTS);
 
     let crds: BTreeMap<String, Value> = yaml_documents(&checked_in)
         .into_iter()
@@ -547,7 +495,7 @@ fn generated_crds_apply_and_istio_yaml_applies_in_every_served_version() {
             );
             object["apiVersion"] = json!(format!("{group}/{version}"));
             object["metadata"]["name"] = json!(name);
-            apply_ok(&cluster, &object.to_string());
+            apply(&cluster, &object.to_string());
             let read = get_json(
                 &cluster,
                 &[
@@ -570,23 +518,23 @@ fn generated_crds_apply_and_istio_yaml_applies_in_every_served_version() {
     assert_eq!(applied, 9 * 3 + 3 * 2);
 
     // The tutorials also apply the objects exactly as written; and `kubectl get` shows Istio's columns.
-    apply_ok(&cluster, ISTIO_OBJECTS);
-    let vs = kubectl_ok(&cluster, &["get", "vs", "-n", "shop", "muffin-wallet-vs"]);
+    apply(&cluster, ISTIO_OBJECTS);
+    let vs = kubectl(&cluster, &["get", "vs", "-n", "shop", "muffin-wallet-vs"]);
     assert!(vs.contains("GATEWAYS") && vs.contains("HOSTS"), "{vs}");
     assert!(vs.contains("[\"muffin-wallet-gateway\"]"), "{vs}");
-    let pa = kubectl_ok(
+    let pa = kubectl(
         &cluster,
         &["get", "peerauthentication", "-n", "shop", "default"],
     );
     assert!(pa.contains("MODE") && pa.contains("STRICT"), "{pa}");
-    let ap = kubectl_ok(
+    let ap = kubectl(
         &cluster,
         &["get", "ap", "-n", "shop", "muffin-currency-policy"],
     );
     assert!(ap.contains("ACTION") && ap.contains("ALLOW"), "{ap}");
-    let se = kubectl_ok(&cluster, &["get", "se", "-n", "shop", "postgres-external"]);
+    let se = kubectl(&cluster, &["get", "se", "-n", "shop", "postgres-external"]);
     assert!(se.contains("MESH_INTERNAL") && se.contains("DNS"), "{se}");
-    let dr = kubectl_ok(&cluster, &["get", "dr", "-n", "shop", "muffin-currency-dr"]);
+    let dr = kubectl(&cluster, &["get", "dr", "-n", "shop", "muffin-currency-dr"]);
     assert!(
         dr.contains("HOST") && dr.contains("muffin-currency"),
         "{dr}"
@@ -615,15 +563,9 @@ fn meshd_can(cluster: &KubeCluster, args: &[&str]) -> bool {
 #[test]
 fn install_manifests_apply_and_grant_meshd_only_what_it_needs() {
     let cluster = cluster();
-    for file in ["manifests/crds.yaml", "manifests/install.yaml"] {
-        cluster
-            .apply_file(&repo_file(file))
-            .unwrap_or_else(|err| panic!("applying {file}: {err:#}"));
-    }
+    apply_repo_files(&cluster, &["manifests/crds.yaml", "manifests/install.yaml"]);
     // Applying again changes nothing and fails nothing.
-    cluster
-        .apply_file(&repo_file("manifests/install.yaml"))
-        .unwrap_or_else(|err| panic!("re-applying: {err:#}"));
+    apply_repo_files(&cluster, &["manifests/install.yaml"]);
 
     let deployment = get_json(
         &cluster,
@@ -831,7 +773,7 @@ fn helm_chart_installs_the_objects_of_install_yaml() {
     }
 
     // Helm put the CRDs (crds/) and the objects into the API server.
-    kubectl_ok(
+    kubectl(
         &cluster,
         &["get", "crd", "virtualservices.networking.istio.io"],
     );
@@ -840,7 +782,7 @@ fn helm_chart_installs_the_objects_of_install_yaml() {
         &["get", "deployment", "meshd", "-n", "istio-system"],
     );
     assert_eq!(deployment["spec"]["replicas"], 2);
-    kubectl_ok(
+    kubectl(
         &cluster,
         &["get", "validatingwebhookconfiguration", "meshd-validator"],
     );

@@ -1,18 +1,17 @@
-//! Issue 3's resilience must-shows, end to end through stock Envoy sidecars: DestinationRule outlier
-//! detection, consistent hashing, connection-pool limits, and TLS settings.
-
-#![allow(clippy::unwrap_used)]
+//! DestinationRule traffic policies, end to end through stock Envoy sidecars: outlier detection
+//! ejects a failing pod, consistent hashing keeps a user on one pod, connection-pool limits
+//! overflow into 503s, and `tls: DISABLE` keeps a call plaintext.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
-use meshd_tests::{HttpResult, Mesh, Meshd, Pod, PodSpec, wait_for, wait_until, yaml};
+use meshd_tests::{HttpResult, Mesh, Meshd, Pod, wait_until};
+
+use crate::support::{
+    CONVERGE, ECHO_VIP, MeshSetup, client_pod, echo_pod, echo_service, get_until_ok,
+};
 
 const CLIENT_IP: &str = "10.77.1.20";
-const ECHO_VIP: &str = "10.96.0.10";
 const ECHO_CLUSTER: &str = "outbound|8080||echo.default.svc.cluster.local";
-/// How long config may take to reach Envoy (debounce, push, warming).
-const CONVERGE: Duration = Duration::from_secs(30);
 
 struct Env {
     // Field order is drop order: the mesh goes first and takes every process with it.
@@ -39,74 +38,33 @@ fn healthy(name: &'static str) -> Echo {
 /// (over meshd's TLS port with `tls`, so they hold mesh certificates); `extra` documents (the
 /// DestinationRule under test) are in the config from the start.
 fn echo_mesh(echoes: &[Echo], extra: &[String], tls: bool) -> anyhow::Result<Env> {
-    let mesh = Mesh::new()?;
-    let with_tls = |spec: PodSpec| if tls { spec.tls() } else { spec };
-    let mut specs = Vec::new();
+    let with_tls = |spec: meshd_tests::PodSpec| if tls { spec.tls() } else { spec };
+    let mut setup = MeshSetup::new()
+        .config([echo_service("echo", ECHO_VIP, &[("http", 8080)])])
+        .config(extra.iter().cloned());
     for (i, echo) in echoes.iter().enumerate() {
-        let spec = PodSpec::new(echo.name, "default")
-            .ip(format!("10.77.1.{}", 10 + i).parse()?)
-            .label("app", "echo")
-            .service_account("echo")
-            .sidecar();
-        specs.push(with_tls(spec));
+        let spec = with_tls(echo_pod(echo.name, &format!("10.77.1.{}", 10 + i))?);
+        setup = match echo.always_status {
+            None => setup.app(spec, &[8080], &[]),
+            Some(status) => setup.app_with(
+                spec,
+                &[8080],
+                &[],
+                &["--always-status", &status.to_string()],
+            ),
+        };
     }
-    let client_spec = with_tls(
-        PodSpec::new("sleep", "default")
-            .ip(CLIENT_IP.parse()?)
-            .label("app", "sleep")
-            .service_account("sleep")
-            .sidecar(),
-    );
-    let mut docs = vec![
-        yaml::namespace("default", &[("istio-injection", "enabled")]),
-        yaml::service(
-            "echo",
-            "default",
-            ECHO_VIP,
-            &[("http", 8080, 8080)],
-            &[("app", "echo")],
-        ),
-        client_spec.yaml()?,
-    ];
-    for spec in &specs {
-        docs.push(spec.yaml()?);
-    }
-    docs.extend(extra.iter().cloned());
-    mesh.write_config("mesh.yaml", &docs)?;
-    let meshd = mesh.start_meshd(mesh.config_dir(), &[])?;
-
-    let echo_binary = meshd_tests::deps::tools()?.echo.display().to_string();
-    let mut pods = Vec::new();
-    for (spec, echo) in specs.into_iter().zip(echoes) {
-        let pod = mesh.add_pod(spec)?;
-        match echo.always_status {
-            None => {
-                pod.start_echo(&[8080], &[])?;
-            }
-            Some(status) => {
-                let status = status.to_string();
-                pod.spawn(&[
-                    &echo_binary,
-                    "--name",
-                    echo.name,
-                    "--namespace",
-                    "default",
-                    "--http",
-                    "8080",
-                    "--always-status",
-                    &status,
-                ])?;
-                pod.wait_listening(8080, Duration::from_secs(10))?;
-            }
-        }
-        pods.push(pod);
-    }
-    let client = mesh.add_pod(client_spec)?;
+    let env = setup
+        .caller(with_tls(client_pod("sleep", CLIENT_IP)?))
+        .start()?;
     Ok(Env {
-        mesh,
-        meshd,
-        client,
-        echoes: pods,
+        client: env.pod("sleep")?,
+        echoes: echoes
+            .iter()
+            .map(|echo| env.pod(echo.name))
+            .collect::<anyhow::Result<_>>()?,
+        mesh: env.mesh,
+        meshd: env.meshd,
     })
 }
 
@@ -126,20 +84,9 @@ spec:
 
 impl Env {
     fn diagnostics(&self) -> String {
-        let mut out = format!(
-            "logs in {}\n--- client envoy ---\n{}\n--- meshd ---\n{}",
-            self.mesh.dir().display(),
-            self.client.envoy_log(),
-            self.meshd.log()
-        );
-        for pod in &self.echoes {
-            out.push_str(&format!(
-                "\n--- {} envoy ---\n{}",
-                pod.name(),
-                pod.envoy_log()
-            ));
-        }
-        out
+        let mut pods = vec![&self.client];
+        pods.extend(&self.echoes);
+        crate::support::diagnostics(&self.mesh, &self.meshd, &pods)
     }
 
     /// Waits until the client's Envoy holds the echo cluster with `needle` in its config, and
@@ -174,12 +121,6 @@ impl Env {
         self.client
             .curl(&format!("http://{ECHO_VIP}:8080{path}"), extra_args)
     }
-}
-
-/// The pod that answered, from meshd-echo's JSON body.
-fn answered_by(response: &HttpResult) -> Option<String> {
-    let body = response.json().ok()?;
-    body["pod"].as_str().map(String::from)
 }
 
 #[test]
@@ -238,7 +179,7 @@ fn outlier_detection_ejects_a_failing_pod_and_the_following_requests_all_succeed
             "request {i} after the ejection: {response:?}\n{}",
             env.diagnostics()
         );
-        assert_eq!(answered_by(&response).as_deref(), Some("echo-good"));
+        assert_eq!(response.echo_pod().as_deref(), Some("echo-good"));
     }
     Ok(())
 }
@@ -272,7 +213,7 @@ fn consistent_hash_on_a_header_keeps_each_user_on_one_pod_and_spreads_users() ->
             let user = format!("user-{user}");
             let response = env.call("/", &["-H", &format!("x-user: {user}")]);
             assert_eq!(response.status, 200, "round {round}, {user}: {response:?}");
-            let pod = answered_by(&response).unwrap_or_default();
+            let pod = response.echo_pod().unwrap_or_default();
             pod_of_user.entry(user).or_default().insert(pod);
         }
     }
@@ -366,11 +307,7 @@ fn tls_disable_makes_a_mesh_call_plaintext_even_when_both_sides_could_do_mtls() 
         "the echo cluster still has TLS:\n{cluster}"
     );
 
-    let response = wait_for(CONVERGE, || {
-        let r = env.call("/", &[]);
-        (r.status == 200).then_some(r)
-    })
-    .unwrap_or_default();
+    let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/"), &[]);
     assert_eq!(response.status, 200, "{response:?}\n{}", env.diagnostics());
     let body = response.json()?;
     assert!(

@@ -1,198 +1,28 @@
 //! meshd's admission webhooks called by a real kube-apiserver (v1.20.2 on etcd, loopback): sidecar
 //! injection on pod creation and validation of Istio objects.
 //!
-//! meshd runs on loopback with its file source (an empty directory) and a CA directory of its own;
-//! the webhook configurations here are test-only ones that reach it at `https://127.0.0.1:PORT`
-//! (Endpoints cannot hold loopback addresses, so the Service-based ones of `manifests/` cannot),
-//! trusting meshd's root as their `caBundle`. The injector speaks AdmissionReview v1beta1 and the
-//! validator v1, so both versions go through the real API server.
+//! meshd runs on loopback ([`HostMeshd`]) with its file source (an empty directory) and a CA
+//! directory of its own; the webhook configurations here are test-only ones that reach it at
+//! `https://127.0.0.1:PORT` (Endpoints cannot hold loopback addresses, so the Service-based ones of
+//! `manifests/` cannot), trusting meshd's root as their `caBundle`. The injector speaks
+//! AdmissionReview v1beta1 and the validator v1, so both versions go through the real API server.
 //!
 //! Needs `make test-deps` (kube-apiserver) and a built meshd (`cargo build -p meshd`, or MESHD_BIN).
 
-use std::ffi::OsString;
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use meshd_tests::kube::KubeCluster;
-use meshd_tests::process::log_tail;
 use meshd_tests::{wait_for, wait_until};
 use serde_json::{Value, json};
 
-const STARTUP: Duration = Duration::from_secs(30);
+use crate::support::cli::meshd_command;
+use crate::support::host_meshd::HostMeshd;
+use crate::support::kube::{apply, apply_repo_files, cluster, get_json, install_crds};
+
 /// How long the API server may take to notice a new webhook configuration.
 const CONFIG_PROPAGATION: Duration = Duration::from_secs(30);
-
-fn repo_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn meshd_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MESHD_BIN") {
-        return PathBuf::from(path);
-    }
-    // Integration tests run from target/<profile>/deps/; binaries live in target/<profile>/.
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let dir = exe.parent().expect("the test binary is in a directory");
-    let dir = if dir.ends_with("deps") {
-        dir.parent().expect("deps/ has a parent")
-    } else {
-        dir
-    };
-    dir.join("meshd")
-}
-
-/// Loopback ports the kernel had free just now; held together while choosing so they differ.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a loopback port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("bound").port())
-}
-
-/// `meshd serve` on loopback; killed when dropped.
-struct Meshd {
-    child: Child,
-    dir: PathBuf,
-    webhook_port: u16,
-}
-
-impl Meshd {
-    /// With the file source: an empty directory.
-    fn start() -> Meshd {
-        Meshd::start_with(|dir| vec![OsString::from("--config-dir"), dir.join("config").into()])
-    }
-
-    /// With the source `source` names (given meshd's directory).
-    fn start_with(source: impl FnOnce(&Path) -> Vec<OsString>) -> Meshd {
-        static STARTED: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "meshd-webhooks-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        for sub in ["config", "ca"] {
-            std::fs::create_dir_all(dir.join(sub)).expect("creating meshd's directories");
-        }
-        let [xds, secure, debug, webhook] = free_ports::<4>();
-        let binary = meshd_binary();
-        let mut command = Command::new(&binary);
-        // Blind to whatever MESHD_* settings the runner has.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("MESHD_") {
-                command.env_remove(key);
-            }
-        }
-        let log = std::fs::File::create(dir.join("meshd.log")).expect("creating the log");
-        let child = command
-            .arg("serve")
-            .args(source(&dir))
-            .arg("--ca-dir")
-            .arg(dir.join("ca"))
-            .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
-            .args(["--secure-addr", &format!("127.0.0.1:{secure}")])
-            .args(["--debug-addr", &format!("127.0.0.1:{debug}")])
-            .args(["--webhook-addr", &format!("127.0.0.1:{webhook}")])
-            .args(["--proxy-image", "registry.test/envoy:v1.40.0"])
-            .args(["--proxy-init-image", "registry.test/meshd:test"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "starting {}: {err} (build it with `cargo build -p meshd`, or set MESHD_BIN)",
-                    binary.display()
-                )
-            });
-        let mut meshd = Meshd {
-            child,
-            dir,
-            webhook_port: webhook,
-        };
-        let ready = wait_until(STARTUP, || {
-            meshd.exited().is_some()
-                || (http_ok(debug, "/ready")
-                    && TcpStream::connect((Ipv4Addr::LOCALHOST, webhook)).is_ok())
-        });
-        if let Some(exit) = meshd.exited() {
-            panic!("meshd exited: {exit}\n{}", meshd.log());
-        }
-        assert!(
-            ready,
-            "meshd was not ready within {STARTUP:?}\n{}",
-            meshd.log()
-        );
-        meshd
-    }
-
-    fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(None) => None,
-            Ok(Some(status)) => Some(status.to_string()),
-            Err(err) => Some(err.to_string()),
-        }
-    }
-
-    fn log(&self) -> String {
-        log_tail(&self.dir.join("meshd.log"), 40)
-    }
-
-    /// meshd's trust bundle: what the API server must trust to call the webhooks.
-    fn root_pem(&self) -> String {
-        std::fs::read_to_string(self.dir.join("ca/root-cert.pem")).expect("meshd wrote its root")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.webhook_port)
-    }
-}
-
-impl Drop for Meshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("{}", self.log());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A plain-HTTP GET on loopback answering 200.
-fn http_ok(port: u16, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.") && answer.contains(" 200 ")
-}
-
-fn cluster() -> KubeCluster {
-    KubeCluster::start().unwrap_or_else(|err| panic!("{err:#}"))
-}
-
-fn apply_ok(cluster: &KubeCluster, object: &Value) {
-    cluster
-        .apply(&object.to_string())
-        .unwrap_or_else(|err| panic!("{err:#}\n--- applied ---\n{object:#}"));
-}
 
 /// `kubectl create -f -` (optionally server-side dry-run): the object as stored, or kubectl's error.
 fn create(cluster: &KubeCluster, object: &Value, dry_run: bool) -> Result<Value, String> {
@@ -249,14 +79,14 @@ fn mk_pod(namespace: &str, name: &str, labels: Value) -> Value {
     })
 }
 
-fn mk_injector(meshd: &Meshd, ca_bundle: &str) -> Value {
+fn mk_injector(meshd: &HostMeshd, ca_bundle: &str) -> Value {
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": { "name": "meshd-test-injector" },
         "webhooks": [{
             "name": "namespace.sidecar-injector.meshd.test",
-            "clientConfig": { "url": meshd.url("/inject"), "caBundle": ca_bundle },
+            "clientConfig": { "url": meshd.webhook_url("/inject"), "caBundle": ca_bundle },
             "rules": [{
                 "operations": ["CREATE"],
                 "apiGroups": [""],
@@ -275,14 +105,14 @@ fn mk_injector(meshd: &Meshd, ca_bundle: &str) -> Value {
     })
 }
 
-fn mk_validator(meshd: &Meshd, ca_bundle: &str) -> Value {
+fn mk_validator(meshd: &HostMeshd, ca_bundle: &str) -> Value {
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": { "name": "meshd-test-validator" },
         "webhooks": [{
             "name": "validation.meshd.test",
-            "clientConfig": { "url": meshd.url("/validate"), "caBundle": ca_bundle },
+            "clientConfig": { "url": meshd.webhook_url("/validate"), "caBundle": ca_bundle },
             "rules": [{
                 "operations": ["CREATE", "UPDATE"],
                 "apiGroups": ["networking.istio.io", "security.istio.io"],
@@ -315,7 +145,7 @@ fn mk_virtual_service(namespace: &str, name: &str, regex: &str) -> Value {
 
 /// The cluster with meshd's test-only webhook configurations registered, once the API server
 /// calls them (it picks configurations up asynchronously).
-fn cluster_with_webhooks(meshd: &Meshd) -> KubeCluster {
+fn cluster_with_webhooks(meshd: &HostMeshd) -> KubeCluster {
     let cluster = cluster();
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(meshd.root_pem());
     for object in [
@@ -326,7 +156,7 @@ fn cluster_with_webhooks(meshd: &Meshd) -> KubeCluster {
         mk_injector(meshd, &ca_bundle),
         mk_validator(meshd, &ca_bundle),
     ] {
-        apply_ok(&cluster, &object);
+        apply(&cluster, &object.to_string());
     }
     let probe = mk_pod("meshed", "probe", json!({}));
     let injecting = wait_until(CONFIG_PROPAGATION, || {
@@ -344,7 +174,7 @@ fn cluster_with_webhooks(meshd: &Meshd) -> KubeCluster {
 
 #[test]
 fn pods_in_enabled_namespaces_get_the_sidecar_once_and_others_are_untouched() {
-    let meshd = Meshd::start();
+    let meshd = HostMeshd::with_config_dir();
     let cluster = cluster_with_webhooks(&meshd);
 
     let pod = create(
@@ -488,14 +318,9 @@ fn pods_in_enabled_namespaces_get_the_sidecar_once_and_others_are_untouched() {
     if let Some(app) = applied["spec"]["containers"][0].as_object_mut() {
         app.remove("readinessProbe");
     }
-    apply_ok(&cluster, &applied);
-    apply_ok(&cluster, &applied);
-    let live: Value = serde_json::from_str(
-        &cluster
-            .kubectl_ok(&["get", "pod", "applied", "-n", "meshed", "-o", "json"])
-            .expect("kubectl get"),
-    )
-    .expect("JSON");
+    apply(&cluster, &applied.to_string());
+    apply(&cluster, &applied.to_string());
+    let live = get_json(&cluster, &["get", "pod", "applied", "-n", "meshed"]);
     assert_eq!(names(&live["spec"]["containers"]), ["app", "istio-proxy"]);
     assert_eq!(
         names(&live["spec"]["initContainers"]),
@@ -531,20 +356,9 @@ fn pods_in_enabled_namespaces_get_the_sidecar_once_and_others_are_untouched() {
 
 #[test]
 fn istio_objects_meshd_analyze_rejects_are_refused_with_its_message() {
-    let meshd = Meshd::start();
+    let meshd = HostMeshd::with_config_dir();
     let cluster = cluster_with_webhooks(&meshd);
-    cluster
-        .apply_file(&repo_file("manifests/crds.yaml"))
-        .unwrap_or_else(|err| panic!("applying the CRDs: {err:#}"));
-    cluster
-        .kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ])
-        .unwrap_or_else(|err| panic!("{err:#}"));
+    install_crds(&cluster);
 
     // The CRDs may take a moment to serve; the valid object then goes through the webhook.
     let valid = mk_virtual_service("meshed", "reviews", "^/api/v[0-9]+/.*");
@@ -586,20 +400,10 @@ fn istio_objects_meshd_analyze_rejects_are_refused_with_its_message() {
         stderr.contains("Error [IST0106] (VirtualService meshed/reviews)"),
         "{stderr}"
     );
-    let stored: Value = serde_json::from_str(
-        &cluster
-            .kubectl_ok(&[
-                "get",
-                "virtualservice",
-                "reviews",
-                "-n",
-                "meshed",
-                "-o",
-                "json",
-            ])
-            .unwrap_or_else(|err| panic!("{err:#}")),
-    )
-    .expect("JSON");
+    let stored = get_json(
+        &cluster,
+        &["get", "virtualservice", "reviews", "-n", "meshed"],
+    );
     assert_eq!(
         stored["spec"]["http"][0]["match"][0]["uri"]["regex"],
         "^/api/v[0-9]+/.*"
@@ -611,13 +415,8 @@ fn istio_objects_meshd_analyze_rejects_are_refused_with_its_message() {
 #[test]
 fn the_leader_patches_its_ca_bundle_into_the_installed_webhook_configurations() {
     let cluster = cluster();
-    for file in ["manifests/crds.yaml", "manifests/install.yaml"] {
-        cluster
-            .apply_file(&repo_file(file))
-            .unwrap_or_else(|err| panic!("applying {file}: {err:#}"));
-    }
-    let kubeconfig = cluster.kubeconfig_path();
-    let meshd = Meshd::start_with(|_| vec!["--kubeconfig".into(), kubeconfig.into()]);
+    apply_repo_files(&cluster, &["manifests/crds.yaml", "manifests/install.yaml"]);
+    let meshd = HostMeshd::with_kubeconfig(&cluster, "meshd");
     let expected = base64::engine::general_purpose::STANDARD.encode(meshd.root_pem());
     let bundles = |kind: &str, name: &str| -> Vec<String> {
         let config: Value = cluster
@@ -655,18 +454,14 @@ fn the_leader_patches_its_ca_bundle_into_the_installed_webhook_configurations() 
         meshd.log()
     );
     // The rest of each webhook is as installed.
-    let injector: Value = serde_json::from_str(
-        &cluster
-            .kubectl_ok(&[
-                "get",
-                "mutatingwebhookconfiguration",
-                "meshd-sidecar-injector",
-                "-o",
-                "json",
-            ])
-            .unwrap_or_else(|err| panic!("{err:#}")),
-    )
-    .expect("JSON");
+    let injector = get_json(
+        &cluster,
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "meshd-sidecar-injector",
+        ],
+    );
     assert_eq!(
         injector["webhooks"][0]["clientConfig"]["service"]["path"],
         "/inject"
@@ -677,44 +472,18 @@ fn the_leader_patches_its_ca_bundle_into_the_installed_webhook_configurations() 
     );
 }
 
-/// Envoy 1.40: MESHD_ENVOY, else where `make test-deps` puts it.
-fn envoy_binary() -> PathBuf {
-    let mut candidates: Vec<PathBuf> = std::env::var_os("MESHD_ENVOY")
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
-        let cache = home.join(".cache/meshd");
-        candidates.push(cache.join("bin/envoy"));
-        if let Ok(entries) = std::fs::read_dir(cache.join("envoy-1.40.0/lib")) {
-            candidates.extend(
-                entries
-                    .flatten()
-                    .map(|e| e.path().join("site-packages/envoy/_bin/envoy")),
-            );
-        }
-    }
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!("Envoy not found (looked at {candidates:?}); run `make test-deps`")
-        })
-}
-
 /// Runs the pod's `istio-bootstrap` init container with the meshd binary: its args, and its env
 /// with the downward-API fields filled in as the kubelet would. The pod's mount points are moved
 /// under a scratch directory (holding meshd's root and a token); the bootstrap it writes is
 /// checked by `envoy --mode validate` and returned.
-fn run_bootstrap_container(pod: &Value, meshd: &Meshd) -> Value {
+fn run_bootstrap_container(pod: &Value, meshd: &HostMeshd) -> Value {
     let container = pod["spec"]["initContainers"]
         .as_array()
         .expect("init containers")
         .iter()
         .find(|c| c["name"] == "istio-bootstrap")
         .expect("the bootstrap container");
-    let root = meshd.dir.join("pod-fs");
+    let root = meshd.dir().join("pod-fs");
     let moved = |path: &str| -> String {
         match path.strip_prefix('/') {
             Some(rest) if path.starts_with("/etc/istio/") || path.starts_with("/var/run/") => {
@@ -738,12 +507,7 @@ fn run_bootstrap_container(pod: &Value, meshd: &Meshd) -> Value {
     std::fs::write(root.join("var/run/secrets/tokens/istio-token"), "token")
         .expect("writing the token");
 
-    let mut command = Command::new(meshd_binary());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("MESHD_") {
-            command.env_remove(key);
-        }
-    }
+    let mut command = meshd_command();
     let args: Vec<String> = container["args"]
         .as_array()
         .expect("args")
@@ -776,7 +540,8 @@ fn run_bootstrap_container(pod: &Value, meshd: &Meshd) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let file = root.join("etc/istio/proxy/envoy.json");
-    let validated = Command::new(envoy_binary())
+    let envoy = meshd_tests::deps::envoy_binary().unwrap_or_else(|err| panic!("{err:#}"));
+    let validated = Command::new(envoy)
         .args([
             "--mode",
             "validate",

@@ -1,16 +1,22 @@
-//! Issue 2's "must show", end to end: `meshd serve` in the hub, stock Envoy sidecars in pod
+//! The core promise, end to end: `meshd serve` in the hub, stock Envoy sidecars in pod
 //! namespaces bootstrapped by `meshd bootstrap` and captured by `meshd iptables`, apps calling
-//! each other, and the `meshd` CLI reading what was sent. Every data-path test runs once over
-//! state-of-the-world xDS and once over Delta: both must behave the same.
+//! each other through Services and ServiceEntries, outbound traffic policy, hot reload of edited
+//! files, traffic surviving meshd's absence, invalid objects contained, and the `meshd` CLI
+//! reading what was sent. Every test runs once over state-of-the-world xDS and once over Delta:
+//! both must behave the same.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use meshd_tests::{HttpResult, Mesh, Meshd, Pod, PodSpec, wait_for, wait_until, yaml};
 use serde_json::Value;
+
+use crate::support::cli::{self, analyze, analyze_dir, describe, parse_table, stdout};
+use crate::support::{
+    CONVERGE, ECHO_VIP, HOT_RELOAD, MeshSetup, Xds, client_pod, echo_pod, get_until_answered_by,
+    get_until_ok, tail,
+};
 
 const CLIENT_IP: &str = "10.77.1.20";
 const ECHO_A_IP: &str = "10.77.1.10";
@@ -20,24 +26,12 @@ const VM_1_IP: &str = "10.77.2.10";
 const VM_2_IP: &str = "10.77.2.11";
 const STRANGER_IP: &str = "10.77.2.20";
 
-const ECHO_VIP: &str = "10.96.0.10";
 const ECHO_FQDN: &str = "echo.default.svc.cluster.local";
 const ECHO_CLUSTER: &str = "outbound|8080||echo.default.svc.cluster.local";
 /// A port no Service or ServiceEntry declares.
 const STRANGER_PORT: u16 = 9090;
 
-/// How long config may take to reach Envoy at most (debounce, push, warming, reconnect backoff).
-const CONVERGE: Duration = Duration::from_secs(30);
-/// What the issue promises for an edited file to change behaviour.
-const HOT_RELOAD: Duration = Duration::from_secs(2);
-
 const REGISTRY_ONLY: &str = "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Xds {
-    SotW,
-    Delta,
-}
 
 /// `sleep` (the client) and `echo-a`, `echo-b` (the two pods of Service `echo`, ClusterIP
 /// 10.96.0.10:8080, endpoints from the Pods its selector picks), all with sidecars, in
@@ -59,77 +53,29 @@ struct Options {
     extra: Vec<String>,
 }
 
-fn sidecar(spec: PodSpec, xds: Xds) -> PodSpec {
-    match xds {
-        Xds::SotW => spec.sidecar(),
-        Xds::Delta => spec.sidecar().delta(),
-    }
-}
-
 fn echo_mesh(xds: Xds, options: Options) -> anyhow::Result<EchoMesh> {
-    let mesh = Mesh::new()?;
-    let echo_pod = |name: &str, ip: &str| -> anyhow::Result<PodSpec> {
-        Ok(sidecar(
-            PodSpec::new(name, "default")
-                .ip(ip.parse()?)
-                .label("app", "echo")
-                .service_account("echo"),
-            xds,
-        ))
-    };
-    let echo_a_spec = echo_pod("echo-a", ECHO_A_IP)?;
-    let echo_b_spec = echo_pod("echo-b", ECHO_B_IP)?;
-    let client_spec = sidecar(
-        PodSpec::new("sleep", "default")
-            .ip(CLIENT_IP.parse()?)
-            .label("app", "sleep")
-            .service_account("sleep"),
-        xds,
-    );
-    let mut docs = vec![
-        yaml::namespace("default", &[("istio-injection", "enabled")]),
-        echo_service("echo", ECHO_VIP),
-        echo_a_spec.yaml()?,
-        echo_b_spec.yaml()?,
-        client_spec.yaml()?,
-    ];
-    docs.extend(options.extra);
-    mesh.write_config("mesh.yaml", &docs)?;
-
-    let mut args = Vec::new();
+    let mut setup = MeshSetup::new()
+        .config([echo_service("echo", ECHO_VIP)])
+        .config(options.extra)
+        .app(xds.speak(echo_pod("echo-a", ECHO_A_IP)?), &[8080], &[])
+        .app(xds.speak(echo_pod("echo-b", ECHO_B_IP)?), &[8080], &[])
+        .caller(xds.speak(client_pod("sleep", CLIENT_IP)?));
     if let Some(config) = options.mesh_config {
-        // Beside the config dir, not in it: the file source would read it as a document.
-        let path = mesh.dir().join("mesh-config.yaml");
-        std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
-        args.push("--mesh-config".to_owned());
-        args.push(path.display().to_string());
+        setup = setup.mesh_config(config);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let meshd = mesh.start_meshd(mesh.config_dir(), &args)?;
-
-    let echo_a = mesh.add_pod(echo_a_spec)?;
-    echo_a.start_echo(&[8080], &[])?;
-    let echo_b = mesh.add_pod(echo_b_spec)?;
-    echo_b.start_echo(&[8080], &[])?;
-    let client = mesh.add_pod(client_spec)?;
+    let env = setup.start()?;
     Ok(EchoMesh {
-        mesh,
-        meshd,
-        client,
-        echo_a,
-        echo_b,
+        client: env.pod("sleep")?,
+        echo_a: env.pod("echo-a")?,
+        echo_b: env.pod("echo-b")?,
+        mesh: env.mesh,
+        meshd: env.meshd,
     })
 }
 
 /// Service `name` on port 8080 (`http`) in front of the `app=echo` pods.
 fn echo_service(name: &str, vip: &str) -> String {
-    yaml::service(
-        name,
-        "default",
-        vip,
-        &[("http", 8080, 8080)],
-        &[("app", "echo")],
-    )
+    crate::support::echo_service(name, vip, &[("http", 8080)])
 }
 
 /// An HTTP ServiceEntry with STATIC endpoints on port 8080.
@@ -168,7 +114,7 @@ impl EchoMesh {
 
     /// Per proxy (`POD.NS`), per type (`CDS`, …) the state `/debug/syncz` reports.
     fn sync_states(&self) -> anyhow::Result<BTreeMap<String, BTreeMap<String, String>>> {
-        let syncz: Value = serde_json::from_str(&self.mesh.meshd_debug("/debug/syncz")?)?;
+        let syncz = cli::debug_json(&self.mesh, "/debug/syncz")?;
         let mut out = BTreeMap::new();
         for proxy in syncz.as_array().context("syncz is not a list")? {
             let name = proxy["proxy"].as_str().unwrap_or_default().to_owned();
@@ -212,53 +158,15 @@ impl EchoMesh {
         Ok(())
     }
 
-    /// `meshd ARGS --debug-addr 10.77.0.1:15014` in the hub, where the debug API is reachable.
-    fn meshd_cli(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let meshd = meshd_tests::deps::tools()?.meshd.display().to_string();
-        let debug_addr = self.mesh.debug_addr().to_string();
-        let mut argv = vec![meshd.as_str()];
-        argv.extend(args);
-        argv.extend(["--debug-addr", debug_addr.as_str()]);
-        self.mesh.hub_exec(&argv)
+    /// `meshd ARGS` against this mesh's meshd.
+    fn meshd_cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        cli::in_hub(&self.mesh, args)
     }
 
     /// The tail of every log that tells why a request failed.
     fn diagnostics(&self) -> String {
-        let mut out = String::new();
-        for pod in self.sidecars() {
-            out.push_str(&format!(
-                "--- envoy in {} ---\n{}\n",
-                pod.proxy_id(),
-                tail(&pod.envoy_log(), 30)
-            ));
-        }
-        out.push_str(&format!("--- meshd ---\n{}", tail(&self.meshd.log(), 60)));
-        out
+        crate::support::diagnostics(&self.mesh, &self.meshd, &self.sidecars())
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Polls until `url` answers 200 from `pod`; the last answer either way.
-fn get_until_ok(pod: &Pod, url: &str, args: &[&str]) -> HttpResult {
-    let mut last = HttpResult::default();
-    wait_for(CONVERGE, || {
-        last = pod.curl(url, args);
-        (last.status == 200).then_some(())
-    });
-    last
-}
-
-/// The `pod` field of an echo answer.
-fn answered_by(response: &HttpResult) -> Option<String> {
-    if response.status != 200 {
-        return None;
-    }
-    let body: Value = serde_json::from_str(&response.body).ok()?;
-    body["pod"].as_str().map(str::to_owned)
 }
 
 /// Polls from the moment of the call until `pod` gets an answer from `expected_pod`; how long
@@ -270,23 +178,12 @@ fn time_until_answered_by(
     expected_pod: &str,
     since: Instant,
 ) -> anyhow::Result<Duration> {
-    let mut last = HttpResult::default();
-    wait_for(CONVERGE, || {
-        last = pod.curl(url, args);
-        (answered_by(&last).as_deref() == Some(expected_pod)).then_some(())
-    })
-    .with_context(|| format!("{url} never answered by {expected_pod}: {last:?}"))?;
-    Ok(since.elapsed())
-}
-
-/// Sends `line` over TCP to `ip:port` from inside `pod` (captured like any app) and returns the
-/// first line that comes back, empty if the connection closed without one.
-fn tcp_exchange(pod: &Pod, ip: &str, port: u16, line: &str) -> anyhow::Result<String> {
-    let script = format!(
-        "exec 3<>/dev/tcp/{ip}/{port} && printf '%s\\n' '{line}' >&3 && timeout 5 head -n1 <&3"
+    let last = get_until_answered_by(pod, url, args, expected_pod);
+    anyhow::ensure!(
+        last.echo_pod().as_deref() == Some(expected_pod),
+        "{url} never answered by {expected_pod}: {last:?}"
     );
-    let output = pod.exec(&["bash", "-c", &script])?;
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    Ok(since.elapsed())
 }
 
 /// Every Envoy stat counting rejected xDS updates (`cluster_manager.cds.update_rejected`,
@@ -299,57 +196,7 @@ fn rejected_updates(pod: &Pod) -> anyhow::Result<BTreeMap<String, u64>> {
         .collect())
 }
 
-/// The rows of a table `meshd` printed, by column header. Columns start where the header's
-/// words do (cells are padded to the column's width), so cells may contain single spaces
-/// (`NOT SENT`).
-fn parse_table(text: &str) -> Vec<BTreeMap<String, String>> {
-    let mut lines = text.lines().filter(|line| !line.trim().is_empty());
-    let Some(header) = lines.next() else {
-        return Vec::new();
-    };
-    let mut starts = Vec::new();
-    let bytes = header.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        let after_gap = i == 0 || (i >= 2 && bytes[i - 1] == b' ' && bytes[i - 2] == b' ');
-        if *b != b' ' && after_gap {
-            starts.push(i);
-        }
-    }
-    let cell = |line: &str, column: usize| -> String {
-        let start = starts[column];
-        let end = starts.get(column + 1).copied().unwrap_or(usize::MAX);
-        line.get(start..end.min(line.len()))
-            .or_else(|| line.get(start..))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    let names: Vec<String> = (0..starts.len()).map(|i| cell(header, i)).collect();
-    lines
-        .map(|line| {
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| (name.clone(), cell(line, i)))
-                .collect()
-        })
-        .collect()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        stdout(output),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-// --- 1. Services by short name, FQDN and ClusterIP, balanced over their pods -----------------
+// --- Services by short name, FQDN and ClusterIP, balanced over their pods ------------------------
 
 fn a_client_reaches_a_service_by_short_name_fqdn_and_cluster_ip_across_its_pods(
     xds: Xds,
@@ -432,7 +279,7 @@ fn a_client_reaches_a_service_by_short_name_fqdn_and_cluster_ip_across_its_pods_
     a_client_reaches_a_service_by_short_name_fqdn_and_cluster_ip_across_its_pods(Xds::Delta)
 }
 
-// --- 2. TCP to a ServiceEntry with STATIC endpoints -----------------------------------------
+// --- TCP to a ServiceEntry with STATIC endpoints -------------------------------------------------
 
 fn tcp_to_a_service_entry_with_static_endpoints_reaches_them(xds: Xds) -> anyhow::Result<()> {
     const VIP: &str = "10.96.1.20";
@@ -459,7 +306,7 @@ fn tcp_to_a_service_entry_with_static_endpoints_reaches_them(xds: Xds) -> anyhow
 
     let mut last = Ok(String::new());
     let answered = wait_until(CONVERGE, || {
-        last = tcp_exchange(&env.client, VIP, 9000, "hello mesh");
+        last = env.client.tcp_exchange(VIP, 9000, "hello mesh");
         last.as_deref().is_ok_and(|line| line == "vm-1: hello mesh")
     });
     assert!(
@@ -488,7 +335,7 @@ fn tcp_to_a_service_entry_with_static_endpoints_reaches_them_over_delta_xds() ->
     tcp_to_a_service_entry_with_static_endpoints_reaches_them(Xds::Delta)
 }
 
-// --- 3. Outbound traffic policy --------------------------------------------------------------
+// --- Outbound traffic policy ---------------------------------------------------------------------
 
 const KNOWN_VIP: &str = "10.96.1.30";
 const KNOWN_HOST: &str = "known.example.com";
@@ -554,7 +401,7 @@ fn known_service_entry_works(env: &EchoMesh) {
         &["--resolve", &resolve],
     );
     assert_eq!(
-        answered_by(&response).as_deref(),
+        response.echo_pod().as_deref(),
         Some("vm-1"),
         "{response:?}\n{}",
         env.diagnostics()
@@ -610,7 +457,7 @@ fn allow_any_passes_an_unknown_destination_through_until_the_istio_config_map_sa
 
     let response = get_until_ok(&env.client, &stranger_url(), &[]);
     assert_eq!(
-        answered_by(&response).as_deref(),
+        response.echo_pod().as_deref(),
         Some("stranger"),
         "ALLOW_ANY passes the unknown destination through: {response:?}\n{}",
         env.diagnostics()
@@ -677,7 +524,7 @@ fn allow_any_passes_an_unknown_destination_through_until_the_istio_config_map_sa
     )
 }
 
-// --- 4. Hot reload within 2 s ----------------------------------------------------------------
+// --- Hot reload within 2 s -----------------------------------------------------------------------
 
 fn an_edited_service_entry_endpoint_takes_effect_within_two_seconds(
     xds: Xds,
@@ -692,7 +539,7 @@ fn an_edited_service_entry_endpoint_takes_effect_within_two_seconds(
     let url = format!("http://{VIP}:8080/moving");
     let response = get_until_ok(&env.client, &url, &[]);
     assert_eq!(
-        answered_by(&response).as_deref(),
+        response.echo_pod().as_deref(),
         Some("vm-1"),
         "{response:?}\n{}",
         env.diagnostics()
@@ -712,11 +559,7 @@ fn an_edited_service_entry_endpoint_takes_effect_within_two_seconds(
     assert!(env.meshd.is_running(), "meshd was not restarted");
     for _ in 0..5 {
         let response = env.client.curl(&url, &[]);
-        assert_eq!(
-            answered_by(&response).as_deref(),
-            Some("vm-2"),
-            "{response:?}"
-        );
+        assert_eq!(response.echo_pod().as_deref(), Some("vm-2"), "{response:?}");
     }
     Ok(())
 }
@@ -777,7 +620,7 @@ fn a_new_service_file_takes_effect_within_two_seconds_over_delta_xds() -> anyhow
     a_new_service_file_takes_effect_within_two_seconds(Xds::Delta)
 }
 
-// --- 5. meshd down and back -----------------------------------------------------------------
+// --- meshd down and back -------------------------------------------------------------------------
 
 /// Rows of `meshd proxy-status`, by proxy name.
 fn proxy_status(env: &EchoMesh) -> anyhow::Result<BTreeMap<String, BTreeMap<String, String>>> {
@@ -845,7 +688,7 @@ fn traffic_flows_while_meshd_is_down_and_proxies_resync_after_its_restart(
             env.diagnostics()
         );
         *seen
-            .entry(answered_by(&response).unwrap_or_default())
+            .entry(response.echo_pod().unwrap_or_default())
             .or_default() += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -903,21 +746,7 @@ fn traffic_flows_while_meshd_is_down_and_proxies_resync_after_its_restart_over_d
     traffic_flows_while_meshd_is_down_and_proxies_resync_after_its_restart(Xds::Delta)
 }
 
-// --- 6. Invalid objects ----------------------------------------------------------------------
-
-/// `meshd analyze ARGS` on this machine (it needs no server).
-fn analyze(args: &[&std::ffi::OsStr]) -> anyhow::Result<Output> {
-    let meshd = meshd_tests::deps::tools()?.meshd;
-    std::process::Command::new(&meshd)
-        .arg("analyze")
-        .args(args)
-        .output()
-        .with_context(|| format!("running {} analyze", meshd.display()))
-}
-
-fn analyze_dir(dir: &Path) -> anyhow::Result<Output> {
-    analyze(&["--config-dir".as_ref(), dir.as_os_str()])
-}
+// --- Invalid objects -----------------------------------------------------------------------------
 
 fn an_invalid_object_is_reported_kept_from_envoy_and_costs_only_itself(
     xds: Xds,
@@ -969,7 +798,7 @@ spec:
     // Served: the valid ServiceEntry from the same file works.
     let response = get_until_ok(&env.client, &format!("http://{GOOD_VIP}:8080/good"), &[]);
     assert_eq!(
-        answered_by(&response).as_deref(),
+        response.echo_pod().as_deref(),
         Some("vm-1"),
         "the valid ServiceEntry next to the invalid ones: {response:?}\n{}",
         env.diagnostics()
@@ -1003,7 +832,7 @@ spec:
     }
 
     // Reported at serve time.
-    let configz: Value = serde_json::from_str(&env.mesh.meshd_debug("/debug/configz")?)?;
+    let configz = cli::debug_json(&env.mesh, "/debug/configz")?;
     let findings = configz["findings"].as_array().cloned().unwrap_or_default();
     assert!(
         findings.iter().any(|finding| {
@@ -1114,7 +943,7 @@ fn an_invalid_object_is_reported_kept_from_envoy_and_costs_only_itself_over_delt
     an_invalid_object_is_reported_kept_from_envoy_and_costs_only_itself(Xds::Delta)
 }
 
-// --- 7. proxy-status and proxy-config --------------------------------------------------------
+// --- proxy-status and proxy-config ---------------------------------------------------------------
 
 fn proxy_status_and_proxy_config_show_every_connected_proxy(xds: Xds) -> anyhow::Result<()> {
     let env = echo_mesh(xds, Options::default())?;

@@ -1,13 +1,9 @@
 //! The Sidecar resource end to end: an egress scope shrinks what a real proxy receives (measured
 //! in its own config dump) and what it can reach, without touching other proxies.
 
-#![allow(clippy::unwrap_used)]
+use meshd_tests::{PodSpec, wait_for, wait_until, yaml};
 
-use std::time::Duration;
-
-use meshd_tests::{Mesh, PodSpec, wait_for, wait_until, yaml};
-
-const CONVERGE: Duration = Duration::from_secs(30);
+use crate::support::{CONVERGE, MeshSetup};
 
 /// Outbound clusters an Envoy holds, from its admin config dump.
 fn outbound_clusters(pod: &meshd_tests::Pod) -> Vec<String> {
@@ -27,30 +23,14 @@ fn outbound_clusters(pod: &meshd_tests::Pod) -> Vec<String> {
 
 #[test]
 fn a_sidecar_egress_scope_shrinks_what_a_proxy_receives_and_reaches() -> anyhow::Result<()> {
-    let mesh = Mesh::new()?;
-    let client_spec = PodSpec::new("client", "shop")
-        .ip("10.77.1.20".parse()?)
-        .label("app", "client")
-        .sidecar();
-    let other_spec = PodSpec::new("other", "blog")
-        .ip("10.77.1.21".parse()?)
-        .label("app", "other")
-        .sidecar();
-    let shop_spec = PodSpec::new("catalog", "shop")
-        .ip("10.77.1.10".parse()?)
-        .label("app", "catalog")
-        .sidecar();
-    let blog_spec = PodSpec::new("posts", "blog")
-        .ip("10.77.1.11".parse()?)
-        .label("app", "posts")
-        .sidecar();
-    let mut docs = vec![
-        client_spec.yaml()?,
-        other_spec.yaml()?,
-        shop_spec.yaml()?,
-        blog_spec.yaml()?,
-    ];
+    let pod = |name: &str, namespace: &str, ip: &str| -> anyhow::Result<PodSpec> {
+        Ok(PodSpec::new(name, namespace)
+            .ip(ip.parse()?)
+            .label("app", name)
+            .sidecar())
+    };
     // Ten services in each of two namespaces; only catalog and posts have a pod.
+    let mut services = Vec::new();
     for i in 0..10 {
         let (shop, blog) = (
             if i == 0 {
@@ -64,14 +44,14 @@ fn a_sidecar_egress_scope_shrinks_what_a_proxy_receives_and_reaches() -> anyhow:
                 format!("blog-{i}")
             },
         );
-        docs.push(yaml::service(
+        services.push(yaml::service(
             &shop,
             "shop",
             &format!("10.96.1.{}", i + 1),
             &[("http", 8080, 8080)],
             &[("app", shop.as_str())],
         ));
-        docs.push(yaml::service(
+        services.push(yaml::service(
             &blog,
             "blog",
             &format!("10.96.2.{}", i + 1),
@@ -79,16 +59,14 @@ fn a_sidecar_egress_scope_shrinks_what_a_proxy_receives_and_reaches() -> anyhow:
             &[("app", blog.as_str())],
         ));
     }
-    mesh.write_config("mesh.yaml", &docs)?;
-    let meshd = mesh.start_meshd(mesh.config_dir(), &[])?;
-    let mut apps = Vec::new();
-    for spec in [shop_spec, blog_spec] {
-        let pod = mesh.add_pod(spec)?;
-        pod.start_echo(&[8080], &[])?;
-        apps.push(pod);
-    }
-    let client = mesh.add_pod(client_spec)?;
-    let other = mesh.add_pod(other_spec)?;
+    let env = MeshSetup::new()
+        .config(services)
+        .app(pod("catalog", "shop", "10.77.1.10")?, &[8080], &[])
+        .app(pod("posts", "blog", "10.77.1.11")?, &[8080], &[])
+        .caller(pod("client", "shop", "10.77.1.20")?)
+        .caller(pod("other", "blog", "10.77.1.21")?)
+        .start()?;
+    let (client, other) = (env.pod("client")?, env.pod("other")?);
 
     let all = wait_for(CONVERGE, || {
         Some(outbound_clusters(&client)).filter(|c| c.len() == 20)
@@ -97,7 +75,7 @@ fn a_sidecar_egress_scope_shrinks_what_a_proxy_receives_and_reaches() -> anyhow:
         all.is_some(),
         "client never saw all 20 services: {:?}\n{}",
         outbound_clusters(&client),
-        meshd.log()
+        env.meshd.log()
     );
     assert_eq!(
         client.curl("http://10.96.2.1:8080/", &[]).status,
@@ -105,7 +83,7 @@ fn a_sidecar_egress_scope_shrinks_what_a_proxy_receives_and_reaches() -> anyhow:
         "blog reachable before the Sidecar"
     );
 
-    mesh.write_config(
+    env.mesh.write_config(
         "sidecar.yaml",
         &["apiVersion: networking.istio.io/v1
 kind: Sidecar

@@ -1,18 +1,19 @@
 //! Security end to end: meshd's CA, SDS over the TLS port only, mutual TLS between stock Envoy
 //! sidecars per PeerAuthentication, identity proof, and certificate and root rotation.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use meshd_tests::{HttpResult, Mesh, Meshd, Pod, PodSpec, wait_for, wait_until, yaml};
+use meshd_tests::{HttpResult, Mesh, Meshd, Pod, PodSpec, wait_until, yaml};
+
+use crate::support::cli::metric;
+use crate::support::{
+    CONVERGE, ECHO_VIP, MeshSetup, client_pod, echo_pod, echo_service, get_until_ok,
+};
 
 const SERVER_IP: &str = "10.77.1.10";
 const CLIENT_IP: &str = "10.77.1.20";
 const OUTSIDER_IP: &str = "10.77.1.30";
-const ECHO_VIP: &str = "10.96.0.10";
-const CONVERGE: Duration = Duration::from_secs(30);
 
 struct Env {
     // Field order is drop order: the mesh goes first and takes every process with it.
@@ -22,45 +23,25 @@ struct Env {
     server: Pod,
 }
 
-/// `sleep` (sa `sleep`) calls `echo` (sa `echo`, ports 8080 and 9090), both with sidecars that
-/// reach meshd over TLS; `extra` documents go into the same file.
+/// `sleep` (sa `sleep`, Delta xDS) calls `echo` (sa `echo`, ports 8080 and 9090), both with
+/// sidecars that reach meshd over TLS; `extra` documents go into the same file.
 fn tls_mesh(extra: &[String], meshd_args: &[&str]) -> anyhow::Result<Env> {
-    let mesh = Mesh::new()?;
-    let server_spec = PodSpec::new("echo", "default")
-        .ip(SERVER_IP.parse()?)
-        .label("app", "echo")
-        .service_account("echo")
-        .sidecar()
-        .tls();
-    let client_spec = PodSpec::new("sleep", "default")
-        .ip(CLIENT_IP.parse()?)
-        .label("app", "sleep")
-        .service_account("sleep")
-        .sidecar()
-        .tls()
-        .delta();
-    let mut docs = vec![
-        yaml::service(
+    let env = MeshSetup::new()
+        .config([echo_service(
             "echo",
-            "default",
             ECHO_VIP,
-            &[("http", 8080, 8080), ("http-metrics", 9090, 9090)],
-            &[("app", "echo")],
-        ),
-        server_spec.yaml()?,
-        client_spec.yaml()?,
-    ];
-    docs.extend(extra.iter().cloned());
-    mesh.write_config("mesh.yaml", &docs)?;
-    let meshd = mesh.start_meshd(mesh.config_dir(), meshd_args)?;
-    let server = mesh.add_pod(server_spec)?;
-    server.start_echo(&[8080, 9090], &[])?;
-    let client = mesh.add_pod(client_spec)?;
+            &[("http", 8080), ("http-metrics", 9090)],
+        )])
+        .config(extra.iter().cloned())
+        .meshd_args(meshd_args)
+        .app(echo_pod("echo", SERVER_IP)?.tls(), &[8080, 9090], &[])
+        .caller(client_pod("sleep", CLIENT_IP)?.tls().delta())
+        .start()?;
     Ok(Env {
-        mesh,
-        meshd,
-        client,
-        server,
+        client: env.pod("sleep")?,
+        server: env.pod("echo")?,
+        mesh: env.mesh,
+        meshd: env.meshd,
     })
 }
 
@@ -69,22 +50,12 @@ fn outsider(env: &Env) -> anyhow::Result<Pod> {
         .add_pod(PodSpec::new("outsider", "default").ip(OUTSIDER_IP.parse()?))
 }
 
-fn get_until_ok(pod: &Pod, url: &str) -> HttpResult {
-    let mut last = HttpResult::default();
-    wait_for(CONVERGE, || {
-        last = pod.curl(url, &[]);
-        (last.status == 200).then_some(())
-    });
-    last
+fn echo_url(port: u16) -> String {
+    format!("http://{ECHO_VIP}:{port}/")
 }
 
 fn diagnostics(env: &Env) -> String {
-    format!(
-        "--- client envoy ---\n{}\n--- server envoy ---\n{}\n--- meshd ---\n{}",
-        env.client.envoy_log(),
-        env.server.envoy_log(),
-        env.meshd.log()
-    )
+    crate::support::diagnostics(&env.mesh, &env.meshd, &[&env.client, &env.server])
 }
 
 fn xfcc(response: &HttpResult) -> String {
@@ -124,7 +95,7 @@ fn strict_namespace() -> String {
 #[test]
 fn sidecars_talk_mutual_tls_and_the_app_sees_the_callers_spiffe_id() -> anyhow::Result<()> {
     let env = tls_mesh(&[], &[])?;
-    let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/"));
+    let response = get_until_ok(&env.client, &echo_url(8080), &[]);
     assert_eq!(response.status, 200, "{response:?}\n{}", diagnostics(&env));
     let xfcc = xfcc(&response);
     assert!(
@@ -145,7 +116,7 @@ fn sidecars_talk_mutual_tls_and_the_app_sees_the_callers_spiffe_id() -> anyhow::
 #[test]
 fn permissive_by_default_serves_a_pod_without_a_sidecar_in_plaintext() -> anyhow::Result<()> {
     let env = tls_mesh(&[], &[])?;
-    get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/"));
+    get_until_ok(&env.client, &echo_url(8080), &[]);
     let plain = outsider(&env)?.curl(&format!("http://{SERVER_IP}:8080/"), &[]);
     assert_eq!(plain.status, 200, "{plain:?}");
     assert_eq!(
@@ -159,7 +130,7 @@ fn permissive_by_default_serves_a_pod_without_a_sidecar_in_plaintext() -> anyhow
 #[test]
 fn strict_refuses_a_pod_without_a_sidecar_and_serves_the_mesh() -> anyhow::Result<()> {
     let env = tls_mesh(&[strict_namespace()], &[])?;
-    let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/"));
+    let response = get_until_ok(&env.client, &echo_url(8080), &[]);
     assert_eq!(response.status, 200, "{response:?}\n{}", diagnostics(&env));
     assert!(xfcc(&response).contains("URI=spiffe://cluster.local/ns/default/sa/sleep"));
     let plain = outsider(&env)?.curl(&format!("http://{SERVER_IP}:8080/"), &["--max-time", "5"]);
@@ -179,10 +150,10 @@ spec:
 "
     .to_string();
     let env = tls_mesh(&[strict_namespace(), metrics_port], &[])?;
-    let meshed = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/"));
+    let meshed = get_until_ok(&env.client, &echo_url(8080), &[]);
     assert!(xfcc(&meshed).contains("sa/sleep"), "{meshed:?}");
     // The mesh client follows the port's mode too: plaintext to 9090, so no identity there.
-    let metrics = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:9090/"));
+    let metrics = get_until_ok(&env.client, &echo_url(9090), &[]);
     assert_eq!(metrics.status, 200, "{metrics:?}\n{}", diagnostics(&env));
     assert_eq!(xfcc(&metrics), "");
     let outsider = outsider(&env)?;
@@ -196,7 +167,7 @@ spec:
 #[test]
 fn a_proxy_claiming_another_pods_identity_gets_no_certificate() -> anyhow::Result<()> {
     let env = tls_mesh(&[], &[])?;
-    get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/"));
+    get_until_ok(&env.client, &echo_url(8080), &[]);
     // A pod at another address bootstraps as `echo` and asks for echo's certificate.
     let imposter = env
         .mesh
@@ -239,11 +210,7 @@ fn a_proxy_claiming_another_pods_identity_gets_no_certificate() -> anyhow::Resul
         "9",
     ])?;
     let refused = wait_until(CONVERGE, || {
-        env.mesh
-            .meshd_debug("/metrics")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("meshd_xds_identity_rejections_total") && !l.ends_with(" 0"))
+        metric(&env.mesh, "meshd_xds_identity_rejections_total") > 0
     });
     assert!(
         refused,
@@ -306,14 +273,12 @@ fn secrets_are_never_served_on_the_plaintext_port() -> anyhow::Result<()> {
 fn certificates_rotate_before_expiry_without_dropping_traffic() -> anyhow::Result<()> {
     // 150 s certificates, backdated 2 minutes like Istio's, are due for renewal every ~15 s.
     let env = tls_mesh(&[strict_namespace()], &["--workload-cert-ttl", "150s"])?;
-    get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/"));
+    get_until_ok(&env.client, &echo_url(8080), &[]);
     let mut seen = cert_serials(&env.client);
     let started = Instant::now();
     let mut failures = Vec::new();
     while started.elapsed() < Duration::from_secs(40) && seen.len() < 3 {
-        let r = env
-            .client
-            .curl(&format!("http://{ECHO_VIP}:8080/"), &["--max-time", "5"]);
+        let r = env.client.curl(&echo_url(8080), &["--max-time", "5"]);
         if r.status != 200 {
             failures.push(r);
         }
@@ -341,10 +306,10 @@ fn certificates_rotate_before_expiry_without_dropping_traffic() -> anyhow::Resul
 #[test]
 fn a_ca_root_change_rolls_without_errors() -> anyhow::Result<()> {
     let env = tls_mesh(&[strict_namespace()], &[])?;
-    get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/"));
+    get_until_ok(&env.client, &echo_url(8080), &[]);
     let before = cert_serials(&env.client);
     // An operator drops a new plug-in CA into the CA directory.
-    let fresh = tempdir()?;
+    let fresh = env.mesh.dir().join("fresh-ca");
     meshd_ca::CertificateAuthority::load_or_generate(meshd_ca::CaOptions {
         dir: fresh.clone(),
         trust_domain: "cluster.local".into(),
@@ -365,9 +330,7 @@ fn a_ca_root_change_rolls_without_errors() -> anyhow::Result<()> {
     let mut failures = Vec::new();
     let mut rolled = false;
     while started.elapsed() < Duration::from_secs(30) && !rolled {
-        let r = env
-            .client
-            .curl(&format!("http://{ECHO_VIP}:8080/"), &["--max-time", "5"]);
+        let r = env.client.curl(&echo_url(8080), &["--max-time", "5"]);
         if r.status != 200 {
             failures.push(r);
         }
@@ -383,9 +346,7 @@ fn a_ca_root_change_rolls_without_errors() -> anyhow::Result<()> {
     );
     // Keep calling for a while after the roll: both sides now hold new-CA certificates.
     for _ in 0..10 {
-        let r = env
-            .client
-            .curl(&format!("http://{ECHO_VIP}:8080/"), &["--max-time", "5"]);
+        let r = env.client.curl(&echo_url(8080), &["--max-time", "5"]);
         if r.status != 200 {
             failures.push(r);
         }
@@ -396,21 +357,4 @@ fn a_ca_root_change_rolls_without_errors() -> anyhow::Result<()> {
         diagnostics(&env)
     );
     Ok(())
-}
-
-fn tempdir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "meshd-newca-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
