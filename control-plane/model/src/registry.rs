@@ -567,6 +567,3 @@ fn sort_endpoints(mut map: HashMap<u32, Vec<Endpoint>>) -> HashMap<u32, Vec<Endp
     }
     map
 }
-
-/// Kept for callers that have not moved to [`crate::duration::parse`].
-pub use crate::duration::parse as parse_duration;

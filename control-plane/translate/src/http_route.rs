@@ -9,12 +9,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use meshd_model::duration::parse as parse_duration;
 use meshd_model::input::labels_match;
 use meshd_model::input::networking::{
     CorsPolicy, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpRoute, Percent,
     StringMatch,
 };
-use meshd_model::registry::parse_duration;
 use meshd_model::traffic::{grpc_status_code, is_authority_header, is_internal_header};
 use meshd_model::{Snapshot, VirtualServiceModel};
 use meshd_proto::pack;
