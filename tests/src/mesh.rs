@@ -233,6 +233,16 @@ impl Mesh {
         config_dir: impl AsRef<Path>,
         extra_args: &[&str],
     ) -> anyhow::Result<Meshd> {
+        self.start_meshd_with_env(config_dir, extra_args, &[])
+    }
+
+    /// [`Mesh::start_meshd`] with more environment variables (`HTTP_PROXY`, say).
+    pub fn start_meshd_with_env(
+        &self,
+        config_dir: impl AsRef<Path>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Meshd> {
         let mut args: Vec<OsString> = vec!["serve".into(), "--config-dir".into()];
         args.push(config_dir.as_ref().into());
         let defaults = [
@@ -255,6 +265,10 @@ impl Mesh {
         let mut meshd = Meshd {
             shared: self.shared.clone(),
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
             log: self.shared.dir.join("meshd.log"),
             process: None,
         };
@@ -335,6 +349,7 @@ fn create_shared_dir(path: &Path) -> anyhow::Result<()> {
 pub struct Meshd {
     shared: Arc<Shared>,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     log: PathBuf,
     process: Option<ProcessId>,
 }
@@ -347,6 +362,7 @@ impl Meshd {
         }
         let mut command = netns::exec(&self.shared.hub, &self.shared.tools.meshd);
         command.args(&self.args);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let (id, _pid) = self.shared.processes.spawn("meshd", command, &self.log)?;
         self.process = Some(id);
 

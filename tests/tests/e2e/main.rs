@@ -19,10 +19,12 @@
 
 mod support;
 
+mod analysis;
 mod authz;
 mod foundation;
 mod gateway;
 mod harness;
+mod jwks_source;
 mod kube_harness;
 mod kube_source;
 mod security;

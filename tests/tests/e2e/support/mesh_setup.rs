@@ -41,6 +41,7 @@ pub struct MeshSetup {
     docs: Vec<String>,
     mesh_config: Option<String>,
     meshd_args: Vec<String>,
+    meshd_env: Vec<(String, String)>,
     apps: Vec<(PodSpec, EchoApp)>,
     callers: Vec<PodSpec>,
 }
@@ -62,6 +63,7 @@ impl MeshSetup {
             )],
             mesh_config: None,
             meshd_args: Vec::new(),
+            meshd_env: Vec::new(),
             apps: Vec::new(),
             callers: Vec::new(),
         }
@@ -83,6 +85,12 @@ impl MeshSetup {
     pub fn meshd_args(mut self, args: &[&str]) -> MeshSetup {
         self.meshd_args
             .extend(args.iter().map(|arg| (*arg).to_owned()));
+        self
+    }
+
+    /// An environment variable for `meshd serve` (`HTTP_PROXY`, say).
+    pub fn meshd_env(mut self, key: &str, value: &str) -> MeshSetup {
+        self.meshd_env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -134,7 +142,12 @@ impl MeshSetup {
             args.extend(["--mesh-config".to_owned(), path.display().to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let meshd = mesh.start_meshd(mesh.config_dir(), &args)?;
+        let env: Vec<(&str, &str)> = self
+            .meshd_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let meshd = mesh.start_meshd_with_env(mesh.config_dir(), &args, &env)?;
 
         let mut pods = Vec::new();
         for (spec, app) in self.apps {
