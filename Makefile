@@ -17,7 +17,7 @@ export MESHD_CACHE CARGO_TARGET_DIR MESHD_ENVOY
 help:
 	@echo "make build        build every binary of the workspace (debug)"
 	@echo "make test-deps    install Envoy 1.40 and the tools the tests use"
-	@echo "make lint         rustfmt check + clippy -D warnings"
+	@echo "make lint         rustfmt, clippy -D warnings, no import cycles, no oversized files"
 	@echo "make test         test-deps, build, lint, then every test (root-needing ones too)"
 	@echo "make demo         run scripts/demo.sh"
 	@echo "make bench        release build, then scripts/bench.sh"
@@ -30,9 +30,16 @@ build:
 test-deps:
 	scripts/install-test-deps.sh
 
+# Every crate's `src/`: the cycle check runs on all of them.
+CRATE_SRCS := proto/src ca/src control-plane/src control-plane/model/src \
+	control-plane/translate/src control-plane/xds/src control-plane/kube/src tests/src
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check-module-cycles.py --self-test
+	python3 scripts/check-module-cycles.py $(CRATE_SRCS)
+	scripts/check-file-sizes.sh
 
 test: test-deps build lint
 	$(CARGO) test --workspace

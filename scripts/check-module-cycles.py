@@ -10,6 +10,7 @@ between the two siblings under their closest common ancestor. A strongly connect
 than one sibling is a cycle, printed with one edge of evidence each way.
 
 Usage: check-module-cycles.py CRATE_SRC_DIR...   (exit 1 on any cycle)
+       check-module-cycles.py --self-test        (the checker finds a planted cycle)
 """
 
 import re
@@ -289,7 +290,40 @@ def check(src):
     return problems
 
 
+def self_test():
+    """Plants crates in a temporary directory: one with a cycle through a re-export and a
+    `use` tree, one whose only back-edge is in test code. Only the first may fail."""
+    import tempfile
+
+    def crate(files):
+        root = Path(tempfile.mkdtemp(prefix="cycles-"))
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        return str(root)
+
+    cyclic = crate({
+        "lib.rs": "mod a;\nmod b;\npub use b::Thing;\n",
+        "a.rs": "use crate::Thing;\npub struct Other;\n",
+        "b.rs": "use crate::{a::{Other}};\npub struct Thing;\n",
+    })
+    clean = crate({
+        "lib.rs": "mod a;\nmod b;\n",
+        "a.rs": "pub struct Other;\n#[cfg(test)]\nmod tests;\n",
+        "a/tests.rs": "use crate::b::Thing;\n",
+        "b.rs": "use crate::a::Other; // crate::a too\npub struct Thing;\n"
+                "#[cfg(test)]\nmod tests {\n    use crate::a::Other;\n}\n",
+    })
+    found = check(cyclic)
+    assert found and "a, b" in found[0], found
+    assert check(clean) == [], check(clean)
+    print("check-module-cycles: self-test passed")
+    return 0
+
+
 def main(argv):
+    if argv[1:] == ["--self-test"]:
+        return self_test()
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2

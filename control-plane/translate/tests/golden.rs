@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use meshd_model::{Kind, MeshConfig, Object, ObjectKey, Proxy, Snapshot};
+use meshd_model::{MeshConfig, Proxy, Snapshot};
 use meshd_translate::EnvoyConfig;
 use serde_json::{Value, json};
 
@@ -25,17 +25,6 @@ fn case_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Mesh config as the server derives it: ConfigMap `istio` in the root namespace, else defaults.
-fn mesh_of(objects: &std::collections::BTreeMap<ObjectKey, Object>) -> MeshConfig {
-    match objects.get(&ObjectKey::new(Kind::ConfigMap, "istio-system", "istio")) {
-        Some(Object::ConfigMap(cm)) => {
-            let v: Value = serde_saphyr::from_str(&cm.data["mesh"]).unwrap();
-            MeshConfig::from_value(v).unwrap()
-        }
-        _ => MeshConfig::default(),
-    }
-}
-
 pub fn load_case(name: &str) -> (Snapshot, Vec<Proxy>) {
     let dir = case_dir(name);
     let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
@@ -43,8 +32,13 @@ pub fn load_case(name: &str) -> (Snapshot, Vec<Proxy>) {
     assert!(errors.is_empty(), "{name}: {errors:?}");
     let objects: std::collections::BTreeMap<_, _> =
         objects.into_iter().map(|o| (o.key(), o)).collect();
-    let mesh = mesh_of(&objects);
-    let snapshot = Snapshot::build(1, Arc::new(objects), Arc::new(mesh));
+    // As `meshd serve` and `meshd analyze` assemble it: ConfigMap `istio` included.
+    let snapshot = Snapshot::assemble(
+        1,
+        Arc::new(objects),
+        &MeshConfig::default(),
+        &Default::default(),
+    );
     let proxies = std::fs::read_to_string(dir.join("proxies.txt"))
         .unwrap()
         .lines()
