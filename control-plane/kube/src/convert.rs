@@ -120,32 +120,9 @@ pub(crate) fn shrink(kind: Kind, mut value: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::{core_resource, origin, resource};
-    use kube::api::ApiResource;
+    use crate::discover::core_resource;
+    use crate::test_support::{mk_dynamic, mk_spec, vs_resource};
     use serde_json::json;
-
-    fn mk_spec(kind: Kind, resource: ApiResource) -> WatchSpec {
-        WatchSpec {
-            kind,
-            origin: origin(kind),
-            resource,
-            namespace: None,
-            field_selector: None,
-        }
-    }
-
-    fn mk_dynamic(value: Value) -> DynamicObject {
-        serde_json::from_value(value).unwrap()
-    }
-
-    fn vs_resource() -> ApiResource {
-        resource(
-            "networking.istio.io",
-            "v1",
-            Kind::VirtualService,
-            "virtualservices",
-        )
-    }
 
     #[test]
     fn pods_are_shrunk_to_what_the_mesh_reads() {

@@ -12,17 +12,14 @@ use meshd_model::snapshot::MESH_CONFIGMAP;
 /// How often the API groups are looked at again for Istio CRDs installed (or removed) later.
 pub(crate) const REDISCOVERY: Duration = Duration::from_secs(30);
 
-pub(crate) const ISTIO_KINDS: [Kind; 9] = [
-    Kind::ServiceEntry,
-    Kind::WorkloadEntry,
-    Kind::VirtualService,
-    Kind::DestinationRule,
-    Kind::Gateway,
-    Kind::Sidecar,
-    Kind::PeerAuthentication,
-    Kind::AuthorizationPolicy,
-    Kind::RequestAuthentication,
-];
+/// Every Istio kind meshd reads (their CRDs may come and go).
+pub(crate) fn istio_kinds() -> impl Iterator<Item = Kind> {
+    Kind::ALL
+        .into_iter()
+        .filter(|k| k.group().ends_with(ISTIO_GROUP_SUFFIX))
+}
+
+const ISTIO_GROUP_SUFFIX: &str = "istio.io";
 
 /// One watch: a kind, where its objects go, and what to ask the server for.
 #[derive(Clone, Debug)]
@@ -70,6 +67,17 @@ pub(crate) fn resource(group: &str, version: &str, kind: Kind, plural: &str) -> 
         api_version: format!("{group}/{version}"),
         kind: kind.name().to_string(),
         plural: plural.to_string(),
+    }
+}
+
+/// The watch of one referenced Secret, by name, in every namespace.
+pub(crate) fn secret_spec(name: &str) -> WatchSpec {
+    WatchSpec {
+        kind: Kind::Secret,
+        origin: secret_origin(name),
+        resource: core_resource(Kind::Secret),
+        namespace: None,
+        field_selector: Some(format!("metadata.name={name}")),
     }
 }
 
@@ -153,7 +161,7 @@ pub(crate) fn plan(found: &Discovered, root_namespace: &str) -> Vec<WatchSpec> {
         field_selector: Some(format!("metadata.name={MESH_CONFIGMAP}")),
         ..spec(Kind::ConfigMap, core_resource(Kind::ConfigMap))
     });
-    for kind in ISTIO_KINDS {
+    for kind in istio_kinds() {
         if let Some(r) = found.kinds.get(&kind) {
             out.push(spec(kind, r.clone()));
         }

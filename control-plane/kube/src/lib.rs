@@ -21,6 +21,9 @@ mod source;
 pub mod token_review;
 mod watch;
 
+#[cfg(test)]
+mod test_support;
+
 use std::sync::Arc;
 
 pub use client::{KubeContext, client, is_conflict};

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::convert::{Converted, convert};
 use crate::discover::{
-    ISTIO_KINDS, REDISCOVERY, WatchSpec, core_resource, discover, origin, plan, secret_origin,
+    REDISCOVERY, WatchSpec, discover, istio_kinds, origin, plan, secret_origin, secret_spec,
 };
 use crate::watch::{SyncTracker, run_watch};
 
@@ -109,7 +109,7 @@ pub(crate) async fn run(
         if now == found {
             continue;
         }
-        for kind in ISTIO_KINDS {
+        for kind in istio_kinds() {
             let was = running.get(&kind).map(|(s, _)| s.resource.clone());
             let is = now.kinds.get(&kind).cloned();
             if was == is {
@@ -185,13 +185,7 @@ pub(crate) async fn run_secrets(
             if running.contains_key(&name) {
                 continue;
             }
-            let spec = WatchSpec {
-                kind: Kind::Secret,
-                origin: secret_origin(&name),
-                resource: core_resource(Kind::Secret),
-                namespace: None,
-                field_selector: Some(format!("metadata.name={name}")),
-            };
+            let spec = secret_spec(&name);
             tracing::info!(secret = %name, "watching a referenced gateway credential");
             let task = Task(tokio::spawn(run_watch(
                 client.clone(),
@@ -228,13 +222,7 @@ pub async fn list_once(
     }
     // Referenced gateway credentials, so "credential not found" findings are real.
     for name in credentials {
-        let spec = WatchSpec {
-            kind: Kind::Secret,
-            origin: secret_origin(&name),
-            resource: core_resource(Kind::Secret),
-            namespace: None,
-            field_selector: Some(format!("metadata.name={name}")),
-        };
+        let spec = secret_spec(&name);
         for c in list_all(client, &spec).await? {
             if let Ok(o) = c.result {
                 objects.push(o);

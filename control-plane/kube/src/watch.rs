@@ -187,33 +187,10 @@ impl WatchState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::{origin, resource};
-    use kube::api::{ApiResource, DynamicObject};
+    use crate::discover::resource;
+    use crate::test_support::{mk_dynamic, mk_spec, vs_resource};
     use meshd_model::Kind;
-    use serde_json::{Value, json};
-
-    fn mk_spec(kind: Kind, resource: ApiResource) -> WatchSpec {
-        WatchSpec {
-            kind,
-            origin: origin(kind),
-            resource,
-            namespace: None,
-            field_selector: None,
-        }
-    }
-
-    fn mk_dynamic(value: Value) -> DynamicObject {
-        serde_json::from_value(value).unwrap()
-    }
-
-    fn vs_resource() -> ApiResource {
-        resource(
-            "networking.istio.io",
-            "v1",
-            Kind::VirtualService,
-            "virtualservices",
-        )
-    }
+    use serde_json::json;
 
     #[test]
     fn an_update_that_breaks_an_object_removes_it_and_reports_it() {

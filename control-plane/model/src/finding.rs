@@ -139,6 +139,42 @@ impl<'a> Report<'a> {
     }
 }
 
+/// A [`Report`] with one validator's helpers: each validator names a marker type `V` and adds
+/// its helpers in `impl Checks<'_, V>`, so helpers of different validators never collide, and
+/// every one of them reports through the same [`Report`].
+#[derive(Debug)]
+pub struct Checks<'a, V> {
+    report: Report<'a>,
+    validator: std::marker::PhantomData<V>,
+}
+
+impl<'a, V> Checks<'a, V> {
+    pub fn new(key: &'a ObjectKey) -> Self {
+        Checks {
+            report: Report::new(key),
+            validator: std::marker::PhantomData,
+        }
+    }
+
+    /// See [`Report::finish`].
+    pub fn finish(self, findings: &mut Vec<Finding>) -> bool {
+        self.report.finish(findings)
+    }
+}
+
+impl<'a, V> std::ops::Deref for Checks<'a, V> {
+    type Target = Report<'a>;
+    fn deref(&self) -> &Report<'a> {
+        &self.report
+    }
+}
+
+impl<V> std::ops::DerefMut for Checks<'_, V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.report
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

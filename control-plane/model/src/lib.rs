@@ -22,7 +22,7 @@ pub use authz::jwt::{JwksSource, JwtRuleModel, RequestAuthentications};
 pub use authz::{
     Attribute, AuthorizationPolicies, AuthzAction, AuthzPolicyModel, AuthzRule, Condition,
 };
-pub use finding::{Finding, Report, Severity};
+pub use finding::{Checks, Finding, Report, Severity};
 pub use mesh_config::{MeshConfig, OutboundPolicy};
 pub use object::{Kind, Object, ObjectKey, ParseError};
 pub use peer_auth::{MtlsMode, PeerAuthentications};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::finding::{Finding, Report, Severity};
+use crate::finding::{Finding, Severity};
 use crate::input::labels_match;
 use crate::input::networking::DestinationRule;
 use crate::object::{Kind, ObjectKey};
@@ -509,7 +509,7 @@ pub(crate) fn validate_destination_rule(
     findings: &mut Vec<Finding>,
 ) -> Option<DestinationRuleModel> {
     let key = key_of(Kind::DestinationRule, &dr.metadata);
-    let mut check = Check(Report::new(&key));
+    let mut check = Check::new(&key);
     if dr.spec.host.is_empty() {
         check.error("spec.host", "host is required".to_string());
     }
@@ -552,7 +552,7 @@ pub(crate) fn validate_destination_rule(
             "`~` (export nowhere) cannot be combined with other entries".to_string(),
         );
     }
-    if !check.0.finish(findings) {
+    if !check.finish(findings) {
         return None;
     }
     Some(DestinationRuleModel {

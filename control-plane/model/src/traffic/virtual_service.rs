@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use crate::duration::parse as parse_duration;
-use crate::finding::{Finding, Report};
+use crate::finding::{Checks, Finding};
 use crate::input::networking::{
     CorsPolicy, Destination, HeaderOperations, Headers, HttpRoute, Percent, StringMatch,
     VirtualService,
@@ -78,21 +78,11 @@ pub fn is_authority_header(name: &str) -> bool {
     name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
 }
 
-/// Collects a VirtualService's findings while its parts are checked.
-struct Check<'a>(Report<'a>);
+/// The VirtualService validator's helpers.
+#[derive(Debug)]
+struct VirtualServiceRules;
 
-impl<'a> std::ops::Deref for Check<'a> {
-    type Target = Report<'a>;
-    fn deref(&self) -> &Report<'a> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Check<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
+type Check<'a> = Checks<'a, VirtualServiceRules>;
 
 impl Check<'_> {
     /// `empty_is_presence`: in header and query matches an empty match tests presence.
@@ -572,7 +562,7 @@ pub(super) fn validate_virtual_service(
         registry,
         rules,
     };
-    let mut check = Check(Report::new(&key));
+    let mut check = Check::new(&key);
     if vs.spec.hosts.is_empty() {
         check.error("spec.hosts", "at least one host is required".to_string());
     }
@@ -661,7 +651,7 @@ pub(super) fn validate_virtual_service(
             "\"*\" and \"~\" cannot be combined with other entries".to_string(),
         );
     }
-    if !check.0.finish(findings) {
+    if !check.finish(findings) {
         return None;
     }
     let gateways = if vs.spec.gateways.is_empty() {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::duration::parse as parse_duration;
-use crate::finding::Report;
+use crate::finding::Checks;
 use crate::input::networking::{
     ClientTls, ConnectionPool, ConsistentHash, LoadBalancer, LocalityLbSetting, OutlierDetection,
     PortTrafficPolicy, TrafficPolicy,
@@ -17,21 +17,11 @@ use super::{
     PolicySettings, PortPolicy, TcpKeepaliveModel, TlsMode, TrafficPolicyModel,
 };
 
-/// Collects a rule's findings while its parts are checked.
-pub(super) struct Check<'a>(pub(super) Report<'a>);
+/// The DestinationRule validator's helpers.
+#[derive(Debug)]
+pub(super) struct DestinationRuleRules;
 
-impl<'a> std::ops::Deref for Check<'a> {
-    type Target = Report<'a>;
-    fn deref(&self) -> &Report<'a> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Check<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
+pub(super) type Check<'a> = Checks<'a, DestinationRuleRules>;
 
 impl Check<'_> {
     /// A count where 0 means "unset" (as in Istio) and negatives are wrong.
