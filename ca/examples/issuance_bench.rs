@@ -33,10 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(3);
     let budget = Duration::from_secs(seconds);
-    let dir = std::env::temp_dir().join(format!("meshd-issuance-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = tempfile::Builder::new()
+        .prefix("meshd-issuance-bench-")
+        .tempdir()?;
     let ca = Arc::new(CertificateAuthority::load_or_generate(CaOptions::new(
-        &dir,
+        dir.path(),
         "cluster.local",
     ))?);
 
@@ -62,7 +63,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sign_csr = rate(budget, |_| {
         let _ = ca.sign_csr(&csr, &id, None);
     });
-    let _ = std::fs::remove_dir_all(&dir);
 
     println!(
         "{{\"seconds_per_case\":{seconds},\"raw_p256_signatures_per_s\":{raw_sign:.0},\"mint_key_and_cert_per_s\":{mint:.0},\"sign_csr_per_s\":{sign_csr:.0},\"mint_vs_raw_sign\":{:.3},\"sign_csr_vs_raw_sign\":{:.3}}}",

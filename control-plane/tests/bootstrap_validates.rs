@@ -64,22 +64,17 @@ fn envoy() -> PathBuf {
     envoy.clone()
 }
 
-/// A directory of our own under the system temp dir, removed when the test ends.
-struct ScratchDir(PathBuf);
+/// A directory of our own under the system temp dir (created exclusively, under a name nobody
+/// can predict), removed when the test ends.
+struct ScratchDir(tempfile::TempDir);
 
 impl ScratchDir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("meshd-{name}-{}", std::process::id()));
-        // A leftover from a crashed run with a recycled pid must not leak into this one.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating scratch dir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("meshd-{name}-"))
+            .tempdir()
+            .expect("creating scratch dir");
         ScratchDir(dir)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -208,7 +203,7 @@ fn validate(envoy: &Path, file: &Path) -> Result<(), String> {
 fn every_bootstrap_variant_is_accepted_by_envoy() {
     let envoy = envoy();
     let dir = ScratchDir::new("bootstrap-validates");
-    std::fs::write(dir.0.join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
+    std::fs::write(dir.0.path().join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
 
     let mut variants = Vec::new();
     for node_type in ["sidecar", "router"] {
@@ -242,7 +237,7 @@ fn every_bootstrap_variant_is_accepted_by_envoy() {
     let failures: Vec<String> = variants
         .iter()
         .filter_map(|v| {
-            render(&dir.0, v)
+            render(dir.0.path(), v)
                 .and_then(|file| validate(&envoy, &file))
                 .err()
                 .map(|e| format!("{}: {e}", v.name()))
@@ -261,12 +256,12 @@ fn every_bootstrap_variant_is_accepted_by_envoy() {
 fn every_flag_can_come_from_the_environment() {
     let envoy = envoy();
     let dir = ScratchDir::new("bootstrap-env");
-    std::fs::write(dir.0.join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
-    let file = dir.0.join("bootstrap.json");
+    std::fs::write(dir.0.path().join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
+    let file = dir.0.path().join("bootstrap.json");
 
     let out = meshd()
         .arg("bootstrap")
-        .current_dir(&dir.0)
+        .current_dir(dir.0.path())
         .envs([
             ("MESHD_NODE_TYPE", "router"),
             ("MESHD_POD", "ingress-7c9d8-abcde"),
@@ -314,7 +309,7 @@ fn every_flag_can_come_from_the_environment() {
 #[test]
 fn bad_flags_are_refused_before_anything_is_written() {
     let dir = ScratchDir::new("bootstrap-bad-flags");
-    let file = dir.0.join("bootstrap.json");
+    let file = dir.0.path().join("bootstrap.json");
     for bad in [
         &["--ip", "not-an-ip"][..],
         &["--ip", "10.0.0.1", "--xds-addr", "no-port"],
@@ -371,8 +366,8 @@ fn render_with_probers(dir: &Path) -> (PathBuf, Value) {
 fn app_health_listener_is_accepted_by_envoy() {
     let envoy = envoy();
     let dir = ScratchDir::new("bootstrap-app-health");
-    std::fs::write(dir.0.join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
-    let (file, bootstrap) = render_with_probers(&dir.0);
+    std::fs::write(dir.0.path().join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
+    let (file, bootstrap) = render_with_probers(dir.0.path());
     let listeners = bootstrap["static_resources"]["listeners"]
         .as_array()
         .expect("listeners");
@@ -393,8 +388,8 @@ fn app_health_listener_is_accepted_by_envoy() {
 fn app_health_listener_forwards_probes_to_the_app() {
     let envoy = envoy();
     let dir = ScratchDir::new("bootstrap-app-health-live");
-    std::fs::write(dir.0.join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
-    let (file, mut bootstrap) = render_with_probers(&dir.0);
+    std::fs::write(dir.0.path().join("root-cert.pem"), TEST_ROOT_CERT).expect("writing root cert");
+    let (file, mut bootstrap) = render_with_probers(dir.0.path());
     bootstrap
         .as_object_mut()
         .expect("object")
@@ -439,7 +434,7 @@ fn app_health_listener_forwards_probes_to_the_app() {
         curl -s -w ' %{http_code}\n' http://127.0.0.1:15020/app-health/web/livez
         curl -s -o /dev/null -w '%{http_code}\n' http://127.0.0.1:15020/app-health/other/readyz
     "#;
-    let log = dir.0.join("envoy.log");
+    let log = dir.0.path().join("envoy.log");
     let out = Command::new("unshare")
         .args(["--net", "sh", "-c", script])
         .env("ENVOY", &envoy)

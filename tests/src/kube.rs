@@ -145,13 +145,14 @@ pub struct KubeCluster {
 
 static CLUSTERS: AtomicU64 = AtomicU64::new(0);
 
+/// Cluster directories are `<temp dir>/meshd-kube-<pid>-<n>-<random>`.
+const CLUSTER_DIR_PREFIX: &str = "meshd-kube-";
+
 impl KubeCluster {
     /// Starts etcd and kube-apiserver and waits until `/readyz` answers `ok`.
     pub fn start() -> anyhow::Result<KubeCluster> {
         let tools = tools()?;
-        let root = std::env::temp_dir().join("meshd-kube");
-        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-        remove_stale(&root);
+        remove_stale(&std::env::temp_dir());
 
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
@@ -160,7 +161,13 @@ impl KubeCluster {
                 std::process::id(),
                 CLUSTERS.fetch_add(1, Ordering::Relaxed)
             );
-            let mut cluster = KubeCluster::prepare(tools.clone(), root.join(id))?;
+            // Created exclusively under a name nobody can predict.
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("{CLUSTER_DIR_PREFIX}{id}-"))
+                .tempdir()
+                .context("creating the cluster's directory")?
+                .keep();
+            let mut cluster = KubeCluster::prepare(tools.clone(), dir)?;
             match cluster
                 .start_etcd()
                 .and_then(|()| cluster.start_apiserver())
@@ -179,7 +186,6 @@ impl KubeCluster {
 
     /// Writes certificates, keys, the token file and the kubeconfig into `dir`.
     fn prepare(tools: KubeTools, dir: PathBuf) -> anyhow::Result<KubeCluster> {
-        let _ = fs::remove_dir_all(&dir);
         for sub in ["", "pki", "etcd", "logs"] {
             fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
@@ -749,8 +755,8 @@ fn remove_stale(root: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(owner) = name
-            .split('-')
-            .next()
+            .strip_prefix(CLUSTER_DIR_PREFIX)
+            .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
         else {
             continue;

@@ -132,8 +132,7 @@ impl Mesh {
     /// lacks root, `ip`, `iptables`, `curl`, `setpriv`, Envoy or the project's binaries.
     pub fn new() -> anyhow::Result<Mesh> {
         let tools = deps::tools()?;
-        let logs = std::env::temp_dir().join("meshd-tests");
-        netns::remove_stale(&logs);
+        netns::remove_stale(&std::env::temp_dir());
 
         let id = format!(
             "{}{}-{}",
@@ -141,12 +140,16 @@ impl Mesh {
             std::process::id(),
             MESHES.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = logs.join(&id);
-        let _ = std::fs::remove_dir_all(&dir);
+        // Created exclusively under a name nobody can predict; kept after the test for its logs
+        // until a later run finds this process gone (`netns::remove_stale`).
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}{id}-", netns::LOG_DIR_PREFIX))
+            .tempdir()
+            .context("creating the mesh's directory")?
+            .keep();
         for sub in ["", "scratch", "config", "ca"] {
             create_shared_dir(&dir.join(sub))?;
         }
-        create_shared_dir(&logs)?;
 
         let hub = format!("{id}-hub");
         let mesh = Mesh {

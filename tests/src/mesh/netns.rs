@@ -10,6 +10,8 @@ const NETNS_DIR: &str = "/run/netns";
 
 /// Every namespace this harness creates is called `mx<pid>-<n>-…`.
 pub const PREFIX: &str = "mx";
+/// Log directories of meshes are `<temp dir>/meshd-mx<pid>-<n>-<random>`.
+pub const LOG_DIR_PREFIX: &str = "meshd-";
 
 /// Runs `ip ARGS`, failing with ip's complaint.
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
@@ -103,7 +105,8 @@ pub fn remove_stale(logs: &Path) {
     }
     if let Ok(entries) = std::fs::read_dir(logs) {
         for entry in entries.flatten() {
-            if stale(&entry.file_name().to_string_lossy()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.strip_prefix(LOG_DIR_PREFIX).is_some_and(stale) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

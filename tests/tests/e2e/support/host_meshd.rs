@@ -5,7 +5,6 @@ use std::ffi::OsStr;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use meshd_tests::kube::KubeCluster;
@@ -48,13 +47,12 @@ impl HostMeshd {
     /// Starts meshd with the flags `source` gives (from meshd's directory) and waits until it is
     /// ready and its webhook port accepts connections.
     fn start(source: impl FnOnce(&Path) -> Vec<std::ffi::OsString>) -> HostMeshd {
-        static STARTED: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "meshd-host-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        // Created exclusively under a name nobody can predict; removed on drop unless failing.
+        let dir = tempfile::Builder::new()
+            .prefix("meshd-host-")
+            .tempdir()
+            .expect("creating meshd's directory")
+            .keep();
         for sub in ["config", "ca"] {
             std::fs::create_dir_all(dir.join(sub)).expect("creating meshd's directories");
         }
