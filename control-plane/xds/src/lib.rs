@@ -58,6 +58,19 @@ pub trait Generator: Send + Sync + 'static {
         names: Option<&BTreeSet<String>>,
     ) -> Vec<Arc<Resource>>;
 
+    /// The proxy rejected a response of `type_url` (`nack` says how); `suspects` are the resources
+    /// that response brought which the proxy had not accepted before — what the rejection can be
+    /// about. The server does not send a rejected set again until something in it changes; a
+    /// generator that finds the cause can change it.
+    fn nacked(
+        &self,
+        _proxy: &Self::Proxy,
+        _type_url: &str,
+        _nack: &Nack,
+        _suspects: Vec<Arc<Resource>>,
+    ) {
+    }
+
     /// The stream ended.
     fn disconnect(&self, _proxy: &Self::Proxy) {}
 }

@@ -27,6 +27,10 @@ pub(crate) trait TypeState: Send + 'static {
 
     /// What `statuses()` shows.
     fn snapshot(&self) -> TypeStatus;
+
+    /// The resources the last response brought that the proxy did not hold at those versions when
+    /// it last accepted one: what a NACK of that response can be about.
+    fn nack_suspects(&self) -> Vec<Arc<Resource>>;
 }
 
 /// What to do about one request.

@@ -161,14 +161,22 @@ async fn on_request<P: Protocol>(stream: &mut P, request: &P::Request) -> Result
         tracing::debug!(conn = %session.conn.id, "ADS request without a type URL ignored");
         return Ok(());
     }
-    let outcome = session
-        .conn
-        .types
-        .lock()
-        .entry(type_url.to_owned())
-        .or_insert_with(|| P::State::new(type_url))
-        .on_request(request);
+    let (outcome, suspects) = {
+        let mut types = session.conn.types.lock();
+        let state = types
+            .entry(type_url.to_owned())
+            .or_insert_with(|| P::State::new(type_url));
+        let outcome = state.on_request(request);
+        let suspects = matches!(outcome.reply, Reply::Nack(_)).then(|| state.nack_suspects());
+        (outcome, suspects)
+    };
     session.record(type_url, &outcome.reply);
+    if let (Reply::Nack(nack), Some(suspects)) = (&outcome.reply, suspects) {
+        session
+            .shared
+            .generator
+            .nacked(&session.proxy, type_url, nack, suspects);
+    }
     if !outcome.respond {
         return Ok(());
     }

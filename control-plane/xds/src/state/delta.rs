@@ -34,6 +34,8 @@ pub(crate) struct DeltaType {
     names: BTreeSet<String>,
     /// Sent in the next response even if the client holds them at the current version.
     forced: BTreeSet<String>,
+    /// What the last response brought (shared resources; only pointers are kept).
+    last_sent: Vec<Arc<Resource>>,
 }
 
 impl DeltaType {
@@ -146,6 +148,7 @@ impl DeltaType {
         self.status.sent_version = version;
         self.status.sent_nonce = nonce;
         self.status.last_sent = Some(SystemTime::now());
+        self.last_sent = send;
         Some(DeltaReply { response, updated })
     }
 }
@@ -161,6 +164,7 @@ impl TypeState for DeltaType {
             wildcard: false,
             names: BTreeSet::new(),
             forced: BTreeSet::new(),
+            last_sent: Vec::new(),
         }
     }
 
@@ -221,6 +225,11 @@ impl TypeState for DeltaType {
             subscribed: self.names().cloned(),
             ..self.status.clone()
         }
+    }
+
+    /// In Delta a response carries only what changed, so all of it is suspect.
+    fn nack_suspects(&self) -> Vec<Arc<Resource>> {
+        self.last_sent.clone()
     }
 }
 

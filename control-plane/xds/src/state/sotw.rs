@@ -19,6 +19,8 @@ pub(crate) struct SotwType {
     /// Answer the next ACK even if nothing changed: set on EDS when CDS was sent, because Envoy
     /// keeps re-created clusters warming until it sees an EDS response.
     always_respond: bool,
+    /// The set the proxy last accepted (shared resources; only pointers are kept).
+    acked: Vec<Arc<Resource>>,
 }
 
 impl SotwType {
@@ -68,6 +70,7 @@ impl TypeState for SotwType {
             type_url: type_url.to_owned(),
             status: TypeStatus::default(),
             always_respond: false,
+            acked: Vec::new(),
         }
     }
 
@@ -114,6 +117,7 @@ impl TypeState for SotwType {
 
         self.status.acked_version = request.version_info.clone();
         self.status.acked_nonce = request.response_nonce.clone();
+        self.acked = self.status.resources.values().cloned().collect();
         let names_changed = subscribed != self.status.subscribed;
         self.status.subscribed = subscribed;
         let respond = names_changed || std::mem::take(&mut self.always_respond);
@@ -126,6 +130,20 @@ impl TypeState for SotwType {
 
     fn snapshot(&self) -> TypeStatus {
         self.status.clone()
+    }
+
+    fn nack_suspects(&self) -> Vec<Arc<Resource>> {
+        let accepted: std::collections::HashSet<(&str, &str)> = self
+            .acked
+            .iter()
+            .map(|r| (r.name.as_str(), r.version.as_str()))
+            .collect();
+        self.status
+            .resources
+            .values()
+            .filter(|r| !accepted.contains(&(r.name.as_str(), r.version.as_str())))
+            .cloned()
+            .collect()
     }
 }
 

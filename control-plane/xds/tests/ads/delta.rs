@@ -228,3 +228,25 @@ async fn a_delta_subscription_change_on_a_stale_nonce_is_still_honoured() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_delta_nack_names_what_that_response_brought() {
+    let harness = Harness::start().await;
+    harness.set(CLUSTER, "c1", "1");
+    let mut client = harness.delta("sidecar").await;
+    client.request(CLUSTER, &[], &[]).await;
+    let cds = client.recv_type(CLUSTER).await;
+    client.ack(&cds).await;
+    harness.set(CLUSTER, "c2", "1");
+    harness.push(&[CLUSTER]);
+    let cds = client.recv_type(CLUSTER).await;
+    assert_eq!(delta_bodies(&cds), ["c2@1"]);
+    client.nack(&cds, "c2: bad").await;
+    let generator = harness.generator.clone();
+    let nacks = wait_for(|| {
+        let nacks = generator.nacks.lock().clone();
+        (!nacks.is_empty()).then_some(nacks)
+    })
+    .await;
+    assert_eq!(nacks[0].2, ["c2@1"]);
+}

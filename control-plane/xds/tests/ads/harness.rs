@@ -40,6 +40,8 @@ pub struct FakeGenerator {
     /// request arriving mid-generation would, and counts the reads that were held up.
     pub read_statuses_while_generating: std::sync::OnceLock<meshd_xds::Connections>,
     pub status_reads_blocked: AtomicUsize,
+    /// `(type URL, message, suspect names@versions)` of every NACK the server reported.
+    pub nacks: Mutex<Vec<(String, String, Vec<String>)>>,
 }
 
 impl FakeGenerator {
@@ -96,6 +98,22 @@ impl Generator for FakeGenerator {
             .get(type_url)
             .map(|of_type| of_type.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    fn nacked(
+        &self,
+        _proxy: &String,
+        type_url: &str,
+        nack: &meshd_xds::Nack,
+        suspects: Vec<Arc<Resource>>,
+    ) {
+        let names = suspects
+            .iter()
+            .map(|r| format!("{}@{}", r.name, r.version))
+            .collect();
+        self.nacks
+            .lock()
+            .push((type_url.to_owned(), nack.message.clone(), names));
     }
 
     fn disconnect(&self, _proxy: &String) {

@@ -317,3 +317,42 @@ async fn a_reconnect_gets_the_full_set_again() {
     assert_eq!(bodies(&again), ["c1@1"]);
     assert_eq!(again.version_info, first.version_info);
 }
+
+#[tokio::test]
+async fn a_nack_names_only_what_changed_since_the_last_ack() {
+    let harness = Harness::start().await;
+    harness.set(CLUSTER, "c1", "1");
+    harness.set(CLUSTER, "c2", "1");
+    let mut client = harness.sotw("sidecar").await;
+    client.request(CLUSTER, &[]).await;
+    let cds = client.recv_type(CLUSTER).await;
+    client.ack(&cds, &[]).await;
+    let server = harness.server.clone();
+    wait_for(|| {
+        server
+            .statuses()
+            .into_iter()
+            .find(|s| s.types.get(CLUSTER).map(|t| t.state()) == Some(SyncState::Synced))
+    })
+    .await;
+    harness.set(CLUSTER, "c2", "2");
+    harness.set(CLUSTER, "c3", "1");
+    harness.push(&[CLUSTER]);
+    let cds = client.recv_type(CLUSTER).await;
+    assert_eq!(bodies(&cds), ["c1@1", "c2@2", "c3@1"]);
+    client.nack(&cds, &[], "c3: bad").await;
+    let generator = harness.generator.clone();
+    let nacks = wait_for(|| {
+        let nacks = generator.nacks.lock().clone();
+        (!nacks.is_empty()).then_some(nacks)
+    })
+    .await;
+    assert_eq!(
+        nacks,
+        [(
+            CLUSTER.to_owned(),
+            "c3: bad".to_owned(),
+            vec!["c2@2".to_owned(), "c3@1".to_owned()]
+        )]
+    );
+}
