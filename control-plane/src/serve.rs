@@ -8,6 +8,7 @@ pub mod debug;
 mod encode;
 mod file_source;
 pub mod generator;
+mod guard;
 mod identity;
 mod index;
 mod jwks;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use meshd_model::{MeshConfig, Snapshot};
+use meshd_model::{Kind, MeshConfig, ObjectKey, Snapshot};
 use meshd_xds::AdsServer;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -87,10 +88,25 @@ pub struct Args {
     pub pod_name: Option<String>,
     #[command(flatten)]
     pub webhook: admission::Args,
+    /// A fault for tests only: the routes `Kind/namespace/name` produces are broken after they
+    /// passed meshd's checks, to show what happens when a proxy rejects config anyway.
+    #[arg(long, env = "MESHD_FAULT_INVALID_ROUTES_OF", hide = true, value_parser = parse_object)]
+    pub fault_invalid_routes_of: Option<ObjectKey>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     meshd_model::duration::parse_std(text)
+}
+
+/// `Kind/namespace/name`.
+fn parse_object(text: &str) -> Result<ObjectKey, String> {
+    let mut parts = text.splitn(3, '/');
+    let (Some(kind), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("{text:?} is not Kind/namespace/name"));
+    };
+    let kind = Kind::from_name(kind).ok_or_else(|| format!("unknown kind {kind:?}"))?;
+    Ok(ObjectKey::new(kind, namespace, name))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -168,11 +184,24 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Some(k) => identity::IdentityProof::Token(k.reviewer.clone()),
         None => identity::IdentityProof::Address,
     };
+    let rejected = Counter::default();
+    registry.register(
+        "meshd_rejected_resources",
+        "Generated resources held back because Envoy would reject them",
+        rejected.clone(),
+    );
+    let (source_tx, source_rx) = mpsc::unbounded_channel();
+    let guard = guard::Guard::new(
+        source_tx.clone(),
+        rejected,
+        args.fault_invalid_routes_of.clone(),
+    );
     let generator = Arc::new(MeshGenerator::new(
         Arc::new(Snapshot::default()),
         secrets.clone(),
         identity_rejections,
         proof,
+        guard,
     ));
     let (pusher, push_rx) = pusher::Pusher::new();
     let pusher = Arc::new(pusher);
@@ -189,7 +218,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let publish_metrics = publish::Metrics::register(&mut registry);
 
     // Sources → index loop.
-    let (source_tx, source_rx) = mpsc::unbounded_channel();
     let mut sources: BTreeSet<String> = BTreeSet::new();
     for dir in &args.config_dirs {
         sources.insert(file_source::source_name(dir));
@@ -216,6 +244,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         jwks_wanted_rx,
         source_tx.clone(),
     );
+    // The generator's guard keeps a sender (quarantines), so the loop lives as long as meshd.
     drop(source_tx);
     let status = Arc::new(publish::Status::default());
     tokio::spawn(publish::run(

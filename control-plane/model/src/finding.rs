@@ -29,6 +29,9 @@ impl fmt::Display for Severity {
 pub const SCHEMA_ERROR: &str = "IST0106";
 /// Istio's code for a reference to something that does not exist.
 pub const REFERENCED_NOT_FOUND: &str = "IST0101";
+/// meshd's code for an object left out because Envoy would reject (or did reject) the config it
+/// produces; no validation rule of Istio's caught it.
+pub const REJECTED_BY_ENVOY: &str = "MESHD0001";
 
 /// A validation result about one object, with Istio's analyzer code where one exists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -99,6 +99,9 @@ pub enum SourceEvent {
         uri: String,
         state: Option<JwksState>,
     },
+    /// Leave `key` out of snapshots until it changes: what it produces Envoy would reject (or
+    /// did), for `reason`.
+    Quarantine { key: ObjectKey, reason: String },
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! `meshd proxy-status`: one row per connected proxy with its per-type sync state.
 
+use meshd_model::finding::REJECTED_BY_ENVOY;
+
 use super::{DebugAddr, get_json, print_table};
 
 #[derive(clap::Args, Debug)]
@@ -50,5 +52,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ],
         &rows,
     );
+    // What no proxy gets because Envoy would reject (or did reject) what it produces.
+    let configz = get_json(&args.debug.addr, "/debug/configz")?;
+    let left_out: Vec<String> = configz["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["code"] == REJECTED_BY_ENVOY)
+        .map(|f| {
+            let o = &f["object"];
+            format!(
+                "  {} {}/{}: {}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["namespace"].as_str().unwrap_or_default(),
+                o["name"].as_str().unwrap_or_default(),
+                f["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    if !left_out.is_empty() {
+        println!("\nQUARANTINED (left out of every proxy's config until changed):");
+        for line in left_out {
+            println!("{line}");
+        }
+    }
     Ok(())
 }

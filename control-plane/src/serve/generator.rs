@@ -13,6 +13,7 @@ use meshd_translate::tls::{CREDENTIAL_PREFIX, SECRET_DEFAULT, SECRET_ROOTCA};
 use prometheus_client::metrics::counter::Counter;
 
 use super::encode::resource;
+use super::guard::Guard;
 use super::identity;
 use super::secrets::Secrets;
 use meshd_xds::{ConnectionInfo, Node, Resource};
@@ -42,6 +43,7 @@ pub struct MeshGenerator {
     secrets: Arc<Secrets>,
     identity_rejections: Counter,
     proof: identity::IdentityProof,
+    guard: Guard,
 }
 
 impl MeshGenerator {
@@ -51,16 +53,19 @@ impl MeshGenerator {
         secrets: Arc<Secrets>,
         identity_rejections: Counter,
         proof: identity::IdentityProof,
+        guard: Guard,
     ) -> Self {
         MeshGenerator {
             built: RwLock::new(Arc::new(Built::new(snapshot))),
             secrets,
             identity_rejections,
             proof,
+            guard,
         }
     }
 
     pub fn set_snapshot(&self, snapshot: Arc<Snapshot>) {
+        self.guard.next_generation();
         *self.built.write() = Arc::new(Built::new(snapshot));
     }
 
@@ -68,8 +73,9 @@ impl MeshGenerator {
         self.built.read().snapshot.clone()
     }
 
-    /// Outbound resources of one type for a scope: built by the first proxy that asks, shared after.
-    fn shared(built: &Built, type_url: &'static str, scope: &Scope) -> Shared {
+    /// Outbound resources of one type for a scope: built (and checked) by the first proxy that
+    /// asks, shared after.
+    fn shared(&self, built: &Built, type_url: &'static str, scope: &Scope) -> Shared {
         let key = (type_url, scope.clone());
         if let Some(hit) = built.by_scope.lock().get(&key) {
             return hit.clone();
@@ -91,11 +97,11 @@ impl MeshGenerator {
                 .collect(),
             _ => Vec::new(),
         };
-        let list = Arc::new(list);
+        let list = Arc::new(self.guard.screen(snap, type_url, list));
         built.by_scope.lock().entry(key).or_insert(list).clone()
     }
 
-    fn endpoints(built: &Built) -> Shared {
+    fn endpoints(&self, built: &Built) -> Shared {
         if let Some(hit) = built.endpoints.lock().as_ref() {
             return hit.clone();
         }
@@ -103,6 +109,7 @@ impl MeshGenerator {
             .iter()
             .map(|e| resource(e.cluster_name.clone(), e))
             .collect();
+        let list = self.guard.screen(&built.snapshot, type_url::ENDPOINT, list);
         built.endpoints.lock().get_or_insert(Arc::new(list)).clone()
     }
 }
@@ -225,31 +232,43 @@ impl meshd_xds::Generator for MeshGenerator {
         let snap = &built.snapshot;
         // What the proxy's outbound config depends on, resolved against this snapshot.
         let scope = Scope::for_proxy(snap, &proxy.proxy);
-        match type_url {
-            type_url::CLUSTER => {
-                let mut out: Vec<Arc<Resource>> =
-                    Self::shared(&built, type_url::CLUSTER, &scope).to_vec();
-                out.extend(
-                    meshd_translate::inbound_clusters(snap, &proxy.proxy)
-                        .iter()
-                        .map(|c| resource(c.name.clone(), c)),
-                );
-                out
+        let (type_url, inbound): (&'static str, Vec<Arc<Resource>>) = match type_url {
+            type_url::CLUSTER => (
+                type_url::CLUSTER,
+                meshd_translate::inbound_clusters(snap, &proxy.proxy)
+                    .iter()
+                    .map(|c| resource(c.name.clone(), c))
+                    .collect(),
+            ),
+            type_url::LISTENER => (
+                type_url::LISTENER,
+                meshd_translate::inbound_listeners(snap, &proxy.proxy)
+                    .iter()
+                    .map(|l| resource(l.name.clone(), l))
+                    .collect(),
+            ),
+            type_url::ROUTE => {
+                return self.shared(&built, type_url::ROUTE, &scope).to_vec();
             }
-            type_url::LISTENER => {
-                let mut out: Vec<Arc<Resource>> =
-                    Self::shared(&built, type_url::LISTENER, &scope).to_vec();
-                out.extend(
-                    meshd_translate::inbound_listeners(snap, &proxy.proxy)
-                        .iter()
-                        .map(|l| resource(l.name.clone(), l)),
-                );
-                out
-            }
-            type_url::ROUTE => Self::shared(&built, type_url::ROUTE, &scope).to_vec(),
-            type_url::ENDPOINT => Self::endpoints(&built).to_vec(),
-            _ => Vec::new(),
-        }
+            type_url::ENDPOINT => return self.endpoints(&built).to_vec(),
+            _ => return Vec::new(),
+        };
+        let mut out = self.shared(&built, type_url, &scope).to_vec();
+        out.extend(self.guard.screen(snap, type_url, inbound));
+        // Outbound and inbound together must hold no clashing names or addresses either.
+        self.guard.screen_set(snap, type_url, out)
+    }
+
+    fn nacked(
+        &self,
+        proxy: &ConnectedProxy,
+        _type_url: &str,
+        nack: &meshd_xds::Nack,
+        suspects: Vec<Arc<Resource>>,
+    ) {
+        let snapshot = self.snapshot();
+        self.guard
+            .nacked(&snapshot, &proxy.proxy.id, &nack.message, &suspects);
     }
 
     fn disconnect(&self, proxy: &ConnectedProxy) {

@@ -22,6 +22,8 @@ pub struct Index {
     jwks_changed: bool,
     /// Sources that have not been read completely yet.
     unsynced: BTreeSet<String>,
+    /// Objects left out of snapshots, as they were when left out, and why: until they change.
+    quarantined: BTreeMap<ObjectKey, (Object, String)>,
 }
 
 /// What changed since the last [`Index::take_changes`].
@@ -80,6 +82,16 @@ impl Index {
             }
             SourceEvent::Synced { source } => {
                 self.unsynced.remove(&source);
+            }
+            SourceEvent::Quarantine { key, reason } => {
+                // An object that is gone or already out has nothing to leave out.
+                if let Some(object) = self.merged.get(&key)
+                    && !self.quarantined.contains_key(&key)
+                {
+                    tracing::warn!(object = %key, %reason, "leaving the object out until it changes");
+                    self.changed.insert(key.kind);
+                    self.quarantined.insert(key, (object.clone(), reason));
+                }
             }
             SourceEvent::Jwks { uri, state } => {
                 let changed = match state {
@@ -190,6 +202,29 @@ impl Index {
         self.merged.clone()
     }
 
+    /// The objects a snapshot is assembled from: all but the quarantined ones. A quarantined
+    /// object that changed since is back (its new form gets its own chance).
+    pub fn objects_for_snapshot(&mut self) -> Arc<BTreeMap<ObjectKey, Object>> {
+        let merged = &self.merged;
+        self.quarantined
+            .retain(|key, (object, _)| merged.get(key) == Some(object));
+        if self.quarantined.is_empty() {
+            return self.merged.clone();
+        }
+        let mut objects = (*self.merged).clone();
+        for key in self.quarantined.keys() {
+            objects.remove(key);
+        }
+        Arc::new(objects)
+    }
+
+    /// The objects left out, and why.
+    pub fn quarantined(&self) -> impl Iterator<Item = (&ObjectKey, &str)> {
+        self.quarantined
+            .iter()
+            .map(|(key, (_, reason))| (key, reason.as_str()))
+    }
+
     /// What changed since the last call.
     pub fn take_changes(&mut self) -> Changes {
         Changes {
@@ -297,6 +332,38 @@ mod tests {
         index.apply(event(None));
         assert!(index.take_changes().jwks);
         assert!(index.jwks().is_empty());
+    }
+
+    #[test]
+    fn a_quarantined_object_stays_out_until_it_changes() {
+        let mut index = Index::default();
+        index.reset("a.yaml", vec![mk_namespace("one"), mk_namespace("two")]);
+        index.take_changes();
+        let two = mk_namespace("two").key();
+        index.apply(SourceEvent::Quarantine {
+            key: two.clone(),
+            reason: "Envoy would reject it".to_string(),
+        });
+        assert!(!index.take_changes().is_empty(), "a new snapshot is due");
+        assert!(!index.objects_for_snapshot().contains_key(&two));
+        assert_eq!(index.quarantined().count(), 1);
+        // The same object again: still out.
+        index.reset("a.yaml", vec![mk_namespace("one"), mk_namespace("two")]);
+        assert!(!index.objects_for_snapshot().contains_key(&two));
+        // Changed: back in.
+        let mut changed = Namespace {
+            metadata: ObjectMeta {
+                name: "two".into(),
+                ..Default::default()
+            },
+        };
+        changed.metadata.labels.insert("fixed".into(), "yes".into());
+        index.reset(
+            "a.yaml",
+            vec![mk_namespace("one"), Object::Namespace(Arc::new(changed))],
+        );
+        assert!(index.objects_for_snapshot().contains_key(&two));
+        assert_eq!(index.quarantined().count(), 0);
     }
 
     #[test]

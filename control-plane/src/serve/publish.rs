@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use meshd_model::{InvalidObject, MeshConfig, Snapshot, SourceEvent};
+use meshd_model::finding::{REJECTED_BY_ENVOY, Severity};
+use meshd_model::{Finding, InvalidObject, MeshConfig, Snapshot, SourceEvent};
 use meshd_proto::type_url;
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
@@ -52,6 +53,7 @@ impl Status {
 pub struct Metrics {
     services: Gauge,
     invalid_objects: Gauge,
+    quarantined: Gauge,
     push_triggers: Counter,
 }
 
@@ -60,6 +62,7 @@ impl Metrics {
         let metrics = Metrics {
             services: Gauge::default(),
             invalid_objects: Gauge::default(),
+            quarantined: Gauge::default(),
             push_triggers: Counter::default(),
         };
         registry.register(
@@ -71,6 +74,11 @@ impl Metrics {
             "meshd_invalid_documents",
             "Documents rejected by validation",
             metrics.invalid_objects.clone(),
+        );
+        registry.register(
+            "meshd_quarantined_objects",
+            "Objects left out because Envoy would reject (or did reject) what they produce",
+            metrics.quarantined.clone(),
         );
         registry.register(
             "pilot_push_triggers",
@@ -123,7 +131,24 @@ pub async fn run(
             continue;
         }
         version += 1;
-        let snapshot = Snapshot::assemble(version, index.objects(), &base_mesh, index.jwks());
+        let mut snapshot = Snapshot::assemble(
+            version,
+            index.objects_for_snapshot(),
+            &base_mesh,
+            index.jwks(),
+        );
+        for (key, reason) in index.quarantined() {
+            snapshot.findings.push(Finding::new(
+                Severity::Error,
+                REJECTED_BY_ENVOY,
+                key,
+                "",
+                format!("left out until it changes: {reason}"),
+            ));
+        }
+        out.metrics
+            .quarantined
+            .set(index.quarantined().count() as i64);
         for f in &snapshot.findings {
             tracing::warn!(finding = %f, "config finding");
         }

@@ -6,10 +6,12 @@
 //! the proxy's own workload.
 
 mod authz;
+pub mod blame;
 pub mod bootstrap;
 mod cluster;
 mod destination;
 mod endpoint;
+pub mod fault;
 mod gateway;
 mod hcm;
 mod http_route;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use meshd_tests::{HttpResult, Mesh, Meshd, Pod, PodSpec, wait_for};
 
-pub use mesh_setup::{ECHO_VIP, MeshSetup, client_pod, echo_pod, echo_service};
+pub use mesh_setup::{ECHO_VIP, MeshEnv, MeshSetup, client_pod, echo_pod, echo_service};
 
 /// How long config may take to reach Envoy at most (debounce, push, warming, reconnect backoff).
 pub const CONVERGE: Duration = Duration::from_secs(30);
