@@ -308,7 +308,7 @@ pub fn export_to(
     if list.len() > 1 && seen.contains("~") {
         errors.push((
             None,
-            "cannot export service entry to no one (~) and someone".to_string(),
+            "cannot export to no one (~) and someone".to_string(),
         ));
     }
     errors
