@@ -306,10 +306,7 @@ pub fn export_to(
         ));
     }
     if list.len() > 1 && seen.contains("~") {
-        errors.push((
-            None,
-            "cannot export to no one (~) and someone".to_string(),
-        ));
+        errors.push((None, "cannot export to no one (~) and someone".to_string()));
     }
     errors
 }
