@@ -81,9 +81,12 @@ impl Check<'_> {
                 "server must have TLS settings for HTTPS/TLS protocols".to_string(),
             ),
             Some(tls) if !is_tls(protocol) => {
-                // Only an https redirect may be set on a plain-text HTTP server.
-                let redirect_only = tls.mode.is_none()
-                    && tls.credential_name.is_none()
+                // Only an https redirect may be set on a plain-text HTTP server; istiod reads
+                // an unset mode as PASSTHROUGH there.
+                let redirect_only = matches!(
+                    tls.mode.as_deref(),
+                    None | Some("PASSTHROUGH" | "AUTO_PASSTHROUGH")
+                ) && tls.credential_name.is_none()
                     && tls.server_certificate.is_none()
                     && tls.private_key.is_none()
                     && tls.ca_certificates.is_none();
