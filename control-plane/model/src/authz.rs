@@ -193,6 +193,11 @@ impl AuthorizationPolicies {
         }
     }
 
+    /// The accepted policy of that key, if it is one.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Arc<AuthzPolicyModel>> {
+        self.policies.iter().find(|p| &p.key == key)
+    }
+
     /// The policies that apply to a workload with `labels` in `namespace`.
     pub fn for_workload(
         &self,
@@ -241,7 +246,8 @@ fn validate(ap: &AuthorizationPolicy, findings: &mut Vec<Finding>) -> Option<Aut
     let mut report = Report::new(&key);
     let spec = &ap.spec;
     report.unknown_fields("spec", &spec.unknown);
-    let action = match spec.action.to_ascii_uppercase().as_str() {
+    // The schema's enum: names as written, upper case.
+    let action = match spec.action.as_str() {
         "" | "ALLOW" => AuthzAction::Allow,
         "DENY" => AuthzAction::Deny,
         "AUDIT" => AuthzAction::Audit,
@@ -266,16 +272,40 @@ fn validate(ap: &AuthorizationPolicy, findings: &mut Vec<Finding>) -> Option<Aut
         }
     };
     if spec.provider.is_some() && action != AuthzAction::Custom {
-        report.warning(
+        report.error(
             "spec.provider",
-            "provider is only used with action CUSTOM; ignored".to_string(),
+            "`provider` must not be with non CUSTOM action".to_string(),
         );
     }
+    if action == AuthzAction::Deny && spec.rules.is_empty() {
+        report.error(
+            "spec.rules",
+            "DENY action without `rules` is meaningless as it will never be triggered, add an \
+             empty rule `{}` if you want it be triggered for every request"
+                .to_string(),
+        );
+    }
+    check_selector(
+        spec.selector.as_ref(),
+        spec.target_ref.is_some() || !spec.target_refs.is_empty(),
+        &mut report,
+    );
     let dry_run = match ap.metadata.annotations.get(DRY_RUN_ANNOTATION) {
         None => false,
-        Some(v) => match v.to_ascii_lowercase().as_str() {
-            "true" | "1" | "t" => true,
-            "false" | "0" | "f" => false,
+        Some(_) if !matches!(action, AuthzAction::Allow | AuthzAction::Deny) => {
+            report.error(
+                &format!("metadata.annotations.{DRY_RUN_ANNOTATION}"),
+                format!(
+                    "the annotation {DRY_RUN_ANNOTATION} currently only supports action \
+                     ALLOW/DENY; the policy is enforced"
+                ),
+            );
+            false
+        }
+        // Go's strconv.ParseBool.
+        Some(v) => match v.as_str() {
+            "true" | "1" | "t" | "T" | "TRUE" | "True" => true,
+            "false" | "0" | "f" | "F" | "FALSE" | "False" => false,
             _ => {
                 report.error(
                     &format!("metadata.annotations.{DRY_RUN_ANNOTATION}"),
@@ -320,6 +350,30 @@ fn validate(ap: &AuthorizationPolicy, findings: &mut Vec<Finding>) -> Option<Aut
     })
 }
 
+/// Both security kinds: selector labels without wildcards, and a selector or targetRefs, not both.
+pub(crate) fn check_selector(
+    selector: Option<&crate::input::WorkloadSelector>,
+    targeted: bool,
+    report: &mut Report<'_>,
+) {
+    let Some(sel) = selector else { return };
+    if let Err(e) = crate::syntax::selector(&sel.labels) {
+        report.error("spec.selector.matchLabels", e);
+    }
+    if sel.labels.is_empty() {
+        report.warning(
+            "spec.selector",
+            "workload selector specified without labels".to_string(),
+        );
+    }
+    if targeted {
+        report.error(
+            "spec.selector",
+            "only one of targetRefs or workloadSelector can be set".to_string(),
+        );
+    }
+}
+
 fn validate_rule(
     rule: &AuthorizationRule,
     field: &str,
@@ -342,6 +396,20 @@ fn validate_rule(
                 conditions.push(invalid_condition());
             }
             Some(s) => {
+                let identities = [
+                    &s.principals,
+                    &s.not_principals,
+                    &s.namespaces,
+                    &s.not_namespaces,
+                ];
+                if identities.iter().any(|v| !v.is_empty())
+                    && !(s.service_accounts.is_empty() && s.not_service_accounts.is_empty())
+                {
+                    report.error(
+                        &format!("{at}.source"),
+                        "cannot set serviceAccounts with namespaces or principals".to_string(),
+                    );
+                }
                 conditions.extend(source_conditions(s, &format!("{at}.source"), key, report))
             }
         }
@@ -641,6 +709,7 @@ fn check_value(attribute: &Attribute, value: &str) -> Result<(), String> {
             parse_cidr(value).map(|_| ())
         }
         Attribute::DestinationPort => parse_port(value).map(|_| ()),
+        Attribute::SourceServiceAccount { .. } => service_account(value),
         Attribute::SourcePrincipal if value.starts_with("spiffe://") => Err(format!(
             "{value:?}: principals are written without \"spiffe://\" (<trust domain>/ns/<ns>/sa/<sa>)"
         )),
@@ -649,6 +718,23 @@ fn check_value(attribute: &Attribute, value: &str) -> Result<(), String> {
         )),
         _ => Ok(()),
     }
+}
+
+/// `serviceAccount` or `namespace/serviceAccount`, without wildcards.
+fn service_account(value: &str) -> Result<(), String> {
+    if value.contains('*') {
+        return Err(format!("{value:?}: wildcard not allowed"));
+    }
+    let valid = match value.split_once('/') {
+        Some((ns, sa)) => !ns.is_empty() && !sa.is_empty() && !sa.contains('/'),
+        None => true,
+    };
+    if !valid || value.len() > 320 {
+        return Err(format!(
+            "expected format 'serviceAccount' or 'namespace/serviceAccount', found {value:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// An address or CIDR block: the address and the prefix length (a bare address is a /32 or /128).

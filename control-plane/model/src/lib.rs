@@ -16,6 +16,7 @@ pub mod registry;
 pub mod sidecar_scope;
 pub mod snapshot;
 pub mod source;
+pub mod syntax;
 pub mod traffic;
 
 pub use authz::jwt::{JwksSource, JwtRuleModel, RequestAuthentications};

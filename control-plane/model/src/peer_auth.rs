@@ -38,8 +38,9 @@ pub struct PeerAuthentications {
     root_namespace: String,
 }
 
+/// The schema's enum: names as written, upper case.
 fn parse_mode(text: &str) -> Result<Option<MtlsMode>, String> {
-    match text.to_ascii_uppercase().as_str() {
+    match text {
         "" | "UNSET" => Ok(None),
         "PERMISSIVE" => Ok(Some(MtlsMode::Permissive)),
         "STRICT" => Ok(Some(MtlsMode::Strict)),
@@ -69,6 +70,11 @@ impl PeerAuthentications {
             policies,
             root_namespace: root_namespace.to_string(),
         }
+    }
+
+    /// The accepted policy of that key, if it is one.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Arc<PeerAuthModel>> {
+        self.policies.iter().find(|p| &p.key == key)
     }
 
     /// The mode for `port` of a workload with `labels` in `namespace`.
@@ -122,17 +128,50 @@ fn validate(pa: &PeerAuthentication, findings: &mut Vec<Finding>) -> Option<Peer
         .as_ref()
         .map(|s| s.labels.clone())
         .filter(|l| !l.is_empty());
+    if let Some(sel) = &pa.spec.selector {
+        if let Err(e) = crate::syntax::selector(&sel.labels) {
+            errors.push(Finding::new(
+                Severity::Error,
+                "IST0106",
+                &key,
+                "spec.selector.matchLabels",
+                e,
+            ));
+        }
+        if sel.labels.is_empty() {
+            findings.push(Finding::new(
+                Severity::Warning,
+                "IST0106",
+                &key,
+                "spec.selector",
+                "workload selector specified without labels".to_string(),
+            ));
+        }
+    }
     let mut ports = BTreeMap::new();
-    if !pa.spec.port_level_mtls.is_empty() && selector.is_none() {
+    let port_level = pa.spec.port_level_mtls.as_ref();
+    if port_level.is_some_and(BTreeMap::is_empty) {
         errors.push(Finding::new(
             Severity::Error,
             "IST0106",
             &key,
             "spec.portLevelMtls",
-            "portLevelMtls requires a workload selector".to_string(),
+            "port level mTLS, if defined, must have at least one element".to_string(),
         ));
     }
-    for (port, m) in &pa.spec.port_level_mtls {
+    let port_level = port_level.into_iter().flatten();
+    if port_level.clone().next().is_some() && selector.is_none() {
+        errors.push(Finding::new(
+            Severity::Error,
+            "IST0106",
+            &key,
+            "spec.portLevelMtls",
+            "mesh/namespace peer authentication cannot have port level mTLS (it needs a \
+             workload selector)"
+                .to_string(),
+        ));
+    }
+    for (port, m) in port_level {
         let field = format!("spec.portLevelMtls.{port}");
         match (port.parse::<u32>(), parse_mode(&m.mode)) {
             (Ok(p), Ok(mode)) if (1..=65535).contains(&p) => {
@@ -144,7 +183,7 @@ fn validate(pa: &PeerAuthentication, findings: &mut Vec<Finding>) -> Option<Peer
                 "IST0106",
                 &key,
                 &field,
-                format!("{port:?} is not a port number"),
+                format!("port {port:?}: port must be in range 1..65535"),
             )),
         }
     }

@@ -14,6 +14,8 @@ use crate::input::labels_match;
 use crate::object::{Kind, Object, ObjectKey};
 use crate::protocol::Protocol;
 
+mod validate;
+
 /// How a cluster finds its endpoints, from ServiceEntry `resolution` (Kubernetes Services are EDS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Resolution {
@@ -120,6 +122,9 @@ pub struct Registry {
     pub pods: BTreeMap<(String, String), Arc<PodInfo>>,
     #[serde(skip)]
     pub pods_by_ip: HashMap<String, Arc<PodInfo>>,
+    /// WorkloadEntries with errors: no ServiceEntry selects them.
+    #[serde(skip)]
+    pub invalid_workload_entries: std::collections::BTreeSet<ObjectKey>,
 }
 
 pub fn cluster_domain_host(name: &str, namespace: &str) -> String {
@@ -137,6 +142,14 @@ impl Registry {
                 }
                 reg.pods
                     .insert((info.namespace.clone(), info.name.clone()), info);
+            }
+        }
+        for obj in objects.values() {
+            if let Object::WorkloadEntry(we) = obj {
+                let key = obj.key();
+                if !validate::workload_entry(&key, we, findings) {
+                    reg.invalid_workload_entries.insert(key);
+                }
             }
         }
         // Kubernetes Services first: their hostnames are authoritative.
@@ -388,21 +401,14 @@ impl Registry {
         let ns = se.metadata.namespace.clone().unwrap_or_default();
         let key = ObjectKey::new(Kind::ServiceEntry, ns.clone(), se.metadata.name.clone());
         let spec = &se.spec;
+        if !validate::service_entry(&key, se, findings) {
+            return;
+        }
         let resolution = match spec.resolution.as_deref().unwrap_or("NONE") {
-            "NONE" => Resolution::Passthrough,
             "STATIC" => Resolution::ClientSideLb,
             "DNS" => Resolution::DnsLb,
             "DNS_ROUND_ROBIN" => Resolution::DnsRoundRobin,
-            other => {
-                findings.push(Finding::new(
-                    Severity::Error,
-                    "IST0106",
-                    &key,
-                    "spec.resolution",
-                    format!("unknown resolution {other:?}"),
-                ));
-                return;
-            }
+            _ => Resolution::Passthrough,
         };
         let ports: Vec<ServicePort> = spec
             .ports
@@ -427,6 +433,7 @@ impl Registry {
                 match obj {
                     Object::WorkloadEntry(we)
                         if we.metadata.namespace.as_deref() == Some(&ns)
+                            && !self.invalid_workload_entries.contains(&obj.key())
                             && labels_match(&sel.labels, &we.spec.labels) =>
                     {
                         workloads.push((we.spec.clone(), Some(we.metadata.name.clone())));
@@ -451,45 +458,7 @@ impl Registry {
                 }
             }
         }
-        for (i, w) in spec.endpoints.iter().enumerate() {
-            if w.address.is_empty() {
-                findings.push(Finding::new(
-                    Severity::Error,
-                    "IST0106",
-                    &key,
-                    &format!("spec.endpoints[{i}].address"),
-                    "address is empty".to_string(),
-                ));
-                return;
-            }
-            if resolution == Resolution::ClientSideLb
-                && w.address.parse::<IpAddr>().is_err()
-                && !w.address.starts_with("unix://")
-            {
-                findings.push(Finding::new(
-                    Severity::Error,
-                    "IST0106",
-                    &key,
-                    &format!("spec.endpoints[{i}].address"),
-                    format!(
-                        "{:?} is not an IP address, which resolution STATIC requires",
-                        w.address
-                    ),
-                ));
-                return;
-            }
-        }
-        for (i, host) in spec.hosts.iter().enumerate() {
-            if host.is_empty() || host.contains('/') {
-                findings.push(Finding::new(
-                    Severity::Error,
-                    "IST0106",
-                    &key,
-                    &format!("spec.hosts[{i}]"),
-                    format!("invalid host {host:?}"),
-                ));
-                continue;
-            }
+        for host in &spec.hosts {
             let model = ServiceModel {
                 hostname: host.clone(),
                 namespace: ns.clone(),

@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::finding::{Finding, Severity};
+use crate::finding::Finding;
 use crate::input::labels_match;
-use crate::input::networking::Sidecar;
 use crate::mesh_config::OutboundPolicy;
-use crate::object::{Kind, Object, ObjectKey};
+use crate::object::{Object, ObjectKey};
 use crate::registry::ServiceModel;
 use crate::traffic::host_matches;
+
+mod validate;
+use validate::validate;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EgressRule {
@@ -96,84 +98,10 @@ impl Sidecars {
     }
 }
 
-fn validate(sidecar: &Sidecar, findings: &mut Vec<Finding>) -> Option<SidecarModel> {
-    let key = ObjectKey::new(
-        Kind::Sidecar,
-        sidecar.metadata.namespace.clone().unwrap_or_default(),
-        sidecar.metadata.name.clone(),
-    );
-    let mut errors = Vec::new();
-    let mut egress = Vec::new();
-    for (i, listener) in sidecar.spec.egress.iter().enumerate() {
-        let at = format!("spec.egress[{i}]");
-        if let Some(p) = &listener.port
-            && !(1..=65535).contains(&p.number)
-        {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &format!("{at}.port.number"),
-                format!("port {} is out of range", p.number),
-            ));
-        }
-        if listener.hosts.is_empty() {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &format!("{at}.hosts"),
-                "at least one host is required".to_string(),
-            ));
-        }
-        let mut hosts = Vec::new();
-        for (j, h) in listener.hosts.iter().enumerate() {
-            match h.split_once('/') {
-                Some((ns, host)) if !ns.is_empty() && !host.is_empty() => {
-                    match ns {
-                        "~" => {}
-                        "." => hosts.push((key.namespace.clone(), host.to_string())),
-                        other => hosts.push((other.to_string(), host.to_string())),
-                    }
-                }
-                _ => errors.push(Finding::new(
-                    Severity::Error,
-                    "IST0106",
-                    &key,
-                    &format!("{at}.hosts[{j}]"),
-                    format!("{h:?} is not namespace/dnsName (e.g. ./*, istio-system/*, */reviews.default.svc.cluster.local)"),
-                )),
-            }
-        }
-        egress.push(EgressRule {
-            port: listener.port.as_ref().map(|p| p.number),
-            hosts,
-        });
-    }
-    if !errors.is_empty() {
-        findings.extend(errors);
-        return None;
-    }
-    Some(SidecarModel {
-        selector: sidecar
-            .spec
-            .workload_selector
-            .as_ref()
-            .map(|s| s.labels.clone())
-            .filter(|l| !l.is_empty()),
-        egress,
-        outbound_policy: sidecar
-            .spec
-            .outbound_traffic_policy
-            .as_ref()
-            .map(|p| p.mode),
-        key,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::Kind;
     use serde_json::json;
 
     fn build(docs: Vec<serde_json::Value>) -> (Sidecars, Vec<Finding>) {

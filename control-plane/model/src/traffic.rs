@@ -7,16 +7,18 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::finding::{Finding, Severity};
-use crate::input::networking::{Gateway, HttpRoute, TcpRoute, TlsRoute};
+use crate::input::networking::{HttpRoute, TcpRoute, TlsRoute};
 use crate::object::{Kind, Object, ObjectKey};
 use crate::registry::Registry;
 
 mod destination_rule;
+mod gateway;
 pub mod locality;
 mod virtual_service;
 
 pub use destination_rule::*;
 
+use gateway::validate_gateway;
 use virtual_service::validate_virtual_service;
 pub use virtual_service::{grpc_status_code, is_authority_header, is_internal_header, parse_cidr};
 
@@ -250,138 +252,6 @@ pub(crate) fn key_of(kind: Kind, meta: &crate::input::ObjectMeta) -> ObjectKey {
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone(),
     )
-}
-
-fn validate_gateway(
-    gw: &Gateway,
-    objects: &BTreeMap<ObjectKey, Object>,
-    findings: &mut Vec<Finding>,
-) -> Option<GatewayModel> {
-    let key = key_of(Kind::Gateway, &gw.metadata);
-    let mut errors = Vec::new();
-    for (i, s) in gw.spec.servers.iter().enumerate() {
-        let at = format!("spec.servers[{i}]");
-        if s.port.number == 0 || s.port.number > 65535 {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &format!("{at}.port.number"),
-                format!("port {} is out of range", s.port.number),
-            ));
-        }
-        if !matches!(
-            s.port.protocol.to_ascii_uppercase().as_str(),
-            "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" | "TCP" | "MONGO"
-        ) {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &format!("{at}.port.protocol"),
-                format!("unknown protocol {:?}", s.port.protocol),
-            ));
-        }
-        if s.port.protocol.eq_ignore_ascii_case("HTTPS")
-            || s.port.protocol.eq_ignore_ascii_case("TLS")
-        {
-            validate_server_tls(s, &key, &at, objects, &mut errors, findings);
-        }
-        if s.hosts.is_empty() {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                &key,
-                &format!("{at}.hosts"),
-                "at least one host is required".to_string(),
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        findings.extend(errors);
-        return None;
-    }
-    Some(GatewayModel {
-        key,
-        selector: gw.spec.selector.clone(),
-        servers: gw.spec.servers.clone(),
-    })
-}
-
-/// TLS on HTTPS/TLS servers: a known mode, and certificates from a Secret in the gateway's
-/// namespace or from files. A missing Secret is a warning: it may still be created.
-fn validate_server_tls(
-    server: &crate::input::networking::Server,
-    key: &ObjectKey,
-    at: &str,
-    objects: &BTreeMap<ObjectKey, Object>,
-    errors: &mut Vec<Finding>,
-    findings: &mut Vec<Finding>,
-) {
-    let Some(tls) = &server.tls else {
-        errors.push(Finding::new(
-            Severity::Error,
-            "IST0106",
-            key,
-            &format!("{at}.tls"),
-            "HTTPS and TLS servers need tls settings".to_string(),
-        ));
-        return;
-    };
-    let mode = tls.mode.as_deref().unwrap_or("SIMPLE").to_ascii_uppercase();
-    if !matches!(
-        mode.as_str(),
-        "SIMPLE" | "MUTUAL" | "PASSTHROUGH" | "AUTO_PASSTHROUGH" | "ISTIO_MUTUAL"
-    ) {
-        errors.push(Finding::new(
-            Severity::Error,
-            "IST0106",
-            key,
-            &format!("{at}.tls.mode"),
-            format!("unknown TLS mode {mode:?}"),
-        ));
-        return;
-    }
-    if !matches!(mode.as_str(), "SIMPLE" | "MUTUAL") {
-        return;
-    }
-    match &tls.credential_name {
-        Some(name) => {
-            let secret = ObjectKey::new(Kind::Secret, key.namespace.clone(), name.clone());
-            if !objects.contains_key(&secret) {
-                findings.push(Finding::new(
-                    Severity::Warning,
-                    "IST0101",
-                    key,
-                    &format!("{at}.tls.credentialName"),
-                    format!(
-                        "referenced credential not found: Secret {}/{name}",
-                        key.namespace
-                    ),
-                ));
-            }
-        }
-        None if tls.server_certificate.is_none() || tls.private_key.is_none() => {
-            errors.push(Finding::new(
-                Severity::Error,
-                "IST0106",
-                key,
-                &format!("{at}.tls"),
-                "credentialName, or serverCertificate and privateKey, is required".to_string(),
-            ));
-        }
-        None => {}
-    }
-    if mode == "MUTUAL" && tls.credential_name.is_none() && tls.ca_certificates.is_none() {
-        errors.push(Finding::new(
-            Severity::Error,
-            "IST0106",
-            key,
-            &format!("{at}.tls.caCertificates"),
-            "MUTUAL needs the client CA (caCertificates or a credentialName Secret with ca.crt)"
-                .to_string(),
-        ));
-    }
 }
 
 #[cfg(test)]

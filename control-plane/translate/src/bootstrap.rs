@@ -34,6 +34,7 @@ use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manage
 use meshd_proto::pb::google::protobuf::{Struct, Value, value};
 
 use crate::hcm::{hcm_filter, http_filter};
+use crate::names::{RE2_MAX_PROGRAM_SIZE, RUNTIME_DEFAULTS_LAYER};
 use crate::util::{ads, duration, socket_address};
 
 pub use app_health::{AppProbe, ProbeScheme};
@@ -89,14 +90,17 @@ pub fn bootstrap(params: &BootstrapParams) -> Bootstrap {
             ..Default::default()
         }),
         // Without an admin layer `/runtime_modify` refuses every change; it is how operators
-        // flip a reloadable feature on a live proxy.
+        // flip a reloadable feature on a live proxy. It comes last, so it overrides the defaults.
         layered_runtime: Some(LayeredRuntime {
-            layers: vec![RuntimeLayer {
-                name: "admin".to_string(),
-                layer_specifier: Some(runtime_layer::LayerSpecifier::AdminLayer(
-                    runtime_layer::AdminLayer {},
-                )),
-            }],
+            layers: vec![
+                runtime_defaults(),
+                RuntimeLayer {
+                    name: "admin".to_string(),
+                    layer_specifier: Some(runtime_layer::LayerSpecifier::AdminLayer(
+                        runtime_layer::AdminLayer {},
+                    )),
+                },
+            ],
         }),
         dynamic_resources: Some(dynamic_resources(params)),
         static_resources: Some(StaticResources {
@@ -151,6 +155,27 @@ fn node(params: &BootstrapParams) -> Node {
         cluster: format!("{}.{ns}", canonical_name(params)),
         metadata: Some(Struct { fields: metadata }),
         ..Default::default()
+    }
+}
+
+/// istiod's runtime defaults that decide what config Envoy accepts: RE2 programs up to
+/// [`RE2_MAX_PROGRAM_SIZE`], so regexes istiod accepts are not refused by Envoy's default limit
+/// of 100. istiod sets only the error level; the warn level is set to the same value, which
+/// keeps Envoy from warning about any program it accepts, as it does when the level is unset.
+fn runtime_defaults() -> RuntimeLayer {
+    let size = RE2_MAX_PROGRAM_SIZE.to_string();
+    let fields = HashMap::from([
+        (
+            "re2.max_program_size.error_level".to_string(),
+            string(&size),
+        ),
+        ("re2.max_program_size.warn_level".to_string(), string(&size)),
+    ]);
+    RuntimeLayer {
+        name: RUNTIME_DEFAULTS_LAYER.to_string(),
+        layer_specifier: Some(runtime_layer::LayerSpecifier::StaticLayer(Struct {
+            fields,
+        })),
     }
 }
 

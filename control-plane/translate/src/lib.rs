@@ -17,7 +17,7 @@ mod hcm;
 mod http_route;
 mod listener;
 mod locality;
-mod names;
+pub mod names;
 mod plan;
 mod route;
 pub mod secret;

@@ -87,6 +87,11 @@ impl RequestAuthentications {
         }
     }
 
+    /// The accepted policy of that key, if it is one.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Arc<RequestAuthnModel>> {
+        self.policies.iter().find(|p| &p.key == key)
+    }
+
     /// The JWT rules for a workload with `labels` in `namespace`, mesh-wide ones first.
     pub fn for_workload(
         &self,
@@ -175,6 +180,11 @@ fn validate(ra: &RequestAuthentication, findings: &mut Vec<Finding>) -> Option<R
     );
     let mut report = Report::new(&key);
     report.unknown_fields("spec", &ra.spec.unknown);
+    super::check_selector(
+        ra.spec.selector.as_ref(),
+        ra.spec.target_ref.is_some() || !ra.spec.target_refs.is_empty(),
+        &mut report,
+    );
     let mut jwt_rules = Vec::new();
     for (i, rule) in ra.spec.jwt_rules.iter().enumerate() {
         if let Some(r) = validate_rule(rule, &format!("spec.jwtRules[{i}]"), &mut report) {
@@ -285,6 +295,11 @@ fn validate_rule(rule: &JwtRule, field: &str, report: &mut Report<'_>) -> Option
             .map(|(_, v)| v.clone())
             .collect()
     };
+    if let Some(t) = &rule.timeout
+        && let Err(e) = crate::syntax::duration_ms(t)
+    {
+        report.error(&format!("{field}.timeout"), e);
+    }
     let from_params = non_empty(&rule.from_params, "fromParams", report);
     let from_cookies = non_empty(&rule.from_cookies, "fromCookies", report);
     let output_claim_to_headers: Vec<ClaimToHeader> = rule
@@ -292,14 +307,20 @@ fn validate_rule(rule: &JwtRule, field: &str, report: &mut Report<'_>) -> Option
         .iter()
         .enumerate()
         .filter(|(i, c)| {
-            let ok = !c.header.is_empty() && !c.claim.is_empty();
-            if !ok {
+            if c.header.is_empty() || c.claim.is_empty() {
                 report.error(
                     &format!("{field}.outputClaimToHeaders[{i}]"),
                     "header and claim must be set".to_string(),
                 );
+                return false;
             }
-            ok
+            match crate::syntax::header::strict_name(&c.header) {
+                Ok(()) => true,
+                Err(e) => {
+                    report.error(&format!("{field}.outputClaimToHeaders[{i}].header"), e);
+                    false
+                }
+            }
         })
         .map(|(_, c)| c.clone())
         .collect();

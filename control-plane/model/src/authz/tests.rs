@@ -29,7 +29,7 @@ fn scope_is_mesh_then_namespace_narrowed_by_selector() {
             "cart-only",
             json!({"selector": {"matchLabels": {"app": "cart"}}}),
         ),
-        ap("shop", "all-shop", json!({"action": "DENY"})),
+        ap("shop", "all-shop", json!({"action": "DENY", "rules": [{}]})),
         ap("istio-system", "mesh", json!({"action": "AUDIT"})),
         ap("other", "elsewhere", json!({})),
     ]);
@@ -168,7 +168,7 @@ fn target_ref_policies_select_no_sidecar() {
 
 #[test]
 fn dry_run_annotation_is_read() {
-    let mut doc = ap("shop", "try", json!({"action": "DENY"}));
+    let mut doc = ap("shop", "try", json!({"action": "DENY", "rules": [{}]}));
     doc["metadata"]["annotations"] = json!({"istio.io/dry-run": "true"});
     let (aps, findings) = build(vec![doc]);
     assert!(findings.is_empty());

@@ -454,14 +454,33 @@ pub struct SidecarSpec {
     pub workload_selector: Option<crate::input::WorkloadSelector>,
     #[serde(default)]
     pub egress: Vec<IstioEgressListener>,
+    /// Validated as istiod does, not applied: meshd's inbound listeners come from the workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<IstioIngressListener>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_traffic_policy: Option<crate::mesh_config::OutboundTrafficPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_connection_pool: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioIngressListener {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<SidecarPort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// `127.0.0.1:<port>`, `0.0.0.0:<port>`, `[::1]:<port>`, `[::]:<port>` or `unix://<path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_endpoint: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IstioEgressListener {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<SidecarPort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
     /// `namespace/dnsName`: namespace `*`, `.` (the Sidecar's own) or `~` (none); dnsName `*`,
     /// `*.suffix` or a host.
     #[serde(default)]

@@ -12,6 +12,7 @@ use crate::input::labels_match;
 use crate::input::networking::DestinationRule;
 use crate::object::{Kind, ObjectKey};
 use crate::registry::Registry;
+use crate::syntax;
 
 use super::{host_matches, key_of, resolve_host};
 
@@ -510,22 +511,37 @@ pub(crate) fn validate_destination_rule(
 ) -> Option<DestinationRuleModel> {
     let key = key_of(Kind::DestinationRule, &dr.metadata);
     let mut check = Check::new(&key);
-    if dr.spec.host.is_empty() {
-        check.error("spec.host", "host is required".to_string());
+    if let Err(e) = syntax::wildcard_domain(&dr.spec.host) {
+        check.error("spec.host", e);
     }
     let mut seen = BTreeSet::new();
     let mut subsets = Vec::new();
     for (i, s) in dr.spec.subsets.iter().enumerate() {
-        if s.name.is_empty() || !seen.insert(s.name.clone()) {
+        let at = format!("spec.subsets[{i}]");
+        if s.name.is_empty() {
             check.error(
-                &format!("spec.subsets[{i}].name"),
-                format!("subset name {:?} is empty or repeated", s.name),
+                &format!("{at}.name"),
+                "subset name cannot be empty".to_string(),
             );
+        } else if !syntax::is_dns1123_label(&s.name) {
+            check.error(
+                &format!("{at}.name"),
+                format!("subset name is invalid: {:?}", s.name),
+            );
+        }
+        if !seen.insert(s.name.clone()) {
+            check.error(
+                &format!("{at}.name"),
+                format!("duplicate subset names: {}", s.name),
+            );
+        }
+        if let Err(e) = syntax::labels(&s.labels) {
+            check.error(&format!("{at}.labels"), e);
         }
         let traffic_policy = s
             .traffic_policy
             .as_ref()
-            .map(|p| traffic_policy(&mut check, &format!("spec.subsets[{i}].trafficPolicy"), p));
+            .map(|p| traffic_policy(&mut check, &format!("{at}.trafficPolicy"), p));
         subsets.push(SubsetModel {
             name: s.name.clone(),
             labels: s.labels.clone(),
@@ -537,20 +553,20 @@ pub(crate) fn validate_destination_rule(
         .traffic_policy
         .as_ref()
         .map(|p| traffic_policy(&mut check, "spec.trafficPolicy", p));
-    for (i, e) in dr.spec.export_to.iter().enumerate() {
-        let valid = matches!(e.as_str(), "." | "*" | "~") || is_dns_label(e);
-        if !valid {
-            check.error(
-                &format!("spec.exportTo[{i}]"),
-                format!("{e:?} is not `.`, `*`, `~` or a namespace name"),
-            );
-        }
+    let selector = dr.spec.workload_selector.as_ref();
+    if let Some(Err(e)) = selector.map(|s| syntax::selector(&s.labels)) {
+        check.error("spec.workloadSelector.matchLabels", e);
     }
-    if dr.spec.export_to.iter().any(|e| e == "~") && dr.spec.export_to.len() > 1 {
-        check.error(
-            "spec.exportTo",
-            "`~` (export nowhere) cannot be combined with other entries".to_string(),
-        );
+    let export = if selector.is_some() {
+        syntax::ExportKind::SelectorRule
+    } else {
+        syntax::ExportKind::Plain
+    };
+    for (i, message) in syntax::export_to(&key.namespace, &dr.spec.export_to, export) {
+        let field = i.map_or("spec.exportTo".to_string(), |i| {
+            format!("spec.exportTo[{i}]")
+        });
+        check.error(&field, message);
     }
     if !check.finish(findings) {
         return None;
@@ -563,15 +579,6 @@ pub(crate) fn validate_destination_rule(
         workload_selector: dr.spec.workload_selector.as_ref().map(|s| s.labels.clone()),
         key,
     })
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]

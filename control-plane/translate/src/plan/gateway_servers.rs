@@ -12,7 +12,7 @@ use crate::Scope;
 fn is_http(protocol: &str) -> bool {
     matches!(
         protocol.to_ascii_uppercase().as_str(),
-        "HTTP" | "HTTP2" | "GRPC"
+        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
     )
 }
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{envoy_accepts, matches_golden};
 
-fn params() -> BootstrapParams {
+pub(crate) fn params() -> BootstrapParams {
     BootstrapParams {
         node_type: NodeType::Sidecar,
         pod: "reviews-v1-5d4b8c7f9-x2k4p".to_string(),
@@ -111,7 +111,13 @@ fn sidecar_bootstrap_matches_golden_and_envoy_accepts_it() {
     }
     assert_eq!(
         bootstrap["layered_runtime"],
-        json!({ "layers": [{ "name": "admin", "admin_layer": {} }] })
+        json!({ "layers": [
+            { "name": "global config", "static_layer": {
+                "re2.max_program_size.error_level": "32768",
+                "re2.max_program_size.warn_level": "32768",
+            } },
+            { "name": "admin", "admin_layer": {} },
+        ] })
     );
 }
 

@@ -20,6 +20,10 @@ pub struct TrafficPolicy {
     pub tls: Option<ClientTls>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
+    /// Settings meshd does not apply (`tunnel`, `proxyProtocol`, ...): kept so that a policy
+    /// holding only those still counts as set.
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// Settings for one port; they replace the rule's (they do not merge with them).

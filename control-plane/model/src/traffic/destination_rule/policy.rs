@@ -88,6 +88,18 @@ pub(super) fn traffic_policy(
     at: &str,
     p: &TrafficPolicy,
 ) -> TrafficPolicyModel {
+    if p.load_balancer.is_none()
+        && p.connection_pool.is_none()
+        && p.outlier_detection.is_none()
+        && p.tls.is_none()
+        && p.port_level_settings.is_empty()
+        && p.other.is_empty()
+    {
+        check.error(
+            at,
+            "traffic policy must have at least one field".to_string(),
+        );
+    }
     let settings = policy_settings(
         check,
         at,
@@ -112,17 +124,21 @@ pub(super) fn traffic_policy(
                 check.error(&format!("{field}.port"), "port is required".to_string());
                 None
             }
+            // istiod takes any number here; settings for a port no service has never apply.
             Some(p) if p.number == 0 || p.number > 65535 => {
-                check.error(
+                check.warning(
                     &format!("{field}.port.number"),
-                    format!("port {} is out of range", p.number),
+                    format!(
+                        "no service port can be {}; these settings never apply",
+                        p.number
+                    ),
                 );
                 None
             }
             Some(p) if !ports.insert(p.number) => {
-                check.error(
+                check.warning(
                     &format!("{field}.port.number"),
-                    format!("port {} has settings already", p.number),
+                    format!("port {} has settings already; these are ignored", p.number),
                 );
                 None
             }
@@ -307,6 +323,10 @@ fn consistent_hash(check: &mut Check<'_>, at: &str, ch: &ConsistentHash) -> Cons
     let table = if let Some(m) = &ch.maglev {
         let field = format!("{at}.maglev.tableSize");
         let table_size = match m.table_size {
+            None | Some(0) => {
+                check.error(&field, "tableSize must be set for maglev".to_string());
+                None
+            }
             Some(n) if !(1..=MAX_MAGLEV_TABLE).contains(&n) || !is_prime(n) => {
                 check.error(
                     &field,
@@ -474,6 +494,16 @@ fn outlier_detection(
     at: &str,
     o: &OutlierDetection,
 ) -> OutlierDetectionModel {
+    if o.split_external_local_origin_errors != Some(true)
+        && o.consecutive_local_origin_failures.is_some_and(|n| n > 0)
+    {
+        check.error(
+            &format!("{at}.consecutiveLocalOriginFailures"),
+            "outlier detection consecutive local origin failures is specified, but split \
+             external local origin errors is set to false"
+                .to_string(),
+        );
+    }
     let consecutive_5xx = match o.consecutive_5xx_errors {
         Some(v) => non_negative(check, &format!("{at}.consecutive5xxErrors"), v),
         None => o
@@ -565,12 +595,17 @@ fn client_tls(check: &mut Check<'_>, at: &str, t: &ClientTls) -> Option<ClientTl
                 );
             }
         }
-        if model.insecure_skip_verify
-            && (model.ca_certificates.is_some() || !model.subject_alt_names.is_empty())
-        {
+        // With SIMPLE the CA can only come from these; with MUTUAL a credentialName also
+        // carries the client certificate, so istiod allows it there.
+        let verifies = model.ca_certificates.is_some()
+            || !model.subject_alt_names.is_empty()
+            || (mode == TlsMode::Simple && model.credential_name.is_some());
+        if model.insecure_skip_verify && verifies {
             check.error(
                 &format!("{at}.insecureSkipVerify"),
-                "cannot be combined with caCertificates or subjectAltNames".to_string(),
+                "cannot specify caCertificates, subjectAltNames (or, with SIMPLE, \
+                 credentialName) when insecureSkipVerify is set true"
+                    .to_string(),
             );
         }
         if model.ca_certificates.is_none()
