@@ -71,10 +71,18 @@ impl MeshConfig {
         MeshConfig::from_value(value)
     }
 
-    /// `connectTimeout` as seconds and nanos.
+    /// `connectTimeout` as seconds and nanos. As istiod validates it: at least 1ms, in whole
+    /// milliseconds (Envoy refuses a cluster whose connect timeout is zero).
     pub fn duration_secs(&self) -> Result<(i64, i32), String> {
-        crate::duration::parse(&self.connect_timeout)
-            .map_err(|e| format!("field `connectTimeout`: {e}"))
+        let d = crate::syntax::duration_ms(&self.connect_timeout)
+            .map_err(|e| format!("field `connectTimeout`: {e}"))?;
+        let seconds = i64::try_from(d.as_secs()).map_err(|_| {
+            format!(
+                "field `connectTimeout`: {:?} is too long",
+                self.connect_timeout
+            )
+        })?;
+        Ok((seconds, d.subsec_nanos() as i32))
     }
 }
 
@@ -92,5 +100,15 @@ mod tests {
         assert_eq!(mesh.trust_domain, "new.example");
         assert_eq!(mesh.trust_domain_aliases, ["old.example", "cluster.local"]);
         assert!(MeshConfig::default().trust_domain_aliases.is_empty());
+    }
+
+    #[test]
+    fn a_connect_timeout_under_a_millisecond_is_refused() {
+        for bad in ["0", "0s", "500us", "-1s", "1.0005s"] {
+            let mesh = MeshConfig::from_value(serde_json::json!({"connectTimeout": bad}));
+            assert!(mesh.is_err(), "{bad}");
+        }
+        let mesh = MeshConfig::from_value(serde_json::json!({"connectTimeout": "1m30s"})).unwrap();
+        assert_eq!(mesh.duration_secs().unwrap(), (90, 0));
     }
 }

@@ -220,6 +220,18 @@ impl Registry {
                 ));
                 continue;
             }
+            // The API server refuses a repeated port; from files it would become two clusters
+            // (and listeners) of one name, so only the first is served.
+            if ports.iter().any(|sp: &ServicePort| sp.port == p.port) {
+                findings.push(Finding::new(
+                    Severity::Error,
+                    "IST0106",
+                    &key,
+                    &format!("spec.ports[{i}].port"),
+                    format!("port {} is already defined", p.port),
+                ));
+                continue;
+            }
             ports.push(ServicePort {
                 name: p.name.clone().unwrap_or_default(),
                 port: p.port,
@@ -256,7 +268,8 @@ impl Registry {
             mesh_external: false,
             selector: svc.spec.selector.clone(),
         };
-        let endpoints = self.kubernetes_endpoints(&model, objects);
+        let mut endpoints = self.kubernetes_endpoints(&model, objects);
+        drop_unusable_endpoints(&model.source, &mut endpoints, findings);
         let hostname = model.hostname.clone();
         if self.insert_service(model, findings) {
             for (port, eps) in endpoints {
@@ -504,6 +517,35 @@ impl Registry {
     }
 }
 
+/// Endpoints Envoy could not connect to — an address that is not an IP, a port out of range —
+/// are left out, with a warning on the Service: the API server would have refused them, but files
+/// are not checked by it, and Envoy refuses a whole assignment for one of them.
+fn drop_unusable_endpoints(
+    service: &ObjectKey,
+    endpoints: &mut HashMap<u32, Vec<Endpoint>>,
+    findings: &mut Vec<Finding>,
+) {
+    for eps in endpoints.values_mut() {
+        eps.retain(|e| {
+            let usable = e.address.parse::<IpAddr>().is_ok() && (1..=65535).contains(&e.port);
+            if !usable {
+                findings.push(Finding::new(
+                    Severity::Warning,
+                    "IST0106",
+                    service,
+                    "endpoints",
+                    format!(
+                        "endpoint {:?} port {} is not an IP address and port; it is left out",
+                        e.address, e.port
+                    ),
+                ));
+            }
+            usable
+        });
+    }
+    endpoints.retain(|_, eps| !eps.is_empty());
+}
+
 fn match_endpoint_port(
     sp: &ServicePort,
     ports: &[crate::input::kube::EndpointPort],
@@ -536,3 +578,6 @@ fn sort_endpoints(mut map: HashMap<u32, Vec<Endpoint>>) -> HashMap<u32, Vec<Endp
     }
     map
 }
+
+#[cfg(test)]
+mod tests;
