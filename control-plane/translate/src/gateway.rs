@@ -328,6 +328,11 @@ pub(crate) fn gateway_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Liste
                 Vec::new(),
             )
         };
+        // Passthrough servers no TLS route matches have no chain; Envoy refuses a listener
+        // without one, and istiod builds none.
+        if filter_chains.is_empty() {
+            continue;
+        }
         out.push(Listener {
             name: format!("0.0.0.0_{port}"),
             address: Some(socket_address("0.0.0.0", port)),

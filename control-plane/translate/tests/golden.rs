@@ -8,6 +8,8 @@
 // The crate root is `golden.rs`, so its modules are found by path.
 #[path = "golden/bootstrap.rs"]
 mod bootstrap;
+#[path = "golden/fuzz_regressions.rs"]
+mod fuzz_regressions;
 #[path = "golden/re2_limits.rs"]
 mod re2_limits;
 #[path = "golden/secret.rs"]
