@@ -6,9 +6,12 @@
 //! - [`yaml`]: the Kubernetes and Istio objects tests feed meshd's file source.
 //! - [`wait_until`] / [`wait_for`]: polling for eventual states.
 //! - [`ports`]: loopback ports no two parallel tests share.
+//! - [`fuzz`]: differential fuzzing of meshd against the real Envoy (`tests/tests/fuzz_envoy.rs`,
+//!   the `meshd-fuzz` binary).
 //! - the `meshd-echo` binary: the app tests talk to.
 
 pub mod deps;
+pub mod fuzz;
 pub mod http;
 pub mod kube;
 pub mod mesh;
