@@ -7,7 +7,8 @@
 //! - [`rng`]: the seeded PRNG; [`atoms`]: field values, valid and hostile;
 //! - [`world`], [`kube`], [`registry`], [`traffic`], [`security`]: objects per kind;
 //!   [`mutate`]: one-field mutations; [`batch`]: a batch of objects and its proxies;
-//! - [`pipeline`]: meshd's side, [`check`]: the server's checks; [`envoy`]: Envoy's side;
+//! - [`pipeline`]: meshd's side, [`check`]: the server's checks; [`envoy`]: Envoy's side,
+//!   [`secrets`]: static stand-ins for SDS where validate mode needs them;
 //! - [`minimize`]: shrinking; [`campaign`]: batches, figures, failures.
 //!
 //! `make test` runs a bounded campaign (`tests/tests/fuzz_envoy.rs`), `make fuzz` a long one
@@ -25,6 +26,7 @@ pub mod mutate;
 pub mod pipeline;
 pub mod registry;
 pub mod rng;
+pub mod secrets;
 pub mod security;
 pub mod traffic;
 pub mod world;

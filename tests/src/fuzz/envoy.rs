@@ -7,7 +7,8 @@
 //! served in a listener of its own (in Istio's HTTP filter chain), with `validate_clusters` off
 //! unless meshd set it, as RDS has it; an endpoint assignment is the `load_assignment` of a
 //! static cluster; and proxies that hold resources of the same name or listen on the same address
-//! each got their own, so the later one is renamed or moved to a free port. A clash within one
+//! each got their own, so the later one is renamed or moved to a free port; clusters Envoy
+//! initializes at startup get their SDS secrets as static ones ([`super::secrets`]). A clash within one
 //! proxy's resources, or with the bootstrap's own listeners, is left for Envoy to judge.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -118,6 +119,12 @@ fn write_certificates(dir: &Path) -> anyhow::Result<()> {
 /// that says the configuration failed.
 fn complaint(output: &str) -> String {
     let lines: Vec<&str> = output.lines().collect();
+    // A crash (Envoy's backtrace handler caught a signal): its first line, without the log
+    // prefix and the addresses that change from run to run.
+    if let Some(caught) = lines.iter().find_map(|l| l.split_once("] Caught ")) {
+        let signal = caught.1.split(',').next().unwrap_or(caught.1);
+        return format!("Envoy crashed: caught {signal}");
+    }
     let start = lines
         .iter()
         .position(|l| l.contains("error initializing configuration"))
@@ -253,6 +260,7 @@ pub fn config(base: &Bootstrap, passed: &[Passed]) -> Bootstrap {
     let mut next_port = MOVED_PORT_BASE;
     let mut assignments: BTreeSet<Vec<u8>> = BTreeSet::new();
     let mut routes = 0u32;
+    let mut secrets = BTreeMap::new();
     for p in passed {
         let key = (p.type_url, p.name.clone());
         let rename = match names.get(&key) {
@@ -270,6 +278,7 @@ pub fn config(base: &Bootstrap, passed: &[Passed]) -> Bootstrap {
                     if rename {
                         c.name = renamed;
                     }
+                    super::secrets::localize_cluster(&mut c, &mut secrets);
                     statics.clusters.push(c);
                 }
             }
@@ -310,6 +319,7 @@ pub fn config(base: &Bootstrap, passed: &[Passed]) -> Bootstrap {
             _ => {}
         }
     }
+    statics.secrets.extend(secrets.into_values());
     config
 }
 
