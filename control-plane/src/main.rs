@@ -1,14 +1,13 @@
 //! `meshd`: the control plane and its istioctl-like toolbox, in one binary.
 
-mod admission;
 mod bootstrap;
 mod cli;
 mod crds;
 mod documents;
-mod inject;
-mod iptables;
 mod serve;
-mod tls;
+
+// The admission webhooks live in the library (`lib.rs`), where the fuzzers reach them too.
+use meshd::{admission, iptables, tls};
 
 use clap::{Parser, Subcommand};
 
