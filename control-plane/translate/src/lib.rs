@@ -7,6 +7,7 @@
 
 mod authz;
 pub mod bootstrap;
+pub mod check;
 mod cluster;
 mod destination;
 mod endpoint;
@@ -15,7 +16,7 @@ mod hcm;
 mod http_route;
 mod listener;
 mod locality;
-mod names;
+pub mod names;
 mod plan;
 mod route;
 pub mod secret;
