@@ -10,6 +10,8 @@
 mod bootstrap;
 #[path = "golden/secret.rs"]
 mod secret;
+#[path = "support/envoy.rs"]
+mod support_envoy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +23,7 @@ use meshd_proto::{pack, type_url};
 use meshd_translate::EnvoyConfig;
 use meshd_translate::check::{check_resource, check_set};
 use serde_json::{Value, json};
+use support_envoy::envoy_binary;
 
 fn case_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,18 +64,6 @@ pub fn load_case(name: &str) -> (Snapshot, Vec<Proxy>) {
         })
         .collect();
     (snapshot, proxies)
-}
-
-fn envoy_binary() -> PathBuf {
-    let candidates = [
-        std::env::var_os("MESHD_ENVOY").map(PathBuf::from),
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/meshd/bin/envoy")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("Envoy 1.40 not found (MESHD_ENVOY or ~/.cache/meshd/bin/envoy): run `make test-deps`"))
 }
 
 /// A bootstrap holding everything a proxy was given, as static config Envoy can validate: clusters

@@ -179,9 +179,10 @@ fn check<T: PartialOrd + Copy + Display + Default>(b: &Bounds<T>, v: T, out: &mu
     };
     match (lower, upper) {
         (Some((lo, lo_ok, lo_word)), Some((hi, hi_ok, hi_word))) => {
-            if hi > lo && !(lo_ok && hi_ok) {
+            let inside = hi > lo;
+            if inside && !(lo_ok && hi_ok) {
                 out.push(format!("value must be {lo_word} {lo} and {hi_word} {hi}"));
-            } else if !(hi > lo) && !(lo_ok || hi_ok) {
+            } else if !inside && !lo_ok && !hi_ok {
                 out.push(format!("value must be {lo_word} {lo} or {hi_word} {hi}"));
             }
         }

@@ -271,10 +271,10 @@ impl Walker {
         let name = inner.descriptor().full_name().to_string();
         match (name.as_str(), rules.and_then(|r| r.r#type.as_ref())) {
             ("google.protobuf.Duration", Some(Type::Duration(r))) => {
-                number::duration(&r, Nanos(seconds_and_nanos(inner)), &mut problems);
+                number::duration(r, Nanos(seconds_and_nanos(inner)), &mut problems);
             }
             ("google.protobuf.Timestamp", Some(Type::Timestamp(r))) => {
-                number::timestamp(&r, Nanos(seconds_and_nanos(inner)), &mut problems);
+                number::timestamp(r, Nanos(seconds_and_nanos(inner)), &mut problems);
             }
             ("google.protobuf.Any", Some(Type::Any(r))) => {
                 let url = inner.get_field_by_number(1);

@@ -198,7 +198,7 @@ fn re2_refusals(ast: &Ast, budget: u32) -> Result<(), String> {
             if count > MAX_REPEAT {
                 return Err(format!("invalid repetition size: more than {MAX_REPEAT}"));
             }
-            let inner = if count > 0 { budget / count } else { budget };
+            let inner = budget.checked_div(count).unwrap_or(budget);
             if inner == 0 {
                 return Err(format!(
                     "invalid repetition size: nested counts multiply past {MAX_REPEAT}"
