@@ -7,6 +7,8 @@
 mod case;
 #[path = "check/clusters.rs"]
 mod clusters;
+#[path = "check/direct.rs"]
+mod direct;
 #[path = "check/endpoints.rs"]
 mod endpoints;
 #[path = "check/envoy.rs"]
@@ -17,6 +19,8 @@ mod listeners;
 mod re2;
 #[path = "check/routes.rs"]
 mod routes;
+#[path = "check/secrets.rs"]
+mod secrets;
 #[path = "check/sets.rs"]
 mod sets;
 #[path = "support/envoy.rs"]
@@ -40,6 +44,11 @@ fn endpoint_rules_catch_what_envoy_refuses_and_pass_its_near_misses() {
 #[test]
 fn listener_rules_catch_what_envoy_refuses_and_pass_its_near_misses() {
     case::run(listeners::cases());
+}
+
+#[test]
+fn secret_rules_catch_what_envoy_refuses_and_pass_its_near_misses() {
+    case::run(secrets::cases());
 }
 
 #[test]

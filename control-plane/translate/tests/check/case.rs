@@ -85,7 +85,7 @@ pub fn run(cases: Vec<Case>) {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-fn to_any(url: &str, value: &Value) -> Any {
+pub fn to_any(url: &str, value: &Value) -> Any {
     let name = url.rsplit('/').next().unwrap();
     let descriptor = meshd_proto::json::pool().get_message_by_name(name).unwrap();
     let mut value = value.clone();
@@ -128,6 +128,7 @@ fn judge_envoy(case: &Case, resources: &[Value], which: &str) -> Result<(), Stri
     })];
     clusters.extend(envoy::named_clusters());
     let mut listeners = Vec::new();
+    let mut secrets = Vec::new();
     match case.type_url {
         type_url::CLUSTER => clusters.extend(resources.iter().cloned()),
         type_url::ENDPOINT => {
@@ -145,11 +146,12 @@ fn judge_envoy(case: &Case, resources: &[Value], which: &str) -> Result<(), Stri
                 ));
             }
         }
+        type_url::SECRET => secrets.extend(resources.iter().cloned()),
         other => panic!("no bootstrap for {other}"),
     }
     envoy::validate(
         json!({
-            "static_resources": {"clusters": clusters, "listeners": listeners},
+            "static_resources": {"clusters": clusters, "listeners": listeners, "secrets": secrets},
             "dynamic_resources": {"ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}}
         }),
         &label,
