@@ -187,3 +187,45 @@ fn map_keys_and_unset_optional_messages_follow_their_rules() {
     let cluster = json!({"name": "c", "metadata": {"filter_metadata": {"istio": {"a": 1}}}});
     assert_eq!(violations(CLUSTER, cluster), Vec::<String>::new());
 }
+
+#[test]
+fn repeated_items_must_be_unique_where_the_rules_say_so() {
+    let table = with_internal_redirect(json!(["x-a", "x-b", "x-a"]));
+    assert_eq!(
+        violations(ROUTES, table),
+        [
+            "virtual_hosts[0].routes[0].route.internal_redirect_policy.response_headers_to_copy[2]: \
+             repeated value must contain unique items"
+        ]
+    );
+    assert_eq!(
+        violations(ROUTES, with_internal_redirect(json!(["x-a", "x-b"]))),
+        Vec::<String>::new()
+    );
+}
+
+fn with_internal_redirect(headers: Value) -> Value {
+    json!({"virtual_hosts": [{"name": "a", "domains": ["a"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "c",
+            "internal_redirect_policy": {"response_headers_to_copy": headers}}}]}]})
+}
+
+#[test]
+fn map_keys_follow_their_rules() {
+    let cluster = json!({"name": "c", "metadata": {"filter_metadata": {"": {}, "istio": {}}}});
+    assert_eq!(
+        violations(CLUSTER, cluster),
+        ["metadata.filter_metadata[\"\"]: value length must be at least 1 characters"]
+    );
+}
+
+#[test]
+fn a_required_any_left_unset_is_reported() {
+    assert_eq!(
+        violations(
+            "envoy.config.core.v3.TypedExtensionConfig",
+            json!({"name": "x"})
+        ),
+        ["typed_config: value is required"]
+    );
+}

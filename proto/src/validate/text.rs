@@ -256,3 +256,42 @@ pub(super) fn bytes(rules: &BytesRules, value: &[u8], all: &Rules, out: &mut Vec
         out.push(format!("value must be an IP{version} address"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_header_names_are_tokens_with_an_optional_leading_colon() {
+        let name = |v: &str| header(KnownRegex::HttpHeaderName, true, v);
+        assert_eq!(name("x-request-id"), None);
+        assert_eq!(name(":authority"), None);
+        assert!(name("").is_some());
+        assert!(name("a b").is_some());
+        assert!(name("a:b").is_some());
+        // Loose names refuse only NUL, CR and LF.
+        assert_eq!(header(KnownRegex::HttpHeaderName, false, "a b"), None);
+        assert!(header(KnownRegex::HttpHeaderName, false, "a\nb").is_some());
+    }
+
+    #[test]
+    fn strict_header_values_refuse_controls_but_tab() {
+        let value = |v: &str| header(KnownRegex::HttpHeaderValue, true, v);
+        assert_eq!(value("text/html; q=0.9\t"), None);
+        assert!(value("a\u{1}b").is_some());
+        assert!(value("a\u{7f}").is_some());
+    }
+
+    #[test]
+    fn well_known_formats_follow_their_definitions() {
+        assert!(hostname("shop.example.com."));
+        assert!(!hostname("-shop.example"));
+        assert!(!hostname("a..b"));
+        assert!(uuid("123e4567-e89b-12d3-a456-426614174000"));
+        assert!(!uuid("123e4567e89b12d3a456426614174000"));
+        assert!(uri("spiffe://cluster.local/ns/a"));
+        assert!(!uri("/relative"));
+        assert!(email("Ops <ops@shop.example>"));
+        assert!(!email("ops@"));
+    }
+}
