@@ -12,10 +12,12 @@ mod endpoint;
 mod filter_chain;
 mod filter_chain_order;
 mod http;
+mod jwt;
 mod listener;
 pub mod regex;
 mod route;
 mod set;
+mod tls;
 
 use meshd_proto::pb::google::protobuf::Any;
 use meshd_proto::type_url;

@@ -1,13 +1,14 @@
-//! Rules Envoy applies to any message, wherever it sits: every duration must be a valid,
-//! non-negative one (`source/common/protobuf/utility.cc`, `MessageUtil::validateDurationFields`),
-//! and every regex must compile with RE2 within the program-size limit
-//! (`source/common/common/regex.cc`). Found by walking the decoded resource, `Any`s included.
+//! Rules Envoy applies to a message wherever it sits, found by walking the decoded resource,
+//! `Any`s included: every duration must be a valid, non-negative one
+//! (`source/common/protobuf/utility.cc`, `MessageUtil::validateDurationFields`), every regex must
+//! compile with RE2 within the program-size limit (`source/common/common/regex.cc`), and TLS
+//! contexts and JWT configs follow their own rules (`tls.rs`, `jwt.rs`).
 
 use meshd_proto::pb::google::protobuf::Any;
 use prost_reflect::{DynamicMessage, MapKey, ReflectMessage, Value};
 
 use super::regex::{Verdict, judge};
-use super::{Violation, join};
+use super::{Violation, join, jwt, tls};
 use crate::names::RE2_MAX_PROGRAM_SIZE;
 
 /// Protobuf's largest duration, 10,000 years.
@@ -41,6 +42,21 @@ fn walk(message: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
             return;
         }
         "google.protobuf.Duration" => duration(message, path, out),
+        "envoy.extensions.transport_sockets.tls.v3.TlsParameters" => {
+            if let Ok(params) = message.transcode_to() {
+                tls::parameters(&params, path, out);
+            }
+        }
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" => {
+            if let Ok(context) = message.transcode_to() {
+                tls::downstream(&context, path, out);
+            }
+        }
+        "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication" => {
+            if let Ok(config) = message.transcode_to() {
+                jwt::check(&config, path, out);
+            }
+        }
         "envoy.type.matcher.v3.RegexMatcher" => {
             if let Some(Value::String(regex)) = message.get_field_by_name("regex").as_deref() {
                 check_regex(regex, &join(path, "regex"), out);

@@ -37,6 +37,16 @@ fn http2(key: &str, options: Value) -> Value {
 
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
+/// A cluster that originates TLS with `params` (no SDS, so Envoy builds the context at once).
+fn tls(params: Value) -> Value {
+    cluster(
+        "STATIC",
+        json!({"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {"tls_params": params}}}}),
+    )
+}
+
 pub fn cases() -> Vec<Case> {
     vec![
         Case::one(
@@ -154,6 +164,40 @@ pub fn cases() -> Vec<Case> {
             ),
             http2(HTTP_OPTIONS, json!({"use_downstream_protocol_config": {}})),
             "exactly one of",
+        ),
+        Case::one(
+            "cipher suites are ones BoringSSL knows",
+            CLUSTER,
+            tls(json!({"cipher_suites": ["ECDHE-RSA-AES128-GCM-SHA256", "AES128-SHA256"]})),
+            tls(
+                json!({"cipher_suites": ["[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]", "AES"]}),
+            ),
+            "does not take \"AES128-SHA256\"",
+        ),
+        Case::one(
+            "cipher suites select a TLS 1.2 cipher",
+            CLUSTER,
+            tls(json!({"cipher_suites": ["TLS_AES_128_GCM_SHA256", "!3DES"]})),
+            tls(
+                json!({"cipher_suites": ["TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256"]}),
+            ),
+            "selects no TLS 1.2 cipher",
+        ),
+        Case::one(
+            "cipher suite edits stay away from equal-preference groups",
+            CLUSTER,
+            tls(
+                json!({"cipher_suites": ["[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]", "AES", "-AES128"]}),
+            ),
+            tls(json!({"cipher_suites": ["HIGH", "!3DES"]})),
+            "edits a list with an equal-preference group",
+        ),
+        Case::one(
+            "curves are ones BoringSSL knows",
+            CLUSTER,
+            tls(json!({"ecdh_curves": ["X25519", "secp256r1"]})),
+            tls(json!({"ecdh_curves": ["X25519MLKEM768", "X25519", "P-256"]})),
+            "does not take \"secp256r1\"",
         ),
         Case::one(
             "connections time out after some time",

@@ -68,6 +68,29 @@ fn range(address: &str, len: u32) -> Value {
     json!([{"address_prefix": address, "prefix_len": len}])
 }
 
+fn jwt(rules: Value) -> Value {
+    http(
+        json!({"http_filters": [{"name": "envoy.filters.http.jwt_authn", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"idp": {"issuer": "https://idp.example", "remote_jwks": {
+                "http_uri": {"uri": "https://idp.example/jwks", "cluster": "c", "timeout": "1s"}}}},
+            "requirement_map": {"user": {"provider_name": "idp"}},
+            "rules": rules}}, router()]}),
+        any_host(),
+    )
+}
+
+/// A chain proxying TCP behind a server TLS context with `common`.
+fn tls_chain(common: Value) -> Value {
+    listener(
+        "0.0.0.0",
+        json!([{"filters": [tcp_proxy()], "transport_socket": {
+        "name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": common}}}]),
+    )
+}
+
 pub fn cases() -> Vec<Case> {
     vec![
         Case::one(
@@ -179,6 +202,29 @@ pub fn cases() -> Vec<Case> {
                 {"name": "a", "domains": ["a.example"], "routes": []},
                 {"name": "b", "domains": ["b.example"], "routes": []}])),
             "Duplicate entry of domain",
+        ),
+        Case::one(
+            "JWT requirements name configured providers, however deep",
+            LISTENER,
+            jwt(json!([{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+                {"provider_name": "idp"}, {"allow_missing": {}}, {"provider_name": "other"}]}}}])),
+            jwt(json!([{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+                {"provider_name": "idp"}, {"allow_missing": {}}]}}}])),
+            "Required provider ['other'] is not configured",
+        ),
+        Case::one(
+            "JWT rules name requirements in the map",
+            LISTENER,
+            jwt(json!([{"match": {"prefix": "/"}, "requirement_name": "admin"}])),
+            jwt(json!([{"match": {"prefix": "/"}, "requirement_name": "user"}])),
+            "Wrong requirement_name: admin",
+        ),
+        Case::one(
+            "server TLS contexts have a certificate",
+            LISTENER,
+            tls_chain(json!({"validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": {"ads": {}}}})),
+            tls_chain(json!({"tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": {"ads": {}}}]})),
+            "No TLS certificates found for server context",
         ),
         Case::one(
             "typed configs of network filters follow their own type's rules",
