@@ -37,3 +37,7 @@ pub fn parse_outbound_cluster(name: &str) -> Option<(u32, &str, &str)> {
     let host = parts.next()?;
     Some((port, subset, host))
 }
+
+/// The largest RE2 program Envoy may compile for a regex (`re2.max_program_size.error_level`):
+/// the bootstrap sets it, as istiod does, and the checker holds every regex to it.
+pub const RE2_MAX_PROGRAM_SIZE: u32 = 32768;
