@@ -198,10 +198,6 @@ impl Index {
         self.merged = Arc::new(merged);
     }
 
-    pub fn objects(&self) -> Arc<BTreeMap<ObjectKey, Object>> {
-        self.merged.clone()
-    }
-
     /// The objects a snapshot is assembled from: all but the quarantined ones. A quarantined
     /// object that changed since is back (its new form gets its own chance).
     pub fn objects_for_snapshot(&mut self) -> Arc<BTreeMap<ObjectKey, Object>> {
