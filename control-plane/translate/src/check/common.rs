@@ -57,6 +57,14 @@ fn walk(message: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
                 jwt::check(&config, path, out);
             }
         }
+        // `source/common/config/utility.h`, `getAndCheckFactory`: 1.40 no longer finds a
+        // transport socket by name alone.
+        "envoy.config.core.v3.TransportSocket" if !message.has_field_by_name("typed_config") => {
+            out.push(Violation::new(
+                path,
+                "transport socket has no typed_config: no implementation can be found for it",
+            ));
+        }
         "envoy.type.matcher.v3.RegexMatcher" => {
             if let Some(Value::String(regex)) = message.get_field_by_name("regex").as_deref() {
                 check_regex(regex, &join(path, "regex"), out);

@@ -200,6 +200,20 @@ pub fn cases() -> Vec<Case> {
             "does not take \"secp256r1\"",
         ),
         Case::one(
+            "transport sockets carry a typed config",
+            CLUSTER,
+            cluster(
+                "STATIC",
+                json!({"transport_socket": {"name": "envoy.transport_sockets.raw_buffer"}}),
+            ),
+            cluster(
+                "STATIC",
+                json!({"transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}}),
+            ),
+            "transport socket has no typed_config",
+        ),
+        Case::one(
             "connections time out after some time",
             CLUSTER,
             cluster("STATIC", json!({"connect_timeout": "0s"})),
