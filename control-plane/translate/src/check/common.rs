@@ -2,13 +2,14 @@
 //! `Any`s included: every duration must be a valid, non-negative one
 //! (`source/common/protobuf/utility.cc`, `MessageUtil::validateDurationFields`), every regex must
 //! compile with RE2 within the program-size limit (`source/common/common/regex.cc`), and TLS
-//! contexts and JWT configs follow their own rules (`tls.rs`, `jwt.rs`).
+//! contexts, JWT configs and ordered durations follow their own rules (`tls.rs`, `jwt.rs`,
+//! `intervals.rs`).
 
 use meshd_proto::pb::google::protobuf::Any;
 use prost_reflect::{DynamicMessage, MapKey, ReflectMessage, Value};
 
 use super::regex::{Verdict, judge};
-use super::{Violation, join, jwt, tls};
+use super::{Violation, intervals, join, jwt, tls};
 use crate::names::RE2_MAX_PROGRAM_SIZE;
 
 /// Protobuf's largest duration, 10,000 years.
@@ -50,6 +51,16 @@ fn walk(message: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
         "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" => {
             if let Ok(context) = message.transcode_to() {
                 tls::downstream(&context, path, out);
+            }
+        }
+        "envoy.config.cluster.v3.OutlierDetection" => {
+            if let Ok(o) = message.transcode_to() {
+                intervals::outlier_detection(&o, path, out);
+            }
+        }
+        "envoy.config.route.v3.RetryPolicy.RetryBackOff" => {
+            if let Ok(b) = message.transcode_to() {
+                intervals::retry_back_off(&b, path, out);
             }
         }
         "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication" => {

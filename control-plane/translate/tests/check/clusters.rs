@@ -214,6 +214,19 @@ pub fn cases() -> Vec<Case> {
             "transport socket has no typed_config",
         ),
         Case::one(
+            "an ejection lasts at most its maximum, which is no shorter than its base",
+            CLUSTER,
+            cluster(
+                "STATIC",
+                json!({"outlier_detection": {"max_ejection_time": "10s"}}),
+            ),
+            cluster(
+                "STATIC",
+                json!({"outlier_detection": {"base_ejection_time": "600s"}}),
+            ),
+            "max_ejection_time cannot be smaller than base_ejection_time",
+        ),
+        Case::one(
             "connections time out after some time",
             CLUSTER,
             cluster("STATIC", json!({"connect_timeout": "0s"})),
