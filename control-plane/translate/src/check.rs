@@ -12,6 +12,7 @@ mod endpoint;
 mod filter_chain;
 mod filter_chain_order;
 mod http;
+mod intervals;
 mod jwt;
 mod listener;
 pub mod regex;

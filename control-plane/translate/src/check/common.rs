@@ -2,13 +2,14 @@
 //! `Any`s included: every duration must be a valid, non-negative one
 //! (`source/common/protobuf/utility.cc`, `MessageUtil::validateDurationFields`), every regex must
 //! compile with RE2 within the program-size limit (`source/common/common/regex.cc`), and TLS
-//! contexts and JWT configs follow their own rules (`tls.rs`, `jwt.rs`).
+//! contexts, JWT configs and ordered durations follow their own rules (`tls.rs`, `jwt.rs`,
+//! `intervals.rs`).
 
 use meshd_proto::pb::google::protobuf::Any;
 use prost_reflect::{DynamicMessage, MapKey, ReflectMessage, Value};
 
 use super::regex::{Verdict, judge};
-use super::{Violation, join, jwt, tls};
+use super::{Violation, intervals, join, jwt, tls};
 use crate::names::RE2_MAX_PROGRAM_SIZE;
 
 /// Protobuf's largest duration, 10,000 years.
@@ -52,10 +53,28 @@ fn walk(message: &DynamicMessage, path: &str, out: &mut Vec<Violation>) {
                 tls::downstream(&context, path, out);
             }
         }
+        "envoy.config.cluster.v3.OutlierDetection" => {
+            if let Ok(o) = message.transcode_to() {
+                intervals::outlier_detection(&o, path, out);
+            }
+        }
+        "envoy.config.route.v3.RetryPolicy.RetryBackOff" => {
+            if let Ok(b) = message.transcode_to() {
+                intervals::retry_back_off(&b, path, out);
+            }
+        }
         "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication" => {
             if let Ok(config) = message.transcode_to() {
                 jwt::check(&config, path, out);
             }
+        }
+        // `source/common/config/utility.h`, `getAndCheckFactory`: 1.40 no longer finds a
+        // transport socket by name alone.
+        "envoy.config.core.v3.TransportSocket" if !message.has_field_by_name("typed_config") => {
+            out.push(Violation::new(
+                path,
+                "transport socket has no typed_config: no implementation can be found for it",
+            ));
         }
         "envoy.type.matcher.v3.RegexMatcher" => {
             if let Some(Value::String(regex)) = message.get_field_by_name("regex").as_deref() {

@@ -200,6 +200,33 @@ pub fn cases() -> Vec<Case> {
             "does not take \"secp256r1\"",
         ),
         Case::one(
+            "transport sockets carry a typed config",
+            CLUSTER,
+            cluster(
+                "STATIC",
+                json!({"transport_socket": {"name": "envoy.transport_sockets.raw_buffer"}}),
+            ),
+            cluster(
+                "STATIC",
+                json!({"transport_socket": {"name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}}),
+            ),
+            "transport socket has no typed_config",
+        ),
+        Case::one(
+            "an ejection lasts at most its maximum, which is no shorter than its base",
+            CLUSTER,
+            cluster(
+                "STATIC",
+                json!({"outlier_detection": {"max_ejection_time": "10s"}}),
+            ),
+            cluster(
+                "STATIC",
+                json!({"outlier_detection": {"base_ejection_time": "600s"}}),
+            ),
+            "max_ejection_time cannot be smaller than base_ejection_time",
+        ),
+        Case::one(
             "connections time out after some time",
             CLUSTER,
             cluster("STATIC", json!({"connect_timeout": "0s"})),

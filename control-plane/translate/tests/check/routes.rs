@@ -185,6 +185,19 @@ pub fn cases() -> Vec<Case> {
             "is not valid RE2",
         ),
         Case::one(
+            "retry back-off waits at most its maximum, which is no shorter than its base",
+            ROUTE,
+            with_route(
+                json!({"route": {"cluster": "c", "retry_policy": {"retry_on": "5xx",
+                "retry_back_off": {"base_interval": "2s", "max_interval": "1s"}}}}),
+            ),
+            with_route(
+                json!({"route": {"cluster": "c", "retry_policy": {"retry_on": "5xx",
+                "retry_back_off": {"base_interval": "2s", "max_interval": "2s"}}}}),
+            ),
+            "max_interval must greater than or equal to the base_interval",
+        ),
+        Case::one(
             "durations are not negative",
             ROUTE,
             with_route(json!({"route": {"cluster": "c", "timeout": "-1s"}})),
