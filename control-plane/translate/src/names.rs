@@ -37,4 +37,3 @@ pub fn parse_outbound_cluster(name: &str) -> Option<(u32, &str, &str)> {
     let host = parts.next()?;
     Some((port, subset, host))
 }
-
