@@ -54,11 +54,19 @@ fn main() {
     .map(|d| root.join(d))
     .filter(|p| p.exists())
     .collect();
-    let set = protox::compile(FILES, &includes)
+    let mut compiler =
+        protox::Compiler::new(&includes).unwrap_or_else(|e| panic!("reading Envoy protos: {e:?}"));
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(FILES)
         .unwrap_or_else(|e| panic!("compiling Envoy protos: {e:?}"));
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let bytes = prost::Message::encode_to_vec(&set);
+    // Encoded by protox itself, not through prost-types: prost-types drops the custom options
+    // (`(validate.rules)` and the like) that `meshd_proto::validate` reads from the pool.
+    let bytes = compiler.encode_file_descriptor_set();
     std::fs::write(out_dir.join("envoy_descriptors.bin"), bytes).expect("writing descriptor set");
+    let set = compiler.file_descriptor_set();
 
     // Well-known types generated too, not taken from prost-types: the CA's `Struct` below then
     // shares them. `envoy.rs` is the nested module tree (`envoy::config::...`) that `pb` includes.

@@ -51,6 +51,8 @@ pub mod type_url {
     }
 }
 
+pub mod validate;
+
 /// Packs a message into `Any` with its `type.googleapis.com/` URL.
 pub fn pack<M: prost::Name>(message: &M) -> pb::google::protobuf::Any {
     pb::google::protobuf::Any {

@@ -198,10 +198,6 @@ impl Index {
         self.merged = Arc::new(merged);
     }
 
-    pub fn objects(&self) -> Arc<BTreeMap<ObjectKey, Object>> {
-        self.merged.clone()
-    }
-
     /// The objects a snapshot is assembled from: all but the quarantined ones. A quarantined
     /// object that changed since is back (its new form gets its own chance).
     pub fn objects_for_snapshot(&mut self) -> Arc<BTreeMap<ObjectKey, Object>> {
@@ -254,17 +250,17 @@ mod tests {
         let mut index = Index::default();
         index.reset("a.yaml", vec![mk_namespace("one"), mk_namespace("two")]);
         index.reset("b.yaml", vec![mk_namespace("three")]);
-        assert_eq!(index.objects().len(), 3);
+        assert_eq!(index.objects_for_snapshot().len(), 3);
         assert_eq!(
             index.take_changes().kinds,
             BTreeSet::from([Kind::Namespace])
         );
         index.reset("a.yaml", vec![mk_namespace("one")]);
-        assert_eq!(index.objects().len(), 2);
+        assert_eq!(index.objects_for_snapshot().len(), 2);
         index.reset("b.yaml", Vec::new());
         assert_eq!(
             index
-                .objects()
+                .objects_for_snapshot()
                 .keys()
                 .map(|k| k.name.as_str())
                 .collect::<Vec<_>>(),
@@ -278,7 +274,7 @@ mod tests {
         index.reset("kube:Namespace", vec![mk_namespace("one")]);
         index.take_changes();
         index.update("kube:Namespace", vec![mk_namespace("two")], Vec::new());
-        assert_eq!(index.objects().len(), 2);
+        assert_eq!(index.objects_for_snapshot().len(), 2);
         assert_eq!(
             index.take_changes().kinds,
             BTreeSet::from([Kind::Namespace])
@@ -289,15 +285,15 @@ mod tests {
         index.reset("z.yaml", vec![mk_namespace("two")]);
         let two = mk_namespace("two").key();
         index.update("kube:Namespace", Vec::new(), vec![two.clone()]);
-        assert!(index.objects().contains_key(&two));
+        assert!(index.objects_for_snapshot().contains_key(&two));
         index.update(
             "kube:Namespace",
             Vec::new(),
             vec![mk_namespace("one").key()],
         );
-        assert_eq!(index.objects().len(), 1);
+        assert_eq!(index.objects_for_snapshot().len(), 1);
         index.reset("z.yaml", Vec::new());
-        assert!(index.objects().is_empty());
+        assert!(index.objects_for_snapshot().is_empty());
     }
 
     #[test]

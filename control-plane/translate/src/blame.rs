@@ -67,10 +67,12 @@ fn quoted_field(
             format!("{prefix}.{}", field.name())
         };
         match value {
-            Value::String(s) if s.len() >= 3 && quote.contains(s.as_str()) => {
-                if best.as_ref().is_none_or(|(len, _)| s.len() > *len) {
-                    *best = Some((s.len(), path));
-                }
+            Value::String(s)
+                if s.len() >= 3
+                    && quote.contains(s.as_str())
+                    && best.as_ref().is_none_or(|(len, _)| s.len() > *len) =>
+            {
+                *best = Some((s.len(), path));
             }
             Value::Message(inner) => quoted_field(inner, quote, &path, best),
             Value::List(items) => {

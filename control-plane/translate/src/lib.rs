@@ -8,6 +8,7 @@
 mod authz;
 pub mod blame;
 pub mod bootstrap;
+pub mod check;
 mod cluster;
 mod destination;
 mod endpoint;

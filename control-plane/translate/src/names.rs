@@ -11,7 +11,7 @@ pub const INBOUND_PORT: u32 = 15006;
 pub const INBOUND_PASSTHROUGH_BIND: &str = "127.0.0.6";
 /// The largest RE2 program Envoy compiles (runtime `re2.max_program_size.error_level`), as
 /// istiod's bootstrap sets it (`pkg/bootstrap/config.go`); Envoy's own default, 100, refuses
-/// regexes as plain as `[a-z0-9-]{1,63}\.example\.com`.
+/// regexes as plain as `[a-z0-9-]{1,63}\.example\.com`. The checker holds every regex to it.
 pub const RE2_MAX_PROGRAM_SIZE: u32 = 32768;
 /// The runtime layer that carries istiod's runtime defaults, named as istiod names it.
 pub const RUNTIME_DEFAULTS_LAYER: &str = "global config";

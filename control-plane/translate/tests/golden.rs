@@ -14,14 +14,20 @@ mod fuzz_regressions;
 mod re2_limits;
 #[path = "golden/secret.rs"]
 mod secret;
+#[path = "support/envoy.rs"]
+mod support_envoy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
 use meshd_model::{MeshConfig, Proxy, Snapshot};
+use meshd_proto::pb::google::protobuf::Any;
+use meshd_proto::{pack, type_url};
 use meshd_translate::EnvoyConfig;
+use meshd_translate::check::{check_resource, check_set};
 use serde_json::{Value, json};
+use support_envoy::envoy_binary;
 
 fn case_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,18 +68,6 @@ pub fn load_case(name: &str) -> (Snapshot, Vec<Proxy>) {
         })
         .collect();
     (snapshot, proxies)
-}
-
-fn envoy_binary() -> PathBuf {
-    let candidates = [
-        std::env::var_os("MESHD_ENVOY").map(PathBuf::from),
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/meshd/bin/envoy")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("Envoy 1.40 not found (MESHD_ENVOY or ~/.cache/meshd/bin/envoy): run `make test-deps`"))
 }
 
 /// A bootstrap holding everything a proxy was given, as static config Envoy can validate: clusters
@@ -117,6 +111,58 @@ fn validation_bootstrap(config: &EnvoyConfig, json: &Value) -> Value {
 pub fn envoy_validate(config: &EnvoyConfig, label: &str) {
     let json = config.to_json();
     envoy_accepts(&validation_bootstrap(config, &json), label);
+    checker_accepts(
+        &[
+            (
+                type_url::CLUSTER,
+                config.clusters.iter().map(pack).collect(),
+            ),
+            (
+                type_url::ENDPOINT,
+                config.endpoints.iter().map(pack).collect(),
+            ),
+            (
+                type_url::LISTENER,
+                config.listeners.iter().map(pack).collect(),
+            ),
+            (type_url::ROUTE, config.routes.iter().map(pack).collect()),
+        ],
+        label,
+    );
+}
+
+/// meshd's own checker finds nothing to refuse in what Envoy accepted: each resource, and each
+/// type's resources as one response.
+pub fn checker_accepts(sets: &[(&str, Vec<Any>)], label: &str) {
+    let mut found = Vec::new();
+    for (url, resources) in sets {
+        for resource in resources {
+            for v in check_resource(url, resource) {
+                found.push(format!(
+                    "{} {}: {v}",
+                    type_url::short(url),
+                    resource_json_name(resource)
+                ));
+            }
+        }
+        for (name, v) in check_set(url, resources) {
+            found.push(format!("{} {name}: {v}", type_url::short(url)));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the checker refuses what Envoy accepted for {label}:\n{}",
+        found.join("\n")
+    );
+}
+
+/// A resource's name for messages: the first string field Envoy names it by.
+fn resource_json_name(resource: &Any) -> String {
+    let json = meshd_proto::json::any_to_json(resource).unwrap();
+    ["name", "cluster_name"]
+        .iter()
+        .find_map(|k| json[*k].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Runs Envoy in validate mode on `bootstrap`, from the crate's directory so fixture paths

@@ -12,7 +12,7 @@ use meshd_proto::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, sec
 use meshd_translate::secret::{gateway_credential, trust_bundle, workload_certificate};
 use serde_json::{Value, json};
 
-use super::{envoy_accepts, matches_golden};
+use super::{checker_accepts, envoy_accepts, matches_golden};
 
 fn pki(file: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -138,6 +138,8 @@ fn sds_secrets_match_golden_and_envoy_accepts_them() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/secret/secrets.json");
     matches_golden(&json, &file);
     envoy_accepts(&validation_bootstrap(&json), "secrets");
+    let packed = secrets.iter().map(meshd_proto::pack).collect();
+    checker_accepts(&[(meshd_proto::type_url::SECRET, packed)], "secrets");
 }
 
 #[test]
