@@ -355,13 +355,43 @@ fn validate_rule(rule: &JwtRule, field: &str, report: &mut Report<'_>) -> Option
     })
 }
 
-/// A JWKS is a JSON object with a `keys` list.
+/// A JWKS is a JSON object with a `keys` list holding at least one key Envoy can use: Envoy's
+/// JWT library skips keys it cannot read, and refuses the whole filter when none is left.
 pub fn check_jwks(text: &str) -> Result<(), String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("jwks is not valid JSON: {e}"))?;
     match value.get("keys") {
-        Some(serde_json::Value::Array(_)) => Ok(()),
+        Some(serde_json::Value::Array(keys)) if keys.iter().any(usable_key) => Ok(()),
+        Some(serde_json::Value::Array(_)) => {
+            Err("jwks holds no usable key (RSA, EC, oct or OKP with its members)".to_string())
+        }
         _ => Err("jwks is not a JWKS: no \"keys\" list".to_string()),
+    }
+}
+
+/// A key with a type Envoy's JWT library knows and the members that type needs, each a
+/// non-empty base64url string (jwt_verify_lib's `Jwks::createFrom`).
+fn usable_key(key: &serde_json::Value) -> bool {
+    let member = |name: &str| {
+        key.get(name)
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|v| {
+                !v.is_empty()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+            })
+    };
+    let curve = |allowed: &[&str]| {
+        key.get("crv")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|c| allowed.contains(&c))
+    };
+    match key.get("kty").and_then(serde_json::Value::as_str) {
+        Some("RSA") => member("n") && member("e"),
+        Some("EC") => curve(&["P-256", "P-384", "P-521"]) && member("x") && member("y"),
+        Some("oct") => member("k"),
+        Some("OKP") => curve(&["Ed25519"]) && member("x"),
+        _ => false,
     }
 }
 
@@ -505,6 +535,23 @@ mod tests {
         let rules = ras.for_workload("shop", &BTreeMap::new());
         assert_eq!(rules.len(), 2);
         assert!(rules.iter().all(|r| r.jwks == JwksSource::Unusable));
+    }
+
+    #[test]
+    fn a_jwks_needs_one_key_envoy_can_read() {
+        assert!(check_jwks(JWKS).is_ok());
+        for bad in [
+            r#"{"keys":[]}"#,
+            r#"{"keys":[{"kty":"RSA","e":"AQAB"}]}"#,
+            r#"{"keys":[{"kty":"EC","crv":"P-999","x":"AA","y":"AA"}]}"#,
+            r#"{"keys":[{"kty":"RSA","n":"not base64!","e":"AQAB"}]}"#,
+            r#"{"keys":["x", 1]}"#,
+        ] {
+            let err = check_jwks(bad).unwrap_err();
+            assert!(err.contains("no usable key"), "{bad}: {err}");
+        }
+        // Envoy skips the keys it cannot read as long as one is left.
+        assert!(check_jwks(r#"{"keys":[{"kty":"XYZ"},{"kty":"oct","k":"c2VjcmV0"}]}"#).is_ok());
     }
 
     #[test]
