@@ -279,9 +279,21 @@ fn without_repeated_server_names(chains: Vec<FilterChain>) -> Vec<FilterChain> {
         .collect()
 }
 
+/// Ports every proxy's bootstrap listens on (stats, readiness).
+fn bootstrap_ports() -> [u32; 2] {
+    [
+        u32::from(crate::bootstrap::PROMETHEUS_PORT),
+        u32::from(crate::bootstrap::HEALTH_PORT),
+    ]
+}
+
 pub(crate) fn gateway_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
     let mut out = Vec::new();
     for (port, bound) in servers_by_port(snapshot, scope) {
+        // The bootstrap's own listeners hold these ports; Envoy refuses a second listener on one.
+        if bootstrap_ports().contains(&port) {
+            continue;
+        }
         let tls = bound
             .first()
             .is_some_and(|b| kind(b.server) != Some(ServerKind::Http));

@@ -99,3 +99,37 @@ ports: [{name: grpc, port: 8443}]
     assert!(!addresses.contains("\"10.0.0\""), "{addresses}");
     envoy_validate(&config, "endpoint-not-an-ip");
 }
+
+#[test]
+fn a_gateway_server_on_a_port_the_bootstrap_listens_on_gets_no_listener() {
+    let snapshot = snapshot(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 15090, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 15021, name: http2, protocol: HTTP2}
+    hosts: ["*"]
+  - port: {number: 8080, name: http-web, protocol: HTTP}
+    hosts: ["*"]
+"#,
+    );
+    let config = meshd_translate::generate(&snapshot, &router());
+    let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["0.0.0.0_8080"]);
+    // Loaded with meshd's own bootstrap, whose listeners hold 15090 and 15021.
+    let mut bootstrap = meshd_proto::json::to_json(&meshd_translate::bootstrap::bootstrap(
+        &super::bootstrap::params(),
+    ))
+    .unwrap();
+    let json = config.to_json();
+    let listeners = bootstrap["static_resources"]["listeners"]
+        .as_array_mut()
+        .unwrap();
+    listeners.extend(json["listeners"].as_array().unwrap().iter().cloned());
+    super::envoy_accepts(&bootstrap, "gateway-on-bootstrap-ports");
+}
