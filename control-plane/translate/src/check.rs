@@ -11,6 +11,7 @@ mod common;
 mod endpoint;
 mod filter_chain;
 mod filter_chain_order;
+mod header_format;
 mod http;
 mod intervals;
 mod jwt;

@@ -159,7 +159,7 @@ fn route_action(action: &RouteAction, path: &str, out: &mut Vec<Violation>) {
 }
 
 /// Pseudo-headers and `host` may be neither added nor removed
-/// (`Http::HeaderUtility::isModifiableHeader`).
+/// (`Http::HeaderUtility::isModifiableHeader`), and added values must format.
 fn headers(
     request_add: &[HeaderValueOption],
     request_remove: &[String],
@@ -179,6 +179,13 @@ fn headers(
                 out.push(Violation::new(
                     join(path, &format!("{field}[{i}].header.key")),
                     format!("{key}: :-prefixed or host headers may not be modified"),
+                ));
+            }
+            let value = option.header.as_ref().map_or("", |h| h.value.as_str());
+            if let Some(problem) = super::header_format::problem(value) {
+                out.push(Violation::new(
+                    join(path, &format!("{field}[{i}].header.value")),
+                    problem,
                 ));
             }
         }

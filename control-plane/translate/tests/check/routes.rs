@@ -100,6 +100,24 @@ pub fn cases() -> Vec<Case> {
             "may not be modified",
         ),
         Case::one(
+            "added header values name only commands Envoy formats",
+            ROUTE,
+            with_route(json!({"route": {"cluster": "c"}, "request_headers_to_add":
+                [{"header": {"key": "x-peer", "value": "%UNKNOWN_COMMAND%"}}]})),
+            with_route(json!({"route": {"cluster": "c"}, "request_headers_to_add":
+                [{"header": {"key": "x-peer", "value": "%DOWNSTREAM_REMOTE_ADDRESS% 100%%"}}]})),
+            "Not supported field in StreamInfo",
+        ),
+        Case::one(
+            "commands that read a header name it",
+            ROUTE,
+            with_route(json!({"route": {"cluster": "c"}, "response_headers_to_add":
+                [{"header": {"key": "x-copy", "value": "%REQ%"}}]})),
+            with_route(json!({"route": {"cluster": "c"}, "response_headers_to_add":
+                [{"header": {"key": "x-copy", "value": "%REQ(x-user):10%"}}]})),
+            "requires parameters",
+        ),
+        Case::one(
             "virtual hosts do not set the host header, whatever its case",
             ROUTE,
             table(
