@@ -6,6 +6,8 @@
 //! a newer [`Push`] always supersedes one a connection has not processed yet.
 
 mod connections;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod server;
 mod state;

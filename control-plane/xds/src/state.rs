@@ -12,6 +12,11 @@ use std::sync::Arc;
 
 use crate::{Any, Nack, Resource, TypeStatus};
 
+/// The types a stream keeps state for: those the server serves. Requests for others are ignored.
+pub(crate) fn served(type_url: &str) -> bool {
+    meshd_proto::type_url::PUSH_ORDER.contains(&type_url)
+}
+
 /// One type URL's protocol state on one stream, SotW or Delta.
 pub(crate) trait TypeState: Send + 'static {
     /// The request message of the protocol.

@@ -157,8 +157,9 @@ pub(crate) async fn run<P: Protocol>(
 async fn on_request<P: Protocol>(stream: &mut P, request: &P::Request) -> Result<(), ClientGone> {
     let type_url = P::type_url(request);
     let session = stream.session();
-    if type_url.is_empty() {
-        tracing::debug!(conn = %session.conn.id, "ADS request without a type URL ignored");
+    if !crate::state::served(type_url) {
+        // Keeping state for any type a client names would let one stream grow without bound.
+        tracing::debug!(conn = %session.conn.id, type_url, "ADS request for a type not served ignored");
         return Ok(());
     }
     let (outcome, suspects) = {
