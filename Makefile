@@ -12,13 +12,15 @@ MESHD_ENVOY ?= $(MESHD_CACHE)/bin/envoy
 CARGO ?= cargo
 export MESHD_CACHE CARGO_TARGET_DIR MESHD_ENVOY
 
-.PHONY: help build test-deps lint test demo bench fmt clean-cache
+.PHONY: help build test-deps lint test fuzz demo bench fmt clean-cache
 
 help:
 	@echo "make build        build every binary of the workspace (debug)"
 	@echo "make test-deps    install Envoy 1.40 and the tools the tests use"
 	@echo "make lint         rustfmt, clippy -D warnings, no import cycles, no oversized files"
 	@echo "make test         test-deps, build, lint, then every test (root-needing ones too)"
+	@echo "make fuzz         a long differential campaign against Envoy, then each libFuzzer target"
+	@echo "                  (MESHD_FUZZ_SECONDS=600, FUZZ_SECONDS=60 each; scripts/fuzz.sh)"
 	@echo "make demo         run scripts/demo.sh"
 	@echo "make bench        release build, then scripts/bench.sh"
 	@echo "make fmt          format the workspace"
@@ -43,6 +45,9 @@ lint:
 
 test: test-deps build lint
 	$(CARGO) test --workspace
+
+fuzz: test-deps
+	scripts/fuzz.sh
 
 demo: test-deps build
 	bash scripts/demo.sh
