@@ -5,6 +5,7 @@ mod bootstrap;
 mod cli;
 mod crds;
 mod documents;
+mod identity;
 mod inject;
 mod iptables;
 mod serve;

@@ -196,3 +196,6 @@ impl Guard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -69,22 +69,28 @@ fn quoted_field(
             format!("{prefix}.{}", field.name())
         };
         match value {
-            Value::String(s) => {
-                let shared = longest_shared_run(s, quote);
-                if shared >= MIN_QUOTE && best.as_ref().is_none_or(|(len, _)| shared > *len) {
-                    *best = Some((shared, path));
-                }
-            }
+            Value::String(s) => consider(s, quote, path, best),
             Value::Message(inner) => quoted_field(inner, quote, &path, best),
             Value::List(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Value::Message(inner) = item {
-                        quoted_field(inner, quote, &format!("{path}[{i}]"), best);
+                    let at = format!("{path}[{i}]");
+                    match item {
+                        Value::Message(inner) => quoted_field(inner, quote, &at, best),
+                        Value::String(s) => consider(s, quote, at, best),
+                        _ => {}
                     }
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// Keeps `path` if `value` shares a longer run with `quote` than the best so far.
+fn consider(value: &str, quote: &str, path: String, best: &mut Option<(usize, String)>) {
+    let shared = longest_shared_run(value, quote);
+    if shared >= MIN_QUOTE && best.as_ref().is_none_or(|(len, _)| shared > *len) {
+        *best = Some((shared, path));
     }
 }
 
