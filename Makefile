@@ -17,7 +17,7 @@ export MESHD_CACHE CARGO_TARGET_DIR MESHD_ENVOY
 help:
 	@echo "make build        build every binary of the workspace (debug)"
 	@echo "make test-deps    install Envoy 1.40 and the tools the tests use"
-	@echo "make lint         rustfmt, clippy -D warnings, no import cycles, no oversized files"
+	@echo "make lint         rustfmt, clippy -D warnings, no import cycles, oversized files or predictable temp paths"
 	@echo "make test         test-deps, build, lint, then every test (root-needing ones too)"
 	@echo "make fuzz         a long differential campaign against Envoy, then each libFuzzer target"
 	@echo "                  (MESHD_FUZZ_SECONDS=600, FUZZ_SECONDS=60 each; scripts/fuzz.sh)"
@@ -42,6 +42,7 @@ lint:
 	python3 scripts/check-module-cycles.py --self-test
 	python3 scripts/check-module-cycles.py $(CRATE_SRCS)
 	scripts/check-file-sizes.sh
+	scripts/check-temp-paths.sh
 
 test: test-deps build lint
 	$(CARGO) test --workspace

@@ -4,6 +4,7 @@ mod bootstrap;
 mod cli;
 mod crds;
 mod documents;
+mod identity;
 mod serve;
 
 // The admission webhooks live in the library (`lib.rs`), where the fuzzers reach them too.

@@ -9,7 +9,6 @@ mod encode;
 mod file_source;
 pub mod generator;
 mod guard;
-mod identity;
 mod index;
 mod jwks;
 mod publish;
@@ -30,7 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::{admission, tls};
+use crate::{admission, identity, tls};
 use generator::MeshGenerator;
 
 #[derive(clap::Args, Debug, Clone)]

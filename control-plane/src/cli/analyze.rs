@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use meshd_model::{InvalidObject, Severity, Snapshot};
+use meshd_model::finding::REJECTED_BY_ENVOY;
+use meshd_model::{Finding, InvalidObject, Severity, Snapshot};
 
 use crate::documents::{config_files, invalid_object_json, load_file};
 
@@ -94,7 +95,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     // Nothing is fetched here: a `jwksUri` is judged by its syntax, as before the first fetch.
-    let snapshot = Snapshot::assemble(0, Arc::new(objects), &base, &BTreeMap::new());
+    let mut snapshot = Snapshot::assemble(0, Arc::new(objects), &base, &BTreeMap::new());
+    // What `meshd serve` would hold back: config Envoy would reject, by the object behind it.
+    for (key, reason) in meshd_translate::audit::audit(&snapshot) {
+        snapshot.findings.push(Finding::new(
+            Severity::Error,
+            REJECTED_BY_ENVOY,
+            &key,
+            "",
+            format!(
+                "Envoy would reject the config it produces ({reason}); `meshd serve` leaves it out"
+            ),
+        ));
+    }
     for f in &snapshot.findings {
         lines.push(Line {
             severity: f.severity,

@@ -14,8 +14,8 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::encode::resource;
 use super::guard::Guard;
-use super::identity;
 use super::secrets::Secrets;
+use crate::identity;
 use meshd_xds::{ConnectionInfo, Node, Resource};
 use parking_lot::{Mutex, RwLock};
 

@@ -131,8 +131,9 @@ impl Guard {
             .collect()
     }
 
-    /// A proxy rejected a response anyway: leave out what the suspects came from. Suspects the
-    /// message names are the likeliest; without one named, all of them are.
+    /// A proxy rejected a response anyway: leave out what the suspect most likely at fault came
+    /// from — the one whose values Envoy's message quotes most of; without a quote, the first
+    /// (if that was not it, the next rejection names the next).
     pub fn nacked(
         &self,
         snapshot: &Snapshot,
@@ -140,21 +141,20 @@ impl Guard {
         message: &str,
         suspects: &[Arc<Resource>],
     ) {
-        let named: Vec<&Arc<Resource>> = suspects
+        let located = suspects
             .iter()
-            .filter(|r| message.contains(r.name.as_str()))
-            .collect();
-        let blamed = if named.is_empty() {
-            suspects.iter().collect()
-        } else {
-            named
+            .filter_map(|r| Some((r, meshd_translate::blame::locate(&r.body, message)?)))
+            .max_by_key(|(_, (len, _))| *len);
+        let (resource, path) = match located {
+            Some((resource, (_, path))) => (resource, Some(path)),
+            None => match suspects.first() {
+                Some(resource) => (resource, None),
+                None => return,
+            },
         };
-        for resource in blamed {
-            let reason = format!("proxy {proxy} rejected {}: {message}", resource.name);
-            let culprits =
-                meshd_translate::blame::culprits_for_message(snapshot, &resource.body, message);
-            self.quarantine_first(&culprits, resource, reason);
-        }
+        let reason = format!("proxy {proxy} rejected {}: {message}", resource.name);
+        let culprits = meshd_translate::blame::culprits(snapshot, &resource.body, path.as_deref());
+        self.quarantine_first(&culprits, resource, reason);
     }
 
     fn reject(&self, snapshot: &Snapshot, resource: &Resource, path: Option<&str>, reason: String) {
@@ -196,3 +196,6 @@ impl Guard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

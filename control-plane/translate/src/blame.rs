@@ -41,19 +41,21 @@ pub fn culprits(snapshot: &Snapshot, resource: &Any, path: Option<&str>) -> Vec<
     found
 }
 
-/// The objects behind what Envoy's `message` about `resource` quotes: the field whose string
-/// value the message repeats (a regex, a header name, a domain) — the longest such value —
-/// locates the problem; then as [`culprits`].
-pub fn culprits_for_message(snapshot: &Snapshot, resource: &Any, message: &str) -> Vec<ObjectKey> {
-    let located = decode(resource).and_then(|m| {
-        let mut best: Option<(usize, String)> = None;
-        quoted_field(&m, message, "", &mut best);
-        best.map(|(_, path)| path)
-    });
-    culprits(snapshot, resource, located.as_deref())
+/// Where in `resource` what Envoy's `message` quotes sits: the field whose string value shares
+/// the longest run of characters (at least [`MIN_QUOTE`]) with the message — a regex, a header
+/// name, a domain, even cut short as Envoy's messages cut them. Returns that length and the
+/// field's path; the longer, the surer.
+pub fn locate(resource: &Any, message: &str) -> Option<(usize, String)> {
+    let decoded = decode(resource)?;
+    let mut best: Option<(usize, String)> = None;
+    quoted_field(&decoded, message, "", &mut best);
+    best
 }
 
-/// The path of the longest string field of `message` that `quote` contains (at least 3 long).
+/// Shortest shared run that counts as a quote: shorter ones are everywhere.
+pub const MIN_QUOTE: usize = 3;
+
+/// The path of the string field of `message` sharing the longest run with `quote`.
 fn quoted_field(
     message: &DynamicMessage,
     quote: &str,
@@ -67,24 +69,51 @@ fn quoted_field(
             format!("{prefix}.{}", field.name())
         };
         match value {
-            Value::String(s)
-                if s.len() >= 3
-                    && quote.contains(s.as_str())
-                    && best.as_ref().is_none_or(|(len, _)| s.len() > *len) =>
-            {
-                *best = Some((s.len(), path));
-            }
+            Value::String(s) => consider(s, quote, path, best),
             Value::Message(inner) => quoted_field(inner, quote, &path, best),
             Value::List(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    if let Value::Message(inner) = item {
-                        quoted_field(inner, quote, &format!("{path}[{i}]"), best);
+                    let at = format!("{path}[{i}]");
+                    match item {
+                        Value::Message(inner) => quoted_field(inner, quote, &at, best),
+                        Value::String(s) => consider(s, quote, at, best),
+                        _ => {}
                     }
                 }
             }
             _ => {}
         }
     }
+}
+
+/// Keeps `path` if `value` shares a longer run with `quote` than the best so far.
+fn consider(value: &str, quote: &str, path: String, best: &mut Option<(usize, String)>) {
+    let shared = longest_shared_run(value, quote);
+    if shared >= MIN_QUOTE && best.as_ref().is_none_or(|(len, _)| shared > *len) {
+        *best = Some((shared, path));
+    }
+}
+
+/// Length of the longest common substring of `a` and `b`, in bytes (long values are cut: a
+/// quote in an error message is short).
+fn longest_shared_run(a: &str, b: &str) -> usize {
+    let (a, b) = (
+        &a.as_bytes()[..a.len().min(512)],
+        &b.as_bytes()[..b.len().min(512)],
+    );
+    let mut previous = vec![0usize; b.len() + 1];
+    let mut best = 0;
+    for x in a {
+        let mut current = vec![0usize; b.len() + 1];
+        for (j, y) in b.iter().enumerate() {
+            if x == y {
+                current[j + 1] = previous[j] + 1;
+                best = best.max(current[j + 1]);
+            }
+        }
+        previous = current;
+    }
+    best
 }
 
 fn decode(resource: &Any) -> Option<DynamicMessage> {

@@ -5,6 +5,7 @@
 //! (so the control plane builds them once per scope and shares them); inbound resources depend on
 //! the proxy's own workload.
 
+pub mod audit;
 mod authz;
 pub mod blame;
 pub mod bootstrap;

@@ -18,7 +18,6 @@ mod secret;
 mod support_envoy;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use meshd_model::{MeshConfig, Proxy, Snapshot};
@@ -27,7 +26,7 @@ use meshd_proto::{pack, type_url};
 use meshd_translate::EnvoyConfig;
 use meshd_translate::check::{check_resource, check_set};
 use serde_json::{Value, json};
-use support_envoy::envoy_binary;
+use support_envoy::validate_bootstrap;
 
 fn case_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -168,30 +167,10 @@ fn resource_json_name(resource: &Any) -> String {
 /// Runs Envoy in validate mode on `bootstrap`, from the crate's directory so fixture paths
 /// (`tests/golden/...`) resolve, and fails the test with Envoy's words if it refuses.
 pub fn envoy_accepts(bootstrap: &Value, label: &str) {
-    let dir = std::env::temp_dir().join(format!("meshd-golden-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("{}.json", label.replace(['/', '~'], "_")));
-    std::fs::write(&file, serde_json::to_vec_pretty(bootstrap).unwrap()).unwrap();
-    let out = Command::new(envoy_binary())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "-l",
-            "error",
-            "-c",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "Envoy rejected the config for {label} ({}):\n{}{}",
-        file.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Err(refusal) = validate_bootstrap(bootstrap, label, Some(crate_dir)) {
+        panic!("Envoy rejected the config for {refusal}");
+    }
 }
 
 /// `actual` against the golden file, which `UPDATE_GOLDEN=1` rewrites instead.

@@ -274,8 +274,9 @@ fn a_rejected_route_quarantines_its_object_and_everything_else_keeps_flowing() -
         &["--resolve", &resolve_other],
     );
     assert_eq!(answer.status, 200, "{answer:?}");
+    // A file after `mesh.yaml`: the later file's copy of an object wins.
     env.mesh
-        .write_config("echo-routes.yaml", &[echo_routes("two")])?;
+        .write_config("routes.yaml", &[echo_routes("two")])?;
     let resolve = format!("echo:8080:{ECHO_VIP}");
     let mut last = HttpResult::default();
     let arrived = wait_for(HOT_RELOAD * 5, || {

@@ -113,7 +113,12 @@ fn a_rejection_quoting_a_route_value_is_blamed_on_that_route() {
         .find(|r| r.name == "80")
         .expect("a route table for port 80");
     let message = "Error adding/updating route 80: bad prefix /v2 in the match";
-    let culprits = culprits_for_message(&snapshot, &pack(table), message);
+    assert_eq!(
+        locate(&pack(table), "cut short: /v2x").map(|(len, _)| len),
+        Some(3)
+    );
+    let (_, path) = locate(&pack(table), message).expect("the message quotes the route");
+    let culprits = culprits(&snapshot, &pack(table), Some(&path));
     assert_eq!(
         culprits.first(),
         Some(&ObjectKey::new(

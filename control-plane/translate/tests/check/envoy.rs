@@ -4,9 +4,7 @@
 //! as rejected.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -18,18 +16,6 @@ fn runtime() -> Value {
     json!({"layers": [{"name": "static", "static_layer": {
         "re2.max_program_size.error_level": meshd_translate::names::RE2_MAX_PROGRAM_SIZE
     }}]})
-}
-
-fn scratch(label: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "meshd-check-{}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        label.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Clusters `c` and `d`, which routes and TCP proxies in the cases name.
@@ -49,38 +35,15 @@ pub fn router() -> Value {
 pub fn validate(mut bootstrap: Value, label: &str) -> Result<(), String> {
     bootstrap["node"] = json!({"id": "validate~127.0.0.1~check.default~default.svc.cluster.local", "cluster": "check"});
     bootstrap["layered_runtime"] = runtime();
-    let dir = scratch(label);
-    let file = dir.join("bootstrap.json");
-    std::fs::write(&file, serde_json::to_vec_pretty(&bootstrap).unwrap()).unwrap();
-    let out = Command::new(envoy_binary())
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "-l",
-            "error",
-            "-c",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    super::support_envoy::validate_bootstrap(&bootstrap, label, None)
 }
 
 /// Runs Envoy on `bootstrap` until its workers start (its file subscriptions have been read
 /// by then), then stops it: `Err` with the rejection if an update was refused. `files` are
 /// written next to the bootstrap first; `{dir}` in the bootstrap stands for their folder.
 pub fn serve(bootstrap: Value, files: &[(&str, Value)], label: &str) -> Result<(), String> {
-    let dir = scratch(label);
+    let scratch = super::support_envoy::scratch_dir(label);
+    let dir = scratch.path();
     for (name, content) in files {
         std::fs::write(dir.join(name), serde_json::to_vec_pretty(content).unwrap()).unwrap();
     }
@@ -126,7 +89,6 @@ pub fn serve(bootstrap: Value, files: &[(&str, Value)], label: &str) -> Result<(
     // Our own child, stopped by its handle.
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     let rejected: Vec<&String> = log.iter().filter(|l| l.contains("rejected")).collect();
     assert!(
         ready || !rejected.is_empty(),

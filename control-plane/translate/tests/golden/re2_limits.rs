@@ -3,14 +3,13 @@
 //! runtime raises the limit as istiod's does.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 
 use meshd_model::{MeshConfig, Proxy, Snapshot};
 use meshd_translate::bootstrap;
 use serde_json::Value;
 
-use super::{envoy_binary, validation_bootstrap};
+use super::{validate_bootstrap, validation_bootstrap};
 
 /// A VirtualService routing on a tenant header, with the regex of a DNS label under a domain.
 const INPUT: &str = r#"
@@ -72,31 +71,7 @@ fn validation_config(runtime: bool) -> Value {
 
 /// Envoy's verdict in validate mode: `Ok` or its complaint.
 fn envoy_validate(config: &Value, label: &str) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("meshd-re2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("{label}.json"));
-    std::fs::write(&file, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let out = Command::new(envoy_binary())
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "-l",
-            "error",
-            "-c",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    validate_bootstrap(config, label, None)
 }
 
 #[test]
