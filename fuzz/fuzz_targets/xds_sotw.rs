@@ -31,8 +31,8 @@ fuzz_target!(|data: &[u8]| {
             }
             Event::Request {
                 type_url,
-                names,
-                unsubscribe: _,
+                mut names,
+                unsubscribe,
                 nonce,
                 version,
                 error,
@@ -42,6 +42,8 @@ fuzz_target!(|data: &[u8]| {
                     Nonce::Empty => String::new(),
                     Nonce::Garbage(text) => text,
                 };
+                // SotW unsubscribes by leaving names out.
+                names.retain(|n| !unsubscribe.contains(n));
                 let request = DiscoveryRequest {
                     type_url: type_url.to_string(),
                     resource_names: names,
