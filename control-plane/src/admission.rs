@@ -59,7 +59,7 @@ pub struct Args {
 }
 
 impl Args {
-    fn inject_config(&self) -> InjectConfig {
+    pub fn inject_config(&self) -> InjectConfig {
         InjectConfig {
             proxy_image: self.proxy_image.clone(),
             proxy_init_image: self.proxy_init_image.clone(),

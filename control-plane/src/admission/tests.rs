@@ -240,47 +240,6 @@ async fn only_pod_creation_is_injected_and_deletes_are_not_validated() {
 }
 
 #[test]
-fn flags_parse_within_serve_with_defaults_and_overrides() {
-    use clap::Parser as _;
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        serve: crate::serve::Args,
-    }
-    let defaults = Cli::try_parse_from(["meshd"]).unwrap().serve.webhook;
-    assert_eq!(defaults.webhook_addr, "0.0.0.0:15017".parse().unwrap());
-    assert_eq!(
-        defaults.webhook_names,
-        [
-            "istiod.istio-system.svc",
-            "meshd.istio-system.svc",
-            "istiod.istio-system.svc.cluster.local"
-        ]
-    );
-    assert_eq!(defaults.inject_config(), InjectConfig::default());
-    let given = Cli::try_parse_from([
-        "meshd",
-        "--webhook-addr",
-        "127.0.0.1:9443",
-        "--webhook-names",
-        "meshd.mesh.svc,meshd.mesh.svc.cluster.local",
-        "--proxy-image",
-        "registry.example/envoy:v1.40.0",
-        "--proxy-init-image",
-        "registry.example/meshd:1",
-    ])
-    .unwrap()
-    .serve
-    .webhook;
-    assert_eq!(given.webhook_addr, "127.0.0.1:9443".parse().unwrap());
-    assert_eq!(given.webhook_names.len(), 2);
-    let config = given.inject_config();
-    assert_eq!(config.proxy_image, "registry.example/envoy:v1.40.0");
-    assert_eq!(config.proxy_init_image, "registry.example/meshd:1");
-}
-
-#[test]
 fn serving_certificate_ips_always_hold_loopback() {
     assert_eq!(
         serving_ips("0.0.0.0:15017".parse().unwrap()),
