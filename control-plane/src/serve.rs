@@ -389,7 +389,10 @@ mod tests {
                 "istiod.istio-system.svc.cluster.local"
             ]
         );
-        assert_eq!(defaults.inject_config(), meshd::inject::InjectConfig::default());
+        assert_eq!(
+            defaults.inject_config(),
+            meshd::inject::InjectConfig::default()
+        );
         let given = Cli::try_parse_from([
             "meshd",
             "--webhook-addr",
