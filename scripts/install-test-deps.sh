@@ -14,6 +14,12 @@ APT_PACKAGES=(iptables iproute2 curl util-linux procps)
 
 log() { echo "install-test-deps: $*" >&2; }
 
+# One installer at a time per cache: two checkouts testing side by side would otherwise reinstall
+# Envoy into the same venv while the other one checks or runs it.
+mkdir -p "$MESHD_CACHE"
+exec 9>"$MESHD_CACHE/install.lock"
+flock 9
+
 installed() {
     # `dpkg -s` also succeeds for removed-but-configured packages; the status says which.
     [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
@@ -49,7 +55,11 @@ install_apt_packages() {
 }
 
 envoy_ok() {
-    [[ -x "$ENVOY_LINK" ]] && "$ENVOY_LINK" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"
+    # Output captured first: `grep -q` exits at the first match, and under `pipefail` a writer
+    # killed by the closed pipe would fail the check at random.
+    local version
+    [[ -x "$ENVOY_LINK" ]] && version="$("$ENVOY_LINK" --version 2>/dev/null)" &&
+        [[ "$version" == *"/$ENVOY_VERSION/"* ]]
 }
 
 install_envoy() {
