@@ -150,8 +150,10 @@ pub struct Server {
 
 impl Server {
     /// Binds `--webhook-addr` and mints the serving certificate; fails now rather than in a task.
+    /// `inject`: [`Args::inject_config`], with what the server adds (its revision).
     pub async fn bind(
         args: &Args,
+        inject: InjectConfig,
         ca: &CertificateAuthority,
         snapshot: impl Fn() -> Arc<Snapshot> + Send + Sync + 'static,
         metrics: Metrics,
@@ -165,7 +167,7 @@ impl Server {
             tls::serving_ips(args.webhook_addr),
         )
         .context("minting the webhook's serving certificate")?;
-        let webhooks = Webhooks::new(args.inject_config(), snapshot, metrics);
+        let webhooks = Webhooks::new(inject, snapshot, metrics);
         tracing::info!(addr = %args.webhook_addr, "admission webhooks serving");
         Ok(Server {
             listener,
@@ -366,7 +368,8 @@ async fn inject_handler(State(webhooks): State<Arc<Webhooks>>, body: Bytes) -> R
             }
             Ok(None) => {
                 metrics.injection_skip.inc();
-                let reason = inject::skip_reason(pod, namespace, labels.as_ref());
+                let reason =
+                    inject::skip_reason(pod, namespace, labels.as_ref(), &webhooks.inject.revision);
                 tracing::debug!(
                     pod = %format!("{namespace}/{name}"),
                     reason = reason.map_or("", inject::Skip::as_str),

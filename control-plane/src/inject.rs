@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+use meshd_model::Revision;
+use meshd_model::revision::injecting_revision;
 use serde_json::{Value, json};
 
 use crate::iptables::rules;
@@ -35,9 +37,9 @@ pub const INJECT_KEY: &str = "sidecar.istio.io/inject";
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 /// Namespace label that turns injection on (`enabled`) or off (`disabled`).
-pub const NAMESPACE_LABEL: &str = "istio-injection";
-/// A revision label means injection too; meshd has no revisions, so any revision is meshd.
-pub const REVISION_LABEL: &str = "istio.io/rev";
+pub const NAMESPACE_LABEL: &str = meshd_model::revision::INJECTION_LABEL;
+/// Namespace or pod label naming the control-plane revision that injects (`meshd serve --revision`).
+pub const REVISION_LABEL: &str = meshd_model::revision::REVISION_LABEL;
 /// Where the root certificate is distributed to every namespace.
 pub const ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 /// Env var carrying the original app probes to `meshd bootstrap`.
@@ -88,6 +90,8 @@ pub struct InjectConfig {
     /// Hand the proxy the projected token (`meshd bootstrap --token-file`), so it proves its
     /// identity to meshd with it.
     pub token_file: bool,
+    /// The control-plane revision injecting: pods that belong to another are left alone.
+    pub revision: Revision,
 }
 
 pub const DEFAULT_PROXY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
@@ -102,6 +106,7 @@ impl Default for InjectConfig {
             proxy_init_image: DEFAULT_PROXY_INIT_IMAGE.to_owned(),
             xds_addr: DEFAULT_XDS_ADDR.to_owned(),
             token_file: true,
+            revision: Revision::default(),
         }
     }
 }
@@ -140,6 +145,8 @@ pub enum Skip {
     NamespaceNotEnabled,
     HostNetwork,
     IgnoredNamespace,
+    /// Another control-plane revision injects this pod.
+    OtherRevision,
 }
 
 impl Skip {
@@ -150,6 +157,7 @@ impl Skip {
             Skip::NamespaceNotEnabled => "namespace not enabled and pod not opted in",
             Skip::HostNetwork => "host network",
             Skip::IgnoredNamespace => "system namespace",
+            Skip::OtherRevision => "another revision injects it",
         }
     }
 }
@@ -174,13 +182,15 @@ fn string_map(value: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Whether the pod should be left alone, and why. `namespace_labels` is `None` when meshd does not
-/// know the namespace: then the webhook configuration's selectors have already decided (the API
-/// server only calls for enabled namespaces or opted-in pods) and only the pod's own opt-out counts.
+/// Whether the pod should be left alone by `revision`, and why. `namespace_labels` is `None` when
+/// meshd does not know the namespace: then the webhook configuration's selectors have already
+/// decided (the API server only calls for enabled namespaces or opted-in pods) and only the pod's
+/// own opt-out and revision label count.
 pub fn skip_reason(
     pod: &Value,
     namespace: &str,
     namespace_labels: Option<&BTreeMap<String, String>>,
+    revision: &Revision,
 ) -> Option<Skip> {
     let labels = string_map(&pod["metadata"]["labels"]);
     let annotations = string_map(&pod["metadata"]["annotations"]);
@@ -206,14 +216,19 @@ pub fn skip_reason(
     if pod_says == Some(false) {
         return Some(Skip::OptedOut);
     }
-    // An unknown namespace skips nothing more: the webhook configuration's selectors chose.
-    let ns = namespace_labels?;
-    let enabled = match ns.get(NAMESPACE_LABEL).map(String::as_str) {
-        Some("enabled") => true,
-        Some(_) => false,
-        None => ns.contains_key(REVISION_LABEL) || pod_says == Some(true),
+    let Some(ns) = namespace_labels else {
+        // An unknown namespace: the webhook configuration's selectors chose, except that a pod
+        // labelled for another revision is that revision's.
+        let theirs = labels
+            .get(REVISION_LABEL)
+            .is_some_and(|rev| Revision::new(Some(rev)) != *revision);
+        return theirs.then_some(Skip::OtherRevision);
     };
-    (!enabled).then_some(Skip::NamespaceNotEnabled)
+    match injecting_revision(ns, &labels, pod_says == Some(true)) {
+        None => Some(Skip::NamespaceNotEnabled),
+        Some(theirs) if theirs != *revision => Some(Skip::OtherRevision),
+        Some(_) => None,
+    }
 }
 
 fn containers<'a>(pod: &'a Value, field: &str) -> &'a [Value] {
@@ -230,7 +245,7 @@ pub fn inject(
     if !pod["spec"]["containers"].is_array() {
         return Err(InvalidPod::NotAPod("spec.containers is missing".to_owned()));
     }
-    if skip_reason(pod, namespace, namespace_labels).is_some() {
+    if skip_reason(pod, namespace, namespace_labels, &config.revision).is_some() {
         return Ok(None);
     }
     let meta = &pod["metadata"];
@@ -279,7 +294,7 @@ pub fn inject(
     }
 
     let mut new_labels = vec![(TLS_MODE_LABEL, "istio".to_owned())];
-    let mut new_annotations = vec![(STATUS_ANNOTATION, status())];
+    let mut new_annotations = vec![(STATUS_ANNOTATION, status(&config.revision))];
     if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION)
         && let Some(first) = app.first().and_then(|c| c["name"].as_str())
     {
@@ -311,13 +326,13 @@ fn add_map_entries(
 }
 
 /// `sidecar.istio.io/status`: Istio's fields, naming what injection added.
-fn status() -> String {
+fn status(revision: &Revision) -> String {
     json!({
         "initContainers": [INIT_CONTAINER, BOOTSTRAP_CONTAINER],
         "containers": [PROXY_CONTAINER],
         "volumes": [ENVOY_VOLUME, TOKEN_VOLUME, ROOT_CERT_VOLUME],
         "imagePullSecrets": null,
-        "revision": "default",
+        "revision": revision.name(),
     })
     .to_string()
 }

@@ -85,6 +85,12 @@ pub struct Args {
     /// This replica's name in the leader Lease (a random suffix is added); default: hostname.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// Control-plane revision, as istiod's `REVISION`: injects only pods whose namespace (or,
+    /// in an unlabelled namespace, the pod) says `istio.io/rev=<revision>`, reads Istio config
+    /// labelled for it or for no revision, and its mesh config from ConfigMap `istio-<revision>`.
+    /// Unset: the `default` revision (`istio-injection=enabled`, ConfigMap `istio`).
+    #[arg(long, env = "REVISION")]
+    pub revision: Option<String>,
     #[command(flatten)]
     pub webhook: admission::Args,
     /// A fault for tests only: the routes `Kind/namespace/name` produces are broken after they
@@ -133,7 +139,11 @@ struct Kube {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let base_mesh = load_mesh_config(args.mesh_config.as_ref())?;
+    let revision = meshd_model::Revision::new(args.revision.as_deref());
+    let base_mesh = MeshConfig {
+        revision: revision.clone(),
+        ..load_mesh_config(args.mesh_config.as_ref())?
+    };
     let mut registry = Registry::default();
     // The Kubernetes source: with --kubeconfig, or in-cluster when there is no other source.
     let kube = if args.kubeconfig.is_some() || args.config_dirs.is_empty() {
@@ -141,6 +151,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let (election, leader) = meshd_kube::LeaderElection::start(
             client.clone(),
             &base_mesh.root_namespace,
+            &revision,
             meshd_kube::holder_identity(args.pod_name.as_deref()),
             meshd_kube::LeaseTiming::default(),
         );
@@ -227,11 +238,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         meshd_kube::spawn_source(
             k.ctx.client.clone(),
             k.ctx.root_namespace.clone(),
+            revision.clone(),
             source_tx.clone(),
         );
         meshd_kube::root_cert::spawn(k.ctx.clone(), ca::trust_bundle(&ca));
         meshd_kube::ca_bundle::spawn(
             k.ctx.client.clone(),
+            revision.clone(),
             k.ctx.leader.clone(),
             ca::trust_bundle(&ca),
         );
@@ -274,9 +287,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tls::serving_ips(args.secure_addr),
     )
     .context("minting meshd's serving certificate")?;
-    let webhooks =
-        admission::Server::bind(&args.webhook, &ca, snapshot_of(&generator), webhook_metrics)
-            .await?;
+    let inject = meshd::inject::InjectConfig {
+        revision: revision.clone(),
+        ..args.webhook.inject_config()
+    };
+    let webhooks = admission::Server::bind(
+        &args.webhook,
+        inject,
+        &ca,
+        snapshot_of(&generator),
+        webhook_metrics,
+    )
+    .await?;
     tokio::spawn(ca::rotate_certificates(
         secrets.clone(),
         vec![serving.clone(), webhooks.cert()],

@@ -16,9 +16,12 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use meshd_model::Revision;
+
 use crate::TrustBundle;
 
-/// The configurations `manifests/` install.
+/// The configurations `manifests/` install (suffixed `-<revision>` for a revision other than the
+/// default: each revision keeps its own).
 pub const INJECTOR: &str = "meshd-sidecar-injector";
 pub const VALIDATOR: &str = "meshd-validator";
 const FIELD_MANAGER: &str = "meshd";
@@ -72,27 +75,32 @@ fn validating_bundles(config: &ValidatingWebhookConfiguration) -> Vec<WebhookBun
 
 /// Brings both configurations' bundles up to `bundle`; returns how many were patched. A
 /// configuration that is not installed is skipped (meshd may run without its webhooks).
-pub async fn reconcile(client: &kube::Client, bundle: &[u8]) -> Result<usize, kube::Error> {
+pub async fn reconcile(
+    client: &kube::Client,
+    revision: &Revision,
+    bundle: &[u8],
+) -> Result<usize, kube::Error> {
+    let (injector, validator) = (revision.suffixed(INJECTOR), revision.suffixed(VALIDATOR));
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
     };
     let mut patched = 0;
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    if let Some(config) = mutating.get_opt(INJECTOR).await?
+    if let Some(config) = mutating.get_opt(&injector).await?
         && let Some(patch) = bundle_patch(&mutating_bundles(&config), bundle)
     {
         mutating
-            .patch(INJECTOR, &params, &Patch::Strategic(patch))
+            .patch(&injector, &params, &Patch::Strategic(patch))
             .await?;
         patched += 1;
     }
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    if let Some(config) = validating.get_opt(VALIDATOR).await?
+    if let Some(config) = validating.get_opt(&validator).await?
         && let Some(patch) = bundle_patch(&validating_bundles(&config), bundle)
     {
         validating
-            .patch(VALIDATOR, &params, &Patch::Strategic(patch))
+            .patch(&validator, &params, &Patch::Strategic(patch))
             .await?;
         patched += 1;
     }
@@ -100,13 +108,23 @@ pub async fn reconcile(client: &kube::Client, bundle: &[u8]) -> Result<usize, ku
 }
 
 /// Starts [`run`] in the background.
-pub fn spawn(client: kube::Client, leader: watch::Receiver<bool>, bundle: TrustBundle) {
-    tokio::spawn(run(client, leader, bundle));
+pub fn spawn(
+    client: kube::Client,
+    revision: Revision,
+    leader: watch::Receiver<bool>,
+    bundle: TrustBundle,
+) {
+    tokio::spawn(run(client, revision, leader, bundle));
 }
 
 /// Keeps the bundles current while this replica leads: at once on becoming leader, when the
 /// trust bundle changes, and every [`RESYNC`]. Returns when the leader channel closes.
-pub async fn run(client: kube::Client, mut leader: watch::Receiver<bool>, bundle: TrustBundle) {
+pub async fn run(
+    client: kube::Client,
+    revision: Revision,
+    mut leader: watch::Receiver<bool>,
+    bundle: TrustBundle,
+) {
     loop {
         if !*leader.borrow_and_update() {
             if leader.changed().await.is_err() {
@@ -115,7 +133,7 @@ pub async fn run(client: kube::Client, mut leader: watch::Receiver<bool>, bundle
             continue;
         }
         let current = bundle();
-        let wait = match reconcile(&client, current.as_bytes()).await {
+        let wait = match reconcile(&client, &revision, current.as_bytes()).await {
             Ok(0) => RESYNC,
             Ok(n) => {
                 tracing::info!(configurations = n, "patched the webhook CA bundle");
@@ -251,7 +269,12 @@ mod tests {
     #[tokio::test]
     async fn reconcile_patches_a_stale_bundle_by_webhook_name() {
         let (client, seen) = mk_client(None);
-        assert_eq!(reconcile(&client, b"ROOT").await.unwrap(), 1);
+        assert_eq!(
+            reconcile(&client, &Revision::default(), b"ROOT")
+                .await
+                .unwrap(),
+            1
+        );
         let seen = seen.lock().clone();
         let patch = seen
             .iter()
@@ -277,7 +300,12 @@ mod tests {
     #[tokio::test]
     async fn reconcile_leaves_a_current_bundle_alone() {
         let (client, seen) = mk_client(Some(b"ROOT"));
-        assert_eq!(reconcile(&client, b"ROOT").await.unwrap(), 0);
+        assert_eq!(
+            reconcile(&client, &Revision::default(), b"ROOT")
+                .await
+                .unwrap(),
+            0
+        );
         assert!(seen.lock().iter().all(|(method, _, _)| method == "GET"));
     }
 
@@ -286,7 +314,7 @@ mod tests {
         let (client, seen) = mk_client(None);
         let (leader_tx, leader_rx) = watch::channel(false);
         let bundle: TrustBundle = Arc::new(|| "ROOT".to_string());
-        let task = tokio::spawn(run(client, leader_rx, bundle));
+        let task = tokio::spawn(run(client, Revision::default(), leader_rx, bundle));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(seen.lock().is_empty(), "a follower writes nothing");
         leader_tx.send(true).unwrap();

@@ -1,7 +1,7 @@
 //! A watched object as meshd keeps it: parsed into the model at the watched version, shrunk to
 //! what the mesh reads, or an [`InvalidObject`] naming it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube::api::DynamicObject;
 use meshd_model::{InvalidObject, Kind, Object, ObjectKey};
@@ -15,6 +15,8 @@ pub(crate) struct Converted {
     pub(crate) result: Result<Object, InvalidObject>,
     /// Secrets a Gateway references (`credentialName` and its `-cacert`).
     pub(crate) credentials: BTreeSet<String>,
+    /// Istio config labelled for another control-plane revision: as good as absent here.
+    pub(crate) foreign: bool,
 }
 
 pub(crate) fn convert(spec: &WatchSpec, obj: DynamicObject) -> Converted {
@@ -25,6 +27,9 @@ pub(crate) fn convert(spec: &WatchSpec, obj: DynamicObject) -> Converted {
     };
     let name = obj.metadata.name.clone().unwrap_or_default();
     let key = ObjectKey::new(spec.kind, namespace, name);
+    let foreign = spec.revision.as_ref().is_some_and(|revision| {
+        !revision.owns_config(obj.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+    });
     let error = |message: String| InvalidObject::kube(key.clone(), message);
     let result = match serde_json::to_value(&obj) {
         Ok(mut value) => {
@@ -54,6 +59,7 @@ pub(crate) fn convert(spec: &WatchSpec, obj: DynamicObject) -> Converted {
         key,
         result,
         credentials,
+        foreign,
     }
 }
 
@@ -187,5 +193,23 @@ mod tests {
             ))
         );
         assert!(err.message.contains("broken"), "{}", err.message);
+    }
+
+    #[test]
+    fn config_labelled_for_another_revision_is_foreign_under_a_revision_only() {
+        let vs = |labels: serde_json::Value| {
+            mk_dynamic(json!({
+                "metadata": {"name": "reviews", "namespace": "bookinfo", "labels": labels},
+                "spec": {"hosts": ["reviews"]},
+            }))
+        };
+        let canary = meshd_model::Revision::new(Some("canary"));
+        let mut spec = mk_spec(Kind::VirtualService, vs_resource());
+        // Without a revision (meshd analyze) everything is read.
+        assert!(!convert(&spec, vs(json!({"istio.io/rev": "blue"}))).foreign);
+        spec.revision = Some(canary);
+        assert!(convert(&spec, vs(json!({"istio.io/rev": "blue"}))).foreign);
+        assert!(!convert(&spec, vs(json!({"istio.io/rev": "canary"}))).foreign);
+        assert!(!convert(&spec, vs(json!({"app": "reviews"}))).foreign);
     }
 }

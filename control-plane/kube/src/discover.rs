@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject};
 use meshd_model::Kind;
-use meshd_model::snapshot::MESH_CONFIGMAP;
+use meshd_model::Revision;
+use meshd_model::snapshot::{MESH_CONFIGMAP, mesh_configmap};
 
 /// How often the API groups are looked at again for Istio CRDs installed (or removed) later.
 pub(crate) const REDISCOVERY: Duration = Duration::from_secs(30);
@@ -29,6 +30,9 @@ pub(crate) struct WatchSpec {
     pub(crate) resource: ApiResource,
     pub(crate) namespace: Option<String>,
     pub(crate) field_selector: Option<String>,
+    /// For Istio config under `meshd serve --revision`: objects labelled for another revision
+    /// are not this control plane's ([`Revision::owns_config`]). `None` reads everything.
+    pub(crate) revision: Option<Revision>,
 }
 
 impl WatchSpec {
@@ -78,6 +82,7 @@ pub(crate) fn secret_spec(name: &str) -> WatchSpec {
         resource: core_resource(Kind::Secret),
         namespace: None,
         field_selector: Some(format!("metadata.name={name}")),
+        revision: None,
     }
 }
 
@@ -138,15 +143,39 @@ pub(crate) async fn discover(client: &kube::Client) -> Result<Discovered, kube::
     Ok(found)
 }
 
-/// The watches for what the server has: core kinds, then what discovery found.
-pub(crate) fn plan(found: &Discovered, root_namespace: &str) -> Vec<WatchSpec> {
+/// The watch of an Istio config kind: filtered by `revision` when there is one.
+pub(crate) fn istio_spec(
+    kind: Kind,
+    resource: ApiResource,
+    revision: Option<&Revision>,
+) -> WatchSpec {
+    WatchSpec {
+        kind,
+        origin: origin(kind),
+        resource,
+        namespace: None,
+        field_selector: None,
+        revision: revision.cloned(),
+    }
+}
+
+/// The watches for what the server has: core kinds, then what discovery found. `revision`:
+/// the control plane's, whose mesh ConfigMap is read and whose Istio config is kept; `None`
+/// reads the default mesh ConfigMap and every revision's config (`meshd analyze`).
+pub(crate) fn plan(
+    found: &Discovered,
+    root_namespace: &str,
+    revision: Option<&Revision>,
+) -> Vec<WatchSpec> {
     let spec = |kind: Kind, resource: ApiResource| WatchSpec {
         kind,
         origin: origin(kind),
         resource,
         namespace: None,
         field_selector: None,
+        revision: None,
     };
+    let mesh_configmap = revision.map_or_else(|| MESH_CONFIGMAP.to_owned(), mesh_configmap);
     let mut out = vec![
         spec(Kind::Namespace, core_resource(Kind::Namespace)),
         spec(Kind::Service, core_resource(Kind::Service)),
@@ -158,12 +187,12 @@ pub(crate) fn plan(found: &Discovered, root_namespace: &str) -> Vec<WatchSpec> {
     }
     out.push(WatchSpec {
         namespace: Some(root_namespace.to_string()),
-        field_selector: Some(format!("metadata.name={MESH_CONFIGMAP}")),
+        field_selector: Some(format!("metadata.name={mesh_configmap}")),
         ..spec(Kind::ConfigMap, core_resource(Kind::ConfigMap))
     });
     for kind in istio_kinds() {
         if let Some(r) = found.kinds.get(&kind) {
-            out.push(spec(kind, r.clone()));
+            out.push(istio_spec(kind, r.clone(), revision));
         }
     }
     out
@@ -176,7 +205,7 @@ mod tests {
     #[test]
     fn endpoints_are_watched_only_without_v1_slices() {
         let found = Discovered::default();
-        let kinds: Vec<Kind> = plan(&found, "istio-system")
+        let kinds: Vec<Kind> = plan(&found, "istio-system", None)
             .iter()
             .map(|s| s.kind)
             .collect();
@@ -191,7 +220,7 @@ mod tests {
                 "endpointslices",
             ),
         );
-        let specs = plan(&found, "istio-system");
+        let specs = plan(&found, "istio-system", None);
         let kinds: Vec<Kind> = specs.iter().map(|s| s.kind).collect();
         assert!(!kinds.contains(&Kind::Endpoints) && kinds.contains(&Kind::EndpointSlice));
         let mesh = specs.iter().find(|s| s.kind == Kind::ConfigMap).unwrap();

@@ -2,7 +2,8 @@
 //!
 //! Every replica watches and serves (xDS, CA); only the leader writes (root-certificate
 //! ConfigMaps, webhook CA bundles, status). Leadership is a coordination.k8s.io/v1 Lease
-//! `meshd-leader` in the root namespace, renewed every 2 s and held for 15 s, as client-go's
+//! `meshd-leader` (`meshd-leader-<revision>` for a revision other than the default: replicas of
+//! one revision compete with each other only) in the root namespace, renewed every 2 s and held for 15 s, as client-go's
 //! leader election does it: a replica takes an expired lease, a leader that cannot renew within
 //! 10 s steps down before anyone else may take over, and a replica that stops releases it.
 
@@ -13,9 +14,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
+use meshd_model::Revision;
+
 use crate::client::is_conflict;
 
-/// The Lease every replica competes for.
+/// The Lease every replica of the default revision competes for.
 pub const LEADER_LEASE: &str = "meshd-leader";
 
 /// Timing of the leader Lease.
@@ -47,10 +50,11 @@ pub struct LeaderElection {
 }
 
 impl LeaderElection {
-    /// Starts competing for the lease as `identity`; the receiver says whether we hold it.
+    /// Starts competing for `revision`'s lease as `identity`; the receiver says whether we hold it.
     pub fn start(
         client: kube::Client,
         namespace: &str,
+        revision: &Revision,
         identity: String,
         timing: LeaseTiming,
     ) -> (LeaderElection, watch::Receiver<bool>) {
@@ -58,6 +62,7 @@ impl LeaderElection {
         let (stop, stop_rx) = watch::channel(false);
         let elector = Elector {
             api: Api::namespaced(client, namespace),
+            lease: revision.suffixed(LEADER_LEASE),
             identity,
             timing,
             observed: None,
@@ -95,6 +100,7 @@ pub fn holder_identity(pod_name: Option<&str>) -> String {
 
 struct Elector {
     api: Api<Lease>,
+    lease: String,
     identity: String,
     timing: LeaseTiming,
     /// Another holder's record as last seen, and when it was first seen: expiry is judged by our
@@ -110,7 +116,7 @@ impl Elector {
                 Ok(true) => {
                     last_renewed = Some(Instant::now());
                     if !*leader.borrow() {
-                        tracing::info!(identity = %self.identity, lease = LEADER_LEASE, "became the leader");
+                        tracing::info!(identity = %self.identity, lease = %self.lease, "became the leader");
                         leader.send_replace(true);
                     }
                 }
@@ -147,10 +153,10 @@ impl Elector {
     /// One round: true when we hold the lease afterwards.
     async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
-        let Some(mut lease) = self.api.get_opt(LEADER_LEASE).await? else {
+        let Some(mut lease) = self.api.get_opt(&self.lease).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
-                    name: Some(LEADER_LEASE.to_string()),
+                    name: Some(self.lease.clone()),
                     ..Default::default()
                 },
                 spec: Some(LeaseSpec {
@@ -197,7 +203,7 @@ impl Elector {
         // The resourceVersion we read makes this a compare-and-swap: a racing writer wins, we lose.
         match self
             .api
-            .replace(LEADER_LEASE, &PostParams::default(), &lease)
+            .replace(&self.lease, &PostParams::default(), &lease)
             .await
         {
             Ok(_) => Ok(true),
@@ -208,7 +214,7 @@ impl Elector {
 
     /// Gives the lease up (as client-go's ReleaseOnCancel): no holder, and already expired.
     async fn release(&self) -> Result<(), kube::Error> {
-        let Some(mut lease) = self.api.get_opt(LEADER_LEASE).await? else {
+        let Some(mut lease) = self.api.get_opt(&self.lease).await? else {
             return Ok(());
         };
         let spec = lease.spec.get_or_insert_with(Default::default);
@@ -219,7 +225,7 @@ impl Elector {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
         self.api
-            .replace(LEADER_LEASE, &PostParams::default(), &lease)
+            .replace(&self.lease, &PostParams::default(), &lease)
             .await
             .map(|_| ())
     }

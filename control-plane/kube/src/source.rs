@@ -28,13 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::ListParams;
-use meshd_model::{InvalidObject, Kind, Object, SourceEvent};
+use meshd_model::{InvalidObject, Kind, Object, Revision, SourceEvent};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::convert::{Converted, convert};
 use crate::discover::{
-    REDISCOVERY, WatchSpec, discover, istio_kinds, origin, plan, secret_origin, secret_spec,
+    REDISCOVERY, WatchSpec, discover, istio_kinds, istio_spec, origin, plan, secret_origin,
+    secret_spec,
 };
 use crate::watch::{SyncTracker, run_watch};
 
@@ -52,14 +53,16 @@ impl Drop for Task {
 pub fn spawn_source(
     client: kube::Client,
     root_namespace: String,
+    revision: Revision,
     tx: mpsc::UnboundedSender<SourceEvent>,
 ) {
-    tokio::spawn(run(client, root_namespace, tx));
+    tokio::spawn(run(client, root_namespace, revision, tx));
 }
 
 pub(crate) async fn run(
     client: kube::Client,
     root_namespace: String,
+    revision: Revision,
     tx: mpsc::UnboundedSender<SourceEvent>,
 ) {
     let mut delay = Duration::from_millis(500);
@@ -73,7 +76,7 @@ pub(crate) async fn run(
             }
         }
     };
-    let specs = plan(&found, &root_namespace);
+    let specs = plan(&found, &root_namespace, Some(&revision));
     tracing::info!(
         kinds = ?specs.iter().map(|s| format!("{}:{}", s.kind, s.resource.api_version)).collect::<Vec<_>>(),
         "Kubernetes source: watching"
@@ -125,13 +128,7 @@ pub(crate) async fn run(
             }
             if let Some(resource) = is {
                 tracing::info!(%kind, api_version = %resource.api_version, "CRD found: watching");
-                let spec = WatchSpec {
-                    kind,
-                    origin: origin(kind),
-                    resource,
-                    namespace: None,
-                    field_selector: None,
-                };
+                let spec = istio_spec(kind, resource, Some(&revision));
                 let task = spawn_watch(&client, &spec, &tx, None, &credentials_tx);
                 running.insert(kind, (spec, task));
             }
@@ -211,7 +208,7 @@ pub async fn list_once(
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     let mut credentials = BTreeSet::new();
-    for spec in plan(&found, root_namespace) {
+    for spec in plan(&found, root_namespace, None) {
         for c in list_all(client, &spec).await? {
             credentials.extend(c.credentials);
             match c.result {
@@ -248,7 +245,12 @@ pub(crate) async fn list_all(
             .list(&params)
             .await
             .with_context(|| format!("listing {}", spec.resource.plural))?;
-        out.extend(page.items.into_iter().map(|o| convert(spec, o)));
+        out.extend(
+            page.items
+                .into_iter()
+                .map(|o| convert(spec, o))
+                .filter(|c| !c.foreign),
+        );
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => break,

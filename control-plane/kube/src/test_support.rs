@@ -13,6 +13,7 @@ pub(crate) fn mk_spec(kind: Kind, resource: ApiResource) -> WatchSpec {
         resource,
         namespace: None,
         field_selector: None,
+        revision: None,
     }
 }
 

@@ -57,9 +57,10 @@ pub(crate) async fn run_watch(
                 true
             }
             Ok(Event::InitApply(obj)) => {
-                buffer
-                    .get_or_insert_with(Vec::new)
-                    .push(convert(&spec, obj));
+                let converted = convert(&spec, obj);
+                if !converted.foreign {
+                    buffer.get_or_insert_with(Vec::new).push(converted);
+                }
                 true
             }
             Ok(Event::InitDone) => {
@@ -72,7 +73,13 @@ pub(crate) async fn run_watch(
                 sent
             }
             Ok(Event::Apply(obj)) => {
-                let event = state.applied(&spec.origin, convert(&spec, obj));
+                let converted = convert(&spec, obj);
+                // Relabelled to another revision: gone, as far as this control plane goes.
+                let event = if converted.foreign {
+                    state.deleted(&spec.origin, converted.key)
+                } else {
+                    state.applied(&spec.origin, converted)
+                };
                 tx.send(event).is_ok()
             }
             Ok(Event::Delete(obj)) => {

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::revision::Revision;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundPolicy {
@@ -28,6 +30,10 @@ pub struct MeshConfig {
     pub enable_auto_mtls: bool,
     /// Istio's `connectTimeout` for clusters, e.g. `10s`.
     pub connect_timeout: String,
+    /// The control-plane revision this mesh config is for (`meshd serve --revision`), never read
+    /// from YAML: it names the ConfigMap the mesh config comes from (`istio-<revision>`).
+    #[serde(skip)]
+    pub revision: Revision,
 }
 
 impl Default for MeshConfig {
@@ -39,6 +45,7 @@ impl Default for MeshConfig {
             trust_domain_aliases: Vec::new(),
             enable_auto_mtls: true,
             connect_timeout: "10s".to_string(),
+            revision: Revision::default(),
         }
     }
 }

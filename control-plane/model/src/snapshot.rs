@@ -96,8 +96,14 @@ impl Snapshot {
     }
 }
 
-/// Istio keeps the mesh config under key `mesh` of this ConfigMap in the root namespace.
+/// Istio keeps the mesh config under key `mesh` of this ConfigMap in the root namespace
+/// (`istio-<revision>` for a revision other than the default: [`mesh_configmap`]).
 pub const MESH_CONFIGMAP: &str = "istio";
+
+/// The name of the ConfigMap holding the mesh config of `revision`.
+pub fn mesh_configmap(revision: &crate::Revision) -> String {
+    revision.suffixed(MESH_CONFIGMAP)
+}
 const MESH_KEY: &str = "mesh";
 
 /// The mesh config `objects` hold, else `base`; an unusable one is reported and ignored.
@@ -105,7 +111,11 @@ fn mesh_from_objects(
     objects: &BTreeMap<ObjectKey, Object>,
     base: &MeshConfig,
 ) -> (MeshConfig, Option<Finding>) {
-    let key = ObjectKey::new(Kind::ConfigMap, base.root_namespace.clone(), MESH_CONFIGMAP);
+    let key = ObjectKey::new(
+        Kind::ConfigMap,
+        base.root_namespace.clone(),
+        mesh_configmap(&base.revision),
+    );
     let Some(Object::ConfigMap(cm)) = objects.get(&key) else {
         return (base.clone(), None);
     };
@@ -113,7 +123,13 @@ fn mesh_from_objects(
         return (base.clone(), None);
     };
     match MeshConfig::from_yaml(text) {
-        Ok(mesh) => (mesh, None),
+        Ok(mesh) => (
+            MeshConfig {
+                revision: base.revision.clone(),
+                ..mesh
+            },
+            None,
+        ),
         Err(e) => {
             let finding = Finding::new(
                 Severity::Error,
@@ -194,5 +210,28 @@ mod tests {
             (Severity::Error, SCHEMA_ERROR, "data.mesh")
         );
         assert_eq!(f.object.to_string(), "ConfigMap istio-system/istio");
+    }
+
+    #[test]
+    fn a_revision_reads_its_own_configmap_only() {
+        let canary = MeshConfig {
+            revision: crate::Revision::new(Some("canary")),
+            ..MeshConfig::default()
+        };
+        let mut theirs = mesh_configmap("istio-system", "trustDomain: default.example\n");
+        let mut ours = mesh_configmap("istio-system", "trustDomain: canary.example\n");
+        ours["metadata"]["name"] = "istio-canary".into();
+        let snapshot = Snapshot::assemble(
+            1,
+            objects(vec![theirs.clone(), ours]),
+            &canary,
+            &BTreeMap::new(),
+        );
+        assert_eq!(snapshot.mesh.trust_domain, "canary.example");
+        assert_eq!(snapshot.mesh.revision.name(), "canary");
+        // Without its own ConfigMap a revision keeps its base, whatever the default one says.
+        theirs["data"]["mesh"] = "trustDomain: other.example\n".into();
+        let snapshot = Snapshot::assemble(1, objects(vec![theirs]), &canary, &BTreeMap::new());
+        assert_eq!(snapshot.mesh.trust_domain, "cluster.local");
     }
 }

@@ -85,7 +85,7 @@ fn golden_bare_pod_gets_the_expected_patch() {
 fn injected_pod_is_not_injected_again() {
     let once = injected(&mk_pod(json!({}), mk_spec()));
     assert_eq!(
-        skip_reason(&once, "shop", Some(&enabled())),
+        skip_reason(&once, "shop", Some(&enabled()), &Revision::default()),
         Some(Skip::AlreadyInjected)
     );
     assert_eq!(
@@ -98,7 +98,7 @@ fn injected_pod_is_not_injected_again() {
         json!({ "containers": [{ "name": "web" }, { "name": "istio-proxy" }] }),
     );
     assert_eq!(
-        skip_reason(&manual, "shop", None),
+        skip_reason(&manual, "shop", None, &Revision::default()),
         Some(Skip::AlreadyInjected)
     );
 }
@@ -113,30 +113,70 @@ fn namespace_label_and_pod_opt_in_and_out_decide() {
     let disabled = BTreeMap::from([(NAMESPACE_LABEL.to_owned(), "disabled".to_owned())]);
     let revision = BTreeMap::from([(REVISION_LABEL.to_owned(), "canary".to_owned())]);
 
-    assert_eq!(skip_reason(&plain, "shop", Some(&enabled())), None);
     assert_eq!(
-        skip_reason(&opt_out, "shop", Some(&enabled())),
+        skip_reason(&plain, "shop", Some(&enabled()), &Revision::default()),
+        None
+    );
+    assert_eq!(
+        skip_reason(&opt_out, "shop", Some(&enabled()), &Revision::default()),
         Some(Skip::OptedOut)
     );
     assert_eq!(
-        skip_reason(&opt_out_annotation, "shop", Some(&enabled())),
+        skip_reason(
+            &opt_out_annotation,
+            "shop",
+            Some(&enabled()),
+            &Revision::default()
+        ),
         Some(Skip::OptedOut)
     );
     assert_eq!(
-        skip_reason(&plain, "shop", Some(&none)),
+        skip_reason(&plain, "shop", Some(&none), &Revision::default()),
         Some(Skip::NamespaceNotEnabled)
     );
-    assert_eq!(skip_reason(&opt_in, "shop", Some(&none)), None);
     assert_eq!(
-        skip_reason(&opt_in, "shop", Some(&disabled)),
+        skip_reason(&opt_in, "shop", Some(&none), &Revision::default()),
+        None
+    );
+    assert_eq!(
+        skip_reason(&opt_in, "shop", Some(&disabled), &Revision::default()),
         Some(Skip::NamespaceNotEnabled)
     );
-    assert_eq!(skip_reason(&plain, "shop", Some(&revision)), None);
+    // A namespace of another revision is that revision's; the named revision injects it.
+    let canary = Revision::new(Some("canary"));
+    assert_eq!(
+        skip_reason(&plain, "shop", Some(&revision), &Revision::default()),
+        Some(Skip::OtherRevision)
+    );
+    assert_eq!(skip_reason(&plain, "shop", Some(&revision), &canary), None);
+    assert_eq!(
+        skip_reason(&plain, "shop", Some(&enabled()), &canary),
+        Some(Skip::OtherRevision)
+    );
+    // In a namespace meshd does not know, the pod's own revision label still counts.
+    let canary_pod = mk_pod(json!({ "labels": { REVISION_LABEL: "canary" } }), mk_spec());
+    assert_eq!(
+        skip_reason(&canary_pod, "shop", None, &Revision::default()),
+        Some(Skip::OtherRevision)
+    );
+    assert_eq!(skip_reason(&canary_pod, "shop", None, &canary), None);
+    assert_eq!(skip_reason(&canary_pod, "shop", Some(&none), &canary), None);
     // Unknown namespace: the webhook configuration's selectors already chose.
-    assert_eq!(skip_reason(&plain, "shop", None), None);
-    assert_eq!(skip_reason(&opt_out, "shop", None), Some(Skip::OptedOut));
     assert_eq!(
-        skip_reason(&plain, "kube-system", Some(&enabled())),
+        skip_reason(&plain, "shop", None, &Revision::default()),
+        None
+    );
+    assert_eq!(
+        skip_reason(&opt_out, "shop", None, &Revision::default()),
+        Some(Skip::OptedOut)
+    );
+    assert_eq!(
+        skip_reason(
+            &plain,
+            "kube-system",
+            Some(&enabled()),
+            &Revision::default()
+        ),
         Some(Skip::IgnoredNamespace)
     );
     let host = mk_pod(
@@ -144,7 +184,7 @@ fn namespace_label_and_pod_opt_in_and_out_decide() {
         json!({ "hostNetwork": true, "containers": [{ "name": "web" }] }),
     );
     assert_eq!(
-        skip_reason(&host, "shop", Some(&enabled())),
+        skip_reason(&host, "shop", Some(&enabled()), &Revision::default()),
         Some(Skip::HostNetwork)
     );
 }
@@ -406,4 +446,30 @@ fn something_without_containers_is_not_a_pod() {
         ),
         Err(InvalidPod::NotAPod(_))
     ));
+}
+
+#[test]
+fn the_status_annotation_names_the_injecting_revision() {
+    let canary = InjectConfig {
+        revision: Revision::new(Some("canary")),
+        ..InjectConfig::default()
+    };
+    let namespace = BTreeMap::from([(REVISION_LABEL.to_owned(), "canary".to_owned())]);
+    let pod = mk_pod(json!({}), mk_spec());
+    let patch = inject(&pod, "shop", Some(&namespace), &canary)
+        .unwrap()
+        .expect("the canary revision injects its namespace");
+    let mut injected = pod.clone();
+    json_patch::patch(&mut injected, &patch).unwrap();
+    let status: Value = serde_json::from_str(
+        injected["metadata"]["annotations"][STATUS_ANNOTATION]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["revision"], "canary");
+    assert_eq!(
+        inject(&pod, "shop", Some(&namespace), &InjectConfig::default()),
+        Ok(None)
+    );
 }

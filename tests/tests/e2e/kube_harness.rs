@@ -828,4 +828,77 @@ fn helm_chart_installs_the_objects_of_install_yaml() {
         serde_saphyr::from_str(mesh["data"]["mesh"].as_str().unwrap_or_default()).expect("YAML");
     assert_eq!(mesh["trustDomain"], "example.org");
     assert_eq!(mesh["rootNamespace"], "istio-system");
+
+    // A canary revision installs beside it: nothing shared, nothing selecting the other's pods.
+    let canary = cluster
+        .helm(&[
+            "install",
+            "meshd-canary",
+            &chart,
+            "-n",
+            "istio-system",
+            "--set",
+            "revision=canary",
+        ])
+        .expect("helm runs");
+    assert!(
+        canary.status.success(),
+        "helm install of a revision beside the default one: {}{}",
+        String::from_utf8_lossy(&canary.stderr),
+        String::from_utf8_lossy(&canary.stdout)
+    );
+    let deployment = get_json(
+        &cluster,
+        &["get", "deployment", "meshd-canary", "-n", "istio-system"],
+    );
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    assert_eq!(selector["istio.io/rev"], "canary");
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .contains(&json!("--revision=canary")),
+        "{args}"
+    );
+    let service = get_json(
+        &cluster,
+        &["get", "service", "istiod-canary", "-n", "istio-system"],
+    );
+    assert_eq!(service["spec"]["selector"]["istio.io/rev"], "canary");
+    let default_service = get_json(
+        &cluster,
+        &["get", "service", "istiod", "-n", "istio-system"],
+    );
+    assert_eq!(
+        default_service["spec"]["selector"]["istio.io/rev"],
+        "default"
+    );
+    get_json(
+        &cluster,
+        &["get", "configmap", "istio-canary", "-n", "istio-system"],
+    );
+    let injector = get_json(
+        &cluster,
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "meshd-sidecar-injector-canary",
+        ],
+    );
+    let webhooks = injector["webhooks"].as_array().expect("webhooks");
+    assert_eq!(
+        webhooks[0]["namespaceSelector"]["matchExpressions"],
+        json!([
+            { "key": "istio.io/rev", "operator": "In", "values": ["canary"] },
+            { "key": "istio-injection", "operator": "DoesNotExist" },
+        ])
+    );
+    assert_eq!(
+        webhooks[0]["clientConfig"]["service"]["name"],
+        "istiod-canary"
+    );
+    assert_eq!(
+        webhooks[1]["objectSelector"]["matchExpressions"][1],
+        json!({ "key": "istio.io/rev", "operator": "In", "values": ["canary"] })
+    );
 }

@@ -562,3 +562,198 @@ fn run_bootstrap_container(pod: &Value, meshd: &HostMeshd) -> Value {
     serde_json::from_slice(&std::fs::read(&file).expect("the bootstrap was written"))
         .expect("the bootstrap is JSON")
 }
+
+/// An injector webhook for one revision that calls it for every pod of the test's namespaces: the
+/// revision logic under test is meshd's own, not the selectors' (`manifests/` carries Istio's).
+fn mk_revision_injector(meshd: &HostMeshd, revision: &str, ca_bundle: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": format!("meshd-test-injector-{revision}") },
+        "webhooks": [{
+            "name": format!("{revision}.sidecar-injector.meshd.test"),
+            "clientConfig": { "url": meshd.webhook_url("/inject"), "caBundle": ca_bundle },
+            "rules": [{
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+            }],
+            "namespaceSelector": { "matchLabels": { "meshd-test": "revisions" } },
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 10,
+        }],
+    })
+}
+
+/// The revision in a created pod's `sidecar.istio.io/status`, or `None` when it was not injected.
+fn injected_by(pod: &Value) -> Option<String> {
+    let status = pod["metadata"]["annotations"]["sidecar.istio.io/status"].as_str()?;
+    let status: Value = serde_json::from_str(status).ok()?;
+    Some(status["revision"].as_str()?.to_owned())
+}
+
+/// Names of the objects of `kind` in a meshd's `/debug/configz`.
+fn configz_names(meshd: &HostMeshd, kind: &str) -> Vec<String> {
+    let Some(configz) = meshd
+        .get("/debug/configz")
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+    else {
+        return Vec::new();
+    };
+    configz["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["kind"] == kind)
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["namespace"].as_str().unwrap_or_default(),
+                o["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_revisions_side_by_side_each_inject_and_read_only_their_own() {
+    let cluster = cluster();
+    install_crds(&cluster);
+    let stable = HostMeshd::with_kubeconfig_and(&cluster, "meshd-stable", &[]);
+    let canary =
+        HostMeshd::with_kubeconfig_and(&cluster, "meshd-canary", &["--revision", "canary"]);
+    let test = json!({ "meshd-test": "revisions" });
+    let with = |extra: Value| {
+        let mut labels = test.clone();
+        labels
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        labels
+    };
+    for object in [
+        mk_namespace("istio-system", json!({})),
+        mk_namespace("stable", with(json!({ "istio-injection": "enabled" }))),
+        mk_namespace("trial", with(json!({ "istio.io/rev": "canary" }))),
+        // istio-injection wins over a revision label, as in Istio.
+        mk_namespace(
+            "both",
+            with(json!({ "istio-injection": "enabled", "istio.io/rev": "canary" })),
+        ),
+        mk_namespace("loose", test.clone()),
+        mk_service_account("stable"),
+        mk_service_account("trial"),
+        mk_service_account("both"),
+        mk_service_account("loose"),
+    ] {
+        apply(&cluster, &object.to_string());
+    }
+    // Each revision's mesh config in its own ConfigMap; config labelled for one revision.
+    for (name, domain) in [
+        ("istio", "stable.example"),
+        ("istio-canary", "canary.example"),
+    ] {
+        let configmap = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": name, "namespace": "istio-system" },
+            "data": { "mesh": format!("trustDomain: {domain}\n") },
+        });
+        apply(&cluster, &configmap.to_string());
+    }
+    let mut for_canary = mk_virtual_service("trial", "canary-only", "/v2/.*");
+    for_canary["metadata"]["labels"] = json!({ "istio.io/rev": "canary" });
+    apply(&cluster, &for_canary.to_string());
+    apply(
+        &cluster,
+        &mk_virtual_service("trial", "everyones", "/v1/.*").to_string(),
+    );
+
+    // Both have seen the namespaces, their mesh configs and the VirtualServices.
+    let mesh_domain = |meshd: &HostMeshd| -> Option<String> {
+        let configz: Value = serde_json::from_str(&meshd.get("/debug/configz")?).ok()?;
+        Some(configz["mesh"]["trustDomain"].as_str()?.to_owned())
+    };
+    let synced = wait_until(Duration::from_secs(30), || {
+        mesh_domain(&stable).as_deref() == Some("stable.example")
+            && mesh_domain(&canary).as_deref() == Some("canary.example")
+            && configz_names(&stable, "Namespace").len() >= 5
+            && configz_names(&canary, "Namespace").len() >= 5
+            && configz_names(&stable, "VirtualService").contains(&"trial/everyones".to_owned())
+            && configz_names(&canary, "VirtualService").contains(&"trial/everyones".to_owned())
+    });
+    assert!(
+        synced,
+        "meshd never saw the cluster\n{}\n{}",
+        stable.log(),
+        canary.log()
+    );
+    assert_eq!(
+        configz_names(&stable, "VirtualService"),
+        ["trial/everyones"]
+    );
+    let mut canary_vs = configz_names(&canary, "VirtualService");
+    canary_vs.sort();
+    assert_eq!(canary_vs, ["trial/canary-only", "trial/everyones"]);
+
+    let ca_bundle =
+        base64::engine::general_purpose::STANDARD.encode(stable.root_pem() + &canary.root_pem());
+    for (meshd, revision) in [(&stable, "default"), (&canary, "canary")] {
+        apply(
+            &cluster,
+            &mk_revision_injector(meshd, revision, &ca_bundle).to_string(),
+        );
+    }
+    let probe = mk_pod("stable", "probe", json!({}));
+    let injecting = wait_until(CONFIG_PROPAGATION, || {
+        create(&cluster, &probe, true).is_ok_and(|pod| injected_by(&pod).is_some())
+    });
+    assert!(
+        injecting,
+        "the API server never called the injectors\n{}",
+        stable.log()
+    );
+
+    let cases = [
+        ("stable", "a", json!({}), Some("default")),
+        ("trial", "b", json!({}), Some("canary")),
+        ("both", "c", json!({}), Some("default")),
+        (
+            "loose",
+            "d",
+            json!({ "istio.io/rev": "canary" }),
+            Some("canary"),
+        ),
+        (
+            "loose",
+            "e",
+            json!({ "sidecar.istio.io/inject": "true" }),
+            Some("default"),
+        ),
+        ("loose", "f", json!({}), None),
+        (
+            "trial",
+            "g",
+            json!({ "sidecar.istio.io/inject": "false" }),
+            None,
+        ),
+    ];
+    for (namespace, name, labels, want) in cases {
+        let pod = create(&cluster, &mk_pod(namespace, name, labels.clone()), false)
+            .unwrap_or_else(|err| panic!("creating {namespace}/{name}: {err}"));
+        assert_eq!(
+            injected_by(&pod).as_deref(),
+            want,
+            "{namespace}/{name} with labels {labels}\n--- stable\n{}\n--- canary\n{}",
+            stable.log(),
+            canary.log()
+        );
+        let proxies = names(&pod["spec"]["containers"])
+            .iter()
+            .filter(|c| *c == "istio-proxy")
+            .count();
+        assert_eq!(proxies, usize::from(want.is_some()), "{namespace}/{name}");
+    }
+}

@@ -33,14 +33,21 @@ impl HostMeshd {
 
     /// With the Kubernetes source, as replica `name` (`--pod-name`, the Lease's holder).
     pub fn with_kubeconfig(cluster: &KubeCluster, name: &str) -> HostMeshd {
+        HostMeshd::with_kubeconfig_and(cluster, name, &[])
+    }
+
+    /// [`HostMeshd::with_kubeconfig`] with more flags of `meshd serve`.
+    pub fn with_kubeconfig_and(cluster: &KubeCluster, name: &str, flags: &[&str]) -> HostMeshd {
         let kubeconfig = cluster.kubeconfig_path();
         HostMeshd::start(|_| {
-            vec![
+            let mut args: Vec<std::ffi::OsString> = vec![
                 OsStr::new("--kubeconfig").into(),
                 kubeconfig.into(),
                 OsStr::new("--pod-name").into(),
                 OsStr::new(name).into(),
-            ]
+            ];
+            args.extend(flags.iter().map(|flag| OsStr::new(flag).into()));
+            args
         })
     }
 
