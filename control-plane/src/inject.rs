@@ -15,7 +15,8 @@
 //!   that, STRICT mTLS would refuse the kubelet's plaintext probes.
 //!
 //! A pod that already carries `sidecar.istio.io/status` (or an `istio-proxy` container) is left
-//! alone, so injecting is idempotent.
+//! alone, so injecting is idempotent — except a pod of Istio's `istio/gateway` chart, whose
+//! `istio-proxy` with `image: auto` is the injector's to fill in, as a router ([`gateway`]).
 
 use std::collections::BTreeMap;
 
@@ -194,11 +195,13 @@ pub fn skip_reason(
 ) -> Option<Skip> {
     let labels = string_map(&pod["metadata"]["labels"]);
     let annotations = string_map(&pod["metadata"]["annotations"]);
+    // A gateway-chart pod brings an `istio-proxy` for the injector to fill in: not injected yet.
     let already = annotations.contains_key(STATUS_ANNOTATION)
-        || containers(pod, "containers")
-            .iter()
-            .chain(containers(pod, "initContainers").iter())
-            .any(|c| c["name"] == PROXY_CONTAINER || c["name"] == INIT_CONTAINER);
+        || (gateway::gateway_proxy(pod).is_none()
+            && containers(pod, "containers")
+                .iter()
+                .chain(containers(pod, "initContainers").iter())
+                .any(|c| c["name"] == PROXY_CONTAINER || c["name"] == INIT_CONTAINER));
     if already {
         return Some(Skip::AlreadyInjected);
     }
@@ -250,6 +253,16 @@ pub fn inject(
     }
     let meta = &pod["metadata"];
     let annotations = string_map(&meta["annotations"]);
+    if let Some(index) = gateway::gateway_proxy(pod) {
+        let resources = proxy_resources(&annotations)?;
+        let (mut ops, mut status) = gateway::inject(pod, index, config, resources);
+        ops.extend(volume_ops(pod));
+        status["volumes"] = json!([ENVOY_VOLUME, TOKEN_VOLUME, ROOT_CERT_VOLUME]);
+        status["revision"] = json!(config.revision.name());
+        let mut new_annotations = vec![(STATUS_ANNOTATION, status.to_string())];
+        add_map_entries(&mut ops, meta, "annotations", &mut new_annotations);
+        return Ok(Some(ops));
+    }
     let mut labels = string_map(&meta["labels"]);
     labels.insert(TLS_MODE_LABEL.to_owned(), "istio".to_owned());
 
@@ -284,14 +297,7 @@ pub fn inject(
         pointer(["spec", "containers", "-"]),
         proxy_container(config, resources),
     ));
-    let volumes = volumes();
-    if pod["spec"]["volumes"].is_array() {
-        for v in volumes {
-            ops.push(add(pointer(["spec", "volumes", "-"]), v));
-        }
-    } else {
-        ops.push(add(pointer(["spec", "volumes"]), json!(volumes)));
-    }
+    ops.extend(volume_ops(pod));
 
     let mut new_labels = vec![(TLS_MODE_LABEL, "istio".to_owned())];
     let mut new_annotations = vec![(STATUS_ANNOTATION, status(&config.revision))];
@@ -303,6 +309,19 @@ pub fn inject(
     add_map_entries(&mut ops, meta, "labels", &mut new_labels);
     add_map_entries(&mut ops, meta, "annotations", &mut new_annotations);
     Ok(Some(ops))
+}
+
+/// The volumes the injected containers mount, added to the pod's own.
+fn volume_ops(pod: &Value) -> JsonPatch {
+    let volumes = volumes();
+    if pod["spec"]["volumes"].is_array() {
+        volumes
+            .into_iter()
+            .map(|v| add(pointer(["spec", "volumes", "-"]), v))
+            .collect()
+    } else {
+        vec![add(pointer(["spec", "volumes"]), json!(volumes))]
+    }
 }
 
 /// Adds `entries` to `metadata.<field>`, creating the map when the pod has none.
@@ -663,6 +682,9 @@ fn volumes() -> [Value; 3] {
         json!({ "name": ROOT_CERT_VOLUME, "configMap": { "name": ROOT_CERT_CONFIGMAP } }),
     ]
 }
+
+mod gateway;
+pub use gateway::TEMPLATES_ANNOTATION;
 
 #[cfg(test)]
 mod tests;

@@ -473,3 +473,87 @@ fn the_status_annotation_names_the_injecting_revision() {
         Ok(None)
     );
 }
+
+#[test]
+fn pods_of_istios_gateway_chart_become_router_proxies() {
+    let pod = read_json("gateway-pod.json");
+    let unlabelled = BTreeMap::new();
+    // Opted in by its own label, in a namespace without injection labels: the default revision's.
+    assert_eq!(
+        skip_reason(
+            &pod,
+            "istio-ingress",
+            Some(&unlabelled),
+            &Revision::default()
+        ),
+        None
+    );
+    let patch = inject(
+        &pod,
+        "istio-ingress",
+        Some(&unlabelled),
+        &InjectConfig::default(),
+    )
+    .unwrap()
+    .expect("injected");
+    check_golden("gateway-pod.patch.json", &json!(patch));
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+
+    let names = |field: &str| -> Vec<String> {
+        containers(&out, field)
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // No capture: a gateway listens on its servers' ports itself.
+    assert_eq!(names("initContainers"), [BOOTSTRAP_CONTAINER]);
+    assert_eq!(names("containers"), [PROXY_CONTAINER]);
+    let env = &out["spec"]["initContainers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&json!({ "name": "MESHD_NODE_TYPE", "value": "router" })),
+        "{env}"
+    );
+    let proxy = &out["spec"]["containers"][0];
+    assert_eq!(proxy["image"], DEFAULT_PROXY_IMAGE);
+    assert_eq!(proxy["command"], json!(["envoy"]));
+    // The chart's own settings win: its resources, ports and security context.
+    assert_eq!(proxy["resources"]["limits"]["memory"], "1024Mi");
+    assert_eq!(proxy["ports"][0]["containerPort"], 15090);
+    assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
+    assert!(out["metadata"]["labels"].get(TLS_MODE_LABEL).is_none());
+    let status: Value = serde_json::from_str(
+        out["metadata"]["annotations"][STATUS_ANNOTATION]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["templates"], json!(["gateway"]));
+    // Injected once only.
+    assert_eq!(
+        skip_reason(
+            &out,
+            "istio-ingress",
+            Some(&unlabelled),
+            &Revision::default()
+        ),
+        Some(Skip::AlreadyInjected)
+    );
+    // Without the template annotation an istio-proxy container means "injected by hand".
+    let mut manual = pod.clone();
+    manual["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove(TEMPLATES_ANNOTATION);
+    assert_eq!(
+        skip_reason(
+            &manual,
+            "istio-ingress",
+            Some(&unlabelled),
+            &Revision::default()
+        ),
+        Some(Skip::AlreadyInjected)
+    );
+}

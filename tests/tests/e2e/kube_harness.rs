@@ -805,6 +805,10 @@ fn helm_chart_installs_the_objects_of_install_yaml() {
             "resources.limits.memory=2Gi",
             "--set",
             "meshConfig.trustDomain=example.org",
+            "--set",
+            "gateways.ingress.enabled=true",
+            "--set",
+            "gateways.egress.enabled=true",
         ])
         .expect("helm runs");
     assert!(
@@ -828,6 +832,47 @@ fn helm_chart_installs_the_objects_of_install_yaml() {
         serde_saphyr::from_str(mesh["data"]["mesh"].as_str().unwrap_or_default()).expect("YAML");
     assert_eq!(mesh["trustDomain"], "example.org");
     assert_eq!(mesh["rootNamespace"], "istio-system");
+
+    // Istio's demo-profile gateways: pods shaped as Istio's gateway chart makes them, for the
+    // injector to fill in (the webhook tests inject such a pod), and their Services.
+    for (name, istio, service_type) in [
+        ("istio-ingressgateway", "ingressgateway", "LoadBalancer"),
+        ("istio-egressgateway", "egressgateway", "ClusterIP"),
+    ] {
+        let deployment = get_json(&cluster, &["get", "deployment", name, "-n", "istio-system"]);
+        let template = &deployment["spec"]["template"];
+        assert_eq!(template["metadata"]["labels"]["istio"], istio);
+        assert_eq!(
+            template["metadata"]["labels"]["sidecar.istio.io/inject"],
+            "true"
+        );
+        assert_eq!(
+            template["metadata"]["annotations"]["inject.istio.io/templates"],
+            "gateway"
+        );
+        let proxy = &template["spec"]["containers"][0];
+        assert_eq!(
+            (&proxy["name"], &proxy["image"]),
+            (&json!("istio-proxy"), &json!("auto"))
+        );
+        let service = get_json(&cluster, &["get", "service", name, "-n", "istio-system"]);
+        assert_eq!(service["spec"]["type"], service_type);
+        assert_eq!(service["spec"]["selector"]["istio"], istio);
+        let ports: Vec<i64> = service["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        assert!(
+            ports.contains(&80) && ports.contains(&443) && ports.contains(&15021),
+            "{ports:?}"
+        );
+        get_json(
+            &cluster,
+            &["get", "serviceaccount", name, "-n", "istio-system"],
+        );
+    }
 
     // A canary revision installs beside it: nothing shared, nothing selecting the other's pods.
     let canary = cluster

@@ -757,3 +757,63 @@ fn two_revisions_side_by_side_each_inject_and_read_only_their_own() {
         assert_eq!(proxies, usize::from(want.is_some()), "{namespace}/{name}");
     }
 }
+
+#[test]
+fn a_pod_of_istios_gateway_chart_is_injected_as_a_router_proxy() {
+    let meshd = HostMeshd::with_config_dir();
+    let cluster = cluster_with_webhooks(&meshd);
+    // The pod template of Istio's `istio/gateway` chart, as its Deployment's ReplicaSet creates it.
+    let gateway = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "istio-ingressgateway-0",
+            "namespace": "meshed",
+            "labels": {
+                "app": "istio-ingressgateway",
+                "istio": "ingressgateway",
+                "sidecar.istio.io/inject": "true",
+            },
+            "annotations": { "inject.istio.io/templates": "gateway" },
+        },
+        "spec": {
+            "securityContext": {
+                "sysctls": [{ "name": "net.ipv4.ip_unprivileged_port_start", "value": "0" }],
+            },
+            "containers": [{
+                "name": "istio-proxy",
+                "image": "auto",
+                "ports": [{ "name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP" }],
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": { "drop": ["ALL"] },
+                    "runAsUser": 1337,
+                    "runAsGroup": 1337,
+                    "runAsNonRoot": true,
+                },
+            }],
+        },
+    });
+    let pod = create(&cluster, &gateway, false)
+        .unwrap_or_else(|err| panic!("creating the gateway pod: {err}\n{}", meshd.log()));
+    assert_eq!(names(&pod["spec"]["initContainers"]), ["istio-bootstrap"]);
+    assert_eq!(names(&pod["spec"]["containers"]), ["istio-proxy"]);
+    let bootstrap = &pod["spec"]["initContainers"][0];
+    assert!(
+        bootstrap["env"]
+            .as_array()
+            .expect("env")
+            .contains(&json!({ "name": "MESHD_NODE_TYPE", "value": "router" })),
+        "{bootstrap}"
+    );
+    let proxy = &pod["spec"]["containers"][0];
+    assert_eq!(proxy["image"], "registry.test/envoy:v1.40.0");
+    assert_eq!(proxy["ports"][0]["containerPort"], 15090);
+    assert!(
+        pod["metadata"]["annotations"]["sidecar.istio.io/status"]
+            .as_str()
+            .is_some_and(|s| s.contains("gateway")),
+        "{}",
+        pod["metadata"]
+    );
+}
