@@ -12,7 +12,7 @@ MESHD_ENVOY ?= $(MESHD_CACHE)/bin/envoy
 CARGO ?= cargo
 export MESHD_CACHE CARGO_TARGET_DIR MESHD_ENVOY
 
-.PHONY: help build test-deps lint test fuzz demo bench fmt clean-cache
+.PHONY: help build test-deps lint test fuzz demo image bench fmt clean-cache
 
 help:
 	@echo "make build        build every binary of the workspace (debug)"
@@ -22,6 +22,7 @@ help:
 	@echo "make fuzz         a long differential campaign against Envoy, then each libFuzzer target"
 	@echo "                  (MESHD_FUZZ_SECONDS=600, FUZZ_SECONDS=60 each; scripts/fuzz.sh)"
 	@echo "make demo         install Envoy, build meshd and the echo backends, run scripts/demo.sh"
+	@echo "make image        meshd's OCI image from Debian packages (scripts/build-image.sh; root)"
 	@echo "make bench        release build, then scripts/bench.sh"
 	@echo "make fmt          format the workspace"
 	@echo "make clean-cache  remove $(MESHD_CACHE) and $(CARGO_TARGET_DIR)"
@@ -55,6 +56,9 @@ demo:
 	scripts/install-test-deps.sh --demo
 	$(CARGO) build -p meshd --bin meshd -p meshd-tests --bin meshd-echo
 	bash scripts/demo.sh
+
+image: test-deps
+	scripts/build-image.sh
 
 bench: test-deps
 	$(CARGO) build --workspace --bins --release

