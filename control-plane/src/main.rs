@@ -30,7 +30,8 @@ enum Command {
     /// Install the sidecar capture rules in the current network namespace.
     Iptables(iptables::Args),
     /// Run the control plane.
-    Serve(serve::Args),
+    // Boxed: its flags outweigh every other command's.
+    Serve(Box<serve::Args>),
     /// One row per connected proxy with its CDS/LDS/EDS/RDS/SDS sync state.
     #[command(name = "proxy-status", alias = "ps")]
     ProxyStatus(cli::proxy_status::Args),
@@ -54,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Iptables(args) => iptables::run(args),
         Command::Serve(args) => {
             init_tracing();
-            serve::run(args)
+            serve::run(*args)
         }
         Command::ProxyStatus(args) => cli::proxy_status::run(args),
         Command::ProxyConfig(args) => cli::proxy_config::run(args),
