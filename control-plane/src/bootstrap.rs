@@ -93,6 +93,11 @@ pub struct Args {
     )]
     pub output: Option<PathBuf>,
 
+    /// Also copy this meshd binary to DIR/meshd (the pod's Envoy volume), so the stock Envoy
+    /// container can run `meshd wait` and `meshd drain` as its lifecycle hooks.
+    #[arg(long, env = "MESHD_INSTALL_SELF", value_name = "DIR")]
+    pub install_self: Option<PathBuf>,
+
     /// The app's kubelet probes that injection pointed at `:15020/app-health/<container>/<probe>`,
     /// as Istio's `ISTIO_KUBE_APP_PROBERS` JSON: Envoy listens on 15020 and forwards each to the
     /// app's original port and path on 127.0.0.1.
@@ -192,6 +197,21 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
                 .context("writing bootstrap to stdout")?;
         }
     }
+    if let Some(dir) = &args.install_self {
+        install_self(dir)?;
+    }
+    Ok(())
+}
+
+/// Copies the running binary to `dir/meshd`, executable by the proxy's user.
+fn install_self(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let me = std::env::current_exe().context("finding meshd's own binary")?;
+    let to = dir.join("meshd");
+    std::fs::copy(&me, &to)
+        .with_context(|| format!("copying {} to {}", me.display(), to.display()))?;
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", to.display()))?;
     Ok(())
 }
 

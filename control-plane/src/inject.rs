@@ -93,6 +93,13 @@ pub struct InjectConfig {
     pub token_file: bool,
     /// The control-plane revision injecting: pods that belong to another are left alone.
     pub revision: Revision,
+    /// The cluster runs native sidecars (init containers with `restartPolicy: Always`,
+    /// Kubernetes 1.29 and later): the proxy becomes one unless the pod says otherwise.
+    pub native_sidecars: bool,
+    /// The mesh's `defaultConfig.holdApplicationUntilProxyStarts`.
+    pub hold_application: bool,
+    /// The mesh's `defaultConfig.terminationDrainDuration`.
+    pub termination_drain: String,
 }
 
 pub const DEFAULT_PROXY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
@@ -108,6 +115,9 @@ impl Default for InjectConfig {
             xds_addr: DEFAULT_XDS_ADDR.to_owned(),
             token_file: true,
             revision: Revision::default(),
+            native_sidecars: false,
+            hold_application: false,
+            termination_drain: lifecycle::DEFAULT_DRAIN.to_owned(),
         }
     }
 }
@@ -255,7 +265,14 @@ pub fn inject(
     let annotations = string_map(&meta["annotations"]);
     if let Some(index) = gateway::gateway_proxy(pod) {
         let resources = proxy_resources(&annotations)?;
-        let (mut ops, mut status) = gateway::inject(pod, index, config, resources);
+        // A gateway's Envoy is the pod's main container: it drains, but is never a native
+        // sidecar and holds nothing up.
+        let life = lifecycle::Lifecycle {
+            hold: false,
+            native: false,
+            ..lifecycle::lifecycle(&annotations, config)?
+        };
+        let (mut ops, mut status) = gateway::inject(pod, index, config, resources, &life);
         ops.extend(volume_ops(pod));
         status["volumes"] = json!([ENVOY_VOLUME, TOKEN_VOLUME, ROOT_CERT_VOLUME]);
         status["revision"] = json!(config.revision.name());
@@ -268,6 +285,7 @@ pub fn inject(
 
     let capture = capture_args(&annotations)?;
     let resources = proxy_resources(&annotations)?;
+    let life = lifecycle::lifecycle(&annotations, config)?;
     let app = containers(pod, "containers");
     let (probe_ops, probers) = if annotations
         .get(REWRITE_PROBES_ANNOTATION)
@@ -280,10 +298,16 @@ pub fn inject(
     };
 
     let mut ops = Vec::new();
-    let init = [
+    let mut proxy = proxy_container(config, resources);
+    lifecycle::apply(&mut proxy, &life);
+    let mut init = vec![
         init_container(config, capture),
         bootstrap_container(config, &labels, &probers),
     ];
+    if life.native {
+        // After capture and bootstrap, before the pod's own init containers: they get a network.
+        init.push(proxy.take());
+    }
     if containers(pod, "initContainers").is_empty() {
         ops.push(add(pointer(["spec", "initContainers"]), json!(init)));
     } else {
@@ -293,14 +317,15 @@ pub fn inject(
         }
     }
     ops.extend(probe_ops);
-    ops.push(add(
-        pointer(["spec", "containers", "-"]),
-        proxy_container(config, resources),
-    ));
+    if !life.native {
+        // Holding the app: the proxy first, whose postStart the kubelet waits for.
+        let at = if life.hold { "0" } else { "-" };
+        ops.push(add(pointer(["spec", "containers", at]), proxy));
+    }
     ops.extend(volume_ops(pod));
 
     let mut new_labels = vec![(TLS_MODE_LABEL, "istio".to_owned())];
-    let mut new_annotations = vec![(STATUS_ANNOTATION, status(&config.revision))];
+    let mut new_annotations = vec![(STATUS_ANNOTATION, status(&config.revision, life.native))];
     if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION)
         && let Some(first) = app.first().and_then(|c| c["name"].as_str())
     {
@@ -345,10 +370,15 @@ fn add_map_entries(
 }
 
 /// `sidecar.istio.io/status`: Istio's fields, naming what injection added.
-fn status(revision: &Revision) -> String {
+fn status(revision: &Revision, native: bool) -> String {
+    let (init, containers): (&[&str], &[&str]) = if native {
+        (&[INIT_CONTAINER, BOOTSTRAP_CONTAINER, PROXY_CONTAINER], &[])
+    } else {
+        (&[INIT_CONTAINER, BOOTSTRAP_CONTAINER], &[PROXY_CONTAINER])
+    };
     json!({
-        "initContainers": [INIT_CONTAINER, BOOTSTRAP_CONTAINER],
-        "containers": [PROXY_CONTAINER],
+        "initContainers": init,
+        "containers": containers,
         "volumes": [ENVOY_VOLUME, TOKEN_VOLUME, ROOT_CERT_VOLUME],
         "imagePullSecrets": null,
         "revision": revision.name(),
@@ -593,6 +623,8 @@ fn bootstrap_container(
         args.extend(["--token-file".to_owned(), TOKEN_FILE.to_owned()]);
     }
     args.extend(["-o".to_owned(), BOOTSTRAP_FILE.to_owned()]);
+    // The proxy's lifecycle hooks run meshd from the Envoy volume (stock Envoy's image has none).
+    args.extend(["--install-self".to_owned(), BOOTSTRAP_DIR.to_owned()]);
     // Labels are known now and fixed for the bootstrap's lifetime; values can hold neither `,`
     // nor `=`, so `k=v,k=v` is exact.
     let labels = labels
@@ -684,7 +716,9 @@ fn volumes() -> [Value; 3] {
 }
 
 mod gateway;
+mod lifecycle;
 pub use gateway::TEMPLATES_ANNOTATION;
+pub use lifecycle::{NATIVE_SIDECAR_ANNOTATION, PROXY_CONFIG_ANNOTATION};
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ mod cli;
 mod crds;
 mod documents;
 mod identity;
+mod lifecycle;
 mod serve;
 
 // The admission webhooks live in the library (`lib.rs`), where the fuzzers reach them too.
@@ -44,6 +45,10 @@ enum Command {
     Crds(crds::Args),
     /// Print the version of the binary and of the Envoy API it speaks.
     Version,
+    /// Wait until the pod's Envoy is ready (the injected proxy's postStart hook).
+    Wait(lifecycle::WaitArgs),
+    /// Drain the pod's Envoy before it is stopped (the injected proxy's preStop hook).
+    Drain(lifecycle::DrainArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +66,8 @@ fn main() -> anyhow::Result<()> {
         Command::ProxyConfig(args) => cli::proxy_config::run(args),
         Command::Analyze(args) => cli::analyze::run(args),
         Command::Crds(args) => crds::run(args),
+        Command::Wait(args) => lifecycle::wait(&args),
+        Command::Drain(args) => lifecycle::drain(&args),
         Command::Version => {
             println!("meshd {} (Envoy API v3)", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -287,8 +287,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tls::serving_ips(args.secure_addr),
     )
     .context("minting meshd's serving certificate")?;
+    // Native sidecars where the cluster runs them, as istiod decides it.
+    let native_sidecars = match &kube {
+        Some(k) => meshd_kube::native_sidecars(&k.ctx.client)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "API server version unknown: injecting classic sidecars");
+                false
+            }),
+        None => false,
+    };
     let inject = meshd::inject::InjectConfig {
         revision: revision.clone(),
+        native_sidecars,
         ..args.webhook.inject_config()
     };
     let webhooks = admission::Server::bind(

@@ -36,3 +36,33 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
 pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(status) if status.code == 409)
 }
+
+/// Whether the API server's Kubernetes runs native sidecars — init containers with
+/// `restartPolicy: Always` — by default: 1.29 and later (SidecarContainers, beta and on from 1.29).
+pub async fn native_sidecars(client: &kube::Client) -> Result<bool, kube::Error> {
+    let info = client.apiserver_version().await?;
+    Ok(native_sidecars_in(&info.major, &info.minor))
+}
+
+/// [`native_sidecars`] from the version's numbers (`minor` may carry a `+`, as GKE's do).
+pub fn native_sidecars_in(major: &str, minor: &str) -> bool {
+    let number = |s: &str| s.trim_end_matches('+').parse::<u32>().ok();
+    match (number(major), number(minor)) {
+        (Some(major), Some(minor)) => (major, minor) >= (1, 29),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod native_tests {
+    use super::native_sidecars_in;
+
+    #[test]
+    fn native_sidecars_from_kubernetes_1_29() {
+        assert!(!native_sidecars_in("1", "20"));
+        assert!(!native_sidecars_in("1", "28+"));
+        assert!(native_sidecars_in("1", "29"));
+        assert!(native_sidecars_in("1", "33+"));
+        assert!(!native_sidecars_in("", "garbage"));
+    }
+}

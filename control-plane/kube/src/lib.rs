@@ -26,7 +26,7 @@ mod test_support;
 
 use std::sync::Arc;
 
-pub use client::{KubeContext, client, is_conflict};
+pub use client::{KubeContext, client, is_conflict, native_sidecars, native_sidecars_in};
 pub use leader::{LEADER_LEASE, LeaderElection, LeaseTiming, holder_identity};
 pub use source::{list_once, spawn_source};
 pub use token_review::{ReviewError, ReviewedToken, TokenReviewLayer, TokenReviewer, bearer};

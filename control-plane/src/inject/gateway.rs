@@ -9,6 +9,7 @@
 
 use serde_json::{Value, json};
 
+use super::lifecycle::{self, Lifecycle};
 use super::{
     BOOTSTRAP_CONTAINER, InjectConfig, JsonPatch, PROXY_CONTAINER, add, bootstrap_container,
     containers, pointer, proxy_container, string_map,
@@ -39,6 +40,7 @@ pub(super) fn inject(
     index: usize,
     config: &InjectConfig,
     resources: Value,
+    life: &Lifecycle,
 ) -> (JsonPatch, Value) {
     let labels = string_map(&pod["metadata"]["labels"]);
     let mut bootstrap = bootstrap_container(config, &labels, &Default::default());
@@ -52,9 +54,11 @@ pub(super) fn inject(
         ops.push(add(pointer(["spec", "initContainers", "0"]), bootstrap));
     }
     let theirs = &containers(pod, "containers")[index];
+    let mut ours = proxy_container(config, resources);
+    lifecycle::apply(&mut ours, life);
     ops.push(PatchOperation::Replace(ReplaceOperation {
         path: pointer(["spec", "containers", &index.to_string()]),
-        value: merged_proxy(theirs, proxy_container(config, resources)),
+        value: merged_proxy(theirs, ours),
     }));
     let status = json!({
         "initContainers": [BOOTSTRAP_CONTAINER],

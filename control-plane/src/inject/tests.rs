@@ -557,3 +557,144 @@ fn pods_of_istios_gateway_chart_become_router_proxies() {
         Some(Skip::AlreadyInjected)
     );
 }
+
+fn names_of(pod: &Value, field: &str) -> Vec<String> {
+    containers(pod, field)
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn with_probe() -> Value {
+    json!({ "containers": [{
+        "name": "web",
+        "image": "nginx",
+        "ports": [{ "name": "http", "containerPort": 8080 }],
+        "readinessProbe": { "httpGet": { "path": "/ready", "port": "http" } },
+    }] })
+}
+
+#[test]
+fn the_proxy_drains_before_it_stops_and_runs_meshd_from_its_volume() {
+    let out = injected(&mk_pod(json!({}), with_probe()));
+    assert_eq!(names_of(&out, "containers"), ["web", PROXY_CONTAINER]);
+    let proxy = &out["spec"]["containers"][1];
+    assert_eq!(
+        proxy["lifecycle"],
+        json!({ "preStop": { "exec": { "command": ["/etc/istio/proxy/meshd", "drain", "--duration", "5s"] } } })
+    );
+    let bootstrap = &out["spec"]["initContainers"][1];
+    let args: Vec<&str> = bootstrap["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--install-self", "/etc/istio/proxy"]),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn holding_the_application_puts_the_proxy_first_with_a_wait() {
+    let hold = json!({ "annotations": {
+        PROXY_CONFIG_ANNOTATION: "holdApplicationUntilProxyStarts: true\nterminationDrainDuration: 30s\n",
+    } });
+    let out = injected(&mk_pod(hold, with_probe()));
+    assert_eq!(names_of(&out, "containers"), [PROXY_CONTAINER, "web"]);
+    let proxy = &out["spec"]["containers"][0];
+    assert_eq!(
+        proxy["lifecycle"]["postStart"]["exec"]["command"],
+        json!(["/etc/istio/proxy/meshd", "wait"])
+    );
+    assert_eq!(proxy["lifecycle"]["preStop"]["exec"]["command"][3], "30s");
+    // The app's probe was rewritten on the app, not on the proxy that now comes first.
+    assert_eq!(
+        out["spec"]["containers"][1]["readinessProbe"]["httpGet"]["port"],
+        APP_HEALTH_PORT
+    );
+    assert_eq!(out["spec"]["containers"][1]["name"], "web");
+    // The mesh-wide default does the same.
+    let mesh_default = InjectConfig {
+        hold_application: true,
+        ..InjectConfig::default()
+    };
+    let patch = inject(
+        &mk_pod(json!({}), with_probe()),
+        "shop",
+        Some(&enabled()),
+        &mesh_default,
+    )
+    .unwrap()
+    .unwrap();
+    let mut out = mk_pod(json!({}), with_probe());
+    json_patch::patch(&mut out, &patch).unwrap();
+    assert_eq!(names_of(&out, "containers"), [PROXY_CONTAINER, "web"]);
+}
+
+#[test]
+fn where_the_cluster_runs_native_sidecars_the_proxy_is_one() {
+    let native = InjectConfig {
+        native_sidecars: true,
+        ..InjectConfig::default()
+    };
+    let pod = mk_pod(json!({}), with_probe());
+    let patch = inject(&pod, "shop", Some(&enabled()), &native)
+        .unwrap()
+        .unwrap();
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+    assert_eq!(
+        names_of(&out, "initContainers"),
+        [INIT_CONTAINER, BOOTSTRAP_CONTAINER, PROXY_CONTAINER]
+    );
+    assert_eq!(names_of(&out, "containers"), ["web"]);
+    let proxy = &out["spec"]["initContainers"][2];
+    assert_eq!(proxy["restartPolicy"], "Always");
+    assert_eq!(proxy["startupProbe"]["httpGet"]["port"], 15021);
+    assert!(proxy["lifecycle"]["preStop"].is_object());
+    assert!(proxy["lifecycle"].get("postStart").is_none());
+    let status: Value = serde_json::from_str(
+        out["metadata"]["annotations"][STATUS_ANNOTATION]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["containers"], json!([]));
+    // A pod can ask for the classic form, and the same pod in an older cluster gets it.
+    let classic = mk_pod(
+        json!({ "annotations": { NATIVE_SIDECAR_ANNOTATION: "false" } }),
+        with_probe(),
+    );
+    let out = {
+        let patch = inject(&classic, "shop", Some(&enabled()), &native)
+            .unwrap()
+            .unwrap();
+        let mut out = classic.clone();
+        json_patch::patch(&mut out, &patch).unwrap();
+        out
+    };
+    assert_eq!(names_of(&out, "containers"), ["web", PROXY_CONTAINER]);
+    assert_eq!(
+        names_of(&injected(&pod), "initContainers"),
+        [INIT_CONTAINER, BOOTSTRAP_CONTAINER]
+    );
+}
+
+#[test]
+fn unusable_lifecycle_annotations_refuse_the_pod() {
+    for (annotation, value) in [
+        (PROXY_CONFIG_ANNOTATION, "terminationDrainDuration: soon\n"),
+        (
+            PROXY_CONFIG_ANNOTATION,
+            "holdApplicationUntilProxyStarts: [1]\n",
+        ),
+        (NATIVE_SIDECAR_ANNOTATION, "maybe"),
+    ] {
+        let pod = mk_pod(json!({ "annotations": { annotation: value } }), mk_spec());
+        let err = inject(&pod, "shop", Some(&enabled()), &InjectConfig::default()).unwrap_err();
+        assert!(err.to_string().contains(annotation), "{err}");
+    }
+}
