@@ -9,6 +9,7 @@ pub mod audit;
 mod authz;
 pub mod blame;
 pub mod bootstrap;
+pub mod changes;
 pub mod check;
 mod cluster;
 mod destination;
