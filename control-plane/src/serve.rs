@@ -10,7 +10,6 @@ mod file_source;
 pub mod generator;
 mod guard;
 mod index;
-mod jwks;
 mod publish;
 mod pusher;
 mod secrets;
@@ -29,7 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::{admission, identity, tls};
+use crate::{admission, identity, jwks, tls};
 use generator::MeshGenerator;
 
 #[derive(clap::Args, Debug, Clone)]
