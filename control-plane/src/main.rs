@@ -2,6 +2,7 @@
 
 mod bootstrap;
 mod cli;
+mod connected;
 mod crds;
 mod documents;
 mod identity;

@@ -3,6 +3,7 @@
 //! for the ADS server; the CA serves certificates over SDS and Istio's certificate API; the debug
 //! API and the admission webhooks read the same snapshot.
 
+mod built;
 pub mod ca;
 pub mod debug;
 mod encode;
