@@ -218,9 +218,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     // Sources → index loop.
     let mut sources: BTreeSet<String> = BTreeSet::new();
+    let rescans = Counter::default();
+    registry.register(
+        "meshd_config_dir_rescans",
+        "Times a config directory was read again because the file watcher reported a change",
+        rescans.clone(),
+    );
     for dir in &args.config_dirs {
         sources.insert(file_source::source_name(dir));
-        file_source::spawn(dir.clone(), source_tx.clone())?;
+        file_source::spawn(dir.clone(), source_tx.clone(), rescans.clone())?;
     }
     if let Some(k) = &kube {
         sources.insert(meshd_kube::SOURCE.to_string());
