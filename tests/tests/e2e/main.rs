@@ -27,6 +27,7 @@ mod harness;
 mod jwks_source;
 mod kube_harness;
 mod kube_source;
+mod lifecycle;
 mod never_nack;
 mod security;
 mod sidecar;
