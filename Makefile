@@ -21,7 +21,7 @@ help:
 	@echo "make test         test-deps, build, lint, then every test (root-needing ones too)"
 	@echo "make fuzz         a long differential campaign against Envoy, then each libFuzzer target"
 	@echo "                  (MESHD_FUZZ_SECONDS=600, FUZZ_SECONDS=60 each; scripts/fuzz.sh)"
-	@echo "make demo         run scripts/demo.sh"
+	@echo "make demo         install Envoy, build meshd and the echo backends, run scripts/demo.sh"
 	@echo "make bench        release build, then scripts/bench.sh"
 	@echo "make fmt          format the workspace"
 	@echo "make clean-cache  remove $(MESHD_CACHE) and $(CARGO_TARGET_DIR)"
@@ -50,7 +50,10 @@ test: test-deps build lint
 fuzz: test-deps
 	scripts/fuzz.sh
 
-demo: test-deps build
+# Only what the demo runs: Envoy, meshd and the echo backends (no kube-apiserver, no test tools).
+demo:
+	scripts/install-test-deps.sh --demo
+	$(CARGO) build -p meshd --bin meshd -p meshd-tests --bin meshd-echo
 	bash scripts/demo.sh
 
 bench: test-deps

@@ -21,7 +21,7 @@ CARGO_FUZZ_VERSION=0.13.2
 TOOLS=$MESHD_CACHE/tools
 export PATH="$TOOLS/bin:$PATH" CARGO_TARGET_DIR
 
-if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
+if [[ "$(cargo fuzz --version 2>/dev/null)" != *"$CARGO_FUZZ_VERSION"* ]]; then
     echo "fuzz: installing cargo-fuzz $CARGO_FUZZ_VERSION into $TOOLS"
     cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" --root "$TOOLS"
 fi

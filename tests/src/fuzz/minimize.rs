@@ -14,17 +14,21 @@ pub fn minimize<T: Clone>(
         let mut start = 0;
         let mut removed_any = false;
         while start < items.len() {
-            if budget == 0 {
-                return items;
-            }
-            budget -= 1;
             let end = (start + chunk).min(items.len());
             let candidate: Vec<T> = items[..start]
                 .iter()
                 .chain(&items[end..])
                 .cloned()
                 .collect();
-            if !candidate.is_empty() && fails(&candidate) {
+            // Only calls of `fails` spend the budget: an empty candidate is never tried.
+            let tried = !candidate.is_empty() && {
+                if budget == 0 {
+                    return items;
+                }
+                budget -= 1;
+                true
+            };
+            if tried && fails(&candidate) {
                 items = candidate;
                 removed_any = true;
             } else {

@@ -48,9 +48,12 @@ fn principal(g: &mut Gen) -> String {
     }
 }
 
+/// A field of a rule's source or operation, and how to make one value of it.
+type FieldMaker = (&'static str, fn(&mut Gen) -> String);
+
 fn source(g: &mut Gen) -> Value {
     let mut s = json!({});
-    let fields: [(&str, fn(&mut Gen) -> String); 8] = [
+    let fields: [FieldMaker; 8] = [
         ("principals", principal),
         ("notPrincipals", principal),
         ("requestPrincipals", principal),
