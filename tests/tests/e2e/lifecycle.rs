@@ -12,43 +12,57 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::support::host_meshd::HostMeshd;
 
+/// A proxy on its own thread: one plaintext ADS stream, subscribed to clusters, read (and its
+/// connection kept answering, as Envoy's does) until meshd ends it. Says on `first` when the first
+/// response arrived.
+fn connected_proxy(xds: &str, first: std::sync::mpsc::Sender<String>) {
+    let url = format!("http://{xds}");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut client = AggregatedDiscoveryServiceClient::connect(url)
+                .await
+                .unwrap();
+            let (requests, rx) = tokio::sync::mpsc::unbounded_channel();
+            requests
+                .send(DiscoveryRequest {
+                    node: Some(Node {
+                        id: "sidecar~10.9.0.1~sleep.default~default.svc.cluster.local".to_string(),
+                        ..Default::default()
+                    }),
+                    type_url: type_url::CLUSTER.to_string(),
+                    ..Default::default()
+                })
+                .unwrap();
+            let mut responses = client
+                .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            if let Ok(Some(response)) = responses.message().await {
+                let _ = first.send(response.type_url);
+            }
+            while let Ok(Some(_)) = responses.message().await {}
+            drop(requests);
+        });
+    });
+}
+
 #[test]
 fn meshd_with_a_connected_proxy_exits_promptly_on_sigterm() {
     let mut meshd = HostMeshd::with_config_dir();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("http://{}", meshd.xds_addr());
-    // The stream stays open (its request sender and response stream alive) until the end.
-    let _stream = runtime.block_on(async {
-        let mut client = AggregatedDiscoveryServiceClient::connect(url)
-            .await
-            .unwrap();
-        let (requests, rx) = tokio::sync::mpsc::unbounded_channel();
-        requests
-            .send(DiscoveryRequest {
-                node: Some(Node {
-                    id: "sidecar~10.9.0.1~sleep.default~default.svc.cluster.local".to_string(),
-                    ..Default::default()
-                }),
-                type_url: type_url::CLUSTER.to_string(),
-                ..Default::default()
-            })
-            .unwrap();
-        let mut responses = client
-            .stream_aggregated_resources(UnboundedReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(10), responses.message())
-            .await
-            .expect("a response within 10 s")
-            .unwrap()
-            .expect("a response, not the end of the stream");
-        assert_eq!(first.type_url, type_url::CLUSTER);
-        (requests, responses)
-    });
+    let (first, answered) = std::sync::mpsc::channel();
+    connected_proxy(meshd.xds_addr(), first);
+    let response = answered.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        response.as_deref(),
+        Ok(type_url::CLUSTER),
+        "no CDS response\n{}",
+        meshd.log()
+    );
     let asked = Instant::now();
     meshd.signal("TERM");
     let status = meshd.wait_exit(Duration::from_secs(10));
