@@ -2,9 +2,11 @@
 
 mod bootstrap;
 mod cli;
+mod connected;
 mod crds;
 mod documents;
 mod identity;
+mod jwks;
 mod lifecycle;
 mod serve;
 

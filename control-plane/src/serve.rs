@@ -3,6 +3,7 @@
 //! for the ADS server; the CA serves certificates over SDS and Istio's certificate API; the debug
 //! API and the admission webhooks read the same snapshot.
 
+mod built;
 pub mod ca;
 pub mod debug;
 mod encode;
@@ -10,7 +11,6 @@ mod file_source;
 pub mod generator;
 mod guard;
 mod index;
-mod jwks;
 mod publish;
 mod pusher;
 mod secrets;
@@ -29,7 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::{admission, identity, tls};
+use crate::{admission, identity, jwks, tls};
 use generator::MeshGenerator;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -229,9 +229,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     // Sources → index loop.
     let mut sources: BTreeSet<String> = BTreeSet::new();
+    let rescans = Counter::default();
+    registry.register(
+        "meshd_config_dir_rescans",
+        "Times a config directory was read again because the file watcher reported a change",
+        rescans.clone(),
+    );
     for dir in &args.config_dirs {
         sources.insert(file_source::source_name(dir));
-        file_source::spawn(dir.clone(), source_tx.clone())?;
+        file_source::spawn(dir.clone(), source_tx.clone(), rescans.clone())?;
     }
     if let Some(k) = &kube {
         sources.insert(meshd_kube::SOURCE.to_string());

@@ -165,7 +165,7 @@ pub(crate) fn sort_mesh_wide_first<T>(
     });
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct AuthorizationPolicies {
     policies: Vec<Arc<AuthzPolicyModel>>,
     root_namespace: String,

@@ -30,7 +30,7 @@ pub use object::{Kind, Object, ObjectKey, ParseError};
 pub use peer_auth::{MtlsMode, PeerAuthentications};
 pub use protocol::Protocol;
 pub use proxy::{NodeType, Proxy};
-pub use registry::{Endpoint, Resolution, ServiceModel, ServicePort};
+pub use registry::{Endpoint, Resolution, ServedPort, ServiceModel, ServicePort};
 pub use revision::Revision;
 pub use snapshot::Snapshot;
 pub use source::{InvalidObject, JwksState, ObjectOrigin, SourceEvent};

@@ -32,7 +32,7 @@ pub struct PeerAuthModel {
     pub ports: BTreeMap<u32, Option<MtlsMode>>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PeerAuthentications {
     policies: Vec<Arc<PeerAuthModel>>,
     root_namespace: String,

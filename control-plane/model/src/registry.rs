@@ -111,6 +111,14 @@ impl PodInfo {
     }
 }
 
+/// A port a workload serves because some service port routes there: the endpoint's port, and
+/// the protocol of the service port that sends to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServedPort {
+    pub port: u32,
+    pub protocol: Protocol,
+}
+
 /// Services, their endpoints and the pods they run on, derived from a set of objects.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Registry {
@@ -125,6 +133,12 @@ pub struct Registry {
     /// WorkloadEntries with errors: no ServiceEntry selects them.
     #[serde(skip)]
     pub invalid_workload_entries: std::collections::BTreeSet<ObjectKey>,
+    /// By endpoint address: every (endpoint port, service port protocol) some service routes
+    /// there, in (hostname, service port, endpoint) order. What a workload at that address serves
+    /// (its proxy's inbound config) is looked up here instead of scanning every service's
+    /// endpoints for each proxy.
+    #[serde(skip)]
+    pub served_ports: HashMap<String, Vec<ServedPort>>,
 }
 
 pub fn cluster_domain_host(name: &str, namespace: &str) -> String {
@@ -163,7 +177,27 @@ impl Registry {
                 reg.add_service_entry(se, objects, findings);
             }
         }
+        reg.served_ports = reg.index_served_ports();
         reg
+    }
+
+    /// [`Registry::served_ports`], from the services and endpoints.
+    fn index_served_ports(&self) -> HashMap<String, Vec<ServedPort>> {
+        let mut by_address: HashMap<String, Vec<ServedPort>> = HashMap::new();
+        for svc in self.services.values() {
+            for sp in &svc.ports {
+                for ep in self.endpoints(&svc.hostname, sp.port) {
+                    by_address
+                        .entry(ep.address.clone())
+                        .or_default()
+                        .push(ServedPort {
+                            port: ep.port,
+                            protocol: sp.protocol,
+                        });
+                }
+            }
+        }
+        by_address
     }
 
     pub fn endpoints(&self, hostname: &str, port: u32) -> &[Endpoint] {

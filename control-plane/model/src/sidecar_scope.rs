@@ -48,7 +48,7 @@ impl SidecarModel {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Sidecars {
     sidecars: Vec<Arc<SidecarModel>>,
     root_namespace: String,

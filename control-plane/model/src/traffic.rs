@@ -86,7 +86,7 @@ impl GatewayModel {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Traffic {
     pub virtual_services: Vec<Arc<VirtualServiceModel>>,
     pub destination_rules: DestinationRules,

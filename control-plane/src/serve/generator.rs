@@ -1,7 +1,7 @@
 //! The bridge between snapshots and the ADS server: builds each proxy's resources from the current
 //! snapshot, once per scope for what proxies share, and hands them out as shared, encoded values.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use meshd_ca::Identity;
@@ -9,34 +9,18 @@ use meshd_model::{Proxy, Snapshot};
 use meshd_proto::pb::google::protobuf::{Struct, value};
 use meshd_proto::type_url;
 use meshd_translate::Scope;
+use meshd_translate::changes::SnapshotDiff;
 use meshd_translate::tls::{CREDENTIAL_PREFIX, SECRET_DEFAULT, SECRET_ROOTCA};
 use prometheus_client::metrics::counter::Counter;
 
+use super::built::{Built, Shared};
 use super::encode::resource;
 use super::guard::Guard;
 use super::secrets::Secrets;
+use crate::connected::{ConnectedAddresses, Registration};
 use crate::identity;
 use meshd_xds::{ConnectionInfo, Node, Resource};
-use parking_lot::{Mutex, RwLock};
-
-type Shared = Arc<Vec<Arc<Resource>>>;
-
-/// Resources built from one snapshot. Dropped whole when the next snapshot arrives.
-struct Built {
-    snapshot: Arc<Snapshot>,
-    by_scope: Mutex<HashMap<(&'static str, Scope), Shared>>,
-    endpoints: Mutex<Option<Shared>>,
-}
-
-impl Built {
-    fn new(snapshot: Arc<Snapshot>) -> Self {
-        Built {
-            snapshot,
-            by_scope: Mutex::default(),
-            endpoints: Mutex::default(),
-        }
-    }
-}
+use parking_lot::RwLock;
 
 pub struct MeshGenerator {
     built: RwLock<Arc<Built>>,
@@ -44,6 +28,7 @@ pub struct MeshGenerator {
     identity_rejections: Counter,
     proof: identity::IdentityProof,
     guard: Guard,
+    connected: Arc<ConnectedAddresses>,
 }
 
 impl MeshGenerator {
@@ -56,61 +41,64 @@ impl MeshGenerator {
         guard: Guard,
     ) -> Self {
         MeshGenerator {
-            built: RwLock::new(Arc::new(Built::new(snapshot))),
+            built: RwLock::new(Arc::new(Built::new(snapshot, &guard))),
             secrets,
             identity_rejections,
             proof,
             guard,
+            connected: Arc::default(),
         }
     }
 
-    pub fn set_snapshot(&self, snapshot: Arc<Snapshot>) {
+    /// Makes `snapshot` the one proxies are served from, keeping what it does not change of what
+    /// was built for the one before, and returns the resource types proxies must regenerate.
+    pub fn set_snapshot(&self, snapshot: Arc<Snapshot>) -> Vec<&'static str> {
         self.guard.next_generation();
-        *self.built.write() = Arc::new(Built::new(snapshot));
+        let old = self.built.read().clone();
+        let diff = SnapshotDiff::between(&old.snapshot, &snapshot);
+        let built = Arc::new(old.next(snapshot, &diff, &self.guard));
+        *self.built.write() = Arc::clone(&built);
+        // Read after the new snapshot is in place: a proxy that connects from now on builds from
+        // it, so only those already connected can hold what it changes.
+        let types = diff.pushed_types(built.endpoints_changed(), |address| {
+            self.connected.contains(address)
+        });
+        built.mark_pushed(&types);
+        tracing::debug!(
+            version = built.snapshot.version,
+            ?diff,
+            ?types,
+            "snapshot changes"
+        );
+        types
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.built.read().snapshot.clone()
     }
 
-    /// Outbound resources of one type for a scope: built (and checked) by the first proxy that
-    /// asks, shared after.
-    fn shared(&self, built: &Built, type_url: &'static str, scope: &Scope) -> Shared {
-        let key = (type_url, scope.clone());
-        if let Some(hit) = built.by_scope.lock().get(&key) {
-            return hit.clone();
+    /// What was built for the current snapshot: for tests of what is kept across snapshots.
+    #[cfg(test)]
+    pub(crate) fn built(&self) -> Arc<Built> {
+        self.built.read().clone()
+    }
+
+    /// A proxy that may be sent config: counted at its address while its stream lasts.
+    pub fn admit(&self, proxy: Proxy, identity: Option<Identity>) -> ConnectedProxy {
+        let connected = self.connected.register(&proxy.ip);
+        ConnectedProxy {
+            proxy,
+            identity,
+            _connected: connected,
         }
-        // Built outside the lock: two proxies racing on a cold scope both build; one result is kept.
-        let snap = &built.snapshot;
-        let list: Vec<Arc<Resource>> = match type_url {
-            type_url::CLUSTER => meshd_translate::outbound_clusters(snap, scope)
-                .iter()
-                .map(|c| resource(c.name.clone(), c))
-                .collect(),
-            type_url::LISTENER => meshd_translate::outbound_listeners(snap, scope)
-                .iter()
-                .map(|l| resource(l.name.clone(), l))
-                .collect(),
-            type_url::ROUTE => meshd_translate::outbound_routes(snap, scope)
-                .iter()
-                .map(|r| resource(r.name.clone(), r))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let list = Arc::new(self.guard.screen(snap, type_url, list));
-        built.by_scope.lock().entry(key).or_insert(list).clone()
+    }
+
+    fn shared(&self, built: &Built, type_url: &'static str, scope: &Scope) -> Shared {
+        built.outbound(&self.guard, type_url, scope)
     }
 
     fn endpoints(&self, built: &Built) -> Shared {
-        if let Some(hit) = built.endpoints.lock().as_ref() {
-            return hit.clone();
-        }
-        let list: Vec<Arc<Resource>> = meshd_translate::endpoints(&built.snapshot)
-            .iter()
-            .map(|e| resource(e.cluster_name.clone(), e))
-            .collect();
-        let list = self.guard.screen(&built.snapshot, type_url::ENDPOINT, list);
-        built.endpoints.lock().get_or_insert(Arc::new(list)).clone()
+        built.endpoints()
     }
 }
 
@@ -160,6 +148,7 @@ impl MeshGenerator {
 pub struct ConnectedProxy {
     pub proxy: Proxy,
     pub identity: Option<Identity>,
+    _connected: Registration,
 }
 
 fn struct_string(s: &Struct, key: &str) -> Option<String> {
@@ -216,7 +205,7 @@ impl meshd_xds::Generator for MeshGenerator {
         };
         proxy.mtls = identity.is_some();
         tracing::info!(proxy = %proxy.id, identity = identity.as_ref().map(|i| i.uri()), "proxy connected");
-        Ok(ConnectedProxy { proxy, identity })
+        Ok(self.admit(proxy, identity))
     }
 
     fn generate(
@@ -275,3 +264,6 @@ impl meshd_xds::Generator for MeshGenerator {
         tracing::info!(proxy = %proxy.proxy.id, "proxy disconnected");
     }
 }
+
+#[cfg(test)]
+mod tests;

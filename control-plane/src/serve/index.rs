@@ -37,16 +37,6 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.kinds.is_empty() && !self.jwks
     }
-
-    /// Only endpoints changed: outbound routes and listeners stay as they are.
-    pub fn endpoints_only(&self) -> bool {
-        !self.jwks
-            && !self.kinds.is_empty()
-            && self
-                .kinds
-                .iter()
-                .all(|k| matches!(k, Kind::Endpoints | Kind::EndpointSlice))
-    }
 }
 
 impl Index {

@@ -164,15 +164,19 @@ pub async fn run(
         out.metrics
             .services
             .set(snapshot.registry.services.len() as i64);
-        out.generator.set_snapshot(Arc::new(snapshot));
-        let types: &[&str] = if version > 1 && changes.endpoints_only() {
-            // Endpoints can change which ports a workload serves (inbound), never outbound routes.
-            &[type_url::ENDPOINT, type_url::CLUSTER, type_url::LISTENER]
-        } else {
+        let changed = out.generator.set_snapshot(Arc::new(snapshot));
+        // The first snapshot is news to everyone; after that, only what it changed is pushed.
+        let types: &[&str] = if version == 1 {
             &type_url::PUSH_ORDER
+        } else {
+            &changed
         };
-        out.metrics.push_triggers.inc();
-        out.pusher.push(types, started);
+        if types.is_empty() {
+            tracing::debug!(version, "the new snapshot changes nothing proxies hold");
+        } else {
+            out.metrics.push_triggers.inc();
+            out.pusher.push(types, started);
+        }
         if !out.status.ready.swap(true, Ordering::SeqCst) {
             tracing::info!(version, "all sources synced; serving");
         }

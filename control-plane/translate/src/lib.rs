@@ -9,6 +9,7 @@ pub mod audit;
 mod authz;
 pub mod blame;
 pub mod bootstrap;
+pub mod changes;
 pub mod check;
 mod cluster;
 mod destination;
@@ -37,7 +38,7 @@ use meshd_proto::pb::envoy::config::listener::v3::Listener;
 use meshd_proto::pb::envoy::config::route::v3::RouteConfiguration;
 
 pub use cluster::{inbound_clusters, outbound_clusters};
-pub use endpoint::endpoints;
+pub use endpoint::{caller_localities, endpoints, service_endpoints, service_locality_endpoints};
 pub use listener::{inbound_listeners, outbound_listeners};
 pub use names::*;
 pub use route::outbound_routes;

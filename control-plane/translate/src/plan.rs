@@ -95,28 +95,28 @@ pub(crate) struct InboundPort {
 }
 
 /// The ports of the proxy's workload that services route to, found as istiod does: by the proxy's IP
-/// among the endpoints of every service.
+/// among the endpoints of every service (the registry's index by address, in service order).
 pub(crate) fn inbound_ports(snapshot: &Snapshot, proxy: &Proxy) -> Vec<InboundPort> {
     if proxy.node_type != NodeType::Sidecar {
         return Vec::new();
     }
     let mut ports: BTreeMap<u32, Protocol> = BTreeMap::new();
-    for svc in snapshot.registry.services.values() {
-        for sp in &svc.ports {
-            for ep in snapshot.registry.endpoints(&svc.hostname, sp.port) {
-                if ep.address == proxy.ip {
-                    // Several services may share a target port; HTTP only if every one says so.
-                    ports
-                        .entry(ep.port)
-                        .and_modify(|p| {
-                            if !sp.protocol.is_http() {
-                                *p = Protocol::Tcp
-                            }
-                        })
-                        .or_insert(sp.protocol);
+    for served in snapshot
+        .registry
+        .served_ports
+        .get(&proxy.ip)
+        .into_iter()
+        .flatten()
+    {
+        // Several services may share a target port; HTTP only if every one says so.
+        ports
+            .entry(served.port)
+            .and_modify(|p| {
+                if !served.protocol.is_http() {
+                    *p = Protocol::Tcp
                 }
-            }
-        }
+            })
+            .or_insert(served.protocol);
     }
     ports
         .into_iter()

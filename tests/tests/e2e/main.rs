@@ -28,6 +28,7 @@ mod image;
 mod jwks_source;
 mod kube_harness;
 mod kube_source;
+mod lifecycle;
 mod never_nack;
 mod security;
 mod sidecar;

@@ -55,7 +55,7 @@ pub struct RequestAuthnModel {
     pub jwt_rules: Vec<JwtRuleModel>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RequestAuthentications {
     policies: Vec<Arc<RequestAuthnModel>>,
     root_namespace: String,

@@ -49,3 +49,37 @@ fn endpoints_that_are_not_an_ip_and_port_are_left_out_with_a_warning() {
     assert_eq!(findings[0].severity, Severity::Warning);
     assert!(findings[0].message.contains("\"10.0.0\""), "{findings:?}");
 }
+
+#[test]
+fn served_ports_list_what_every_service_routes_to_each_address_in_service_order() {
+    let (registry, _) = registry(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: b-web, namespace: default}\n\
+         spec:\n  clusterIP: 10.0.0.5\n  ports: [{name: http, port: 80, targetPort: 8080}]\n---\n\
+         apiVersion: v1\nkind: Endpoints\nmetadata: {name: b-web, namespace: default}\n\
+         subsets:\n- addresses: [{ip: 10.1.0.1}, {ip: 10.1.0.2}]\n  ports: [{name: http, port: 8080}]\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: a-grpc, namespace: default}\n\
+         spec:\n  clusterIP: 10.0.0.6\n  ports: [{name: grpc, port: 90, targetPort: 8080}, {name: tcp, port: 91}]\n---\n\
+         apiVersion: v1\nkind: Endpoints\nmetadata: {name: a-grpc, namespace: default}\n\
+         subsets:\n- addresses: [{ip: 10.1.0.1}]\n  ports: [{name: grpc, port: 8080}, {name: tcp, port: 9100}]\n",
+    );
+    let served = |ip: &str| -> Vec<(u32, Protocol)> {
+        registry
+            .served_ports
+            .get(ip)
+            .into_iter()
+            .flatten()
+            .map(|s| (s.port, s.protocol))
+            .collect()
+    };
+    // a-grpc before b-web (hostname order), its ports in declaration order.
+    assert_eq!(
+        served("10.1.0.1"),
+        [
+            (8080, Protocol::Grpc),
+            (9100, Protocol::Tcp),
+            (8080, Protocol::Http)
+        ]
+    );
+    assert_eq!(served("10.1.0.2"), [(8080, Protocol::Http)]);
+    assert!(served("10.1.0.3").is_empty());
+}

@@ -252,7 +252,7 @@ pub struct RuleView<'a> {
 }
 
 /// Every valid DestinationRule, by host.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DestinationRules {
     /// Rules per host as written (FQDN or wildcard), in (namespace, name) order; rules of one
     /// namespace for the same host and selector are merged into the first.

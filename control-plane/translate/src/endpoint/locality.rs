@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use meshd_model::traffic::LocalityLbUse;
 use meshd_model::traffic::locality::{Locality, endpoint_locality};
-use meshd_model::{Endpoint, Resolution, Snapshot};
+use meshd_model::{Endpoint, Resolution, ServiceModel, Snapshot};
 use meshd_proto::pb::envoy::config::core::v3::Locality as EnvoyLocality;
 use meshd_proto::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 
@@ -14,48 +14,53 @@ use crate::locality::{distribute_entry, eds_name};
 use crate::names::outbound_cluster;
 use crate::util::u32_value;
 
-/// Every per-locality assignment some proxy may read: for each rule that balances by locality,
-/// each port and subset of its host, and each locality a pod of the mesh is in.
-pub(crate) fn assignments(snapshot: &Snapshot) -> Vec<ClusterLoadAssignment> {
-    let rules = &snapshot.traffic.destination_rules;
-    if !rules.locality_aware {
-        return Vec::new();
+/// The localities a pod of the mesh is in, while some rule balances by locality; empty otherwise
+/// (then no per-locality assignment exists).
+pub(crate) fn callers(snapshot: &Snapshot) -> BTreeSet<Locality> {
+    if !snapshot.traffic.destination_rules.locality_aware {
+        return BTreeSet::new();
     }
-    let callers: BTreeSet<Locality> = snapshot
+    snapshot
         .registry
         .pods
         .values()
         .filter_map(|pod| Locality::of_labels(&pod.labels))
-        .collect();
+        .collect()
+}
+
+/// Every per-locality assignment some proxy may read of one service: for each rule for its host
+/// that balances by locality, each port and subset, and each locality in `callers`.
+pub(crate) fn service_assignments(
+    snapshot: &Snapshot,
+    svc: &ServiceModel,
+    callers: &BTreeSet<Locality>,
+) -> Vec<ClusterLoadAssignment> {
     let mut out = Vec::new();
-    for svc in snapshot.registry.services.values() {
-        if svc.resolution != Resolution::ClientSideLb {
-            continue;
-        }
-        for rule in rules.for_host(&svc.hostname) {
-            let subsets = std::iter::once(None).chain(rule.subsets.iter().map(Some));
-            for subset in subsets {
-                let subset_name = subset.map_or("", |s| s.name.as_str());
-                for sp in &svc.ports {
-                    let settings = rule.settings(subset_name, sp.port);
-                    let Some(lb) = settings.locality_lb() else {
-                        continue;
-                    };
-                    let eps: Vec<&Endpoint> = snapshot
-                        .registry
-                        .endpoints(&svc.hostname, sp.port)
-                        .iter()
-                        .filter(|e| {
-                            subset.is_none_or(|s| {
-                                meshd_model::input::labels_match(&s.labels, &e.labels)
-                            })
-                        })
-                        .collect();
-                    let cluster = outbound_cluster(sp.port, subset_name, &svc.hostname);
-                    for caller in &callers {
-                        let name = eds_name(&cluster, &caller.to_string(), &rule.key);
-                        out.push(assignment(snapshot, name, &eps, caller, lb));
-                    }
+    if callers.is_empty() || svc.resolution != Resolution::ClientSideLb {
+        return out;
+    }
+    for rule in snapshot.traffic.destination_rules.for_host(&svc.hostname) {
+        let subsets = std::iter::once(None).chain(rule.subsets.iter().map(Some));
+        for subset in subsets {
+            let subset_name = subset.map_or("", |s| s.name.as_str());
+            for sp in &svc.ports {
+                let settings = rule.settings(subset_name, sp.port);
+                let Some(lb) = settings.locality_lb() else {
+                    continue;
+                };
+                let eps: Vec<&Endpoint> = snapshot
+                    .registry
+                    .endpoints(&svc.hostname, sp.port)
+                    .iter()
+                    .filter(|e| {
+                        subset
+                            .is_none_or(|s| meshd_model::input::labels_match(&s.labels, &e.labels))
+                    })
+                    .collect();
+                let cluster = outbound_cluster(sp.port, subset_name, &svc.hostname);
+                for caller in callers {
+                    let name = eds_name(&cluster, &caller.to_string(), &rule.key);
+                    out.push(assignment(snapshot, name, &eps, caller, lb));
                 }
             }
         }

@@ -21,6 +21,7 @@ const STARTUP: Duration = Duration::from_secs(30);
 pub struct HostMeshd {
     child: Child,
     dir: PathBuf,
+    xds: String,
     debug: String,
     webhook: String,
 }
@@ -65,6 +66,7 @@ impl HostMeshd {
         }
         let [xds, secure, debug, webhook] =
             meshd_tests::ports::free_loopback_ports().unwrap_or_else(|err| panic!("{err:#}"));
+        let xds = format!("127.0.0.1:{xds}");
         let (debug, webhook) = (format!("127.0.0.1:{debug}"), format!("127.0.0.1:{webhook}"));
         let log = std::fs::File::create(dir.join("meshd.log")).expect("creating the log");
         let child = meshd_command()
@@ -72,7 +74,7 @@ impl HostMeshd {
             .args(source(&dir))
             .arg("--ca-dir")
             .arg(dir.join("ca"))
-            .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
+            .args(["--xds-addr", &xds])
             .args(["--secure-addr", &format!("127.0.0.1:{secure}")])
             .args(["--debug-addr", &debug])
             .args(["--webhook-addr", &webhook])
@@ -91,6 +93,7 @@ impl HostMeshd {
         let mut meshd = HostMeshd {
             child,
             dir,
+            xds,
             debug,
             webhook,
         };
@@ -132,6 +135,11 @@ impl HostMeshd {
         std::fs::read_to_string(self.dir.join("ca/root-cert.pem")).expect("meshd wrote its root")
     }
 
+    /// `127.0.0.1:PORT` of plaintext xDS.
+    pub fn xds_addr(&self) -> &str {
+        &self.xds
+    }
+
     /// `https://127.0.0.1:PORT/PATH` on the webhook port.
     pub fn webhook_url(&self, path: &str) -> String {
         format!("https://{}{path}", self.webhook)
@@ -164,6 +172,16 @@ impl HostMeshd {
             self.child.try_wait().is_ok_and(|s| s.is_some())
         });
         self.reap();
+    }
+
+    /// Waits up to `limit` for meshd to exit on its own; its exit status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
     }
 
     fn reap(&mut self) {
