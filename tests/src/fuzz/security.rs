@@ -48,9 +48,12 @@ fn principal(g: &mut Gen) -> String {
     }
 }
 
+/// A field of a rule's `source` and how to make one of its values.
+type SourceField = (&'static str, fn(&mut Gen) -> String);
+
 fn source(g: &mut Gen) -> Value {
     let mut s = json!({});
-    let fields: [(&str, fn(&mut Gen) -> String); 8] = [
+    let fields: [SourceField; 8] = [
         ("principals", principal),
         ("notPrincipals", principal),
         ("requestPrincipals", principal),
