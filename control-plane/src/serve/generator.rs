@@ -1,7 +1,7 @@
 //! The bridge between snapshots and the ADS server: builds each proxy's resources from the current
 //! snapshot, once per scope for what proxies share, and hands them out as shared, encoded values.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use meshd_ca::Identity;
@@ -16,10 +16,10 @@ use super::encode::resource;
 use super::guard::Guard;
 use super::secrets::Secrets;
 use crate::identity;
-use meshd_xds::{ConnectionInfo, Node, Resource};
+use meshd_xds::{ConnectionInfo, Names, Node, Resource, ResourceSet};
 use parking_lot::{Mutex, RwLock};
 
-type Shared = Arc<Vec<Arc<Resource>>>;
+type Shared = Arc<ResourceSet>;
 
 /// Resources built from one snapshot. Dropped whole when the next snapshot arrives.
 struct Built {
@@ -97,7 +97,12 @@ impl MeshGenerator {
                 .collect(),
             _ => Vec::new(),
         };
-        let list = Arc::new(self.guard.screen(snap, type_url, list));
+        let mut list = self.guard.screen(snap, type_url, list);
+        if type_url != type_url::ROUTE {
+            // What one response may not hold together is checked once per set, not per proxy.
+            list = self.guard.screen_set(snap, type_url, list);
+        }
+        let list = Arc::new(ResourceSet::new(list));
         built.by_scope.lock().entry(key).or_insert(list).clone()
     }
 
@@ -110,17 +115,17 @@ impl MeshGenerator {
             .map(|e| resource(e.cluster_name.clone(), e))
             .collect();
         let list = self.guard.screen(&built.snapshot, type_url::ENDPOINT, list);
-        built.endpoints.lock().get_or_insert(Arc::new(list)).clone()
+        built
+            .endpoints
+            .lock()
+            .get_or_insert(Arc::new(ResourceSet::new(list)))
+            .clone()
     }
 }
 
 impl MeshGenerator {
     /// A proxy's own certificate and the trust bundle, and only to a proxy that proved who it is.
-    fn secrets_for(
-        &self,
-        proxy: &ConnectedProxy,
-        names: Option<&BTreeSet<String>>,
-    ) -> Vec<Arc<Resource>> {
+    fn secrets_for(&self, proxy: &ConnectedProxy, names: Option<&Names>) -> Vec<Arc<Resource>> {
         let Some(identity) = &proxy.identity else {
             return Vec::new();
         };
@@ -145,7 +150,7 @@ impl MeshGenerator {
                     &proxy.proxy.namespace,
                     name,
                 ) {
-                    Some(secret) => out.push(resource(name.clone(), &secret)),
+                    Some(secret) => out.push(resource(name.to_owned(), &secret)),
                     None => {
                         tracing::warn!(proxy = %proxy.proxy.id, secret = %name, "gateway credential not found in the gateway's namespace")
                     }
@@ -223,10 +228,10 @@ impl meshd_xds::Generator for MeshGenerator {
         &self,
         proxy: &ConnectedProxy,
         type_url: &str,
-        names: Option<&BTreeSet<String>>,
-    ) -> Vec<Arc<Resource>> {
+        names: Option<&Names>,
+    ) -> Vec<Arc<ResourceSet>> {
         if type_url == type_url::SECRET {
-            return self.secrets_for(proxy, names);
+            return vec![Arc::new(ResourceSet::new(self.secrets_for(proxy, names)))];
         }
         let built = self.built.read().clone();
         let snap = &built.snapshot;
@@ -247,16 +252,14 @@ impl meshd_xds::Generator for MeshGenerator {
                     .map(|l| resource(l.name.clone(), l))
                     .collect(),
             ),
-            type_url::ROUTE => {
-                return self.shared(&built, type_url::ROUTE, &scope).to_vec();
-            }
-            type_url::ENDPOINT => return self.endpoints(&built).to_vec(),
+            type_url::ROUTE => return vec![self.shared(&built, type_url::ROUTE, &scope)],
+            type_url::ENDPOINT => return vec![self.endpoints(&built)],
             _ => return Vec::new(),
         };
-        let mut out = self.shared(&built, type_url, &scope).to_vec();
-        out.extend(self.guard.screen(snap, type_url, inbound));
+        let outbound = self.shared(&built, type_url, &scope);
+        let inbound = self.guard.screen(snap, type_url, inbound);
         // Outbound and inbound together must hold no clashing names or addresses either.
-        self.guard.screen_set(snap, type_url, out)
+        self.guard.screen_parts(snap, type_url, outbound, inbound)
     }
 
     fn nacked(
