@@ -14,13 +14,13 @@ use meshd_proto::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use meshd_proto::type_url;
 use meshd_translate::Scope;
 use meshd_translate::changes::SnapshotDiff;
-use meshd_xds::Resource;
+use meshd_xds::{Resource, ResourceSet};
 use parking_lot::Mutex;
 
 use super::encode::resource;
 use super::guard::Guard;
 
-pub type Shared = Arc<Vec<Arc<Resource>>>;
+pub type Shared = Arc<ResourceSet>;
 
 /// The outbound types built per scope.
 const SCOPED: [&str; 3] = [type_url::CLUSTER, type_url::LISTENER, type_url::ROUTE];
@@ -151,8 +151,13 @@ impl Built {
                 .collect(),
             _ => Vec::new(),
         };
+        let mut list = guard.screen(snap, type_url, list);
+        if type_url != type_url::ROUTE {
+            // What one response may not hold together is checked once per set, not per proxy.
+            list = guard.screen_set(snap, type_url, list);
+        }
         let entry = Arc::new(ScopeEntry {
-            list: Arc::new(guard.screen(snap, type_url, list)),
+            list: Arc::new(ResourceSet::new(list)),
             asked: AtomicU64::new(self.seq),
         });
         let mut by_scope = self.by_scope.lock();
@@ -221,8 +226,8 @@ impl Endpoints {
         plain.extend(locality);
         // Unchanged as a whole: the same list, so nobody needs to look at it again.
         let all = match previous {
-            Some((old, _)) if same_versions(&old.all, &plain) => Arc::clone(&old.all),
-            _ => Arc::new(plain),
+            Some((old, _)) if same_versions(old.all.resources(), &plain) => Arc::clone(&old.all),
+            _ => Arc::new(ResourceSet::new(plain)),
         };
         Endpoints { by_host, all }
     }
@@ -233,5 +238,5 @@ fn same_versions(a: &[Arc<Resource>], b: &[Arc<Resource>]) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)
-            .all(|(a, b)| a.name == b.name && a.version == b.version)
+            .all(|(a, b)| a.name() == b.name() && a.version() == b.version())
 }

@@ -154,10 +154,10 @@ async fn config_dump(
                     .resources
                     .values()
                     .map(|r| {
-                        let mut body = meshd_proto::json::any_to_json(&r.body)
+                        let mut body = meshd_proto::json::any_to_json(&r.body())
                             .unwrap_or_else(|e| json!({"error": e.to_string()}));
                         redact_private_key(&mut body);
-                        json!({"name": r.name, "version": r.version, "resource": body})
+                        json!({"name": r.name(), "version": r.version_info(), "resource": body})
                     })
                     .collect()
             })

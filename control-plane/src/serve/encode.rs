@@ -5,7 +5,8 @@ use std::sync::Arc;
 use meshd_proto::pack;
 use meshd_xds::Resource;
 
-/// A version that changes exactly when the bytes do: FNV-1a 64 over the encoded resource.
+/// A version that changes exactly when the bytes do: FNV-1a 64 (for files read; resources are
+/// versioned by `meshd_xds::Resource::new`).
 pub fn content_version(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
@@ -15,13 +16,9 @@ pub fn content_version(bytes: &[u8]) -> String {
     format!("{hash:016x}")
 }
 
+/// `message`, packed and encoded once; its version is a hash of those bytes.
 pub fn resource<M: prost::Name>(name: String, message: &M) -> Arc<Resource> {
-    let body = pack(message);
-    Arc::new(Resource {
-        name,
-        version: content_version(&body.value),
-        body,
-    })
+    Arc::new(Resource::new(name, &pack(message)))
 }
 
 #[cfg(test)]

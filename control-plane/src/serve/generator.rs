@@ -1,7 +1,6 @@
 //! The bridge between snapshots and the ADS server: builds each proxy's resources from the current
 //! snapshot, once per scope for what proxies share, and hands them out as shared, encoded values.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use meshd_ca::Identity;
@@ -19,7 +18,7 @@ use super::guard::Guard;
 use super::secrets::Secrets;
 use crate::connected::{ConnectedAddresses, Registration};
 use crate::identity;
-use meshd_xds::{ConnectionInfo, Node, Resource};
+use meshd_xds::{ConnectionInfo, Names, Node, Resource, ResourceSet};
 use parking_lot::RwLock;
 
 pub struct MeshGenerator {
@@ -104,11 +103,7 @@ impl MeshGenerator {
 
 impl MeshGenerator {
     /// A proxy's own certificate and the trust bundle, and only to a proxy that proved who it is.
-    fn secrets_for(
-        &self,
-        proxy: &ConnectedProxy,
-        names: Option<&BTreeSet<String>>,
-    ) -> Vec<Arc<Resource>> {
+    fn secrets_for(&self, proxy: &ConnectedProxy, names: Option<&Names>) -> Vec<Arc<Resource>> {
         let Some(identity) = &proxy.identity else {
             return Vec::new();
         };
@@ -133,7 +128,7 @@ impl MeshGenerator {
                     &proxy.proxy.namespace,
                     name,
                 ) {
-                    Some(secret) => out.push(resource(name.clone(), &secret)),
+                    Some(secret) => out.push(resource(name.to_owned(), &secret)),
                     None => {
                         tracing::warn!(proxy = %proxy.proxy.id, secret = %name, "gateway credential not found in the gateway's namespace")
                     }
@@ -212,10 +207,10 @@ impl meshd_xds::Generator for MeshGenerator {
         &self,
         proxy: &ConnectedProxy,
         type_url: &str,
-        names: Option<&BTreeSet<String>>,
-    ) -> Vec<Arc<Resource>> {
+        names: Option<&Names>,
+    ) -> Vec<Arc<ResourceSet>> {
         if type_url == type_url::SECRET {
-            return self.secrets_for(proxy, names);
+            return vec![Arc::new(ResourceSet::new(self.secrets_for(proxy, names)))];
         }
         let built = self.built.read().clone();
         let snap = &built.snapshot;
@@ -236,16 +231,14 @@ impl meshd_xds::Generator for MeshGenerator {
                     .map(|l| resource(l.name.clone(), l))
                     .collect(),
             ),
-            type_url::ROUTE => {
-                return self.shared(&built, type_url::ROUTE, &scope).to_vec();
-            }
-            type_url::ENDPOINT => return self.endpoints(&built).to_vec(),
+            type_url::ROUTE => return vec![self.shared(&built, type_url::ROUTE, &scope)],
+            type_url::ENDPOINT => return vec![self.endpoints(&built)],
             _ => return Vec::new(),
         };
-        let mut out = self.shared(&built, type_url, &scope).to_vec();
-        out.extend(self.guard.screen(snap, type_url, inbound));
+        let outbound = self.shared(&built, type_url, &scope);
+        let inbound = self.guard.screen(snap, type_url, inbound);
         // Outbound and inbound together must hold no clashing names or addresses either.
-        self.guard.screen_set(snap, type_url, out)
+        self.guard.screen_parts(snap, type_url, outbound, inbound)
     }
 
     fn nacked(

@@ -9,16 +9,19 @@ use std::sync::Arc;
 
 use meshd_model::{ObjectKey, Snapshot, SourceEvent};
 use meshd_proto::type_url;
-use meshd_xds::Resource;
+use meshd_translate::check::AddressIndex;
+use meshd_xds::{Resource, ResourceSet};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
-/// Verdicts by resource version (a content hash), kept for this generation and the one before.
+/// Verdicts by resource version (a content hash), kept for this generation and the one before;
+/// likewise the listener addresses of shared sets, by set version.
 #[derive(Default)]
 struct Verdicts {
     generation: u64,
-    by_version: HashMap<String, (bool, u64)>,
+    by_version: HashMap<u64, (bool, u64)>,
+    addresses: HashMap<u64, (Arc<AddressIndex>, u64)>,
 }
 
 pub struct Guard {
@@ -49,6 +52,7 @@ impl Guard {
         verdicts.generation += 1;
         let oldest = verdicts.generation.saturating_sub(1);
         verdicts.by_version.retain(|_, (_, used)| *used >= oldest);
+        verdicts.addresses.retain(|_, (_, used)| *used >= oldest);
     }
 
     /// `resources` of `type_url` without those Envoy would reject, each checked once; the
@@ -66,19 +70,19 @@ impl Guard {
                 let generation = verdicts.generation;
                 verdicts
                     .by_version
-                    .get_mut(&resource.version)
+                    .get_mut(&resource.version())
                     .map(|(ok, used)| {
                         *used = generation;
                         *ok
                     })
             };
             let ok = known.unwrap_or_else(|| {
-                let violations = meshd_translate::check::check_resource(type_url, &resource.body);
+                let violations = meshd_translate::check::check_resource(type_url, &resource.body());
                 if let Some(first) = violations.first() {
                     let reason = format!(
                         "{} {}: {}: {}",
                         type_url::short(type_url),
-                        resource.name,
+                        resource.name(),
                         first.path,
                         first.message
                     );
@@ -86,10 +90,9 @@ impl Guard {
                 }
                 let mut verdicts = self.verdicts.lock();
                 let generation = verdicts.generation;
-                verdicts.by_version.insert(
-                    resource.version.clone(),
-                    (violations.is_empty(), generation),
-                );
+                verdicts
+                    .by_version
+                    .insert(resource.version(), (violations.is_empty(), generation));
                 violations.is_empty()
             });
             if ok {
@@ -107,14 +110,74 @@ impl Guard {
         type_url: &str,
         resources: Vec<Arc<Resource>>,
     ) -> Vec<Arc<Resource>> {
-        let bodies: Vec<_> = resources.iter().map(|r| r.body.clone()).collect();
+        let bodies: Vec<_> = resources.iter().map(|r| r.body()).collect();
         let clashes = meshd_translate::check::check_set(type_url, &bodies);
+        self.drop_clashes(snapshot, type_url, resources, clashes)
+    }
+
+    /// The parts of one proxy's response: the `shared` set (screened when it was built) and its
+    /// `own` resources (its inbound ones, screened), without what one response may not hold
+    /// together — the verdicts of [`Self::screen_set`] over both, without decoding the shared set
+    /// per proxy.
+    pub fn screen_parts(
+        &self,
+        snapshot: &Snapshot,
+        type_url: &str,
+        shared: Arc<ResourceSet>,
+        own: Vec<Arc<Resource>>,
+    ) -> Vec<Arc<ResourceSet>> {
+        if own.iter().any(|r| shared.get(r.name()).is_some()) {
+            // Rare: a name in both. As over one response, every resource of that name goes.
+            let all = shared.iter().cloned().chain(own).collect();
+            let all = self.screen_set(snapshot, type_url, all);
+            return vec![Arc::new(ResourceSet::new(all))];
+        }
+        let own = self.screen_set(snapshot, type_url, own);
+        let own = if type_url == type_url::LISTENER {
+            let bodies: Vec<_> = own.iter().map(|r| r.body()).collect();
+            let clashes = self.addresses(&shared).clashes(&bodies);
+            self.drop_clashes(snapshot, type_url, own, clashes)
+        } else {
+            own
+        };
+        vec![shared, Arc::new(ResourceSet::new(own))]
+    }
+
+    /// The listener addresses of a shared set, indexed once per set version.
+    fn addresses(&self, shared: &ResourceSet) -> Arc<AddressIndex> {
+        {
+            let mut verdicts = self.verdicts.lock();
+            let generation = verdicts.generation;
+            if let Some((index, used)) = verdicts.addresses.get_mut(&shared.version()) {
+                *used = generation;
+                return Arc::clone(index);
+            }
+        }
+        // Indexed outside the lock; proxies racing on a new set both index it.
+        let bodies: Vec<_> = shared.iter().map(|r| r.body()).collect();
+        let index = Arc::new(AddressIndex::of(&bodies));
+        let mut verdicts = self.verdicts.lock();
+        let generation = verdicts.generation;
+        verdicts
+            .addresses
+            .insert(shared.version(), (Arc::clone(&index), generation));
+        index
+    }
+
+    /// `resources` without those `clashes` name, each rejected and blamed.
+    fn drop_clashes(
+        &self,
+        snapshot: &Snapshot,
+        type_url: &str,
+        resources: Vec<Arc<Resource>>,
+        clashes: Vec<(String, meshd_translate::check::Violation)>,
+    ) -> Vec<Arc<Resource>> {
         if clashes.is_empty() {
             return resources;
         }
         let mut dropped = Vec::new();
         for (name, violation) in clashes {
-            if let Some(resource) = resources.iter().find(|r| r.name == name) {
+            if let Some(resource) = resources.iter().find(|r| r.name() == name) {
                 let reason = format!(
                     "{} {name}: {}: {}",
                     type_url::short(type_url),
@@ -127,7 +190,7 @@ impl Guard {
         }
         resources
             .into_iter()
-            .filter(|r| !dropped.contains(&r.name))
+            .filter(|r| !dropped.iter().any(|d| d == r.name()))
             .collect()
     }
 
@@ -143,7 +206,7 @@ impl Guard {
     ) {
         let located = suspects
             .iter()
-            .filter_map(|r| Some((r, meshd_translate::blame::locate(&r.body, message)?)))
+            .filter_map(|r| Some((r, meshd_translate::blame::locate(&r.body(), message)?)))
             .max_by_key(|(_, (len, _))| *len);
         let (resource, path) = match located {
             Some((resource, (_, path))) => (resource, Some(path)),
@@ -152,19 +215,20 @@ impl Guard {
                 None => return,
             },
         };
-        let reason = format!("proxy {proxy} rejected {}: {message}", resource.name);
-        let culprits = meshd_translate::blame::culprits(snapshot, &resource.body, path.as_deref());
+        let reason = format!("proxy {proxy} rejected {}: {message}", resource.name());
+        let culprits =
+            meshd_translate::blame::culprits(snapshot, &resource.body(), path.as_deref());
         self.quarantine_first(&culprits, resource, reason);
     }
 
     fn reject(&self, snapshot: &Snapshot, resource: &Resource, path: Option<&str>, reason: String) {
         self.rejected.inc();
-        tracing::warn!(resource = %resource.name, %reason, "held back config Envoy would reject");
+        tracing::warn!(resource = %resource.name(), %reason, "held back config Envoy would reject");
         self.blame(snapshot, resource, path, reason);
     }
 
     fn blame(&self, snapshot: &Snapshot, resource: &Resource, path: Option<&str>, reason: String) {
-        let culprits = meshd_translate::blame::culprits(snapshot, &resource.body, path);
+        let culprits = meshd_translate::blame::culprits(snapshot, &resource.body(), path);
         self.quarantine_first(&culprits, resource, reason);
     }
 
@@ -178,7 +242,7 @@ impl Guard {
                     reason,
                 });
             }
-            None => tracing::warn!(resource = %resource.name, %reason, "no object to blame"),
+            None => tracing::warn!(resource = %resource.name(), %reason, "no object to blame"),
         }
     }
 
@@ -190,8 +254,8 @@ impl Guard {
         if type_url != type_url::ROUTE {
             return resource;
         }
-        match meshd_translate::fault::break_routes_of(&resource.body, target) {
-            Some(broken) => super::encode::resource(resource.name.clone(), &broken),
+        match meshd_translate::fault::break_routes_of(&resource.body(), target) {
+            Some(broken) => super::encode::resource(resource.name().to_owned(), &broken),
             None => resource,
         }
     }

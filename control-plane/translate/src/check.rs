@@ -25,6 +25,7 @@ use meshd_proto::pb::google::protobuf::Any;
 use meshd_proto::type_url;
 
 pub use meshd_proto::validate::Violation;
+pub use set::AddressIndex;
 
 /// Every violation of one resource of type `type_url`: protoc-gen-validate's rules (into every
 /// `Any` it holds), regexes, durations, and the type's own rules.

@@ -101,7 +101,7 @@ pub(crate) struct Connection<S> {
     connected_at: SystemTime,
     /// Locked by the stream task while it handles one request or one type of a push (never across an
     /// `.await`), and by `statuses()` to copy the state out.
-    pub(crate) types: Mutex<BTreeMap<String, S>>,
+    pub(crate) types: Mutex<BTreeMap<&'static str, S>>,
 }
 
 trait Snapshot: Send + Sync {
@@ -114,7 +114,7 @@ impl<S: TypeState> Snapshot for Connection<S> {
             .types
             .lock()
             .iter()
-            .map(|(type_url, state)| (type_url.clone(), state.snapshot()))
+            .map(|(type_url, state)| ((*type_url).to_owned(), state.snapshot()))
             .collect();
         ProxyStatus {
             connection_id: self.id.clone(),

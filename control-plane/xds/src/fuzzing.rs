@@ -1,9 +1,11 @@
 //! Entry points for the fuzzers in `fuzz/` — not an API. One stream's per-type protocol state,
 //! driven by whatever requests a client sends and by pushes, as the stream tasks drive it
 //! (`server/sotw.rs`, `server/delta.rs`), with what the server relies on asserted after every
-//! step: responses hold only what the subscription selects, each name once, under a fresh nonce;
-//! Delta never sends and removes one name at once, and removes only what the client held; state
-//! is kept only for served types.
+//! step: responses decode as what they claim to carry, hold only what the subscription selects,
+//! each name once, under a fresh nonce; a SotW client that accepts the latest response holds every
+//! resource the server thinks it sent at the version sent, though EDS and RDS pushes carry only
+//! what changed; Delta never sends and removes one name at once, and removes only what the client
+//! held; state is kept only for served types.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,52 +13,69 @@ use std::sync::Arc;
 use meshd_proto::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use meshd_proto::type_url::{CLUSTER, ENDPOINT, PUSH_ORDER};
+use meshd_proto::type_url::{self, CLUSTER, ENDPOINT, PUSH_ORDER};
 
 use crate::state::delta::DeltaType;
 use crate::state::sotw::SotwType;
 use crate::state::{TypeState, served};
-use crate::{Any, Resource};
+use crate::version::{format_version, parse_version};
+use crate::{Any, Resource, ResourceSet};
 
 /// What the generator has, by type: set by the fuzzer between requests.
 #[derive(Default)]
 struct Generated {
-    by_type: BTreeMap<String, Vec<Arc<Resource>>>,
+    by_type: BTreeMap<String, Arc<ResourceSet>>,
 }
 
 impl Generated {
+    /// Each body is the resource's version (16 hex digits) and its name, so a decoded response
+    /// says what it carries.
     fn set(&mut self, type_url: &str, resources: &[(String, String)]) {
-        let list = resources
+        let set = resources
             .iter()
             .map(|(name, version)| {
-                Arc::new(Resource {
-                    name: name.clone(),
-                    version: version.clone(),
-                    body: Any {
-                        type_url: type_url.to_string(),
-                        value: name.as_bytes().to_vec(),
-                    },
-                })
+                let version = parse_version(version);
+                let body = Any {
+                    type_url: type_url.to_string(),
+                    value: format!("{}{name}", format_version(version)).into_bytes(),
+                };
+                Arc::new(Resource::with_version(name.as_str(), version, &body))
             })
             .collect();
-        self.by_type.insert(type_url.to_string(), list);
+        self.by_type.insert(type_url.to_string(), Arc::new(set));
     }
 
-    fn get(&self, type_url: &str) -> Vec<Arc<Resource>> {
-        self.by_type.get(type_url).cloned().unwrap_or_default()
+    fn get(&self, type_url: &str) -> Vec<Arc<ResourceSet>> {
+        self.by_type.get(type_url).cloned().into_iter().collect()
     }
 }
 
-fn selected(names: Option<&BTreeSet<String>>, name: &str) -> bool {
+/// `(name, version)` of a body [`Generated`] made.
+fn carried(body: &Any) -> (String, u64) {
+    let text = String::from_utf8_lossy(&body.value);
+    let (version, name) = text.split_at(text.len().min(16));
+    (name.to_owned(), parse_version(version))
+}
+
+fn selected(names: Option<&crate::Names>, name: &str) -> bool {
     names.is_none_or(|n| n.contains(name))
+}
+
+/// What an Envoy that accepts every response would hold of one type.
+#[derive(Default)]
+struct ClientView {
+    /// The last response received: its nonce and what it carried.
+    last: Option<(String, Vec<(String, u64)>)>,
+    held: BTreeMap<String, u64>,
 }
 
 /// A SotW stream's state machines.
 #[derive(Default)]
 pub struct SotwStream {
-    types: BTreeMap<String, SotwType>,
+    types: BTreeMap<&'static str, SotwType>,
     generated: Generated,
     nonces: BTreeSet<String>,
+    client: BTreeMap<&'static str, ClientView>,
 }
 
 impl SotwStream {
@@ -79,25 +98,23 @@ impl SotwStream {
 
     /// One request, as the stream task handles it; the response sent, if any.
     pub fn request(&mut self, request: &DiscoveryRequest) -> Option<DiscoveryResponse> {
-        let type_url = request.type_url.as_str();
-        if !served(type_url) {
-            return None;
-        }
+        let type_url = served(&request.type_url)?;
         let state = self
             .types
-            .entry(type_url.to_string())
+            .entry(type_url)
             .or_insert_with(|| SotwType::new(type_url));
         let outcome = state.on_request(request);
         let _ = state.nack_suspects();
+        self.client_answered(type_url, request);
         if !outcome.respond {
             return None;
         }
-        self.respond(type_url, outcome.initial)
+        self.respond(type_url, true)
     }
 
-    /// A push: each type answers with its set if it changed.
+    /// A push: each type answers with what changed, if anything did.
     pub fn push(&mut self) -> Vec<DiscoveryResponse> {
-        let types: Vec<&str> = PUSH_ORDER
+        let types: Vec<&'static str> = PUSH_ORDER
             .iter()
             .copied()
             .filter(|t| self.types.contains_key(*t))
@@ -108,7 +125,52 @@ impl SotwStream {
             .collect()
     }
 
-    fn respond(&mut self, type_url: &str, force: bool) -> Option<DiscoveryResponse> {
+    /// The client accepted the last response if this request names its nonce without an error:
+    /// it applies it (CDS and LDS replace what it holds, other types add to it), then forgets
+    /// what it no longer subscribes to. If that response is the server's latest, the client now
+    /// holds what the server sent.
+    fn client_answered(&mut self, type_url: &'static str, request: &DiscoveryRequest) {
+        let view = self.client.entry(type_url).or_default();
+        let accepted = request.error_detail.is_none()
+            && view
+                .last
+                .as_ref()
+                .is_some_and(|(nonce, _)| *nonce == request.response_nonce);
+        if !accepted {
+            return;
+        }
+        let wildcard = type_url::is_wildcard(type_url);
+        if let Some((_, carried)) = view.last.take() {
+            if wildcard {
+                view.held.clear();
+            }
+            view.held.extend(carried);
+        }
+        let explicit = !request.resource_names.is_empty();
+        if !wildcard || explicit && !request.resource_names.iter().any(|n| n == "*") {
+            view.held
+                .retain(|name, _| request.resource_names.contains(name));
+        }
+        let Some(state) = self.types.get(type_url) else {
+            return;
+        };
+        let status = state.snapshot();
+        if status.sent_nonce != request.response_nonce {
+            return;
+        }
+        for (name, resource) in &status.resources {
+            if !wildcard && !request.resource_names.contains(name) {
+                continue;
+            }
+            assert_eq!(
+                view.held.get(name),
+                Some(&resource.version()),
+                "{type_url}: client does not hold {name} as sent"
+            );
+        }
+    }
+
+    fn respond(&mut self, type_url: &'static str, force: bool) -> Option<DiscoveryResponse> {
         let generated = self.generated.get(type_url);
         let state = self.types.get_mut(type_url)?;
         let response = state.respond(generated, force)?;
@@ -117,32 +179,53 @@ impl SotwStream {
         {
             endpoints.respond_to_next_ack();
         }
+        let encoded = response.encode();
+        let decoded: DiscoveryResponse = match encoded.decode() {
+            Ok(decoded) => decoded,
+            Err(error) => panic!("a response does not decode: {error}"),
+        };
         let state = self.types.get(type_url)?;
-        let names = state.names();
+        let names = state.names().map(|n| &**n);
         let mut seen = BTreeSet::new();
-        for resource in &response.resources {
-            let name = String::from_utf8_lossy(&resource.value).into_owned();
+        let mut sent = Vec::new();
+        for (body, resource) in decoded.resources.iter().zip(response.resources()) {
+            let (name, version) = carried(body);
+            assert_eq!(
+                (name.as_str(), version),
+                (resource.name(), resource.version())
+            );
             assert!(selected(names, &name), "{name} sent but not subscribed");
             assert!(seen.insert(name.clone()), "{name} sent twice");
+            sent.push((name, version));
         }
-        assert_eq!(response.type_url, type_url);
+        assert_eq!(decoded.resources.len(), response.resources().count());
+        assert_eq!(decoded.type_url, type_url);
+        assert_eq!(decoded.version_info, format_version(response.version));
         assert!(
-            self.nonces.insert(response.nonce.clone()),
+            self.nonces.insert(decoded.nonce.clone()),
             "nonce {} reused",
-            response.nonce
+            decoded.nonce
         );
         let status = state.snapshot();
-        assert_eq!(status.sent_nonce, response.nonce);
+        assert_eq!(status.sent_nonce, decoded.nonce);
+        if type_url::is_wildcard(type_url) {
+            assert_eq!(
+                sent.len(),
+                status.resources.len(),
+                "CDS and LDS send everything"
+            );
+        }
         let _ = status.state();
         assert!(self.types.len() <= PUSH_ORDER.len());
-        Some(response)
+        self.client.entry(type_url).or_default().last = Some((decoded.nonce.clone(), sent));
+        Some(decoded)
     }
 }
 
 /// A Delta stream's state machines.
 #[derive(Default)]
 pub struct DeltaStream {
-    types: BTreeMap<String, DeltaType>,
+    types: BTreeMap<&'static str, DeltaType>,
     generated: Generated,
     nonces: BTreeSet<String>,
 }
@@ -167,13 +250,10 @@ impl DeltaStream {
 
     /// One request, as the stream task handles it; the response sent, if any.
     pub fn request(&mut self, request: &DeltaDiscoveryRequest) -> Option<DeltaDiscoveryResponse> {
-        let type_url = request.type_url.as_str();
-        if !served(type_url) {
-            return None;
-        }
+        let type_url = served(&request.type_url)?;
         let state = self
             .types
-            .entry(type_url.to_string())
+            .entry(type_url)
             .or_insert_with(|| DeltaType::new(type_url));
         let outcome = state.on_request(request);
         let _ = state.nack_suspects();
@@ -185,7 +265,7 @@ impl DeltaStream {
 
     /// A push: each type sends what changed.
     pub fn push(&mut self) -> Vec<DeltaDiscoveryResponse> {
-        let types: Vec<&str> = PUSH_ORDER
+        let types: Vec<&'static str> = PUSH_ORDER
             .iter()
             .copied()
             .filter(|t| self.types.contains_key(*t))
@@ -196,7 +276,7 @@ impl DeltaStream {
             .collect()
     }
 
-    fn respond(&mut self, type_url: &str, always: bool) -> Option<DeltaDiscoveryResponse> {
+    fn respond(&mut self, type_url: &'static str, always: bool) -> Option<DeltaDiscoveryResponse> {
         let generated = self.generated.get(type_url);
         let state = self.types.get_mut(type_url)?;
         let held: BTreeSet<String> = state.snapshot().resources.keys().cloned().collect();
@@ -206,11 +286,19 @@ impl DeltaStream {
         {
             endpoints.force(&reply.updated);
         }
-        let response = reply.response;
+        let response: DeltaDiscoveryResponse = match reply.response.encode().decode() {
+            Ok(decoded) => decoded,
+            Err(error) => panic!("a response does not decode: {error}"),
+        };
         let state = self.types.get(type_url)?;
-        let names = state.names();
+        let names = state.names().map(|n| &**n);
         let mut seen = BTreeSet::new();
         for resource in &response.resources {
+            let body = resource.resource.clone().unwrap_or_default();
+            assert_eq!(
+                carried(&body),
+                (resource.name.clone(), parse_version(&resource.version))
+            );
             assert!(
                 selected(names, &resource.name),
                 "{} sent but not subscribed",
@@ -243,6 +331,13 @@ impl DeltaStream {
 mod tests {
     use super::*;
 
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
     fn requests_for_types_the_server_does_not_serve_keep_no_state() {
         let mut stream = SotwStream::new();
@@ -259,10 +354,7 @@ mod tests {
     #[test]
     fn a_first_request_gets_the_subscribed_set_and_an_ack_gets_nothing_more() {
         let mut stream = SotwStream::new();
-        stream.set_resources(
-            CLUSTER,
-            &[("a".into(), "1".into()), ("b".into(), "1".into())],
-        );
+        stream.set_resources(CLUSTER, &pairs(&[("a", "1"), ("b", "1")]));
         let first = DiscoveryRequest {
             type_url: CLUSTER.to_string(),
             ..Default::default()
@@ -276,5 +368,53 @@ mod tests {
         };
         assert!(stream.request(&ack).is_none());
         assert!(stream.push().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "client does not hold")]
+    fn the_client_view_catches_a_push_that_leaves_a_change_out() {
+        let mut stream = SotwStream::new();
+        stream.set_resources(ENDPOINT, &pairs(&[("a", "1")]));
+        let names = vec!["a".to_owned()];
+        let first = DiscoveryRequest {
+            type_url: ENDPOINT.to_string(),
+            resource_names: names.clone(),
+            ..Default::default()
+        };
+        let response = stream.request(&first).unwrap();
+        // Pretend the client got a response that said nothing of `a`'s new version.
+        stream.set_resources(ENDPOINT, &pairs(&[("a", "2")]));
+        let pushed = stream.push().pop().unwrap();
+        if let Some(view) = stream.client.get_mut(ENDPOINT) {
+            view.last = Some((pushed.nonce.clone(), Vec::new()));
+            view.held.insert("a".to_owned(), parse_version("1"));
+        }
+        let _ = response;
+        stream.request(&DiscoveryRequest {
+            response_nonce: pushed.nonce,
+            ..first
+        });
+    }
+
+    #[test]
+    fn an_eds_push_after_an_ack_carries_only_the_change_and_the_client_converges() {
+        let mut stream = SotwStream::new();
+        stream.set_resources(ENDPOINT, &pairs(&[("a", "1"), ("b", "1"), ("c", "1")]));
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|n| (*n).to_owned()).collect();
+        let request = |nonce: &str| DiscoveryRequest {
+            type_url: ENDPOINT.to_string(),
+            resource_names: names.clone(),
+            response_nonce: nonce.to_owned(),
+            ..Default::default()
+        };
+        let first = stream.request(&request("")).unwrap();
+        assert_eq!(first.resources.len(), 3);
+        assert!(stream.request(&request(&first.nonce)).is_none());
+        stream.set_resources(ENDPOINT, &pairs(&[("a", "1"), ("b", "2"), ("c", "1")]));
+        let pushed = stream.push();
+        assert_eq!(pushed.len(), 1);
+        assert_eq!(pushed[0].resources.len(), 1);
+        assert_eq!(carried(&pushed[0].resources[0]).0, "b");
+        assert!(stream.request(&request(&pushed[0].nonce)).is_none());
     }
 }

@@ -1,24 +1,21 @@
 //! The gRPC edge: admission, one task per stream, and the handle the control plane keeps.
 
+mod body;
+mod decode;
 mod delta;
+mod grpc;
 mod session;
 mod sotw;
 
 use std::sync::Arc;
 
-use meshd_proto::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use meshd_proto::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tokio::sync::watch;
+
+pub use grpc::AdsService;
 
 use crate::metrics::Metrics;
-use crate::{ConnectionInfo, Connections, Generator, ProxyStatus, Push};
+use crate::{Connections, Generator, ProxyStatus, Push};
 
 /// Envoy's resources can be large (a gateway's RDS, a mesh's CDS); gRPC's 4 MiB default is not.
 const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
@@ -92,11 +89,9 @@ impl<G: Generator> AdsServer<G> {
         self
     }
 
-    /// The tonic service to add to a `Server`, with message size limits fit for Envoy.
-    pub fn service(&self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self.clone())
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(usize::MAX)
+    /// The service to add to a tonic `Server`, with a request size limit fit for Envoy.
+    pub fn service(&self) -> AdsService<G> {
+        AdsService::new(self.clone())
     }
 
     /// A snapshot of every connected proxy, for `/debug/syncz` and `config_dump`.
@@ -118,55 +113,5 @@ impl<G: Generator> AdsServer<G> {
     /// ones, so a graceful server shutdown does not wait on streams that never end by themselves.
     pub fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
-    }
-
-    fn admit<T>(&self, request: &Request<T>) -> Result<ConnectionInfo, Status> {
-        if *self.shared.shutdown.borrow() {
-            return Err(Status::unavailable("server shutting down"));
-        }
-        if self.shared.pushes.borrow().epoch == 0 {
-            return Err(Status::unavailable("sources not synced"));
-        }
-        Ok(ConnectionInfo {
-            remote_addr: request.remote_addr(),
-            secure: self.secure,
-            metadata: request.metadata().clone(),
-        })
-    }
-}
-
-#[tonic::async_trait]
-impl<G: Generator> AggregatedDiscoveryService for AdsServer<G> {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let info = self.admit(&request)?;
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(session::run::<sotw::SotwStream<G>>(
-            Arc::clone(&self.shared),
-            info,
-            request.into_inner(),
-            tx,
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let info = self.admit(&request)?;
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(session::run::<delta::DeltaStream<G>>(
-            Arc::clone(&self.shared),
-            info,
-            request.into_inner(),
-            tx,
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -156,11 +156,12 @@ fn proxies_of(generator: &MeshGenerator) -> Vec<ConnectedProxy> {
 }
 
 /// What a proxy gets of a type: names and versions.
-fn held(generator: &MeshGenerator, proxy: &ConnectedProxy, ty: &str) -> Vec<(String, String)> {
+fn held(generator: &MeshGenerator, proxy: &ConnectedProxy, ty: &str) -> Vec<(String, u64)> {
     let generated = generator.generate(proxy, ty, None);
     let mut out: Vec<_> = generated
         .iter()
-        .map(|r| (r.name.clone(), r.version.clone()))
+        .flat_map(|set| set.iter())
+        .map(|r| (r.name().to_owned(), r.version()))
         .collect();
     out.sort();
     out
@@ -192,7 +193,7 @@ fn an_endpoint_change_keeps_every_outbound_list_and_the_other_services_endpoints
     let (old, new) = (cart.0.unwrap(), cart.1.unwrap());
     assert!(old.iter().zip(&new).all(|(a, b)| Arc::ptr_eq(a, b)));
     let web = (before.service_endpoints(WEB), after.service_endpoints(WEB));
-    assert_ne!(web.0.unwrap()[0].version, web.1.unwrap()[0].version);
+    assert_ne!(web.0.unwrap()[0].version(), web.1.unwrap()[0].version());
     // A change nothing reads: not even the list of every assignment is new.
     let all = after.endpoints();
     let namespace = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";

@@ -74,8 +74,39 @@ fn key(address: Option<&Address>) -> Option<Key> {
     (port != 0).then_some((ip, port, s.protocol))
 }
 
+/// The listener addresses of a set checked already, indexed once: per-proxy listeners sent with
+/// it are then checked against it without decoding the set again.
+#[derive(Debug, Default)]
+pub struct AddressIndex(HashMap<Key, String>);
+
+impl AddressIndex {
+    pub fn of(listeners: &[Any]) -> Self {
+        let mut owners = HashMap::new();
+        claim(listeners, &HashMap::new(), &mut owners, &mut Vec::new());
+        Self(owners)
+    }
+
+    /// Which of `added` (sent after the indexed set) take an address an indexed listener or an
+    /// earlier one of them holds.
+    pub fn clashes(&self, added: &[Any]) -> Vec<(String, Violation)> {
+        let mut out = Vec::new();
+        claim(added, &self.0, &mut HashMap::new(), &mut out);
+        out
+    }
+}
+
 fn listener_addresses(resources: &[Any], out: &mut Vec<(String, Violation)>) {
-    let mut owners: HashMap<Key, String> = HashMap::new();
+    claim(resources, &HashMap::new(), &mut HashMap::new(), out);
+}
+
+/// Gives each listener its addresses, in order; a listener asking for one another listener holds
+/// (in `held`, or claimed earlier into `owners`) is reported.
+fn claim(
+    resources: &[Any],
+    held: &HashMap<Key, String>,
+    owners: &mut HashMap<Key, String>,
+    out: &mut Vec<(String, Violation)>,
+) {
     for resource in resources {
         let Some(listener) = meshd_proto::unpack::<Listener>(resource) else {
             continue;
@@ -87,7 +118,7 @@ fn listener_addresses(resources: &[Any], out: &mut Vec<(String, Violation)>) {
                 .map(|a| a.address.as_ref()),
         );
         for k in addresses.filter_map(key) {
-            match owners.get(&k) {
+            match held.get(&k).or_else(|| owners.get(&k)) {
                 Some(owner) if *owner != listener.name => out.push((
                     listener.name.clone(),
                     Violation::new(

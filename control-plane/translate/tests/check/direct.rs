@@ -5,7 +5,7 @@ use meshd_proto::pb::envoy::config::cluster::v3::Cluster;
 use meshd_proto::pb::envoy::config::listener::v3::{Listener, filter};
 use meshd_proto::pb::google::protobuf::{Any, Duration};
 use meshd_proto::type_url::{CLUSTER, LISTENER, ROUTE};
-use meshd_translate::check::{check_resource, check_set};
+use meshd_translate::check::{AddressIndex, check_resource, check_set};
 use serde_json::json;
 
 use super::case::to_any;
@@ -112,4 +112,25 @@ fn listeners_clash_by_address_not_by_spelling_and_never_on_port_zero() {
         ],
     );
     assert_eq!(apart, Vec::new());
+}
+
+#[test]
+fn listeners_added_to_an_indexed_set_clash_as_in_one_set() {
+    let listener = |name: &str, port: u32| {
+        to_any(
+            LISTENER,
+            &json!({"name": name, "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+                "filter_chains": [{"filters": []}]}),
+        )
+    };
+    let shared = [listener("a", 80), listener("b", 81)];
+    let added = [listener("c", 81), listener("d", 82), listener("e", 82)];
+    let index = AddressIndex::of(&shared);
+    let split: Vec<String> = index.clashes(&added).into_iter().map(|c| c.0).collect();
+    let whole: Vec<String> = check_set(LISTENER, &[shared.to_vec(), added.to_vec()].concat())
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(split, ["c", "e"]);
+    assert_eq!(split, whole);
 }

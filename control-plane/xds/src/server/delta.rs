@@ -2,18 +2,17 @@
 
 use std::time::Instant;
 
-use meshd_proto::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
+use meshd_proto::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use meshd_proto::type_url::{CLUSTER, ENDPOINT};
 
 use super::session::{ClientGone, Protocol, Session, changed_since};
 use crate::state::Outcome;
 use crate::state::delta::{DeltaReply, DeltaType};
+use crate::wire::Encoded;
 use crate::{Generator, Node, Push};
 
 pub(crate) struct DeltaStream<G: Generator> {
-    session: Session<G, DeltaType, DeltaDiscoveryResponse>,
+    session: Session<G, DeltaType>,
 }
 
 /// Why a type is being answered.
@@ -31,8 +30,8 @@ enum Cause {
 impl<G: Generator> DeltaStream<G> {
     /// Builds the response for one type: generated outside the connection's lock, then diffed
     /// under it, without awaiting. (Only this stream's task changes its state, so nothing moves
-    /// between the two.)
-    fn build(&self, type_url: &str, cause: Cause) -> Option<DeltaReply> {
+    /// between the two.) Encoded after the lock is released.
+    fn build(&self, type_url: &str, cause: Cause) -> Option<(Encoded, bool)> {
         let always = match cause {
             Cause::Request { initial } => initial,
             Cause::Push { changed, .. } => {
@@ -50,39 +49,40 @@ impl<G: Generator> DeltaStream<G> {
             }
         };
         let generated = self.session.generate(type_url)?;
-        let mut types = self.session.conn.types.lock();
-        let state = types.get_mut(type_url)?;
-        let reply = state.respond(generated, always)?;
-        if type_url == CLUSTER && !reply.updated.is_empty() {
-            // Envoy re-warms replaced clusters and waits for their endpoints, which it already
-            // holds and will not ask for again.
-            if let Some(endpoints) = types.get_mut(ENDPOINT) {
-                endpoints.force(&reply.updated);
+        let DeltaReply { response, updated } = {
+            let mut types = self.session.conn.types.lock();
+            let state = types.get_mut(type_url)?;
+            let reply = state.respond(generated, always)?;
+            if type_url == CLUSTER && !reply.updated.is_empty() {
+                // Envoy re-warms replaced clusters and waits for their endpoints, which it
+                // already holds and will not ask for again.
+                if let Some(endpoints) = types.get_mut(ENDPOINT) {
+                    endpoints.force(&reply.updated);
+                }
             }
-        }
-        Some(reply)
+            reply
+        };
+        let rewarm = type_url == CLUSTER && !updated.is_empty();
+        Some((response.encode(), rewarm))
     }
 
     async fn answer(&mut self, type_url: &str, cause: Cause) -> Result<(), ClientGone> {
-        let Some(reply) = self.build(type_url, cause) else {
+        let Some((response, rewarm)) = self.build(type_url, cause) else {
             return Ok(());
         };
         let triggered_at = match cause {
             Cause::Request { .. } => None,
             Cause::Push { triggered_at, .. } => Some(triggered_at),
         };
-        let rewarm = type_url == CLUSTER && !reply.updated.is_empty();
-        self.session
-            .send(type_url, reply.response, triggered_at)
-            .await?;
+        self.session.send(type_url, response, triggered_at).await?;
         if rewarm && matches!(cause, Cause::Request { .. }) {
             // On a push the loop reaches EDS next; on a request nothing else would send it.
             let cause = Cause::Push {
                 triggered_at: Instant::now(),
                 changed: false,
             };
-            if let Some(reply) = self.build(ENDPOINT, cause) {
-                self.session.send(ENDPOINT, reply.response, None).await?;
+            if let Some((response, _)) = self.build(ENDPOINT, cause) {
+                self.session.send(ENDPOINT, response, None).await?;
             }
         }
         Ok(())
@@ -92,7 +92,6 @@ impl<G: Generator> DeltaStream<G> {
 impl<G: Generator> Protocol for DeltaStream<G> {
     type Gen = G;
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
     type State = DeltaType;
     const DELTA: bool = true;
 
@@ -100,11 +99,11 @@ impl<G: Generator> Protocol for DeltaStream<G> {
         request.node.as_ref()
     }
 
-    fn new(session: Session<G, DeltaType, DeltaDiscoveryResponse>) -> Self {
+    fn new(session: Session<G, DeltaType>) -> Self {
         Self { session }
     }
 
-    fn session(&mut self) -> &mut Session<G, DeltaType, DeltaDiscoveryResponse> {
+    fn session(&mut self) -> &mut Session<G, DeltaType> {
         &mut self.session
     }
 
@@ -123,9 +122,9 @@ impl<G: Generator> Protocol for DeltaStream<G> {
         for type_url in self.session.push_order() {
             let cause = Cause::Push {
                 triggered_at: push.triggered_at,
-                changed: changed_since(push, &type_url, since),
+                changed: changed_since(push, type_url, since),
             };
-            self.answer(&type_url, cause).await?;
+            self.answer(type_url, cause).await?;
         }
         Ok(())
     }

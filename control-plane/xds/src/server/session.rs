@@ -1,19 +1,20 @@
 //! One stream's life: admission on the first request, then requests and pushes until either side
 //! leaves. What a request or a push means is up to the protocol ([`Protocol`]).
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use meshd_proto::type_url::{self, PUSH_ORDER};
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use super::Shared;
+use super::decode::RequestStream;
 use crate::connections::{Connection, Registration};
-use crate::state::{Outcome, Reply, TypeState};
-use crate::{ConnectionInfo, Generator, Node, Push, Resource};
+use crate::state::{Outcome, Reply, TypeState, served};
+use crate::wire::Encoded;
+use crate::{ConnectionInfo, Generator, Node, Push, ResourceSet};
 
 /// The client stopped reading: its stream is over.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +24,7 @@ pub(crate) struct ClientGone;
 /// SotW or Delta, as seen by [`run`].
 pub(crate) trait Protocol: Send + Sized + 'static {
     type Gen: Generator;
-    type Request: Send + Sync + 'static;
-    type Response: Send + 'static;
+    type Request: prost::Message + Default + Send + Sync + 'static;
     type State: TypeState<Request = Self::Request>;
     const DELTA: bool;
 
@@ -32,9 +32,9 @@ pub(crate) trait Protocol: Send + Sized + 'static {
 
     fn type_url(request: &Self::Request) -> &str;
 
-    fn new(session: Session<Self::Gen, Self::State, Self::Response>) -> Self;
+    fn new(session: Session<Self::Gen, Self::State>) -> Self;
 
-    fn session(&mut self) -> &mut Session<Self::Gen, Self::State, Self::Response>;
+    fn session(&mut self) -> &mut Session<Self::Gen, Self::State>;
 
     /// Answers a request the shared prologue ([`on_request`]) decided to answer.
     fn answer_request(
@@ -55,8 +55,8 @@ pub(crate) trait Protocol: Send + Sized + 'static {
 pub(crate) async fn run<P: Protocol>(
     shared: Arc<Shared<P::Gen>>,
     info: ConnectionInfo,
-    mut requests: Streaming<P::Request>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    mut requests: RequestStream<P::Request>,
+    tx: mpsc::Sender<Result<Encoded, Status>>,
 ) {
     let mut shutdown = shared.shutdown.subscribe();
     let stopped = async move {
@@ -104,6 +104,8 @@ pub(crate) async fn run<P: Protocol>(
     if on_request(&mut stream, &first).await.is_err() {
         return;
     }
+    // Not kept for the stream's life: a first request can be large.
+    drop(first);
 
     loop {
         tokio::select! {
@@ -155,17 +157,20 @@ pub(crate) async fn run<P: Protocol>(
 /// What every request goes through, SotW or Delta: the type's state reads it (ACK, NACK,
 /// subscription changes), it is counted and logged, and answered if the state says so.
 async fn on_request<P: Protocol>(stream: &mut P, request: &P::Request) -> Result<(), ClientGone> {
-    let type_url = P::type_url(request);
     let session = stream.session();
-    if !crate::state::served(type_url) {
+    let Some(type_url) = served(P::type_url(request)) else {
         // Keeping state for any type a client names would let one stream grow without bound.
-        tracing::debug!(conn = %session.conn.id, type_url, "ADS request for a type not served ignored");
+        tracing::debug!(
+            conn = %session.conn.id,
+            type_url = P::type_url(request),
+            "ADS request for a type not served ignored",
+        );
         return Ok(());
-    }
+    };
     let (outcome, suspects) = {
         let mut types = session.conn.types.lock();
         let state = types
-            .entry(type_url.to_owned())
+            .entry(type_url)
             .or_insert_with(|| P::State::new(type_url));
         let outcome = state.on_request(request);
         let suspects = matches!(outcome.reply, Reply::Nack(_)).then(|| state.nack_suspects());
@@ -185,11 +190,11 @@ async fn on_request<P: Protocol>(stream: &mut P, request: &P::Request) -> Result
 }
 
 /// An admitted proxy: what its stream task needs, and cleanup when the task ends however it ends.
-pub(crate) struct Session<G: Generator, S, R> {
+pub(crate) struct Session<G: Generator, S> {
     pub(crate) shared: Arc<Shared<G>>,
     pub(crate) proxy: G::Proxy,
     pub(crate) conn: Arc<Connection<S>>,
-    tx: mpsc::Sender<Result<R, Status>>,
+    tx: mpsc::Sender<Result<Encoded, Status>>,
     /// The newest push epoch this stream has acted on.
     pub(crate) last_epoch: u64,
     /// Something was sent since the last push began (for `pilot_xds_push_time`).
@@ -197,14 +202,14 @@ pub(crate) struct Session<G: Generator, S, R> {
     _registration: Registration,
 }
 
-impl<G: Generator, S: TypeState, R: Send + 'static> Session<G, S, R> {
+impl<G: Generator, S: TypeState> Session<G, S> {
     fn open(
         shared: Arc<Shared<G>>,
         node: Node,
         info: &ConnectionInfo,
         proxy: G::Proxy,
         delta: bool,
-        tx: mpsc::Sender<Result<R, Status>>,
+        tx: mpsc::Sender<Result<Encoded, Status>>,
         epoch: u64,
     ) -> Self {
         let (conn, registration) = shared.connections.register(node, info.remote_addr, delta);
@@ -229,16 +234,16 @@ impl<G: Generator, S: TypeState, R: Send + 'static> Session<G, S, R> {
 
     /// What the generator says this proxy should hold of `type_url`, for the names the stream
     /// is subscribed to. Generated outside the connection's lock (which `statuses()` readers
-    /// take too): only the names are read under it. `None` when the type has no state.
-    pub(crate) fn generate(&self, type_url: &str) -> Option<Vec<Arc<Resource>>> {
-        let names: Option<BTreeSet<String>> = {
+    /// take too): only the (shared) names are read under it. `None` when the type has no state.
+    pub(crate) fn generate(&self, type_url: &str) -> Option<Vec<Arc<ResourceSet>>> {
+        let names = {
             let types = self.conn.types.lock();
             types.get(type_url)?.names().cloned()
         };
         Some(
             self.shared
                 .generator
-                .generate(&self.proxy, type_url, names.as_ref()),
+                .generate(&self.proxy, type_url, names.as_deref()),
         )
     }
 
@@ -246,7 +251,7 @@ impl<G: Generator, S: TypeState, R: Send + 'static> Session<G, S, R> {
     pub(crate) async fn send(
         &mut self,
         type_url: &str,
-        response: R,
+        response: Encoded,
         triggered_at: Option<Instant>,
     ) -> Result<(), ClientGone> {
         self.tx.send(Ok(response)).await.map_err(|_| ClientGone)?;
@@ -287,21 +292,18 @@ impl<G: Generator, S: TypeState, R: Send + 'static> Session<G, S, R> {
         }
     }
 
-    /// The types this stream has state for, in istiod's push order (unknown types last, by name).
-    pub(crate) fn push_order(&self) -> Vec<String> {
-        let mut types: Vec<String> = self.conn.types.lock().keys().cloned().collect();
-        types.sort_by_key(|t| {
-            let rank = PUSH_ORDER
-                .iter()
-                .position(|known| known == t)
-                .unwrap_or(PUSH_ORDER.len());
-            (rank, t.clone())
-        });
-        types
+    /// The types this stream has state for, in istiod's push order (only served types have state).
+    pub(crate) fn push_order(&self) -> Vec<&'static str> {
+        let types = self.conn.types.lock();
+        PUSH_ORDER
+            .iter()
+            .copied()
+            .filter(|t| types.contains_key(t))
+            .collect()
     }
 }
 
-impl<G: Generator, S, R> Drop for Session<G, S, R> {
+impl<G: Generator, S> Drop for Session<G, S> {
     fn drop(&mut self) {
         self.shared.metrics.disconnected();
         self.shared.generator.disconnect(&self.proxy);

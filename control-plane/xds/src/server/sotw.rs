@@ -1,36 +1,41 @@
-//! A State-of-the-World stream: full sets per type, and EDS answered after every CDS response.
+//! A State-of-the-World stream: full sets per type (EDS and RDS pushes: what changed), and EDS
+//! answered after every CDS response.
 
 use std::time::Instant;
 
-use meshd_proto::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use meshd_proto::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use meshd_proto::type_url::{CLUSTER, ENDPOINT};
 
 use super::session::{ClientGone, Protocol, Session, changed_since};
 use crate::state::Outcome;
 use crate::state::sotw::SotwType;
+use crate::wire::Encoded;
 use crate::{Generator, Node, Push};
 
 pub(crate) struct SotwStream<G: Generator> {
-    session: Session<G, SotwType, DiscoveryResponse>,
+    session: Session<G, SotwType>,
 }
 
 impl<G: Generator> SotwStream<G> {
     /// Builds the response for one type: generated outside the connection's lock, then diffed
     /// under it, without awaiting. (Only this stream's task changes its state, so nothing moves
-    /// between the two.)
-    fn build(&self, type_url: &str, force: bool) -> Option<DiscoveryResponse> {
+    /// between the two.) Encoded after the lock is released.
+    fn build(&self, type_url: &str, force: bool) -> Option<Encoded> {
         let generated = self.session.generate(type_url)?;
-        let mut types = self.session.conn.types.lock();
-        let state = types.get_mut(type_url)?;
-        let response = state.respond(generated, force)?;
-        if type_url == CLUSTER {
-            // Envoy re-warms changed clusters and waits for EDS; it asks with a request that looks
-            // like an ACK, which must not go unanswered.
-            if let Some(endpoints) = types.get_mut(ENDPOINT) {
-                endpoints.respond_to_next_ack();
+        let response = {
+            let mut types = self.session.conn.types.lock();
+            let state = types.get_mut(type_url)?;
+            let response = state.respond(generated, force)?;
+            if type_url == CLUSTER {
+                // Envoy re-warms changed clusters and waits for EDS; it asks with a request that
+                // looks like an ACK, which must not go unanswered.
+                if let Some(endpoints) = types.get_mut(ENDPOINT) {
+                    endpoints.respond_to_next_ack();
+                }
             }
-        }
-        Some(response)
+            response
+        };
+        Some(response.encode())
     }
 
     async fn push_type(&mut self, type_url: &str, triggered_at: Instant) -> Result<(), ClientGone> {
@@ -48,7 +53,6 @@ impl<G: Generator> SotwStream<G> {
 impl<G: Generator> Protocol for SotwStream<G> {
     type Gen = G;
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
     type State = SotwType;
     const DELTA: bool = false;
 
@@ -56,11 +60,11 @@ impl<G: Generator> Protocol for SotwStream<G> {
         request.node.as_ref()
     }
 
-    fn new(session: Session<G, SotwType, DiscoveryResponse>) -> Self {
+    fn new(session: Session<G, SotwType>) -> Self {
         Self { session }
     }
 
-    fn session(&mut self) -> &mut Session<G, SotwType, DiscoveryResponse> {
+    fn session(&mut self) -> &mut Session<G, SotwType> {
         &mut self.session
     }
 
@@ -69,7 +73,7 @@ impl<G: Generator> Protocol for SotwStream<G> {
     }
 
     async fn answer_request(&mut self, type_url: &str, _: Outcome) -> Result<(), ClientGone> {
-        // A SotW request that is answered always gets the whole set.
+        // A SotW request that is answered always gets everything it asks for.
         match self.build(type_url, true) {
             Some(response) => self.session.send(type_url, response, None).await,
             None => Ok(()),
@@ -78,8 +82,8 @@ impl<G: Generator> Protocol for SotwStream<G> {
 
     async fn on_push(&mut self, push: &Push, since: u64) -> Result<(), ClientGone> {
         for type_url in self.session.push_order() {
-            if changed_since(push, &type_url, since) {
-                self.push_type(&type_url, push.triggered_at).await?;
+            if changed_since(push, type_url, since) {
+                self.push_type(type_url, push.triggered_at).await?;
             }
         }
         Ok(())

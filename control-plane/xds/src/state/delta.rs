@@ -1,41 +1,87 @@
 //! Delta (incremental) xDS: responses carry only the resources that changed and the names removed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use meshd_proto::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
-};
+use meshd_proto::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use meshd_proto::type_url;
 
-use super::{Outcome, Reply, TypeState, held_elsewhere, select};
-use crate::version::{map_version, next_nonce};
-use crate::{Nack, Resource, TypeStatus};
+use super::desired::{Changes, Desired, Span, diff, diff_known};
+use super::{Outcome, Reply, TypeState};
+use crate::names::{Names, intern_sorted};
+use crate::version::{format_version, next_nonce, parse_version};
+use crate::wire::{self, Encoded};
+use crate::{Nack, Resource, ResourceSet, TypeStatus};
 
 const WILDCARD: &str = "*";
+
+/// A response to send.
+#[derive(Clone, Debug)]
+pub(crate) struct DeltaResponse {
+    pub(crate) type_url: &'static str,
+    pub(crate) system_version: u64,
+    pub(crate) nonce: String,
+    pub(crate) resources: Vec<Span>,
+    pub(crate) removed: Vec<Arc<str>>,
+}
+
+impl DeltaResponse {
+    pub(crate) fn encode(&self) -> Encoded {
+        wire::delta(
+            self.system_version,
+            self.type_url,
+            &self.nonce,
+            self.resources(),
+            &self.removed,
+        )
+    }
+
+    pub(crate) fn resources(&self) -> impl Iterator<Item = &Arc<Resource>> + Clone {
+        self.resources.iter().flat_map(|s| s.resources().iter())
+    }
+}
 
 /// A built response, and the names it replaced at a new version.
 #[derive(Clone, Debug)]
 pub(crate) struct DeltaReply {
-    pub response: DeltaDiscoveryResponse,
+    pub response: DeltaResponse,
     /// Names the client held at another version (for CDS: clusters Envoy will re-warm).
-    pub updated: Vec<String>,
+    pub updated: Vec<Arc<str>>,
+}
+
+/// What the client holds.
+#[derive(Debug)]
+enum Held {
+    /// Nothing sent on this stream yet: what the client said it kept from an earlier stream
+    /// (`initial_resource_versions`).
+    Declared(HashMap<Arc<str>, u64>),
+    /// The set the last response made it hold, but for names it unsubscribed from since.
+    Sent {
+        desired: Arc<Desired>,
+        forgotten: BTreeSet<Arc<str>>,
+    },
 }
 
 /// One type URL on one Delta stream.
 #[derive(Debug)]
 pub(crate) struct DeltaType {
-    type_url: String,
-    /// `status.resources` is what the client holds; `status.subscribed` is derived on snapshot.
-    status: TypeStatus,
+    type_url: &'static str,
     requested: bool,
     wildcard: bool,
-    names: BTreeSet<String>,
+    /// Names subscribed explicitly, interned (Delta EDS subscriptions are as long as SotW's).
+    names: Arc<Names>,
+    held: Held,
     /// Sent in the next response even if the client holds them at the current version.
-    forced: BTreeSet<String>,
-    /// What the last response brought (shared resources; only pointers are kept).
-    last_sent: Vec<Arc<Resource>>,
+    forced: BTreeSet<Arc<str>>,
+    /// What the last response brought.
+    last_sent: Vec<Span>,
+    sent_version: String,
+    sent_nonce: String,
+    last_sent_at: Option<SystemTime>,
+    acked_version: String,
+    acked_nonce: String,
+    nack: Option<Nack>,
 }
 
 impl DeltaType {
@@ -45,110 +91,168 @@ impl DeltaType {
     }
 
     /// Resends these names (those subscribed) in the next response, even if unchanged.
-    pub(crate) fn force<'a>(&mut self, names: impl IntoIterator<Item = &'a String>) {
+    pub(crate) fn force<'a>(&mut self, names: impl IntoIterator<Item = &'a Arc<str>>) {
         for name in names {
             if self.wildcard || self.names.contains(name) {
-                self.forced.insert(name.clone());
+                self.forced.insert(Arc::clone(name));
             }
         }
     }
 
     fn first_request(&mut self, request: &DeltaDiscoveryRequest) {
         let subscribe = &request.resource_names_subscribe;
-        self.wildcard = type_url::is_wildcard(&self.type_url)
+        self.wildcard = type_url::is_wildcard(self.type_url)
             && (subscribe.is_empty() || subscribe.iter().any(|n| n == WILDCARD));
-        self.names = subscribe
+        let mut names: BTreeSet<&str> = subscribe
             .iter()
+            .map(String::as_str)
             .filter(|n| *n != WILDCARD)
-            .cloned()
             .collect();
         for name in &request.resource_names_unsubscribe {
-            self.names.remove(name);
+            names.remove(name.as_str());
         }
+        self.names = intern_sorted(&names.into_iter().collect::<Vec<_>>(), None);
         // What the client kept from an earlier stream: sent again only if it differs.
-        self.status.resources = request
-            .initial_resource_versions
-            .iter()
-            .map(|(name, version)| (name.clone(), held_elsewhere(name, version)))
-            .collect();
+        self.held = Held::Declared(
+            request
+                .initial_resource_versions
+                .iter()
+                .map(|(name, version)| (Arc::from(name.as_str()), parse_version(version)))
+                .collect(),
+        );
     }
 
     fn reply(&mut self, request: &DeltaDiscoveryRequest) -> Reply {
         if request.response_nonce.is_empty() {
             return Reply::None;
         }
-        if request.response_nonce != self.status.sent_nonce {
+        if request.response_nonce != self.sent_nonce {
             return Reply::Stale;
         }
         if let Some(error) = &request.error_detail {
             let nack = Nack {
-                version: self.status.sent_version.clone(),
+                version: self.sent_version.clone(),
                 nonce: request.response_nonce.clone(),
                 message: error.message.clone(),
             };
-            self.status.nack = Some(nack.clone());
+            self.nack = Some(nack.clone());
             return Reply::Nack(nack);
         }
-        self.status.acked_version = self.status.sent_version.clone();
-        self.status.acked_nonce = request.response_nonce.clone();
+        self.acked_version.clone_from(&self.sent_version);
+        self.acked_nonce.clone_from(&request.response_nonce);
         Reply::Ack
+    }
+
+    /// Applies a request's subscription changes; whether something must be sent.
+    fn subscribe(&mut self, request: &DeltaDiscoveryRequest) -> bool {
+        if request.resource_names_subscribe.is_empty()
+            && request.resource_names_unsubscribe.is_empty()
+        {
+            return false;
+        }
+        let mut names: BTreeSet<&str> = self.names.iter().collect();
+        let mut respond = false;
+        for name in &request.resource_names_subscribe {
+            if name == WILDCARD {
+                if type_url::is_wildcard(self.type_url) && !self.wildcard {
+                    self.wildcard = true;
+                    respond = true;
+                }
+            } else {
+                names.insert(name);
+                self.forced.insert(Arc::from(name.as_str()));
+                respond = true;
+            }
+        }
+        let mut unsubscribed: Vec<&str> = Vec::new();
+        for name in &request.resource_names_unsubscribe {
+            if name == WILDCARD {
+                self.wildcard = false;
+            } else {
+                names.remove(name.as_str());
+                self.forced.remove(name.as_str());
+                unsubscribed.push(name);
+            }
+        }
+        self.names = intern_sorted(&names.iter().copied().collect::<Vec<_>>(), None);
+        if !self.wildcard {
+            // The client forgets what it no longer subscribes to; a later subscribe must resend it.
+            let subscribed = &self.names;
+            match &mut self.held {
+                Held::Declared(known) => known.retain(|name, _| subscribed.contains(name)),
+                Held::Sent { desired, forgotten } => forgotten.extend(
+                    desired
+                        .iter()
+                        .filter(|r| !subscribed.contains(r.name()))
+                        .map(|r| Arc::clone(r.shared_name())),
+                ),
+            }
+        }
+        respond
     }
 
     /// Builds a response with what the client lacks or holds at another version, and the names it
     /// holds that no longer exist. `None` when there is nothing to say and `always` is off.
     pub(crate) fn respond(
         &mut self,
-        generated: Vec<Arc<Resource>>,
+        generated: Vec<Arc<ResourceSet>>,
         always: bool,
     ) -> Option<DeltaReply> {
-        let desired = select(generated, self.names());
-        let held = &self.status.resources;
-        let mut send = Vec::new();
-        let mut updated = Vec::new();
-        for (name, resource) in &desired {
-            match held.get(name) {
-                Some(h) if h.version == resource.version && !self.forced.contains(name) => {}
-                Some(h) => {
-                    if h.version != resource.version {
-                        updated.push(name.clone());
-                    }
-                    send.push(Arc::clone(resource));
-                }
-                None => send.push(Arc::clone(resource)),
+        let names = (!self.wildcard).then_some(&self.names);
+        let desired = Arc::new(Desired::select(generated, names));
+        let mut changes = match &self.held {
+            Held::Declared(known) => diff_known(known, &desired),
+            Held::Sent {
+                desired: held,
+                forgotten,
+            } => {
+                let mut changes = diff(held, &desired);
+                changes
+                    .changed
+                    .extend(forgotten.iter().filter_map(|n| desired.find(n)));
+                changes.removed.retain(|n| !forgotten.contains(n));
+                changes
             }
-        }
-        let removed: Vec<String> = held
-            .keys()
-            .filter(|name| !desired.contains_key(*name))
-            .cloned()
-            .collect();
+        };
+        changes
+            .changed
+            .extend(self.forced.iter().filter_map(|n| desired.find(n)));
         self.forced.clear();
-        if send.is_empty() && removed.is_empty() && !always {
+        let Changes {
+            changed,
+            updated,
+            removed,
+        } = changes;
+        if changed.is_empty() && removed.is_empty() && !always {
+            if let Held::Sent {
+                desired: held,
+                forgotten,
+            } = &mut self.held
+                && forgotten.is_empty()
+                && held.version() == desired.version()
+            {
+                // The same content in the newest parts: older snapshots' sets can go.
+                *held = desired;
+            }
             return None;
         }
-
-        for name in &removed {
-            self.status.resources.remove(name);
-        }
-        for resource in &send {
-            self.status
-                .resources
-                .insert(resource.name.clone(), Arc::clone(resource));
-        }
-        let version = map_version(&self.status.resources);
+        let resources = desired.spans_of(changed);
         let nonce = next_nonce();
-        let response = DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
-            resources: send.iter().map(|r| to_wire(r)).collect(),
-            type_url: self.type_url.clone(),
-            removed_resources: removed,
+        let response = DeltaResponse {
+            type_url: self.type_url,
+            system_version: desired.version(),
             nonce: nonce.clone(),
-            ..Default::default()
+            resources: resources.clone(),
+            removed,
         };
-        self.status.sent_version = version;
-        self.status.sent_nonce = nonce;
-        self.status.last_sent = Some(SystemTime::now());
-        self.last_sent = send;
+        self.sent_version = format_version(desired.version());
+        self.sent_nonce = nonce;
+        self.last_sent_at = Some(SystemTime::now());
+        self.last_sent = resources;
+        self.held = Held::Sent {
+            desired,
+            forgotten: BTreeSet::new(),
+        };
         Some(DeltaReply { response, updated })
     }
 }
@@ -156,20 +260,25 @@ impl DeltaType {
 impl TypeState for DeltaType {
     type Request = DeltaDiscoveryRequest;
 
-    fn new(type_url: &str) -> Self {
+    fn new(type_url: &'static str) -> Self {
         Self {
-            type_url: type_url.to_owned(),
-            status: TypeStatus::default(),
+            type_url,
             requested: false,
             wildcard: false,
-            names: BTreeSet::new(),
+            names: intern_sorted(&[], None),
+            held: Held::Declared(HashMap::new()),
             forced: BTreeSet::new(),
             last_sent: Vec::new(),
+            sent_version: String::new(),
+            sent_nonce: String::new(),
+            last_sent_at: None,
+            acked_version: String::new(),
+            acked_nonce: String::new(),
+            nack: None,
         }
     }
 
-    /// The names to generate for; `None` is a wildcard subscription.
-    fn names(&self) -> Option<&BTreeSet<String>> {
+    fn names(&self) -> Option<&Arc<Names>> {
         (!self.wildcard).then_some(&self.names)
     }
 
@@ -183,36 +292,10 @@ impl TypeState for DeltaType {
                 initial: true,
             };
         }
-
         let reply = self.reply(request);
         // Subscription changes ride on ACKs, NACKs and spontaneous requests alike, and are sent only
         // once: apply them whatever the nonce says.
-        let mut respond = false;
-        for name in &request.resource_names_subscribe {
-            if name == WILDCARD {
-                if type_url::is_wildcard(&self.type_url) && !self.wildcard {
-                    self.wildcard = true;
-                    respond = true;
-                }
-            } else {
-                self.names.insert(name.clone());
-                self.forced.insert(name.clone());
-                respond = true;
-            }
-        }
-        for name in &request.resource_names_unsubscribe {
-            if name == WILDCARD {
-                self.wildcard = false;
-            } else {
-                self.names.remove(name);
-                self.forced.remove(name);
-            }
-        }
-        if !self.wildcard {
-            // The client forgets what it unsubscribed from; a later subscribe must resend it.
-            let names = &self.names;
-            self.status.resources.retain(|name, _| names.contains(name));
-        }
+        let respond = self.subscribe(request);
         Outcome {
             reply,
             respond,
@@ -221,273 +304,42 @@ impl TypeState for DeltaType {
     }
 
     fn snapshot(&self) -> TypeStatus {
+        let resources = match &self.held {
+            Held::Declared(known) => known
+                .iter()
+                .map(|(name, version)| {
+                    (
+                        name.to_string(),
+                        Arc::new(Resource::known(Arc::clone(name), *version)),
+                    )
+                })
+                .collect(),
+            Held::Sent { desired, forgotten } => desired
+                .iter()
+                .filter(|r| !forgotten.contains(r.name()))
+                .map(|r| (r.name().to_owned(), Arc::clone(r)))
+                .collect(),
+        };
         TypeStatus {
-            subscribed: self.names().cloned(),
-            ..self.status.clone()
+            sent_version: self.sent_version.clone(),
+            sent_nonce: self.sent_nonce.clone(),
+            acked_version: self.acked_version.clone(),
+            acked_nonce: self.acked_nonce.clone(),
+            nack: self.nack.clone(),
+            subscribed: self.names().map(|n| n.iter().map(str::to_owned).collect()),
+            resources,
+            last_sent: self.last_sent_at,
         }
     }
 
     /// In Delta a response carries only what changed, so all of it is suspect.
     fn nack_suspects(&self) -> Vec<Arc<Resource>> {
-        self.last_sent.clone()
-    }
-}
-
-fn to_wire(resource: &Resource) -> WireResource {
-    WireResource {
-        name: resource.name.clone(),
-        version: resource.version.clone(),
-        resource: Some(resource.body.clone()),
-        ..Default::default()
+        self.last_sent
+            .iter()
+            .flat_map(|s| s.resources().iter().cloned())
+            .collect()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::{BTreeMap, HashMap};
-
-    use meshd_proto::pb::google::rpc::Status;
-    use meshd_proto::type_url::{CLUSTER, ENDPOINT};
-
-    use super::*;
-    use crate::{Any, SyncState};
-
-    fn held(state: &DeltaType) -> BTreeMap<String, String> {
-        state
-            .status
-            .resources
-            .iter()
-            .map(|(name, r)| (name.clone(), r.version.clone()))
-            .collect()
-    }
-
-    fn mk_resource(name: &str, version: &str) -> Arc<Resource> {
-        Arc::new(Resource {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            body: Any {
-                type_url: "test".to_owned(),
-                value: format!("{name}@{version}").into_bytes(),
-            },
-        })
-    }
-
-    fn mk_request(
-        type_url: &str,
-        subscribe: &[&str],
-        unsubscribe: &[&str],
-    ) -> DeltaDiscoveryRequest {
-        DeltaDiscoveryRequest {
-            type_url: type_url.to_owned(),
-            resource_names_subscribe: subscribe.iter().map(|n| (*n).to_owned()).collect(),
-            resource_names_unsubscribe: unsubscribe.iter().map(|n| (*n).to_owned()).collect(),
-            ..Default::default()
-        }
-    }
-
-    fn mk_ack(type_url: &str, sent: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
-        DeltaDiscoveryRequest {
-            response_nonce: sent.nonce.clone(),
-            ..mk_request(type_url, &[], &[])
-        }
-    }
-
-    fn names_of(response: &DeltaDiscoveryResponse) -> Vec<String> {
-        response.resources.iter().map(|r| r.name.clone()).collect()
-    }
-
-    fn respond_now(state: &mut DeltaType, generated: &[Arc<Resource>]) -> DeltaReply {
-        state
-            .respond(generated.to_vec(), true)
-            .unwrap_or_else(|| panic!("a response with always set must be built"))
-    }
-
-    fn pairs(items: &[(&str, &str)]) -> BTreeMap<String, String> {
-        items
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn first_cds_request_without_names_is_wildcard_and_gets_everything() {
-        let mut state = DeltaType::new(CLUSTER);
-        let outcome = state.on_request(&mk_request(CLUSTER, &[], &[]));
-        assert!(outcome.respond && outcome.initial);
-        assert_eq!(state.names(), None);
-        let reply = respond_now(
-            &mut state,
-            &[mk_resource("c1", "1"), mk_resource("c2", "1")],
-        );
-        assert_eq!(names_of(&reply.response), vec!["c1", "c2"]);
-        assert!(reply.response.removed_resources.is_empty());
-        assert_eq!(state.snapshot().state(), SyncState::Stale);
-        assert_eq!(state.snapshot().subscribed, None);
-    }
-
-    #[test]
-    fn first_eds_request_without_names_subscribes_to_nothing() {
-        let mut state = DeltaType::new(ENDPOINT);
-        state.on_request(&mk_request(ENDPOINT, &[], &[]));
-        assert_eq!(state.names(), Some(&BTreeSet::new()));
-        let reply = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        assert!(reply.response.resources.is_empty());
-    }
-
-    #[test]
-    fn ack_records_the_sent_version_and_asks_for_nothing() {
-        let mut state = DeltaType::new(CLUSTER);
-        state.on_request(&mk_request(CLUSTER, &[], &[]));
-        let reply = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        let outcome = state.on_request(&mk_ack(CLUSTER, &reply.response));
-        assert_eq!(outcome.reply, Reply::Ack);
-        assert!(!outcome.respond);
-        let status = state.snapshot();
-        assert_eq!(status.state(), SyncState::Synced);
-        assert_eq!(status.acked_version, reply.response.system_version_info);
-    }
-
-    #[test]
-    fn nack_is_recorded_and_unchanged_resources_are_not_resent() {
-        let mut state = DeltaType::new(CLUSTER);
-        state.on_request(&mk_request(CLUSTER, &[], &[]));
-        let reply = respond_now(&mut state, &[mk_resource("c1", "bad")]);
-        let nack = DeltaDiscoveryRequest {
-            error_detail: Some(Status {
-                code: 3,
-                message: "rejected".to_owned(),
-                details: vec![],
-            }),
-            ..mk_ack(CLUSTER, &reply.response)
-        };
-        let outcome = state.on_request(&nack);
-        assert!(matches!(outcome.reply, Reply::Nack(ref n) if n.message == "rejected"));
-        assert_eq!(state.snapshot().state(), SyncState::Nacked);
-        assert!(
-            state
-                .respond(vec![mk_resource("c1", "bad")], false)
-                .is_none()
-        );
-        let fixed = state.respond(vec![mk_resource("c1", "good")], false);
-        assert!(fixed.is_some_and(|r| r.updated == vec!["c1".to_owned()]));
-    }
-
-    #[test]
-    fn only_changed_resources_and_removals_are_sent() {
-        let mut state = DeltaType::new(CLUSTER);
-        state.on_request(&mk_request(CLUSTER, &[], &[]));
-        respond_now(
-            &mut state,
-            &[mk_resource("c1", "1"), mk_resource("c2", "1")],
-        );
-        let reply = state
-            .respond(vec![mk_resource("c1", "2"), mk_resource("c3", "1")], false)
-            .unwrap_or_else(|| panic!("changes must be sent"));
-        assert_eq!(names_of(&reply.response), vec!["c1", "c3"]);
-        assert_eq!(reply.response.removed_resources, vec!["c2"]);
-        assert_eq!(reply.updated, vec!["c1"]);
-        assert_eq!(held(&state), pairs(&[("c1", "2"), ("c3", "1")]));
-        assert!(
-            state
-                .respond(vec![mk_resource("c1", "2"), mk_resource("c3", "1")], false)
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn subscribe_sends_new_names_even_if_unchanged_and_unsubscribe_forgets_them() {
-        let mut state = DeltaType::new(ENDPOINT);
-        let all = [mk_resource("c1", "1"), mk_resource("c2", "1")];
-        state.on_request(&mk_request(ENDPOINT, &["c1"], &[]));
-        let reply = respond_now(&mut state, &all);
-        assert_eq!(names_of(&reply.response), vec!["c1"]);
-
-        let outcome = state.on_request(&mk_request(ENDPOINT, &["c2"], &[]));
-        assert_eq!(outcome.reply, Reply::None);
-        assert!(outcome.respond);
-        let reply = state
-            .respond(all.to_vec(), false)
-            .unwrap_or_else(|| panic!("new subscription must be sent"));
-        assert_eq!(names_of(&reply.response), vec!["c2"]);
-
-        let outcome = state.on_request(&mk_request(ENDPOINT, &[], &["c1"]));
-        assert!(!outcome.respond);
-        assert_eq!(held(&state), pairs(&[("c2", "1")]));
-        assert!(state.respond(all.to_vec(), false).is_none());
-
-        // Subscribing again to what the client forgot sends it again.
-        state.on_request(&mk_request(ENDPOINT, &["c1"], &[]));
-        let reply = state.respond(all.to_vec(), false);
-        assert!(reply.is_some_and(|r| names_of(&r.response) == vec!["c1"]));
-    }
-
-    #[test]
-    fn initial_resource_versions_are_honoured() {
-        let mut state = DeltaType::new(CLUSTER);
-        let request = DeltaDiscoveryRequest {
-            initial_resource_versions: HashMap::from([
-                ("c1".to_owned(), "1".to_owned()),
-                ("c2".to_owned(), "old".to_owned()),
-                ("gone".to_owned(), "1".to_owned()),
-            ]),
-            ..mk_request(CLUSTER, &[], &[])
-        };
-        state.on_request(&request);
-        let reply = respond_now(
-            &mut state,
-            &[
-                mk_resource("c1", "1"),
-                mk_resource("c2", "1"),
-                mk_resource("c3", "1"),
-            ],
-        );
-        assert_eq!(names_of(&reply.response), vec!["c2", "c3"]);
-        assert_eq!(reply.response.removed_resources, vec!["gone"]);
-        assert_eq!(reply.updated, vec!["c2"]);
-    }
-
-    #[test]
-    fn initial_response_is_sent_even_when_the_client_has_everything() {
-        let mut state = DeltaType::new(CLUSTER);
-        let request = DeltaDiscoveryRequest {
-            initial_resource_versions: HashMap::from([("c1".to_owned(), "1".to_owned())]),
-            ..mk_request(CLUSTER, &[], &[])
-        };
-        let outcome = state.on_request(&request);
-        assert!(outcome.initial);
-        let reply = state.respond(vec![mk_resource("c1", "1")], outcome.initial);
-        assert!(reply.is_some_and(|r| r.response.resources.is_empty()));
-    }
-
-    #[test]
-    fn stale_nonce_does_not_ack_but_subscriptions_still_apply() {
-        let mut state = DeltaType::new(ENDPOINT);
-        state.on_request(&mk_request(ENDPOINT, &["c1"], &[]));
-        let first = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        let _second = respond_now(&mut state, &[mk_resource("c1", "2")]);
-        let request = DeltaDiscoveryRequest {
-            resource_names_subscribe: vec!["c2".to_owned()],
-            ..mk_ack(ENDPOINT, &first.response)
-        };
-        let outcome = state.on_request(&request);
-        assert_eq!(outcome.reply, Reply::Stale);
-        assert!(outcome.respond);
-        assert_eq!(state.snapshot().state(), SyncState::Stale);
-        assert!(state.names().is_some_and(|n| n.contains("c2")));
-    }
-
-    #[test]
-    fn forced_names_are_resent_only_if_subscribed() {
-        let mut state = DeltaType::new(ENDPOINT);
-        state.on_request(&mk_request(ENDPOINT, &["c1"], &[]));
-        respond_now(
-            &mut state,
-            &[mk_resource("c1", "1"), mk_resource("c2", "1")],
-        );
-        state.force(&["c1".to_owned(), "c2".to_owned()]);
-        assert!(state.has_forced());
-        let reply = state.respond(vec![mk_resource("c1", "1"), mk_resource("c2", "1")], false);
-        assert!(reply.is_some_and(|r| names_of(&r.response) == vec!["c1"]));
-        assert!(!state.has_forced());
-    }
-}
+mod tests;

@@ -1,26 +1,68 @@
-//! State-of-the-World: every response carries the whole set of a type the proxy is subscribed to.
+//! State-of-the-World: a response carries the whole set of a type the proxy is subscribed to, except
+//! that EDS and RDS pushes carry only what changed.
+//!
+//! The xDS protocol groups every SotW type but LDS and CDS "in the same way as in the incremental
+//! protocol variants": Envoy keeps the `ClusterLoadAssignment`s and `RouteConfiguration`s a
+//! response leaves out, and notifies only the watches whose resources it carries. So after a push
+//! an EDS or RDS response holds only the resources whose version differs from what the proxy last
+//! accepted. A first request, a changed subscription and the EDS request that follows a CDS
+//! response still get everything requested: the protocol requires newly requested names to be
+//! sent again, and clusters Envoy re-created wait for their endpoints.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use meshd_proto::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use meshd_proto::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use meshd_proto::type_url;
 
-use super::{Outcome, Reply, TypeState, same_versions, select};
-use crate::version::{map_version, next_nonce};
-use crate::{Nack, Resource, TypeStatus};
+use super::desired::{Desired, Span, diff};
+use super::{Outcome, Reply, TypeState};
+use crate::names::{Names, intern};
+use crate::version::{format_version, next_nonce};
+use crate::wire::{self, Encoded};
+use crate::{Nack, Resource, ResourceSet, TypeStatus};
+
+/// A response to send.
+#[derive(Clone, Debug)]
+pub(crate) struct SotwResponse {
+    pub(crate) type_url: &'static str,
+    pub(crate) version: u64,
+    pub(crate) nonce: String,
+    pub(crate) resources: Vec<Span>,
+}
+
+impl SotwResponse {
+    pub(crate) fn encode(&self) -> Encoded {
+        let runs: Vec<_> = self.resources.iter().map(Span::bytes).collect();
+        wire::sotw(self.version, self.type_url, &self.nonce, &runs)
+    }
+
+    pub(crate) fn resources(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        self.resources.iter().flat_map(|s| s.resources().iter())
+    }
+}
 
 /// One type URL on one SotW stream.
 #[derive(Debug)]
 pub(crate) struct SotwType {
-    type_url: String,
-    status: TypeStatus,
+    type_url: &'static str,
+    /// Pushes carry only what changed (EDS, RDS).
+    partial: bool,
+    /// `None`: wildcard.
+    subscribed: Option<Arc<Names>>,
+    /// What the last response made the proxy's set (all of it, even when the response carried
+    /// only the changes), and its nonce.
+    sent: Option<Arc<Desired>>,
+    sent_nonce: String,
+    last_sent: Option<SystemTime>,
+    /// The set the proxy last accepted.
+    acked: Option<Arc<Desired>>,
+    acked_version: String,
+    acked_nonce: String,
+    nack: Option<Nack>,
     /// Answer the next ACK even if nothing changed: set on EDS when CDS was sent, because Envoy
     /// keeps re-created clusters warming until it sees an EDS response.
     always_respond: bool,
-    /// The set the proxy last accepted (shared resources; only pointers are kept).
-    acked: Vec<Arc<Resource>>,
 }
 
 impl SotwType {
@@ -29,34 +71,47 @@ impl SotwType {
         self.always_respond = true;
     }
 
-    /// Builds a response from freshly generated resources, or `None` when `force` is off and the
-    /// proxy already holds these names at these versions (which also keeps a NACKed set from being
-    /// re-sent until something in it changes).
+    /// Builds a response from freshly generated sets, or `None` when `force` is off and the proxy
+    /// already holds these names at these versions (which also keeps a NACKed set from being
+    /// re-sent until something in it changes). `force` asks for everything requested; without it
+    /// EDS and RDS carry only what differs from the accepted set.
     pub(crate) fn respond(
         &mut self,
-        generated: Vec<Arc<Resource>>,
+        generated: Vec<Arc<ResourceSet>>,
         force: bool,
-    ) -> Option<DiscoveryResponse> {
-        let set = select(generated, self.names());
+    ) -> Option<SotwResponse> {
+        let desired = Arc::new(Desired::select(generated, self.subscribed.as_ref()));
         if !force
-            && !self.status.sent_nonce.is_empty()
-            && same_versions(&set, &self.status.resources)
+            && let Some(sent) = &self.sent
+            && sent.version() == desired.version()
         {
+            // Hold the new, equal parts: the old ones may belong to a snapshot gone since.
+            if self
+                .acked
+                .as_ref()
+                .is_some_and(|a| a.version() == desired.version())
+            {
+                self.acked = Some(Arc::clone(&desired));
+            }
+            self.sent = Some(desired);
             return None;
         }
-        let version = map_version(&set);
-        let nonce = next_nonce();
-        let response = DiscoveryResponse {
-            version_info: version.clone(),
-            resources: set.values().map(|r| r.body.clone()).collect(),
-            type_url: self.type_url.clone(),
-            nonce: nonce.clone(),
-            ..Default::default()
+        let resources = match &self.acked {
+            Some(acked) if self.partial && !force => {
+                desired.spans_of(diff(acked, &desired).changed)
+            }
+            _ => desired.spans(),
         };
-        self.status.sent_version = version;
-        self.status.sent_nonce = nonce;
-        self.status.resources = set;
-        self.status.last_sent = Some(SystemTime::now());
+        let nonce = next_nonce();
+        let response = SotwResponse {
+            type_url: self.type_url,
+            version: desired.version(),
+            nonce: nonce.clone(),
+            resources,
+        };
+        self.sent = Some(desired);
+        self.sent_nonce = nonce;
+        self.last_sent = Some(SystemTime::now());
         self.always_respond = false;
         Some(response)
     }
@@ -65,34 +120,40 @@ impl SotwType {
 impl TypeState for SotwType {
     type Request = DiscoveryRequest;
 
-    fn new(type_url: &str) -> Self {
+    fn new(type_url: &'static str) -> Self {
         Self {
-            type_url: type_url.to_owned(),
-            status: TypeStatus::default(),
+            type_url,
+            partial: matches!(type_url, type_url::ENDPOINT | type_url::ROUTE),
+            subscribed: None,
+            sent: None,
+            sent_nonce: String::new(),
+            last_sent: None,
+            acked: None,
+            acked_version: String::new(),
+            acked_nonce: String::new(),
+            nack: None,
             always_respond: false,
-            acked: Vec::new(),
         }
     }
 
-    /// The names to generate for; `None` is a wildcard subscription.
-    fn names(&self) -> Option<&BTreeSet<String>> {
-        self.status.subscribed.as_ref()
+    fn names(&self) -> Option<&Arc<Names>> {
+        self.subscribed.as_ref()
     }
 
     fn on_request(&mut self, request: &DiscoveryRequest) -> Outcome {
-        let subscribed = subscription(&self.type_url, &request.resource_names);
+        let subscribed = subscription(self.type_url, &request.resource_names);
 
         // A first request, or one re-sent after a reconnect (the nonce is from another stream):
         // the proxy is owed the full set.
-        if request.response_nonce.is_empty() || self.status.sent_nonce.is_empty() {
-            self.status.subscribed = subscribed;
+        if request.response_nonce.is_empty() || self.sent_nonce.is_empty() {
+            self.subscribed = subscribed;
             return Outcome {
                 reply: Reply::None,
                 respond: true,
                 initial: true,
             };
         }
-        if request.response_nonce != self.status.sent_nonce {
+        if request.response_nonce != self.sent_nonce {
             return Outcome {
                 reply: Reply::Stale,
                 respond: false,
@@ -103,11 +164,15 @@ impl TypeState for SotwType {
             // Subscriptions are left as they were: the ACK that follows a fix then still shows the
             // change and gets its response.
             let nack = Nack {
-                version: self.status.sent_version.clone(),
+                version: self
+                    .sent
+                    .as_ref()
+                    .map(|s| format_version(s.version()))
+                    .unwrap_or_default(),
                 nonce: request.response_nonce.clone(),
                 message: error.message.clone(),
             };
-            self.status.nack = Some(nack.clone());
+            self.nack = Some(nack.clone());
             return Outcome {
                 reply: Reply::Nack(nack),
                 respond: false,
@@ -115,11 +180,16 @@ impl TypeState for SotwType {
             };
         }
 
-        self.status.acked_version = request.version_info.clone();
-        self.status.acked_nonce = request.response_nonce.clone();
-        self.acked = self.status.resources.values().cloned().collect();
-        let names_changed = subscribed != self.status.subscribed;
-        self.status.subscribed = subscribed;
+        self.acked_version.clone_from(&request.version_info);
+        self.acked_nonce.clone_from(&request.response_nonce);
+        self.acked = self.sent.clone();
+        // Interned: equal lists are the same `Arc`.
+        let names_changed = match (&subscribed, &self.subscribed) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (None, None) => false,
+            _ => true,
+        };
+        self.subscribed = subscribed;
         let respond = names_changed || std::mem::take(&mut self.always_respond);
         Outcome {
             reply: Reply::Ack,
@@ -129,219 +199,54 @@ impl TypeState for SotwType {
     }
 
     fn snapshot(&self) -> TypeStatus {
-        self.status.clone()
+        TypeStatus {
+            sent_version: self
+                .sent
+                .as_ref()
+                .filter(|_| !self.sent_nonce.is_empty())
+                .map(|s| format_version(s.version()))
+                .unwrap_or_default(),
+            sent_nonce: self.sent_nonce.clone(),
+            acked_version: self.acked_version.clone(),
+            acked_nonce: self.acked_nonce.clone(),
+            nack: self.nack.clone(),
+            subscribed: self
+                .subscribed
+                .as_ref()
+                .map(|n| n.iter().map(str::to_owned).collect()),
+            resources: self
+                .sent
+                .iter()
+                .flat_map(|s| s.iter())
+                .map(|r| (r.name().to_owned(), Arc::clone(r)))
+                .collect(),
+            last_sent: self.last_sent,
+        }
     }
 
     fn nack_suspects(&self) -> Vec<Arc<Resource>> {
-        let accepted: std::collections::HashSet<(&str, &str)> = self
-            .acked
+        let Some(sent) = &self.sent else {
+            return Vec::new();
+        };
+        let changed = match &self.acked {
+            Some(acked) => diff(acked, sent).changed,
+            None => return sent.iter().cloned().collect(),
+        };
+        sent.spans_of(changed)
             .iter()
-            .map(|r| (r.name.as_str(), r.version.as_str()))
-            .collect();
-        self.status
-            .resources
-            .values()
-            .filter(|r| !accepted.contains(&(r.name.as_str(), r.version.as_str())))
-            .cloned()
+            .flat_map(|s| s.resources().iter().cloned())
             .collect()
     }
 }
 
 /// CDS and LDS requests with no names (or `*`) are wildcard; other types are named.
-fn subscription(type_url: &str, names: &[String]) -> Option<BTreeSet<String>> {
+fn subscription(type_url: &str, names: &[String]) -> Option<Arc<Names>> {
     if type_url::is_wildcard(type_url) && (names.is_empty() || names.iter().any(|n| n == "*")) {
         None
     } else {
-        Some(names.iter().cloned().collect())
+        Some(intern(names))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use meshd_proto::pb::google::rpc::Status;
-    use meshd_proto::type_url::{CLUSTER, ENDPOINT};
-
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::{Any, SyncState};
-
-    fn versions(resources: &BTreeMap<String, Arc<Resource>>) -> Vec<(String, String)> {
-        resources
-            .values()
-            .map(|r| (r.name.clone(), r.version.clone()))
-            .collect()
-    }
-
-    fn mk_resource(name: &str, version: &str) -> Arc<Resource> {
-        Arc::new(Resource {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            body: Any {
-                type_url: "test".to_owned(),
-                value: format!("{name}@{version}").into_bytes(),
-            },
-        })
-    }
-
-    fn mk_request(type_url: &str, names: &[&str], nonce: &str) -> DiscoveryRequest {
-        DiscoveryRequest {
-            type_url: type_url.to_owned(),
-            resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
-            response_nonce: nonce.to_owned(),
-            ..Default::default()
-        }
-    }
-
-    fn mk_ack(type_url: &str, names: &[&str], sent: &DiscoveryResponse) -> DiscoveryRequest {
-        DiscoveryRequest {
-            version_info: sent.version_info.clone(),
-            ..mk_request(type_url, names, &sent.nonce)
-        }
-    }
-
-    fn mk_nack(type_url: &str, names: &[&str], sent: &DiscoveryResponse) -> DiscoveryRequest {
-        DiscoveryRequest {
-            error_detail: Some(Status {
-                code: 3,
-                message: "bad cluster".to_owned(),
-                details: vec![],
-            }),
-            ..mk_request(type_url, names, &sent.nonce)
-        }
-    }
-
-    fn respond_now(state: &mut SotwType, generated: &[Arc<Resource>]) -> DiscoveryResponse {
-        let outcome = state.respond(generated.to_vec(), true);
-        outcome.unwrap_or_else(|| panic!("forced response must be built"))
-    }
-
-    #[test]
-    fn first_request_is_answered_and_status_is_not_sent_until_then() {
-        let mut state = SotwType::new(CLUSTER);
-        assert_eq!(state.snapshot().state(), SyncState::NotSent);
-        let outcome = state.on_request(&mk_request(CLUSTER, &[], ""));
-        assert_eq!(
-            outcome,
-            Outcome {
-                reply: Reply::None,
-                respond: true,
-                initial: true,
-            }
-        );
-        assert_eq!(state.names(), None);
-        let response = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        assert_eq!(response.type_url, CLUSTER);
-        assert_eq!(response.resources.len(), 1);
-        assert_eq!(state.snapshot().state(), SyncState::Stale);
-    }
-
-    #[test]
-    fn ack_with_same_names_is_not_answered_and_marks_synced() {
-        let mut state = SotwType::new(CLUSTER);
-        state.on_request(&mk_request(CLUSTER, &[], ""));
-        let sent = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        let outcome = state.on_request(&mk_ack(CLUSTER, &[], &sent));
-        assert_eq!(outcome.reply, Reply::Ack);
-        assert!(!outcome.respond);
-        let status = state.snapshot();
-        assert_eq!(status.state(), SyncState::Synced);
-        assert_eq!(status.acked_version, sent.version_info);
-    }
-
-    #[test]
-    fn stale_nonce_is_ignored() {
-        let mut state = SotwType::new(CLUSTER);
-        state.on_request(&mk_request(CLUSTER, &[], ""));
-        let first = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        let _second = respond_now(&mut state, &[mk_resource("c1", "2")]);
-        let outcome = state.on_request(&mk_ack(CLUSTER, &[], &first));
-        assert_eq!(outcome.reply, Reply::Stale);
-        assert!(!outcome.respond);
-        assert_eq!(state.snapshot().state(), SyncState::Stale);
-    }
-
-    #[test]
-    fn nack_is_recorded_and_the_same_set_is_not_resent() {
-        let mut state = SotwType::new(CLUSTER);
-        state.on_request(&mk_request(CLUSTER, &[], ""));
-        let sent = respond_now(&mut state, &[mk_resource("c1", "bad")]);
-        let outcome = state.on_request(&mk_nack(CLUSTER, &[], &sent));
-        let expected = Nack {
-            version: sent.version_info.clone(),
-            nonce: sent.nonce.clone(),
-            message: "bad cluster".to_owned(),
-        };
-        assert_eq!(outcome.reply, Reply::Nack(expected.clone()));
-        assert!(!outcome.respond);
-        assert_eq!(state.snapshot().state(), SyncState::Nacked);
-        assert_eq!(state.snapshot().nack, Some(expected));
-
-        assert!(
-            state
-                .respond(vec![mk_resource("c1", "bad")], false)
-                .is_none()
-        );
-        let fixed = state.respond(vec![mk_resource("c1", "good")], false);
-        assert!(fixed.is_some());
-        assert_eq!(state.snapshot().state(), SyncState::Stale);
-    }
-
-    #[test]
-    fn named_subscription_change_is_answered_with_only_the_subscribed_names() {
-        let mut state = SotwType::new(ENDPOINT);
-        let all = [mk_resource("c1", "1"), mk_resource("c2", "1")];
-        state.on_request(&mk_request(ENDPOINT, &["c1"], ""));
-        let sent = respond_now(&mut state, &all);
-        assert_eq!(sent.resources.len(), 1);
-
-        let outcome = state.on_request(&mk_ack(ENDPOINT, &["c1", "c2"], &sent));
-        assert!(outcome.respond);
-        let sent = respond_now(&mut state, &all);
-        assert_eq!(sent.resources.len(), 2);
-        assert_eq!(
-            versions(&state.snapshot().resources),
-            vec![
-                ("c1".to_owned(), "1".to_owned()),
-                ("c2".to_owned(), "1".to_owned())
-            ]
-        );
-    }
-
-    #[test]
-    fn ack_after_cds_is_answered_once() {
-        let mut state = SotwType::new(ENDPOINT);
-        state.on_request(&mk_request(ENDPOINT, &["c1"], ""));
-        let sent = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        state.respond_to_next_ack();
-        assert!(state.on_request(&mk_ack(ENDPOINT, &["c1"], &sent)).respond);
-        let sent = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        assert!(!state.on_request(&mk_ack(ENDPOINT, &["c1"], &sent)).respond);
-    }
-
-    #[test]
-    fn unchanged_set_is_not_resent_without_force() {
-        let mut state = SotwType::new(CLUSTER);
-        state.on_request(&mk_request(CLUSTER, &[], ""));
-        let sent = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        assert!(state.respond(vec![mk_resource("c1", "1")], false).is_none());
-        let again = respond_now(&mut state, &[mk_resource("c1", "1")]);
-        assert_eq!(again.version_info, sent.version_info);
-        assert_ne!(again.nonce, sent.nonce);
-    }
-
-    #[test]
-    fn an_empty_first_set_is_still_sent() {
-        let mut state = SotwType::new(CLUSTER);
-        state.on_request(&mk_request(CLUSTER, &[], ""));
-        let sent = state.respond(vec![], false);
-        assert!(sent.is_some_and(|r| r.resources.is_empty()));
-    }
-
-    #[test]
-    fn wildcard_types_treat_star_as_wildcard_and_named_types_do_not() {
-        assert_eq!(subscription(CLUSTER, &["*".to_owned()]), None);
-        assert_eq!(subscription(CLUSTER, &[]), None);
-        assert_eq!(subscription(ENDPOINT, &[]), Some(BTreeSet::new()));
-    }
-}
+mod tests;

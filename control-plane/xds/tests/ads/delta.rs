@@ -3,7 +3,7 @@
 use meshd_proto::type_url::{CLUSTER, ENDPOINT, LISTENER};
 use meshd_xds::SyncState;
 
-use crate::harness::{Harness, delta_bodies, wait_for};
+use crate::harness::{Harness, delta_bodies, mk_resource, wait_for};
 
 #[tokio::test]
 async fn delta_first_requests_get_every_wildcard_resource_and_the_named_ones_subscribed() {
@@ -114,12 +114,20 @@ async fn a_delta_reconnect_with_initial_versions_sends_only_what_differs() {
     harness.set(CLUSTER, "same", "1");
     harness.set(CLUSTER, "changed", "2");
     harness.set(CLUSTER, "new", "1");
+    // Versions as the server gives them: hashes of the bytes.
+    let v = |name: &str, version: &str| mk_resource(CLUSTER, name, version).version_info();
+    let (same, changed_old, changed, new) = (
+        v("same", "1"),
+        v("changed", "1"),
+        v("changed", "2"),
+        v("new", "1"),
+    );
     let mut client = harness.delta("sidecar").await;
     client
         .request(
             CLUSTER,
             &[],
-            &[("same", "1"), ("changed", "1"), ("deleted", "1")],
+            &[("same", &same), ("changed", &changed_old), ("deleted", "1")],
         )
         .await;
     let cds = client.recv_type(CLUSTER).await;
@@ -132,7 +140,7 @@ async fn a_delta_reconnect_with_initial_versions_sends_only_what_differs() {
         .request(
             CLUSTER,
             &[],
-            &[("same", "1"), ("changed", "2"), ("new", "1")],
+            &[("same", &same), ("changed", &changed), ("new", &new)],
         )
         .await;
     let cds = again.recv_type(CLUSTER).await;

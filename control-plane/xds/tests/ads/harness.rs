@@ -1,6 +1,6 @@
 //! An in-process ADS server on 127.0.0.1:0 over a fake generator, and scripted clients.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +11,10 @@ use meshd_proto::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use meshd_proto::pb::google::rpc::Status as RpcStatus;
-use meshd_xds::{AdsServer, Any, ConnectionInfo, Generator, Node, ProxyStatus, Push, Resource};
+use meshd_xds::{
+    AdsServer, Any, ConnectionInfo, Generator, Names, Node, ProxyStatus, Push, Resource,
+    ResourceSet,
+};
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -26,10 +29,14 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// How long "nothing arrives" is watched for.
 pub const QUIET: Duration = Duration::from_millis(200);
 
+type ByType = BTreeMap<String, BTreeMap<String, Arc<Resource>>>;
+
 /// Resources by type URL and name, which tests edit; the server filters by subscription itself.
+/// Each type is one set, followed by a second one (a proxy's own resources) if any are `set_own`.
 #[derive(Default)]
 pub struct FakeGenerator {
-    resources: Mutex<BTreeMap<String, BTreeMap<String, Arc<Resource>>>>,
+    resources: Mutex<ByType>,
+    own: Mutex<ByType>,
     refuse: Mutex<Option<Status>>,
     pub connects: AtomicUsize,
     pub disconnects: AtomicUsize,
@@ -47,6 +54,15 @@ pub struct FakeGenerator {
 impl FakeGenerator {
     pub fn set(&self, type_url: &str, name: &str, version: &str) {
         self.resources
+            .lock()
+            .entry(type_url.to_owned())
+            .or_default()
+            .insert(name.to_owned(), mk_resource(type_url, name, version));
+    }
+
+    /// A resource of the second set, which a name of the first hides.
+    pub fn set_own(&self, type_url: &str, name: &str, version: &str) {
+        self.own
             .lock()
             .entry(type_url.to_owned())
             .or_default()
@@ -80,8 +96,8 @@ impl Generator for FakeGenerator {
         &self,
         _proxy: &String,
         type_url: &str,
-        _names: Option<&BTreeSet<String>>,
-    ) -> Vec<Arc<Resource>> {
+        _names: Option<&Names>,
+    ) -> Vec<Arc<ResourceSet>> {
         self.generates.fetch_add(1, Ordering::SeqCst);
         if let Some(connections) = self.read_statuses_while_generating.get() {
             let connections = connections.clone();
@@ -93,11 +109,20 @@ impl Generator for FakeGenerator {
                 self.status_reads_blocked.fetch_add(1, Ordering::SeqCst);
             }
         }
-        self.resources
-            .lock()
-            .get(type_url)
-            .map(|of_type| of_type.values().cloned().collect())
-            .unwrap_or_default()
+        let set = |by_type: &ByType| -> Arc<ResourceSet> {
+            Arc::new(
+                by_type
+                    .get(type_url)
+                    .map(|of_type| of_type.values().cloned().collect())
+                    .unwrap_or_else(ResourceSet::empty),
+            )
+        };
+        let mut sets = vec![set(&self.resources.lock())];
+        let own = self.own.lock();
+        if own.contains_key(type_url) {
+            sets.push(set(&own));
+        }
+        sets
     }
 
     fn nacked(
@@ -109,7 +134,7 @@ impl Generator for FakeGenerator {
     ) {
         let names = suspects
             .iter()
-            .map(|r| format!("{}@{}", r.name, r.version))
+            .map(|r| String::from_utf8_lossy(&r.body().value).into_owned())
             .collect();
         self.nacks
             .lock()
@@ -123,14 +148,13 @@ impl Generator for FakeGenerator {
 
 /// A resource whose body says what it is, so tests can read names and versions off the wire.
 pub fn mk_resource(type_url: &str, name: &str, version: &str) -> Arc<Resource> {
-    Arc::new(Resource {
-        name: name.to_owned(),
-        version: version.to_owned(),
-        body: Any {
+    Arc::new(Resource::new(
+        name,
+        &Any {
             type_url: type_url.to_owned(),
             value: format!("{name}@{version}").into_bytes(),
         },
-    })
+    ))
 }
 
 /// `name@version` of every body in a SotW response, in order.
@@ -142,12 +166,24 @@ pub fn bodies(response: &DiscoveryResponse) -> Vec<String> {
         .collect()
 }
 
-/// `name@version` of every resource in a Delta response, in order.
+/// `name@version` of every resource in a Delta response, in order (from the bodies, after checking
+/// each carries its resource's name and version).
 pub fn delta_bodies(response: &DeltaDiscoveryResponse) -> Vec<String> {
     response
         .resources
         .iter()
-        .map(|r| format!("{}@{}", r.name, r.version))
+        .map(|r| {
+            let body = r.resource.clone().unwrap_or_default();
+            let text = String::from_utf8_lossy(&body.value).into_owned();
+            let expected = mk_resource(
+                &body.type_url,
+                &r.name,
+                text.rsplit('@').next().unwrap_or(""),
+            );
+            assert_eq!(r.version, expected.version_info(), "version of {text}");
+            assert!(text.starts_with(&format!("{}@", r.name)), "name of {text}");
+            text
+        })
         .collect()
 }
 

@@ -218,3 +218,32 @@ async fn two_hundred_concurrent_clients_all_converge() {
         CLIENTS
     );
 }
+
+#[tokio::test]
+async fn an_unknown_method_is_unimplemented() {
+    let harness = Harness::start().await;
+    let channel = match tonic::transport::Channel::from_shared(format!("http://{}", harness.addr)) {
+        Ok(endpoint) => match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(error) => panic!("connect: {error}"),
+        },
+        Err(error) => panic!("endpoint: {error}"),
+    };
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if let Err(error) = grpc.ready().await {
+        panic!("not ready: {error}");
+    }
+    let path = http::uri::PathAndQuery::from_static(
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/FetchAggregatedResources",
+    );
+    let codec = tonic_prost::ProstCodec::<
+        meshd_proto::pb::envoy::service::discovery::v3::DiscoveryRequest,
+        meshd_proto::pb::envoy::service::discovery::v3::DiscoveryResponse,
+    >::default();
+    let status = grpc
+        .unary(tonic::Request::new(Default::default()), path, codec)
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(status, Some(tonic::Code::Unimplemented));
+}

@@ -356,3 +356,77 @@ async fn a_nack_names_only_what_changed_since_the_last_ack() {
         )]
     );
 }
+
+#[tokio::test]
+async fn an_eds_push_carries_only_the_changed_assignments_and_a_new_subscription_everything() {
+    let harness = Harness::start().await;
+    for name in ["c1", "c2", "c3"] {
+        harness.set(ENDPOINT, name, "1");
+    }
+    let mut client = harness.sotw("sidecar").await;
+    client.request(ENDPOINT, &["c1", "c2"]).await;
+    let eds = client.recv_type(ENDPOINT).await;
+    assert_eq!(bodies(&eds), ["c1@1", "c2@1"]);
+    client.ack(&eds, &["c1", "c2"]).await;
+    client.expect_silence().await;
+
+    harness.set(ENDPOINT, "c2", "2");
+    harness.push(&[ENDPOINT]);
+    let pushed = client.recv_type(ENDPOINT).await;
+    assert_eq!(bodies(&pushed), ["c2@2"]);
+    client.ack(&pushed, &["c1", "c2"]).await;
+    client.expect_silence().await;
+    let status = harness.status_of("sidecar").await;
+    let held: Vec<_> = status.types[ENDPOINT].resources.keys().cloned().collect();
+    assert_eq!(held, ["c1", "c2"]);
+    assert_eq!(status.types[ENDPOINT].state(), SyncState::Synced);
+
+    // Newly requested names: everything requested, as the protocol asks.
+    client.ack(&pushed, &["c1", "c2", "c3"]).await;
+    let resubscribed = client.recv_type(ENDPOINT).await;
+    assert_eq!(bodies(&resubscribed), ["c1@1", "c2@2", "c3@1"]);
+}
+
+#[tokio::test]
+async fn an_rds_push_carries_only_the_changed_route_tables_and_cds_the_whole_set() {
+    let harness = Harness::start().await;
+    harness.set(CLUSTER, "c1", "1");
+    harness.set(CLUSTER, "c2", "1");
+    harness.set(ROUTE, "80", "1");
+    harness.set(ROUTE, "8080", "1");
+    let mut client = harness.sotw("sidecar").await;
+    client.request(CLUSTER, &[]).await;
+    let cds = client.recv_type(CLUSTER).await;
+    client.ack(&cds, &[]).await;
+    client.request(ROUTE, &["80", "8080"]).await;
+    let rds = client.recv_type(ROUTE).await;
+    client.ack(&rds, &["80", "8080"]).await;
+    client.expect_silence().await;
+
+    harness.set(ROUTE, "8080", "2");
+    harness.set(CLUSTER, "c2", "2");
+    harness.push(&[ROUTE, CLUSTER]);
+    let cds = client.recv_type(CLUSTER).await;
+    assert_eq!(bodies(&cds), ["c1@1", "c2@2"]);
+    let rds = client.recv_type(ROUTE).await;
+    assert_eq!(bodies(&rds), ["8080@2"]);
+}
+
+#[tokio::test]
+async fn a_proxys_own_set_follows_the_shared_one_and_cannot_shadow_it() {
+    let harness = Harness::start().await;
+    harness.set(CLUSTER, "outbound", "1");
+    harness.set(CLUSTER, "both", "shared");
+    harness.generator.set_own(CLUSTER, "inbound", "1");
+    harness.generator.set_own(CLUSTER, "both", "own");
+    let mut client = harness.sotw("sidecar").await;
+    client.request(CLUSTER, &[]).await;
+    let cds = client.recv_type(CLUSTER).await;
+    assert_eq!(bodies(&cds), ["both@shared", "outbound@1", "inbound@1"]);
+    client.ack(&cds, &[]).await;
+
+    harness.generator.set_own(CLUSTER, "inbound", "2");
+    harness.push(&[CLUSTER]);
+    let cds = client.recv_type(CLUSTER).await;
+    assert_eq!(bodies(&cds), ["both@shared", "outbound@1", "inbound@2"]);
+}
