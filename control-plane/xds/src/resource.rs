@@ -12,9 +12,10 @@ use std::sync::{Arc, Weak};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
+use crate::Any;
 use crate::names::Names;
+use crate::protobuf as wire;
 use crate::version::{content_version, format_version, set_version};
-use crate::{Any, wire};
 
 /// One resource, encoded once and shared by every proxy that is sent it.
 #[derive(Clone)]

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 
+use crate::Resource;
+use crate::protobuf::{key, put_string, put_varint, put_version, string_len, varint_len};
 use crate::version::format_version;
-use crate::{Any, Resource};
 
 /// The gRPC message header: a compression flag and a big-endian length.
 pub(crate) const GRPC_HEADER: usize = 5;
@@ -25,9 +26,6 @@ pub(crate) const GRPC_HEADER: usize = 5;
 /// Shared pieces up to this size are copied next to the small fields around them: a separate piece
 /// costs more to carry than to copy.
 const INLINE_MAX: usize = 64;
-
-/// Wire type of length-delimited fields.
-const LEN: u8 = 2;
 
 /// A message ready to send: its gRPC frame as pieces, most of them shared.
 #[derive(Clone, Debug, Default)]
@@ -107,81 +105,6 @@ impl Writer {
     }
 }
 
-fn varint_len(mut value: u64) -> usize {
-    let mut len = 1;
-    while value >= 0x80 {
-        value >>= 7;
-        len += 1;
-    }
-    len
-}
-
-fn put_varint(buf: &mut BytesMut, mut value: u64) {
-    while value >= 0x80 {
-        // Truncation intended: the low seven bits, with the continuation bit.
-        buf.put_u8((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    buf.put_u8(value as u8);
-}
-
-/// The key of a length-delimited field; every field written here has a number below 16, so one
-/// byte.
-fn key(field: u8) -> u8 {
-    (field << 3) | LEN
-}
-
-/// Bytes of a length-delimited field holding `len` bytes; prost leaves out empty strings.
-fn string_len(len: usize) -> usize {
-    if len == 0 {
-        0
-    } else {
-        1 + varint_len(len as u64) + len
-    }
-}
-
-fn put_string(buf: &mut BytesMut, field: u8, value: &[u8]) {
-    if value.is_empty() {
-        return;
-    }
-    buf.put_u8(key(field));
-    put_varint(buf, value.len() as u64);
-    buf.put_slice(value);
-}
-
-/// A version as a string field, without building the string.
-fn put_version(buf: &mut BytesMut, field: u8, version: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    buf.put_u8(key(field));
-    buf.put_u8(16);
-    for shift in (0..16).rev() {
-        // Truncation intended: one hex digit.
-        buf.put_u8(HEX[((version >> (shift * 4)) & 0xf) as usize]);
-    }
-}
-
-/// `body` as one `resources` entry of a `DiscoveryResponse`. The `resource` field of a Delta
-/// `Resource` has the same number, so these bytes serve both protocols.
-pub(crate) fn any_field(body: &Any) -> Bytes {
-    let len = body.encoded_len();
-    let mut buf = BytesMut::with_capacity(1 + varint_len(len as u64) + len);
-    buf.put_u8(key(2));
-    put_varint(&mut buf, len as u64);
-    body.encode_raw(&mut buf);
-    buf.freeze()
-}
-
-/// The `Any` inside bytes [`any_field`] wrote.
-pub(crate) fn any_of_field(field: &[u8]) -> Option<Any> {
-    let (&first, mut rest) = field.split_first()?;
-    if first != key(2) {
-        return None;
-    }
-    let len = prost::encoding::decode_varint(&mut rest).ok()?;
-    let body = rest.get(..usize::try_from(len).ok()?)?;
-    Any::decode(body).ok()
-}
-
 /// A State-of-the-World response whose resources are `runs`: each the concatenated `resources`
 /// entries of neighbouring resources, shared.
 pub(crate) fn sotw(version: u64, type_url: &str, nonce: &str, runs: &[Bytes]) -> Encoded {
@@ -255,6 +178,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::Any;
     use crate::ResourceSet;
 
     fn mk_any(type_url: &str, len: usize) -> Any {
