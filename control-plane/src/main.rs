@@ -5,6 +5,8 @@ mod cli;
 mod connected;
 mod crds;
 mod documents;
+mod encode;
+mod file_source;
 mod identity;
 mod jwks;
 mod lifecycle;

@@ -6,8 +6,6 @@
 mod built;
 pub mod ca;
 pub mod debug;
-mod encode;
-mod file_source;
 pub mod generator;
 mod guard;
 mod index;
@@ -236,8 +234,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         rescans.clone(),
     );
     for dir in &args.config_dirs {
-        sources.insert(file_source::source_name(dir));
-        file_source::spawn(dir.clone(), source_tx.clone(), rescans.clone())?;
+        sources.insert(crate::file_source::source_name(dir));
+        crate::file_source::spawn(dir.clone(), source_tx.clone(), rescans.clone())?;
     }
     if let Some(k) = &kube {
         sources.insert(meshd_kube::SOURCE.to_string());

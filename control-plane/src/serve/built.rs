@@ -17,8 +17,8 @@ use meshd_translate::changes::SnapshotDiff;
 use meshd_xds::{Resource, ResourceSet};
 use parking_lot::Mutex;
 
-use super::encode::resource;
 use super::guard::Guard;
+use crate::encode::resource;
 
 pub type Shared = Arc<ResourceSet>;
 

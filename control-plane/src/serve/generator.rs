@@ -13,10 +13,10 @@ use meshd_translate::tls::{CREDENTIAL_PREFIX, SECRET_DEFAULT, SECRET_ROOTCA};
 use prometheus_client::metrics::counter::Counter;
 
 use super::built::{Built, Shared};
-use super::encode::resource;
 use super::guard::Guard;
 use super::secrets::Secrets;
 use crate::connected::{ConnectedAddresses, Registration};
+use crate::encode::resource;
 use crate::identity;
 use meshd_xds::{ConnectionInfo, Names, Node, Resource, ResourceSet};
 use parking_lot::RwLock;

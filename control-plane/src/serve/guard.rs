@@ -255,7 +255,7 @@ impl Guard {
             return resource;
         }
         match meshd_translate::fault::break_routes_of(&resource.body(), target) {
-            Some(broken) => super::encode::resource(resource.name().to_owned(), &broken),
+            Some(broken) => crate::encode::resource(resource.name().to_owned(), &broken),
             None => resource,
         }
     }

@@ -11,7 +11,7 @@ use meshd_translate::tls::{SECRET_DEFAULT, SECRET_ROOTCA};
 use meshd_xds::Resource;
 use parking_lot::Mutex;
 
-use super::encode::resource;
+use crate::encode::resource;
 
 /// A certificate as sent: its metadata (for rotation and debugging) and the encoded secret.
 pub struct IssuedSecret {

@@ -6,7 +6,7 @@ use meshd_proto::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost}
 use meshd_proto::pb::google::protobuf::{Struct, Value, value};
 
 use super::*;
-use crate::serve::encode::resource;
+use crate::encode::resource;
 
 fn snapshot_with(yaml: &str) -> Snapshot {
     let (objects, errors) = meshd_model::documents::parse(yaml, false);

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 
 use meshd_model::SourceEvent;
 
-use super::encode::content_version;
 use crate::documents::{config_files, load_file};
+use crate::encode::content_version;
 
 /// The name the source for `dir` reports `Synced` under.
 pub fn source_name(dir: &Path) -> String {
