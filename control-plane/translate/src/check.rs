@@ -11,7 +11,6 @@ mod common;
 mod endpoint;
 mod filter_chain;
 mod filter_chain_order;
-mod header_format;
 mod http;
 mod intervals;
 mod jwt;

@@ -608,3 +608,24 @@ fn sidecar_scope_matches_golden_and_envoy_accepts_it() {
 fn gateway_passthrough_matches_golden_and_envoy_accepts_it() {
     check_case("gateway-passthrough");
 }
+
+#[test]
+fn telemetry_access_log_matches_golden_and_envoy_accepts_it() {
+    check_case("telemetry-access-log");
+}
+
+#[test]
+fn telemetry_tracing_matches_golden_and_envoy_accepts_it() {
+    check_case("telemetry-tracing");
+}
+
+#[test]
+fn telemetry_legacy_zipkin_matches_golden_and_envoy_accepts_it() {
+    check_case("telemetry-legacy-zipkin");
+}
+
+#[test]
+fn invalid_telemetry_is_reported_and_the_rest_is_served() {
+    check_case("telemetry-invalid");
+}
+
