@@ -5,6 +5,7 @@ mod cli;
 mod crds;
 mod documents;
 mod identity;
+mod metrics;
 mod serve;
 
 // The admission webhooks live in the library (`lib.rs`), where the fuzzers reach them too.

@@ -11,7 +11,6 @@ pub mod generator;
 mod guard;
 mod index;
 mod jwks;
-pub mod metrics;
 mod publish;
 mod pusher;
 mod secrets;
@@ -30,7 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::{admission, identity, tls};
+use crate::{admission, identity, metrics, tls};
 use generator::MeshGenerator;
 
 #[derive(clap::Args, Debug, Clone)]

@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 pub mod observability;
 
 pub use observability::{
-    AccessLogEncoding, DefaultProviders, ExtensionProvider, ProviderKind, ProxyConfig,
-    ProxyTracing,
+    AccessLogEncoding, DefaultProviders, ExtensionProvider, ProviderKind, ProxyConfig, ProxyTracing,
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -503,7 +503,10 @@ mod tests {
                 "metadata": {"name": "mesh-default", "namespace": "istio-system"},
                 "spec": {"accessLogging": [{"providers": [{"name": "envoy"}]}]}
             }));
-            assert!(matches!(parsed, Ok(Some(Object::Telemetry(_)))), "{v}: {parsed:?}");
+            assert!(
+                matches!(parsed, Ok(Some(Object::Telemetry(_)))),
+                "{v}: {parsed:?}"
+            );
         }
         let key = ObjectKey::new(Kind::Telemetry, "istio-system", "mesh-default");
         assert_eq!(

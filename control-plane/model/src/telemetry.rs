@@ -214,7 +214,11 @@ impl AppliedTelemetry<'_> {
     /// (`mergeLogs`). `None` when no Telemetry configures logging and the mesh has no default
     /// access-log provider: then the mesh config's `accessLogFile` decides. Providers the mesh
     /// config does not define are left out.
-    pub fn access_logging(&self, mesh: &MeshConfig, side: WorkloadMode) -> Option<Vec<LoggingChoice>> {
+    pub fn access_logging(
+        &self,
+        mesh: &MeshConfig,
+        side: WorkloadMode,
+    ) -> Option<Vec<LoggingChoice>> {
         let levels: Vec<&[AccessLoggingRule]> = self
             .levels
             .iter()

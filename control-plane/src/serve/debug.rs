@@ -19,7 +19,7 @@ use crate::documents::invalid_object_json;
 /// What the debug API reads.
 pub struct Shared {
     pub generator: Arc<MeshGenerator>,
-    pub ads: meshd_xds::AdsServer<super::metrics::Metered<MeshGenerator>>,
+    pub ads: meshd_xds::AdsServer<crate::metrics::Metered<MeshGenerator>>,
     pub status: Arc<Status>,
     pub registry: prometheus_client::registry::Registry,
 }
@@ -44,8 +44,8 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    match super::metrics::render(&s.registry) {
-        Ok(text) => ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response(),
+    match crate::metrics::render(&s.registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -154,7 +154,8 @@ fn node(params: &BootstrapParams) -> Node {
         ),
         // The service name of the proxy's spans (Zipkin reports it, Jaeger and Kiali look traces
         // up by it), as pilot-agent derives it.
-        cluster: crate::telemetry::WorkloadNames::of(&params.pod, ns, &params.labels).service_cluster,
+        cluster: crate::telemetry::WorkloadNames::of(&params.pod, ns, &params.labels)
+            .service_cluster,
         metadata: Some(Struct { fields: metadata }),
         ..Default::default()
     }
@@ -186,7 +187,6 @@ fn string(s: &str) -> Value {
         kind: Some(value::Kind::StringValue(s.to_string())),
     }
 }
-
 
 fn dynamic_resources(params: &BootstrapParams) -> DynamicResources {
     // initial_fetch_timeout 0 (as Istio): the proxy stays unready until meshd has answered,

@@ -5,6 +5,7 @@
 //!
 //! Each rule names the Envoy source file it comes from where it is written.
 
+mod access_log;
 mod address;
 mod cluster;
 mod common;

@@ -63,8 +63,12 @@ impl WorkloadNames {
             "version",
         ])
         .unwrap_or_else(|| "latest".to_string());
-        let app = first(&["app", "app.kubernetes.io/name", "service.istio.io/canonical-name"])
-            .unwrap_or_else(|| pod.to_string());
+        let app = first(&[
+            "app",
+            "app.kubernetes.io/name",
+            "service.istio.io/canonical-name",
+        ])
+        .unwrap_or_else(|| pod.to_string());
         WorkloadNames {
             canonical_service,
             canonical_revision,
@@ -124,13 +128,18 @@ impl ListenerTelemetry {
                     };
                     let log = access_log::from_provider(&provider.name, file, mesh);
                     let filter = choice.filter.as_deref().map(access_log::cel_filter);
-                    out.http
-                        .push(access_log::with_filters(log.clone(), filter.iter().cloned().collect()));
-                    out.tcp
-                        .push(access_log::with_filters(log.clone(), filter.iter().cloned().collect()));
+                    out.http.push(access_log::with_filters(
+                        log.clone(),
+                        filter.iter().cloned().collect(),
+                    ));
+                    out.tcp.push(access_log::with_filters(
+                        log.clone(),
+                        filter.iter().cloned().collect(),
+                    ));
                     let mut listener_filters = vec![access_log::no_route_filter()];
                     listener_filters.extend(filter);
-                    out.listener.push(access_log::with_filters(log, listener_filters));
+                    out.listener
+                        .push(access_log::with_filters(log, listener_filters));
                 }
             }
             // No Telemetry logging (or all of it named no usable provider): the mesh config's.
@@ -138,8 +147,10 @@ impl ListenerTelemetry {
                 let log = access_log::from_mesh_config(&mesh.access_log_file, mesh);
                 out.http.push(log.clone());
                 out.tcp.push(log.clone());
-                out.listener
-                    .push(access_log::with_filters(log, vec![access_log::no_route_filter()]));
+                out.listener.push(access_log::with_filters(
+                    log,
+                    vec![access_log::no_route_filter()],
+                ));
             }
             _ => {}
         }
@@ -238,5 +249,7 @@ pub(crate) fn workload_keys(
 
 /// Clusters tracing needs beyond the services': the legacy Zipkin collector's.
 pub(crate) fn clusters(snapshot: &Snapshot) -> Vec<Cluster> {
-    tracing::legacy_zipkin_cluster(snapshot).into_iter().collect()
+    tracing::legacy_zipkin_cluster(snapshot)
+        .into_iter()
+        .collect()
 }

@@ -234,7 +234,10 @@ async fn answer(
 
 /// GET `url` (plain `http://host:port/path`) with `headers`, over HTTP/1.1: the status and the
 /// body (JSON if it parses).
-async fn forward(url: &str, headers: &[(&str, String)]) -> anyhow::Result<(u16, serde_json::Value)> {
+async fn forward(
+    url: &str,
+    headers: &[(&str, String)],
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let rest = url
         .strip_prefix("http://")
         .context("forward= takes an http:// URL")?;
@@ -265,8 +268,14 @@ async fn forward(url: &str, headers: &[(&str, String)]) -> anyhow::Result<(u16, 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no status line")?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
     Ok((status, value))
 }

@@ -48,9 +48,12 @@ fn principal(g: &mut Gen) -> String {
     }
 }
 
+/// Draws one value of a source field.
+type Draw = fn(&mut Gen) -> String;
+
 fn source(g: &mut Gen) -> Value {
     let mut s = json!({});
-    let fields: [(&str, fn(&mut Gen) -> String); 8] = [
+    let fields: [(&str, Draw); 8] = [
         ("principals", principal),
         ("notPrincipals", principal),
         ("requestPrincipals", principal),

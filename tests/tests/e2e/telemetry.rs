@@ -4,7 +4,7 @@
 //! reach a Zipkin collector from both sidecars as parent and child (and, with an app forwarding
 //! the trace headers, across two hops), sampling 0% sends none and a Telemetry raising it to 100%
 //! sends every one; and `/metrics` has every series Istio's control-plane dashboard queries,
-//! under istiod's names and labels.
+//! under istiod's names and labels, the Kubernetes events among them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +12,8 @@ use std::time::Duration;
 use meshd_tests::{Mesh, Meshd, Pod, PodSpec, wait_for, yaml};
 use serde_json::Value;
 
+use crate::support::host_meshd::HostMeshd;
+use crate::support::kube::{apply, cluster_with_crds};
 use crate::support::{
     CONVERGE, ECHO_VIP, MeshSetup, client_pod, echo_pod, echo_service, get_until_ok,
 };
@@ -132,8 +134,15 @@ fn every_request_leaves_a_line_in_istios_text_format_on_both_sidecars() -> anyho
         .unwrap_or_default()
         .to_owned();
 
-    let lines = lines_until(&log, |l| l.contains(&request_id) && l.contains("inbound|8080||"));
-    assert!(!lines.is_empty(), "no server line in {}:\n{}", log.display(), env.diagnostics());
+    let lines = lines_until(&log, |l| {
+        l.contains(&request_id) && l.contains("inbound|8080||")
+    });
+    assert!(
+        !lines.is_empty(),
+        "no server line in {}:\n{}",
+        log.display(),
+        env.diagnostics()
+    );
     let lines = lines_until(&log, |l| l.contains(&request_id));
     let parsed: Vec<Vec<String>> = lines.iter().filter_map(|l| parse_text_line(l)).collect();
     assert_eq!(parsed.len(), 2, "one line per sidecar: {lines:#?}");
@@ -147,10 +156,20 @@ fn every_request_leaves_a_line_in_istios_text_format_on_both_sidecars() -> anyho
         assert_eq!(fields[14], format!("{ECHO_VIP}:8080"), "{fields:?}");
     }
     let clusters: Vec<&str> = parsed.iter().map(|f| f[16].as_str()).collect();
-    assert!(clusters.contains(&ECHO_CLUSTER), "the client's line: {lines:#?}");
-    assert!(clusters.contains(&"inbound|8080||"), "the server's line: {lines:#?}");
+    assert!(
+        clusters.contains(&ECHO_CLUSTER),
+        "the client's line: {lines:#?}"
+    );
+    assert!(
+        clusters.contains(&"inbound|8080||"),
+        "the server's line: {lines:#?}"
+    );
     let client_line = parsed.iter().find(|f| f[16] == ECHO_CLUSTER).unwrap();
-    assert_eq!(client_line[15], format!("{SERVER_IP}:8080"), "upstream host");
+    assert_eq!(
+        client_line[15],
+        format!("{SERVER_IP}:8080"),
+        "upstream host"
+    );
     assert!(
         client_line[19].starts_with(&format!("{CLIENT_IP}:")),
         "downstream remote: {client_line:?}"
@@ -164,7 +183,10 @@ fn json_encoding_writes_istios_json_keys() -> anyhow::Result<()> {
     let log = log_dir(&mesh)?.join("access.json");
     let env = echo_mesh(
         mesh,
-        &format!("accessLogFile: {}\naccessLogEncoding: JSON\n", log.display()),
+        &format!(
+            "accessLogFile: {}\naccessLogEncoding: JSON\n",
+            log.display()
+        ),
         Vec::new(),
     )?;
     let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/json"), &[]);
@@ -202,13 +224,21 @@ fn a_telemetry_object_turns_access_logs_off_for_one_workload() -> anyhow::Result
 
     let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/quiet"), &[]);
     assert_eq!(response.status, 200, "{response:?}\n{}", env.diagnostics());
-    let server = lines_until(&log, |l| l.contains("/quiet") && l.contains("inbound|8080||"));
-    assert!(!server.is_empty(), "the server still logs\n{}", env.diagnostics());
+    let server = lines_until(&log, |l| {
+        l.contains("/quiet") && l.contains("inbound|8080||")
+    });
+    assert!(
+        !server.is_empty(),
+        "the server still logs\n{}",
+        env.diagnostics()
+    );
     // The server's line is flushed: the client's would have been too.
     std::thread::sleep(Duration::from_secs(11));
     let text = std::fs::read_to_string(&log)?;
     assert!(
-        !text.lines().any(|l| l.contains("/quiet") && l.contains(ECHO_CLUSTER)),
+        !text
+            .lines()
+            .any(|l| l.contains("/quiet") && l.contains(ECHO_CLUSTER)),
         "the client's sidecar logged anyway:\n{text}"
     );
     Ok(())
@@ -242,7 +272,8 @@ fn trace_of<'a>(spans: &'a [Value], trace: &str) -> Vec<&'a Value> {
 }
 
 #[test]
-fn spans_of_one_request_reach_zipkin_from_both_sidecars_as_parent_and_child() -> anyhow::Result<()> {
+fn spans_of_one_request_reach_zipkin_from_both_sidecars_as_parent_and_child() -> anyhow::Result<()>
+{
     // The mesh config many Istio installs have: a Zipkin address, every request sampled.
     let env = MeshSetup::new()
         .config([
@@ -280,25 +311,58 @@ fn spans_of_one_request_reach_zipkin_from_both_sidecars_as_parent_and_child() ->
     let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/traced"), &[]);
     assert_eq!(response.status, 200, "{response:?}\n{}", env.diagnostics());
     let body = response.json()?;
-    let trace = body["headers"]["x-b3-traceid"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(trace.len(), 32, "a 128-bit trace id reached the app: {body}");
+    let trace = body["headers"]["x-b3-traceid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        trace.len(),
+        32,
+        "a 128-bit trace id reached the app: {body}"
+    );
     let spans = spans_until(&env, &collector, |s| trace_of(s, &trace).len() >= 2);
     let spans = trace_of(&spans, &trace);
     assert_eq!(spans.len(), 2, "{spans:#?}\n{}", env.diagnostics());
-    let client = spans.iter().find(|s| s["kind"] == "CLIENT").expect("client span");
-    let server = spans.iter().find(|s| s["kind"] == "SERVER").expect("server span");
+    let client = spans
+        .iter()
+        .find(|s| s["kind"] == "CLIENT")
+        .expect("client span");
+    let server = spans
+        .iter()
+        .find(|s| s["kind"] == "SERVER")
+        .expect("server span");
     assert_eq!(server["parentId"], client["id"], "{spans:#?}");
-    assert_eq!(client["localEndpoint"]["serviceName"], "sleep.default", "{client}");
-    assert_eq!(server["localEndpoint"]["serviceName"], "echo.default", "{server}");
-    assert_eq!(client["tags"]["istio.canonical_service"], "sleep", "{client}");
-    assert_eq!(server["tags"]["upstream_cluster"], "inbound|8080||", "{server}");
+    assert_eq!(
+        client["localEndpoint"]["serviceName"], "sleep.default",
+        "{client}"
+    );
+    assert_eq!(
+        server["localEndpoint"]["serviceName"], "echo.default",
+        "{server}"
+    );
+    assert_eq!(
+        client["tags"]["istio.canonical_service"], "sleep",
+        "{client}"
+    );
+    assert_eq!(
+        server["tags"]["upstream_cluster"], "inbound|8080||",
+        "{server}"
+    );
 
     // Two hops: sleep → front, whose app forwards the trace headers on to echo.
     let url = format!("http://10.96.0.11:8080/hop?forward=http://{ECHO_VIP}:8080/second");
     let response = get_until_ok(&env.client, &url, &[]);
     let body = response.json()?;
-    assert_eq!(body["forwarded"]["status"], 200, "{body}\n{}", env.diagnostics());
-    let trace = body["headers"]["x-b3-traceid"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        body["forwarded"]["status"],
+        200,
+        "{body}\n{}",
+        env.diagnostics()
+    );
+    let trace = body["headers"]["x-b3-traceid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(
         body["forwarded"]["body"]["headers"]["x-b3-traceid"], trace,
         "the second hop continues the trace: {body}"
@@ -314,11 +378,20 @@ fn spans_of_one_request_reach_zipkin_from_both_sidecars_as_parent_and_child() ->
     }
     let services: Vec<&str> = chain
         .iter()
-        .map(|s| s["localEndpoint"]["serviceName"].as_str().unwrap_or_default())
+        .map(|s| {
+            s["localEndpoint"]["serviceName"]
+                .as_str()
+                .unwrap_or_default()
+        })
         .collect();
     assert_eq!(
         services,
-        ["sleep.default", "front.default", "front.default", "echo.default"]
+        [
+            "sleep.default",
+            "front.default",
+            "front.default",
+            "echo.default"
+        ]
     );
     Ok(())
 }
@@ -365,8 +438,7 @@ fn sampling_0_percent_sends_no_spans_and_a_telemetry_raising_it_to_100_sends_all
         mesh: env.mesh,
         meshd: env.meshd,
     };
-    env.mesh
-        .write_config("telemetry.yaml", &[telemetry(0)])?;
+    env.mesh.write_config("telemetry.yaml", &[telemetry(0)])?;
     // The tracer is in place once the client's listeners carry it.
     let configured = wait_for(CONVERGE, || {
         let dump = env.client.envoy_admin("/config_dump").ok()?;
@@ -375,35 +447,56 @@ fn sampling_0_percent_sends_no_spans_and_a_telemetry_raising_it_to_100_sends_all
     assert!(configured.is_some(), "no tracer\n{}", env.diagnostics());
 
     for i in 0..5 {
-        let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/zero/{i}"), &[]);
+        let response = get_until_ok(
+            &env.client,
+            &format!("http://{ECHO_VIP}:8080/zero/{i}"),
+            &[],
+        );
         assert_eq!(response.status, 200, "{response:?}");
         let headers = &response.json()?["headers"];
-        assert_eq!(headers["x-b3-sampled"], "0", "not sampled: {headers}");
+        // Envoy starts no span for a request it does not sample, so passes no B3 context on.
+        assert_ne!(headers["x-b3-sampled"], "1", "not sampled: {headers}");
     }
     // Envoy reports every 5 s: two rounds and nothing came.
     std::thread::sleep(Duration::from_secs(11));
     let spans = collector.curl(&format!("http://{COLLECTOR_IP}:9411/_spans"), &[]);
     assert_eq!(spans.json()?, Value::Array(vec![]), "no span at 0%");
 
-    env.mesh
-        .write_config("telemetry.yaml", &[telemetry(100)])?;
+    env.mesh.write_config("telemetry.yaml", &[telemetry(100)])?;
     let sampled = wait_for(CONVERGE, || {
-        let response = env.client.curl(&format!("http://{ECHO_VIP}:8080/probe"), &[]);
+        let response = env
+            .client
+            .curl(&format!("http://{ECHO_VIP}:8080/probe"), &[]);
         let json = response.json().ok()?;
         (json["headers"]["x-b3-sampled"] == "1").then_some(())
     });
-    assert!(sampled.is_some(), "100% never applied\n{}", env.diagnostics());
+    assert!(
+        sampled.is_some(),
+        "100% never applied\n{}",
+        env.diagnostics()
+    );
     let mut traces = Vec::new();
     for i in 0..5 {
-        let response = env.client.curl(&format!("http://{ECHO_VIP}:8080/all/{i}"), &[]);
+        let response = env
+            .client
+            .curl(&format!("http://{ECHO_VIP}:8080/all/{i}"), &[]);
         let json = response.json()?;
-        traces.push(json["headers"]["x-b3-traceid"].as_str().unwrap_or_default().to_owned());
+        traces.push(
+            json["headers"]["x-b3-traceid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
     }
     let spans = spans_until(&env, &collector, |s| {
         traces.iter().all(|t| trace_of(s, t).len() >= 2)
     });
     for trace in &traces {
-        assert_eq!(trace_of(&spans, trace).len(), 2, "client and server span of {trace}");
+        assert_eq!(
+            trace_of(&spans, trace).len(),
+            2,
+            "client and server span of {trace}"
+        );
     }
     Ok(())
 }
@@ -450,7 +543,7 @@ fn metrics_carry_every_series_istios_control_plane_dashboard_queries() -> anyhow
     for line in [
         "istio_build{component=\"pilot\"",
         "pilot_xds_pushes{type=\"lds\"}",
-        "pilot_xds_config_size_bytes_bucket{type=\"cds\"",
+        "pilot_xds_config_size_bytes_count{type=\"cds\"}",
         "# TYPE pilot_xds_pushes counter",
         "# TYPE meshd_rejected_resources_total counter",
     ] {
@@ -459,8 +552,39 @@ fn metrics_carry_every_series_istios_control_plane_dashboard_queries() -> anyhow
     // Counters of istiod's families are named as istiod names them, without `_total`.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap_or_default();
-        let istiod = ["pilot_", "citadel_", "galley_"].iter().any(|p| name.starts_with(p));
+        let istiod = ["pilot_", "citadel_", "galley_"]
+            .iter()
+            .any(|p| name.starts_with(p));
         assert!(!(istiod && name.ends_with("_total")), "{line}");
     }
+    Ok(())
+}
+
+#[test]
+fn kubernetes_events_are_counted_as_istiod_counts_them() -> anyhow::Result<()> {
+    let cluster = cluster_with_crds();
+    let meshd = HostMeshd::with_kubeconfig(&cluster, "meshd-telemetry-events");
+    apply(
+        &cluster,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
+         spec:\n  ports: [{name: http, port: 80}]\n---\n\
+         apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n\
+         metadata: {name: mesh-default, namespace: default}\n\
+         spec:\n  accessLogging: [{providers: [{name: envoy}]}]\n",
+    );
+    let wanted = [
+        "pilot_k8s_reg_events{type=\"Services\",event=\"add\"}",
+        "pilot_k8s_cfg_events{type=\"Telemetry\",event=\"add\"}",
+    ];
+    let mut last = String::new();
+    let counted = wait_for(CONVERGE, || {
+        last = meshd.get("/metrics").unwrap_or_default();
+        wanted.iter().all(|w| last.contains(w)).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "{wanted:?} not in\n{last}\n{}",
+        meshd.log()
+    );
     Ok(())
 }

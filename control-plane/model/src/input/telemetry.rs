@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{ObjectMeta, WorkloadSelector};
+pub use crate::mesh_config::observability::{CustomTag, LiteralTag, NamedTag};
 
 /// Names meshd does not know, kept so a misspelt field is reported instead of silently dropped
 /// (a lost `disabled: true` would turn logging on where the user turned it off).
@@ -98,35 +99,4 @@ pub struct Tracing {
     pub disable_context_propagation: Option<bool>,
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: UnknownFields,
-}
-
-/// A tag added to every span: one of a fixed value, an environment variable of the proxy, a
-/// request header, or an access-log formatter. MeshConfig's `defaultConfig.tracing.customTags`
-/// has the same shape, less `formatter`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CustomTag {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub literal: Option<LiteralTag>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<NamedTag>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header: Option<NamedTag>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub formatter: Option<LiteralTag>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiteralTag {
-    #[serde(default)]
-    pub value: String,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NamedTag {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub default_value: String,
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::telemetry::CustomTag;
 use crate::syntax;
 
 /// How the mesh-wide access log (`accessLogFile`) is written.
@@ -191,6 +190,37 @@ pub struct LogFormat {
     pub labels: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// A tag added to every span: one of a fixed value, an environment variable of the proxy, a
+/// request header, or an access-log formatter. MeshConfig's `defaultConfig.tracing.customTags`
+/// has the same shape, less `formatter`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomTag {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub literal: Option<LiteralTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<NamedTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<NamedTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formatter: Option<LiteralTag>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiteralTag {
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedTag {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_value: String,
+}
+
 /// Istio's built-in access-log provider: Envoy's file logger on standard output, formatted as the
 /// mesh config's `accessLogEncoding`/`accessLogFormat` say.
 pub const ENVOY_PROVIDER: &str = "envoy";
@@ -282,7 +312,10 @@ fn providers(providers: &[ExtensionProvider], proxy: &ProxyConfig) -> Result<(),
             return Err(fail("empty extension provider name".to_string()));
         }
         if !names.insert(p.name.as_str()) {
-            return Err(fail(format!("duplicate extension provider name {}", p.name)));
+            return Err(fail(format!(
+                "duplicate extension provider name {}",
+                p.name
+            )));
         }
         match p.kind() {
             Some(ProviderKind::Zipkin(z)) => {
@@ -373,28 +406,50 @@ mod tests {
     #[test]
     fn configured_providers_replace_builtins_of_their_name_and_add_the_rest() {
         let merged = merge_providers(vec![
-            provider(serde_json::json!({"name": "envoy", "envoyFileAccessLog": {"path": "/tmp/a.log"}})),
-            provider(serde_json::json!({"name": "zipkin", "zipkin": {"service": "zipkin.istio-system.svc.cluster.local", "port": 9411}})),
+            provider(
+                serde_json::json!({"name": "envoy", "envoyFileAccessLog": {"path": "/var/log/mesh/a.log"}}),
+            ),
+            provider(
+                serde_json::json!({"name": "zipkin", "zipkin": {"service": "zipkin.istio-system.svc.cluster.local", "port": 9411}}),
+            ),
         ]);
         let names: Vec<&str> = merged.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["prometheus", "stackdriver", "envoy", "zipkin"]);
         let Some(ProviderKind::FileAccessLog(f)) = merged[2].kind() else {
             panic!("{:?}", merged[2]);
         };
-        assert_eq!(f.path, "/tmp/a.log");
+        assert_eq!(f.path, "/var/log/mesh/a.log");
         assert!(providers(&merged, &ProxyConfig::default()).is_ok());
     }
 
     #[test]
     fn providers_are_checked_as_istiod_checks_them() {
         let bad = [
-            (serde_json::json!({"name": "", "zipkin": {"service": "z.ns.svc", "port": 9411}}), "empty extension provider name"),
-            (serde_json::json!({"name": "z", "zipkin": {"service": "", "port": 9411}}), "service must not be empty"),
-            (serde_json::json!({"name": "z", "zipkin": {"service": "z.ns.svc", "port": 0}}), "invalid service port"),
-            (serde_json::json!({"name": "o", "opentelemetry": {"service": "o.ns.svc", "port": 4317, "http": {}, "grpc": {}}}), "cannot specify both grpc and http"),
+            (
+                serde_json::json!({"name": "", "zipkin": {"service": "z.ns.svc", "port": 9411}}),
+                "empty extension provider name",
+            ),
+            (
+                serde_json::json!({"name": "z", "zipkin": {"service": "", "port": 9411}}),
+                "service must not be empty",
+            ),
+            (
+                serde_json::json!({"name": "z", "zipkin": {"service": "z.ns.svc", "port": 0}}),
+                "invalid service port",
+            ),
+            (
+                serde_json::json!({"name": "o", "opentelemetry": {"service": "o.ns.svc", "port": 4317, "http": {}, "grpc": {}}}),
+                "cannot specify both grpc and http",
+            ),
             (serde_json::json!({"name": "n"}), "unsupported provider"),
-            (serde_json::json!({"name": "f", "envoyFileAccessLog": {"logFormat": {"text": "%NOPE%"}}}), "Not supported field"),
-            (serde_json::json!({"name": "f", "envoyFileAccessLog": {"logFormat": {"labels": {"a": "%REQ%"}}}}), "requires parameters"),
+            (
+                serde_json::json!({"name": "f", "envoyFileAccessLog": {"logFormat": {"text": "%NOPE%"}}}),
+                "Not supported field",
+            ),
+            (
+                serde_json::json!({"name": "f", "envoyFileAccessLog": {"logFormat": {"labels": {"a": "%REQ%"}}}}),
+                "requires parameters",
+            ),
         ];
         for (p, message) in bad {
             let err = providers(&[provider(p.clone())], &ProxyConfig::default()).unwrap_err();
@@ -404,7 +459,11 @@ mod tests {
             provider(serde_json::json!({"name": "a", "prometheus": {}})),
             provider(serde_json::json!({"name": "a", "prometheus": {}})),
         ];
-        assert!(providers(&twice, &ProxyConfig::default()).unwrap_err().contains("duplicate"));
+        assert!(
+            providers(&twice, &ProxyConfig::default())
+                .unwrap_err()
+                .contains("duplicate")
+        );
     }
 
     #[test]
@@ -432,7 +491,10 @@ mod tests {
     #[test]
     fn access_log_formats_envoy_would_refuse_are_refused() {
         let mesh = |yaml: &str| super::super::MeshConfig::from_yaml(yaml);
-        assert!(mesh("accessLogFile: /dev/stdout\naccessLogFormat: '[%START_TIME%] %REQ(:METHOD)%'\n").is_ok());
+        assert!(
+            mesh("accessLogFile: /dev/stdout\naccessLogFormat: '[%START_TIME%] %REQ(:METHOD)%'\n")
+                .is_ok()
+        );
         assert!(mesh("accessLogEncoding: JSON\naccessLogFormat: '{\"t\": \"%START_TIME%\", \"c\": \"%RESPONSE_CODE%\"}'\n").is_ok());
         let text = mesh("accessLogFormat: '%NOT_A_COMMAND%'\n").unwrap_err();
         assert!(text.to_string().contains("accessLogFormat"), "{text}");

@@ -38,8 +38,24 @@ const COMPREHENSIONS: [&str; 5] = ["all", "exists", "exists_one", "map", "filter
 
 /// Words CEL reserves: never an identifier.
 const RESERVED: [&str; 18] = [
-    "as", "break", "const", "continue", "else", "for", "function", "if", "import", "let", "loop",
-    "package", "namespace", "return", "var", "void", "while", "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+    "in",
 ];
 
 #[derive(Clone, Debug, PartialEq)]
@@ -85,14 +101,15 @@ fn lex(text: &str) -> Result<Vec<Token>, String> {
             while i < chars.len() && chars[i] != '\n' {
                 i += 1;
             }
-        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             i = number(&chars, i)?;
             tokens.push(Token::Literal);
         } else if c == '"' || c == '\'' {
             i = string(&chars, i, false)?;
             tokens.push(Token::Literal);
-        } else if matches!(c, 'r' | 'R' | 'b' | 'B')
-            && matches!(chars.get(i + 1), Some('"' | '\''))
+        } else if matches!(c, 'r' | 'R' | 'b' | 'B') && matches!(chars.get(i + 1), Some('"' | '\''))
         {
             i = string(&chars, i + 1, matches!(c, 'r' | 'R'))?;
             tokens.push(Token::Literal);
@@ -158,7 +175,10 @@ fn number(chars: &[char], mut i: usize) -> Result<usize, String> {
     if matches!(chars.get(i), Some('u' | 'U')) {
         i += 1;
     }
-    if chars.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_') {
+    if chars
+        .get(i)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+    {
         return Err(format!("malformed number at {i}"));
     }
     Ok(i)
@@ -418,7 +438,10 @@ mod tests {
             ("a = 1", "unexpected \"=\""),
             ("string(1) == '1'", "no function string()"),
             ("foo(1)", "no function foo()"),
-            ("request.path.lowerAscii() == 'a'", "no function lowerAscii()"),
+            (
+                "request.path.lowerAscii() == 'a'",
+                "no function lowerAscii()",
+            ),
             ("[1].all(x, x > 0)", "comprehension"),
             ("request.headers.exists(x, x == 'a')", "comprehension"),
             ("a b", "unexpected identifier"),

@@ -59,7 +59,9 @@ fn the_workload_telemetry_wins_over_namespace_and_mesh() {
         ),
     ]);
     assert!(findings.is_empty(), "{findings:?}");
-    let mesh = mesh("extensionProviders:\n- name: json-file\n  envoyFileAccessLog: {path: /tmp/a.json}\n");
+    let mesh = mesh(
+        "extensionProviders:\n- name: json-file\n  envoyFileAccessLog: {path: /var/log/mesh/a.json}\n",
+    );
     let cart = labels(&[("app", "cart")]);
     let web = labels(&[("app", "web")]);
 
@@ -70,12 +72,20 @@ fn the_workload_telemetry_wins_over_namespace_and_mesh() {
     );
     let shop_web = telemetries.for_workload("shop", &web);
     assert_eq!(
-        providers(&shop_web.access_logging(&mesh, WorkloadMode::Client).unwrap()),
+        providers(
+            &shop_web
+                .access_logging(&mesh, WorkloadMode::Client)
+                .unwrap()
+        ),
         [("json-file", false)]
     );
     let shop_cart = telemetries.for_workload("shop", &cart);
     assert_eq!(
-        providers(&shop_cart.access_logging(&mesh, WorkloadMode::Client).unwrap()),
+        providers(
+            &shop_cart
+                .access_logging(&mesh, WorkloadMode::Client)
+                .unwrap()
+        ),
         [("json-file", true)]
     );
     assert_eq!(
@@ -97,7 +107,11 @@ fn without_telemetry_or_default_providers_the_mesh_config_decides() {
     // A default provider applies everywhere a Telemetry does not say otherwise.
     let with_default = mesh("defaultProviders:\n  accessLogging: [envoy]\n");
     assert_eq!(
-        providers(&applied.access_logging(&with_default, WorkloadMode::Server).unwrap()),
+        providers(
+            &applied
+                .access_logging(&with_default, WorkloadMode::Server)
+                .unwrap()
+        ),
         [("envoy", false)]
     );
 }
@@ -199,7 +213,13 @@ fn tracing_takes_the_most_specific_sampling_and_provider() {
         .unwrap();
     assert_eq!(cart.client.random_sampling_percentage, Some(100.0));
     assert_eq!(cart.client.provider.as_deref(), Some("zipkin"));
-    assert!(cart.server.custom_tags.as_ref().unwrap().contains_key("team"));
+    assert!(
+        cart.server
+            .custom_tags
+            .as_ref()
+            .unwrap()
+            .contains_key("team")
+    );
     let web = telemetries
         .for_workload("shop", &labels(&[("app", "web")]))
         .tracing(&mesh)
@@ -248,11 +268,23 @@ fn bad_input_is_refused_with_istiods_words() {
 #[test]
 fn two_namespace_wide_telemetries_are_an_error_and_the_first_by_name_applies() {
     let (telemetries, findings) = build(vec![
-        telemetry("shop", "b", json!({"accessLogging": [{"providers": [{"name": "envoy"}], "disabled": true}]})),
-        telemetry("shop", "a", json!({"accessLogging": [{"providers": [{"name": "envoy"}]}]})),
+        telemetry(
+            "shop",
+            "b",
+            json!({"accessLogging": [{"providers": [{"name": "envoy"}], "disabled": true}]}),
+        ),
+        telemetry(
+            "shop",
+            "a",
+            json!({"accessLogging": [{"providers": [{"name": "envoy"}]}]}),
+        ),
     ]);
     assert_eq!(findings.len(), 2, "{findings:?}");
-    assert!(findings.iter().all(|f| f.code == validate::MULTIPLE_WITHOUT_SELECTOR));
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.code == validate::MULTIPLE_WITHOUT_SELECTOR)
+    );
     let applied = telemetries.for_workload("shop", &labels(&[]));
     assert_eq!(
         providers(
@@ -268,10 +300,22 @@ fn two_namespace_wide_telemetries_are_an_error_and_the_first_by_name_applies() {
 fn analyzers_report_selectors_without_pods_empty_providers_and_unknown_ones() {
     let objects = crate::object::objects_of(vec![
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "shop", "labels": {"app": "web"}}, "status": {"podIP": "10.0.0.1"}}),
-        telemetry("shop", "web", json!({"selector": {"matchLabels": {"app": "web"}}, "accessLogging": [{"providers": [{"name": "envoy"}]}]})),
-        telemetry("shop", "nobody", json!({"selector": {"matchLabels": {"app": "gone"}}, "accessLogging": [{"providers": [{"name": "envoy"}]}]})),
+        telemetry(
+            "shop",
+            "web",
+            json!({"selector": {"matchLabels": {"app": "web"}}, "accessLogging": [{"providers": [{"name": "envoy"}]}]}),
+        ),
+        telemetry(
+            "shop",
+            "nobody",
+            json!({"selector": {"matchLabels": {"app": "gone"}}, "accessLogging": [{"providers": [{"name": "envoy"}]}]}),
+        ),
         telemetry("shop", "no-provider", json!({"accessLogging": [{}]})),
-        telemetry("shop", "typo", json!({"selector": {"matchLabels": {"app": "web"}}, "tracing": [{"providers": [{"name": "zipkn"}]}]})),
+        telemetry(
+            "shop",
+            "typo",
+            json!({"selector": {"matchLabels": {"app": "web"}}, "tracing": [{"providers": [{"name": "zipkn"}]}]}),
+        ),
     ]);
     let mut findings = Vec::new();
     let mut registry_findings = Vec::new();
@@ -284,7 +328,11 @@ fn analyzers_report_selectors_without_pods_empty_providers_and_unknown_ones() {
     assert_eq!(
         codes,
         [
-            ("no-provider", validate::INVALID_PROVIDER, "spec.accessLogging"),
+            (
+                "no-provider",
+                validate::INVALID_PROVIDER,
+                "spec.accessLogging"
+            ),
             ("nobody", "IST0101", "spec.selector"),
             ("typo", "IST0101", "spec.tracing[0].providers"),
         ],

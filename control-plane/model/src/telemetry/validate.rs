@@ -60,7 +60,10 @@ impl Check<'_> {
     fn target_ref(&mut self, target: &serde_json::Value, at: &str) {
         let field = |k: &str| target.get(k).and_then(|v| v.as_str()).unwrap_or_default();
         if field("name").is_empty() {
-            self.error(&format!("{at}.name"), "targetRef name must be set".to_string());
+            self.error(
+                &format!("{at}.name"),
+                "targetRef name must be set".to_string(),
+            );
         }
         if !field("namespace").is_empty() {
             self.error(
@@ -93,8 +96,15 @@ impl Check<'_> {
                     self.error(&field, "tagOverrides may not be null".to_string());
                     continue;
                 }
-                let value = tag.get("value").and_then(|v| v.as_str()).unwrap_or_default();
-                match tag.get("operation").and_then(|v| v.as_str()).unwrap_or("UPSERT") {
+                let value = tag
+                    .get("value")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                match tag
+                    .get("operation")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("UPSERT")
+                {
                     "UPSERT" if value.is_empty() => self.error(
                         &format!("{field}.value"),
                         "tagOverrides.value must be set when operation is UPSERT".to_string(),
@@ -185,7 +195,10 @@ impl Check<'_> {
     }
 }
 
-pub(super) fn validate(telemetry: &Telemetry, findings: &mut Vec<Finding>) -> Option<TelemetryModel> {
+pub(super) fn validate(
+    telemetry: &Telemetry,
+    findings: &mut Vec<Finding>,
+) -> Option<TelemetryModel> {
     let key = ObjectKey::new(
         Kind::Telemetry,
         telemetry.metadata.namespace.clone().unwrap_or_default(),
@@ -195,7 +208,11 @@ pub(super) fn validate(telemetry: &Telemetry, findings: &mut Vec<Finding>) -> Op
     let spec = &telemetry.spec;
     check.unknown_fields("spec", &spec.unknown);
     let targeted = spec.target_ref.is_some() || !spec.target_refs.is_empty();
-    let selectors = [spec.selector.is_some(), spec.target_ref.is_some(), !spec.target_refs.is_empty()];
+    let selectors = [
+        spec.selector.is_some(),
+        spec.target_ref.is_some(),
+        !spec.target_refs.is_empty(),
+    ];
     if selectors.iter().filter(|s| **s).count() > 1 {
         check.error(
             "spec",
@@ -332,7 +349,10 @@ pub(super) fn validate(telemetry: &Telemetry, findings: &mut Vec<Finding>) -> Op
 /// which applies (meshd takes the first by name).
 pub(super) fn conflicts(telemetries: &[Arc<TelemetryModel>]) -> Vec<Finding> {
     let mut by_namespace: BTreeMap<&str, Vec<&TelemetryModel>> = BTreeMap::new();
-    for t in telemetries.iter().filter(|t| t.selector.is_none() && !t.targeted) {
+    for t in telemetries
+        .iter()
+        .filter(|t| t.selector.is_none() && !t.targeted)
+    {
         by_namespace.entry(&t.key.namespace).or_default().push(t);
     }
     let mut findings = Vec::new();
@@ -373,7 +393,8 @@ pub(super) fn references(
                 .values()
                 .any(|p| p.namespace == t.key.namespace && labels_match(selector, &p.labels));
             if !selects {
-                let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let labels: Vec<String> =
+                    selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 findings.push(warn(
                     t,
                     REFERENCED_NOT_FOUND,
@@ -401,9 +422,15 @@ pub(super) fn references(
             .access_logging
             .iter()
             .enumerate()
-            .flat_map(|(i, l)| l.providers.iter().map(move |p| (format!("spec.accessLogging[{i}]"), p)))
+            .flat_map(|(i, l)| {
+                l.providers
+                    .iter()
+                    .map(move |p| (format!("spec.accessLogging[{i}]"), p))
+            })
             .chain(t.tracing.iter().enumerate().flat_map(|(i, r)| {
-                r.providers.iter().map(move |p| (format!("spec.tracing[{i}]"), p))
+                r.providers
+                    .iter()
+                    .map(move |p| (format!("spec.tracing[{i}]"), p))
             }));
         for (at, provider) in named {
             if mesh.provider(provider).is_none() {

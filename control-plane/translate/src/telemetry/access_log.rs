@@ -10,10 +10,11 @@ use meshd_proto::pb::envoy::config::accesslog::v3::{
     access_log_filter, extension_filter,
 };
 use meshd_proto::pb::envoy::config::core::v3::{
-    DataSource, SubstitutionFormatString, data_source,
-    substitution_format_string,
+    DataSource, SubstitutionFormatString, data_source, substitution_format_string,
 };
-use meshd_proto::pb::envoy::extensions::access_loggers::file::v3::{FileAccessLog, file_access_log};
+use meshd_proto::pb::envoy::extensions::access_loggers::file::v3::{
+    FileAccessLog, file_access_log,
+};
 use meshd_proto::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
 use meshd_proto::pb::google::protobuf::{ListValue, Struct, Value, value};
 
@@ -31,7 +32,10 @@ pub const ISTIO_JSON_FIELDS: [(&str, &str); 24] = [
     ("authority", "%REQ(:AUTHORITY)%"),
     ("bytes_received", "%BYTES_RECEIVED%"),
     ("bytes_sent", "%BYTES_SENT%"),
-    ("connection_termination_details", "%CONNECTION_TERMINATION_DETAILS%"),
+    (
+        "connection_termination_details",
+        "%CONNECTION_TERMINATION_DETAILS%",
+    ),
     ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
     ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
     ("duration", "%DURATION%"),
@@ -48,8 +52,14 @@ pub const ISTIO_JSON_FIELDS: [(&str, &str); 24] = [
     ("upstream_cluster", "%UPSTREAM_CLUSTER_RAW%"),
     ("upstream_host", "%UPSTREAM_HOST%"),
     ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
-    ("upstream_service_time", "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"),
-    ("upstream_transport_failure_reason", "%UPSTREAM_TRANSPORT_FAILURE_REASON%"),
+    (
+        "upstream_service_time",
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    ),
+    (
+        "upstream_transport_failure_reason",
+        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    ),
     ("user_agent", "%REQ(USER-AGENT)%"),
     ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
 ];
@@ -110,7 +120,9 @@ fn text(format: &str) -> substitution_format_string::Format {
 }
 
 /// A JSON format: `labels` or Istio's fields.
-fn json(labels: Option<&serde_json::Map<String, serde_json::Value>>) -> substitution_format_string::Format {
+fn json(
+    labels: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> substitution_format_string::Format {
     let fields = match labels {
         Some(labels) => labels
             .iter()

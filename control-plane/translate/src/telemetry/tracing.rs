@@ -73,9 +73,13 @@ pub(crate) fn hcm_tracing(
             ..Default::default()
         };
         sampling(&mut tracing, proxy_sampling(snapshot));
-        let istio_tags = proxy_tracing.and_then(|t| t.enable_istio_tags).unwrap_or(true);
+        let istio_tags = proxy_tracing
+            .and_then(|t| t.enable_istio_tags)
+            .unwrap_or(true);
         tracing.custom_tags = tags(snapshot, names, istio_tags, None);
-        tracing.max_path_tag_length = proxy_tracing.and_then(|t| t.max_path_tag_length).and_then(u32_value);
+        tracing.max_path_tag_length = proxy_tracing
+            .and_then(|t| t.max_path_tag_length)
+            .and_then(u32_value);
         return Some(HcmTracing {
             tracing,
             use_request_id_for_trace_sampling: true,
@@ -90,7 +94,10 @@ pub(crate) fn hcm_tracing(
     }
     let provider = spec.provider.as_deref().and_then(|p| mesh.provider(p))?;
     let (http, max_tag_length) = match provider.kind()? {
-        ProviderKind::Zipkin(z) => (zipkin_http(zipkin_provider(snapshot, scope, z)?), z.max_tag_length),
+        ProviderKind::Zipkin(z) => (
+            zipkin_http(zipkin_provider(snapshot, scope, z)?),
+            z.max_tag_length,
+        ),
         ProviderKind::OpenTelemetry(o) => (
             otel_http(opentelemetry_provider(snapshot, scope, o, names)?),
             o.max_tag_length,
@@ -121,7 +128,9 @@ pub(crate) fn hcm_tracing(
 
 /// Gateways start a child span for the upstream request, as istiod has them do.
 fn spawn_upstream_span(scope: &Scope) -> Option<meshd_proto::pb::google::protobuf::BoolValue> {
-    (scope.node_type == NodeType::Router).then_some(true).and_then(bool_value)
+    (scope.node_type == NodeType::Router)
+        .then_some(true)
+        .and_then(bool_value)
 }
 
 /// `defaultConfig.tracing.sampling`, unless unset or 0; above 100 it falls back to 1%.
@@ -179,7 +188,14 @@ pub(crate) fn legacy_zipkin_cluster(snapshot: &Snapshot) -> Option<Cluster> {
     if !snapshot.mesh.enable_tracing {
         return None;
     }
-    let address = &snapshot.mesh.default_config.tracing.as_ref()?.zipkin.as_ref()?.address;
+    let address = &snapshot
+        .mesh
+        .default_config
+        .tracing
+        .as_ref()?
+        .zipkin
+        .as_ref()?
+        .address;
     let (host, port) = address.rsplit_once(':')?;
     let port: u32 = port.parse().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -214,7 +230,12 @@ pub(crate) fn legacy_zipkin_cluster(snapshot: &Snapshot) -> Option<Cluster> {
 /// hostname and the outbound cluster of `port`. `None` also when this proxy has no such cluster
 /// (its Sidecar hides the service, or the service has no such port): Envoy refuses a tracer whose
 /// cluster it does not know.
-fn provider_cluster(snapshot: &Snapshot, scope: &Scope, service: &str, port: u32) -> Option<(String, String)> {
+fn provider_cluster(
+    snapshot: &Snapshot,
+    scope: &Scope,
+    service: &str,
+    port: u32,
+) -> Option<(String, String)> {
     let (namespace, host) = match service.split_once('/') {
         Some((ns, host)) => (Some(ns), host),
         None => (None, service),
@@ -229,18 +250,31 @@ fn provider_cluster(snapshot: &Snapshot, scope: &Scope, service: &str, port: u32
         return None;
     }
     let has_port = svc.ports.iter().any(|p| p.port == port);
-    (has_port && scope.sees(snapshot, svc, port))
-        .then(|| (svc.hostname.clone(), outbound_cluster(port, "", &svc.hostname)))
+    (has_port && scope.sees(snapshot, svc, port)).then(|| {
+        (
+            svc.hostname.clone(),
+            outbound_cluster(port, "", &svc.hostname),
+        )
+    })
 }
 
 fn zipkin_provider(snapshot: &Snapshot, scope: &Scope, z: &ZipkinProvider) -> Option<ZipkinConfig> {
     let (hostname, cluster) = provider_cluster(snapshot, scope, &z.service, z.port)?;
-    let path = if z.path.is_empty() { ZIPKIN_PATH } else { z.path.as_str() };
+    let path = if z.path.is_empty() {
+        ZIPKIN_PATH
+    } else {
+        z.path.as_str()
+    };
     let timeout = z
         .timeout
         .as_deref()
         .and_then(|t| meshd_model::syntax::duration_ms(t).ok())
-        .map(|d| duration(i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos() as i32))
+        .map(|d| {
+            duration(
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                d.subsec_nanos() as i32,
+            )
+        })
         .unwrap_or_else(|| duration(5, 0));
     let trace_context_option = match z.trace_context_option.as_str() {
         "USE_B3_WITH_W3C_PROPAGATION" => zipkin_config::TraceContextOption::UseB3WithW3cPropagation,
@@ -272,7 +306,12 @@ fn opentelemetry_provider(
     let (hostname, cluster) = provider_cluster(snapshot, scope, &o.service, o.port)?;
     let timeout = |t: Option<&String>| {
         t.and_then(|t| meshd_model::syntax::duration_ms(t).ok())
-            .map(|d| duration(i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos() as i32))
+            .map(|d| {
+                duration(
+                    i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                    d.subsec_nanos() as i32,
+                )
+            })
     };
     let mut config = OpenTelemetryConfig {
         service_name: names.service_cluster.clone(),
@@ -323,7 +362,10 @@ fn tags(
                 value: value.to_string(),
             })),
         };
-        tags.push(literal("istio.canonical_revision", &names.canonical_revision));
+        tags.push(literal(
+            "istio.canonical_revision",
+            &names.canonical_revision,
+        ));
         tags.push(literal("istio.canonical_service", &names.canonical_service));
         tags.push(literal("istio.mesh_id", &snapshot.mesh.trust_domain));
         tags.push(literal("istio.namespace", &names.namespace));
@@ -376,10 +418,22 @@ fn tags(
 /// The dry-run AuthorizationPolicy tags istiod adds: what the RBAC filter's shadow rules decided.
 fn dry_run_tags() -> Vec<EnvoyTag> {
     [
-        ("istio.authorization.dry_run.allow_policy.name", "istio_dry_run_allow_shadow_effective_policy_id"),
-        ("istio.authorization.dry_run.allow_policy.result", "istio_dry_run_allow_shadow_engine_result"),
-        ("istio.authorization.dry_run.deny_policy.name", "istio_dry_run_deny_shadow_effective_policy_id"),
-        ("istio.authorization.dry_run.deny_policy.result", "istio_dry_run_deny_shadow_engine_result"),
+        (
+            "istio.authorization.dry_run.allow_policy.name",
+            "istio_dry_run_allow_shadow_effective_policy_id",
+        ),
+        (
+            "istio.authorization.dry_run.allow_policy.result",
+            "istio_dry_run_allow_shadow_engine_result",
+        ),
+        (
+            "istio.authorization.dry_run.deny_policy.name",
+            "istio_dry_run_deny_shadow_effective_policy_id",
+        ),
+        (
+            "istio.authorization.dry_run.deny_policy.result",
+            "istio_dry_run_deny_shadow_engine_result",
+        ),
     ]
     .into_iter()
     .map(|(tag, key)| EnvoyTag {

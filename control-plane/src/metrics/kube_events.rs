@@ -78,7 +78,11 @@ impl KubeEvents {
                 let before = known.remove(origin).unwrap_or_default();
                 let after: BTreeSet<ObjectKey> = objects.iter().map(|o| o.key()).collect();
                 for key in &after {
-                    let event = if before.contains(key) { "update" } else { "add" };
+                    let event = if before.contains(key) {
+                        "update"
+                    } else {
+                        "add"
+                    };
                     self.count(key.kind, event);
                 }
                 for key in before.difference(&after) {
@@ -189,7 +193,10 @@ mod tests {
             "pilot_k8s_cfg_events{type=\"VirtualService\",event=\"add\"} 1",
             "pilot_k8s_cfg_events{type=\"VirtualService\",event=\"update\"} 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from\n{text}"
+            );
         }
     }
 }

@@ -118,8 +118,16 @@ mod tests {
         let csr = Counter::<u64>::default();
         csr.inc_by(3);
         registry.register("citadel_server_csr_count", "CSRs", csr);
-        registry.register("meshd_rejected_resources", "held back", Counter::<u64>::default());
-        registry.register("sidecar_injection_requests", "injections", Counter::<u64>::default());
+        registry.register(
+            "meshd_rejected_resources",
+            "held back",
+            Counter::<u64>::default(),
+        );
+        registry.register(
+            "sidecar_injection_requests",
+            "injections",
+            Counter::<u64>::default(),
+        );
         let gauge = Gauge::<i64>::default();
         gauge.set(2);
         registry.register("pilot_xds", "connected", gauge);
@@ -140,7 +148,10 @@ mod tests {
             "pilot_xds_push_time_bucket{le=\"1.0\"} 1",
             "pilot_xds_push_time_count 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from\n{text}"
+            );
         }
         assert!(
             text.lines()

@@ -13,7 +13,14 @@ use prometheus_client::registry::Registry;
 
 /// istiod's buckets: 10 kB, 1 MB, the 4 MB gRPC default limit, 10 MB where config strains the
 /// system, 40 MB as the upper bound of what works.
-const BUCKETS: [f64; 6] = [1.0, 10_000.0, 1_000_000.0, 4_000_000.0, 10_000_000.0, 40_000_000.0];
+const BUCKETS: [f64; 6] = [
+    1.0,
+    10_000.0,
+    1_000_000.0,
+    4_000_000.0,
+    10_000_000.0,
+    40_000_000.0,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
