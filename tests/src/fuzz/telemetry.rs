@@ -31,7 +31,7 @@ fn filter(g: &mut Gen) -> String {
     let expressions = [
         "response.code >= 400",
         "request.path.startsWith('/api') && response.code != 200",
-        "has(request.headers['x-debug'])",
+        "has(request.headers.accept)",
         "size(request.path) > 10",
     ];
     let hostile = [
@@ -40,6 +40,7 @@ fn filter(g: &mut Gen) -> String {
         "[1].exists(x, x > 0)",
         "string(response.code) == '200'",
         "'unterminated",
+        "has(request.headers['x-debug'])",
     ];
     if g.hostile() {
         (*g.a.rng.pick(&hostile)).to_string()

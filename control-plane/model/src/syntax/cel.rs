@@ -273,22 +273,28 @@ impl Parser {
 
     fn unary(&mut self) -> Result<(), String> {
         while self.eat("!") || self.eat("-") {}
-        self.member()
+        self.member().map(|_| ())
     }
 
-    fn member(&mut self) -> Result<(), String> {
+    /// A primary and what follows it; true when the last step selects a field (`x.f`), the
+    /// only argument `has()` takes.
+    fn member(&mut self) -> Result<bool, String> {
         self.primary()?;
+        let mut selects = false;
         loop {
             if self.eat(".") {
                 let name = self.ident()?;
+                selects = true;
                 if self.eat("(") {
                     self.call(&name)?;
+                    selects = false;
                 }
             } else if self.eat("[") {
                 self.expr(0)?;
                 self.expect("]")?;
+                selects = false;
             } else {
-                return Ok(());
+                return Ok(selects);
             }
         }
     }
@@ -311,7 +317,15 @@ impl Parser {
                 "{name}() is a comprehension, which Envoy's CEL runtime does not support"
             ));
         }
-        if !FUNCTIONS.contains(&name) && name != "has" {
+        if name == "has" {
+            // A macro: its one argument must be a field selection, `has(request.headers.x)`.
+            let selects = self.member()?;
+            if !selects || !self.eat(")") {
+                return Err("has() argument must be a field selection".to_string());
+            }
+            return Ok(());
+        }
+        if !FUNCTIONS.contains(&name) {
             return Err(format!("no function {name}() in Envoy's CEL runtime"));
         }
         self.list(")")
@@ -412,6 +426,7 @@ mod tests {
             "response.code >= 400",
             "size(request.path) > 1",
             "request.path.startsWith('/a') && !has(request.headers.foo)",
+            "has(request.headers.foo) || has(xds.cluster_metadata.filter_metadata.istio)",
             "request.headers['x-a'] == \"b\" || response.code == 0x10",
             "'a' in ['a', 'b',]",
             "{'a': 1}['a'] == 1",
@@ -446,6 +461,9 @@ mod tests {
             ("request.headers.exists(x, x == 'a')", "comprehension"),
             ("a b", "unexpected identifier"),
             ("if", "expected an identifier"),
+            ("has(request.headers['x-debug'])", "field selection"),
+            ("has(request)", "field selection"),
+            ("has(a.b == 1)", "field selection"),
         ] {
             let err = parse(e).unwrap_err();
             assert!(err.contains(why), "{e:?}: {err}");
