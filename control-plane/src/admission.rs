@@ -24,7 +24,9 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use meshd_ca::CertificateAuthority;
 use meshd_model::{Kind, Object, ObjectKey, Snapshot};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -68,15 +70,34 @@ impl Args {
     }
 }
 
-/// Istio's metric names, so injector and validation dashboards keep working.
+/// The resource a validation was about, as istiod labels `galley_validation_*`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    group: String,
+    version: String,
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    group: String,
+    version: String,
+    resource: String,
+    reason: &'static str,
+}
+
+/// istiod's `reason` for an object its validation refused.
+const INVALID_RESOURCE: &str = "invalid_resource";
+
+/// Istio's metric names and labels, so injector and validation dashboards keep working.
 #[derive(Clone, Default)]
 pub struct Metrics {
     injection_requests: Counter,
     injection_success: Counter,
     injection_skip: Counter,
     injection_failure: Counter,
-    validation_passed: Counter,
-    validation_failed: Counter,
+    validation_passed: Family<ResourceLabels, Counter>,
+    validation_failed: Family<FailureLabels, Counter>,
 }
 
 impl Metrics {
@@ -103,19 +124,19 @@ impl Metrics {
                 "Injection requests refused",
                 &metrics.injection_failure,
             ),
-            (
-                "galley_validation_passed",
-                "Objects the validation webhook accepted",
-                &metrics.validation_passed,
-            ),
-            (
-                "galley_validation_failed",
-                "Objects the validation webhook refused",
-                &metrics.validation_failed,
-            ),
         ] {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "galley_validation_passed",
+            "Resource is valid",
+            metrics.validation_passed.clone(),
+        );
+        registry.register(
+            "galley_validation_failed",
+            "Resource validation failed",
+            metrics.validation_failed.clone(),
+        );
         metrics
     }
 }
@@ -266,6 +287,8 @@ struct Request {
     namespace: String,
     name: String,
     object: Value,
+    /// The resource reviewed, `group/version/resource` (metrics label it).
+    resource: kube::core::GroupVersionResource,
 }
 
 /// Decodes the review, lets `decide` judge the request, and answers in the review's version.
@@ -309,6 +332,7 @@ fn answer(body: &[u8], decide: impl FnOnce(&Request) -> Answer) -> Response {
         namespace: request.namespace.clone().unwrap_or_default(),
         name: request.name.clone(),
         object,
+        resource: request.resource.clone(),
     });
     let mut response = AdmissionResponse::from(&request);
     if !decided.allowed {
@@ -394,14 +418,30 @@ async fn validate_handler(State(webhooks): State<Arc<Webhooks>>, body: Bytes) ->
         }
         let mesh = (webhooks.snapshot)().mesh.clone();
         let verdict = validate::review(&request.object, &request.namespace, &request.name, mesh);
+        let resource = &request.resource;
         if verdict.allowed() {
-            metrics.validation_passed.inc();
+            metrics
+                .validation_passed
+                .get_or_create(&ResourceLabels {
+                    group: resource.group.clone(),
+                    version: resource.version.clone(),
+                    resource: resource.resource.clone(),
+                })
+                .inc();
             Answer {
                 warnings: verdict.warnings,
                 ..Answer::allow()
             }
         } else {
-            metrics.validation_failed.inc();
+            metrics
+                .validation_failed
+                .get_or_create(&FailureLabels {
+                    group: resource.group.clone(),
+                    version: resource.version.clone(),
+                    resource: resource.resource.clone(),
+                    reason: INVALID_RESOURCE,
+                })
+                .inc();
             Answer {
                 warnings: verdict.warnings,
                 ..Answer::deny(verdict.errors.join("\n"))

@@ -129,6 +129,7 @@ fn short_names(kind: Kind) -> Vec<&'static str> {
         Kind::PeerAuthentication => vec!["pa"],
         Kind::AuthorizationPolicy => vec!["ap"],
         Kind::RequestAuthentication => vec!["ra"],
+        Kind::Telemetry => vec!["telemetry"],
         _ => Vec::new(),
     }
 }
@@ -361,6 +362,7 @@ mod tests {
                 "PeerAuthentication",
                 "AuthorizationPolicy",
                 "RequestAuthentication",
+                "Telemetry",
             ]
         );
         for crd in &crds {
@@ -401,5 +403,17 @@ mod tests {
         find("sidecars.networking.istio.io");
         find("gateways.networking.istio.io");
         find("requestauthentications.security.istio.io");
+
+        let telemetry = find("telemetries.telemetry.istio.io");
+        assert_eq!(telemetry.spec.names.short_names, ["telemetry"]);
+        assert!(
+            telemetry
+                .spec
+                .names
+                .categories
+                .contains(&"telemetry-istio-io".to_owned())
+        );
+        let versions: Vec<&str> = telemetry.spec.versions.iter().map(|v| v.name).collect();
+        assert_eq!(versions, ["v1", "v1alpha1"]);
     }
 }

@@ -10,6 +10,7 @@ mod file_source;
 mod identity;
 mod jwks;
 mod lifecycle;
+mod metrics;
 mod serve;
 
 // The admission webhooks live in the library (`lib.rs`), where the fuzzers reach them too.

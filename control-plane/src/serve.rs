@@ -27,7 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::{admission, identity, jwks, tls};
+use crate::{admission, identity, jwks, metrics, tls};
 use generator::MeshGenerator;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -198,6 +198,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         "Generated resources held back because Envoy would reject them",
         rejected.clone(),
     );
+    // istiod counts the config it failed to build; what meshd holds back is just that.
+    registry.register(
+        "pilot_total_xds_internal_errors",
+        "Total number of internal XDS errors in pilot",
+        rejected.clone(),
+    );
+    metrics::register_build_info(&mut registry);
     let (source_tx, source_rx) = mpsc::unbounded_channel();
     let guard = guard::Guard::new(
         source_tx.clone(),
@@ -213,7 +220,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     ));
     let (pusher, push_rx) = pusher::Pusher::new();
     let pusher = Arc::new(pusher);
-    let ads = AdsServer::new(generator.clone(), push_rx, &mut registry);
+    let metered = Arc::new(metrics::Metered::new(generator.clone(), &mut registry));
+    let ads = AdsServer::new(metered, push_rx, &mut registry);
     let authenticator = match &kube {
         Some(k) => ca::CaAuthenticator::Token {
             reviewer: k.reviewer.clone(),
@@ -224,6 +232,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let certificates = meshd_ca::CertificateService::new(ca.clone(), authenticator, &mut registry);
     let webhook_metrics = admission::Metrics::register(&mut registry);
     let publish_metrics = publish::Metrics::register(&mut registry);
+    let kube_events = metrics::KubeEvents::register(&mut registry);
 
     // Sources → index loop.
     let mut sources: BTreeSet<String> = BTreeSet::new();
@@ -239,11 +248,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     if let Some(k) = &kube {
         sources.insert(meshd_kube::SOURCE.to_string());
+        let (kube_tx, kube_rx) = mpsc::unbounded_channel();
+        kube_events.forward(kube_rx, source_tx.clone());
         meshd_kube::spawn_source(
             k.ctx.client.clone(),
             k.ctx.root_namespace.clone(),
             revision.clone(),
-            source_tx.clone(),
+            kube_tx,
         );
         meshd_kube::root_cert::spawn(k.ctx.clone(), ca::trust_bundle(&ca));
         meshd_kube::ca_bundle::spawn(

@@ -28,6 +28,7 @@ pub mod registry;
 pub mod rng;
 pub mod secrets;
 pub mod security;
+pub mod telemetry;
 pub mod traffic;
 pub mod world;
 

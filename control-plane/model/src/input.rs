@@ -5,6 +5,7 @@ pub mod istio;
 pub mod kube;
 pub mod networking;
 pub mod security;
+pub mod telemetry;
 
 use std::collections::BTreeMap;
 

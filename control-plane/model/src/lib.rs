@@ -18,6 +18,7 @@ pub mod sidecar_scope;
 pub mod snapshot;
 pub mod source;
 pub mod syntax;
+pub mod telemetry;
 pub mod traffic;
 
 pub use authz::jwt::{JwksSource, JwtRuleModel, RequestAuthentications};

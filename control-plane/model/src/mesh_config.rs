@@ -3,6 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::revision::Revision;
+pub mod observability;
+
+pub use observability::{
+    AccessLogEncoding, DefaultProviders, ExtensionProvider, ProviderKind, ProxyConfig, ProxyTracing,
+};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -18,7 +23,7 @@ pub struct OutboundTrafficPolicy {
     pub mode: OutboundPolicy,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MeshConfig {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
@@ -34,6 +39,21 @@ pub struct MeshConfig {
     /// from YAML: it names the ConfigMap the mesh config comes from (`istio-<revision>`).
     #[serde(skip)]
     pub revision: Revision,
+    /// Where every proxy writes its access log; empty means no mesh-wide access log.
+    pub access_log_file: String,
+    pub access_log_encoding: AccessLogEncoding,
+    /// Envoy's format string (TEXT) or a JSON object of Envoy commands (JSON); Istio's own
+    /// format when empty.
+    pub access_log_format: String,
+    /// Whether proxies trace requests when no Telemetry or default provider names a tracer
+    /// (istiod's default: yes, through `defaultConfig.tracing`).
+    pub enable_tracing: bool,
+    /// The proxy settings every proxy gets; meshd reads `tracing`.
+    pub default_config: ProxyConfig,
+    /// Named access loggers and tracers, for Telemetry and `defaultProviders` to refer to; istiod's
+    /// built-in ones (`envoy`, `prometheus`, `stackdriver`) are always there.
+    pub extension_providers: Vec<ExtensionProvider>,
+    pub default_providers: DefaultProviders,
 }
 
 impl Default for MeshConfig {
@@ -46,6 +66,13 @@ impl Default for MeshConfig {
             enable_auto_mtls: true,
             connect_timeout: "10s".to_string(),
             revision: Revision::default(),
+            access_log_file: String::new(),
+            access_log_encoding: AccessLogEncoding::Text,
+            access_log_format: String::new(),
+            enable_tracing: true,
+            default_config: ProxyConfig::default(),
+            extension_providers: observability::builtin_providers(),
+            default_providers: DefaultProviders::default(),
         }
     }
 }
@@ -61,9 +88,12 @@ impl MeshConfig {
         if value.is_null() {
             return Ok(MeshConfig::default());
         }
-        let config: MeshConfig = serde_path_to_error::deserialize(value)
+        let mut config: MeshConfig = serde_path_to_error::deserialize(value)
             .map_err(|e| InvalidMeshConfig(format!("field `{}`: {}", e.path(), e.inner())))?;
         config.duration_secs().map_err(InvalidMeshConfig)?;
+        config.extension_providers =
+            observability::merge_providers(std::mem::take(&mut config.extension_providers));
+        observability::validate(&config).map_err(InvalidMeshConfig)?;
         Ok(config)
     }
 
@@ -76,6 +106,13 @@ impl MeshConfig {
             None => value,
         };
         MeshConfig::from_value(value)
+    }
+
+    /// The extension provider called `name` (istiod compares names case-insensitively).
+    pub fn provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.extension_providers
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
     }
 
     /// `connectTimeout` as seconds and nanos. As istiod validates it: at least 1ms, in whole
@@ -117,5 +154,23 @@ mod tests {
         }
         let mesh = MeshConfig::from_value(serde_json::json!({"connectTimeout": "1m30s"})).unwrap();
         assert_eq!(mesh.duration_secs().unwrap(), (90, 0));
+    }
+
+    #[test]
+    fn access_log_and_tracing_settings_are_read_with_istiods_defaults() {
+        let mesh = MeshConfig::default();
+        assert!(mesh.access_log_file.is_empty());
+        assert!(mesh.enable_tracing);
+        assert!(mesh.provider("envoy").is_some());
+        let mesh = MeshConfig::from_yaml(
+            "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\nenableTracing: false\ndefaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  tracing:\n    sampling: 100\n    zipkin:\n      address: zipkin.istio-system:9411\n",
+        );
+        let mesh = mesh.unwrap();
+        assert_eq!(mesh.access_log_file, "/dev/stdout");
+        assert_eq!(mesh.access_log_encoding, AccessLogEncoding::Json);
+        assert!(!mesh.enable_tracing);
+        let tracing = mesh.default_config.tracing.unwrap();
+        assert_eq!(tracing.sampling, Some(100.0));
+        assert_eq!(tracing.zipkin.unwrap().address, "zipkin.istio-system:9411");
     }
 }

@@ -12,6 +12,7 @@ use crate::input::istio::{ServiceEntry, WorkloadEntry};
 use crate::input::kube::{ConfigMap, EndpointSlice, Endpoints, Namespace, Pod, Secret, Service};
 use crate::input::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use crate::input::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::input::telemetry::Telemetry;
 
 /// Every kind meshd reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -32,10 +33,11 @@ pub enum Kind {
     PeerAuthentication,
     AuthorizationPolicy,
     RequestAuthentication,
+    Telemetry,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Endpoints,
@@ -52,6 +54,7 @@ impl Kind {
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
         Kind::RequestAuthentication,
+        Kind::Telemetry,
     ];
 
     /// API group, as in `apiVersion: <group>/<version>`; empty for the core group.
@@ -73,6 +76,7 @@ impl Kind {
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
                 "security.istio.io"
             }
+            Kind::Telemetry => "telemetry.istio.io",
         }
     }
 
@@ -81,6 +85,7 @@ impl Kind {
         match self.group() {
             "" | "discovery.k8s.io" => &["v1"],
             "networking.istio.io" => &["v1", "v1beta1", "v1alpha3"],
+            "telemetry.istio.io" => &["v1", "v1alpha1"],
             _ => &["v1", "v1beta1"],
         }
     }
@@ -103,6 +108,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::Telemetry => "Telemetry",
         }
     }
 
@@ -114,6 +120,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "authorizationpolicies".to_string(),
             Kind::ServiceEntry => "serviceentries".to_string(),
             Kind::WorkloadEntry => "workloadentries".to_string(),
+            Kind::Telemetry => "telemetries".to_string(),
             other => format!("{}s", other.name().to_ascii_lowercase()),
         }
     }
@@ -198,6 +205,7 @@ pub enum Object {
     PeerAuthentication(Arc<PeerAuthentication>),
     AuthorizationPolicy(Arc<AuthorizationPolicy>),
     RequestAuthentication(Arc<RequestAuthentication>),
+    Telemetry(Arc<Telemetry>),
 }
 
 /// Why a document was not accepted. Always names what it could of the object, and the field.
@@ -302,6 +310,7 @@ impl Object {
             Kind::PeerAuthentication => Object::PeerAuthentication(typed(&key, value)?),
             Kind::AuthorizationPolicy => Object::AuthorizationPolicy(typed(&key, value)?),
             Kind::RequestAuthentication => Object::RequestAuthentication(typed(&key, value)?),
+            Kind::Telemetry => Object::Telemetry(typed(&key, value)?),
         };
         Ok(Some(object.with_namespace(&namespace)))
     }
@@ -324,6 +333,7 @@ impl Object {
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Object::Telemetry(_) => Kind::Telemetry,
         }
     }
 
@@ -345,6 +355,7 @@ impl Object {
             Object::PeerAuthentication(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::RequestAuthentication(o) => &o.metadata,
+            Object::Telemetry(o) => &o.metadata,
         }
     }
 
@@ -381,6 +392,7 @@ impl Object {
             Object::PeerAuthentication(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::AuthorizationPolicy(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::RequestAuthentication(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::Telemetry(o) => set(&mut Arc::make_mut(o).metadata, namespace),
         }
         self
     }
@@ -480,6 +492,27 @@ mod tests {
         assert_eq!(Kind::AuthorizationPolicy.plural(), "authorizationpolicies");
         assert_eq!(Kind::Endpoints.plural(), "endpoints");
         assert_eq!(Kind::VirtualService.plural(), "virtualservices");
+        assert_eq!(Kind::Telemetry.plural(), "telemetries");
+    }
+
+    #[test]
+    fn telemetry_is_read_in_v1_and_v1alpha1() {
+        for v in ["v1", "v1alpha1"] {
+            let parsed = Object::parse(json!({
+                "apiVersion": format!("telemetry.istio.io/{v}"), "kind": "Telemetry",
+                "metadata": {"name": "mesh-default", "namespace": "istio-system"},
+                "spec": {"accessLogging": [{"providers": [{"name": "envoy"}]}]}
+            }));
+            assert!(
+                matches!(parsed, Ok(Some(Object::Telemetry(_)))),
+                "{v}: {parsed:?}"
+            );
+        }
+        let key = ObjectKey::new(Kind::Telemetry, "istio-system", "mesh-default");
+        assert_eq!(
+            key.config_path(),
+            "/apis/telemetry.istio.io/v1/namespaces/istio-system/telemetries/mesh-default"
+        );
     }
 
     #[test]

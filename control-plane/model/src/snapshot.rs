@@ -15,6 +15,7 @@ use crate::peer_auth::PeerAuthentications;
 use crate::registry::{PodInfo, Registry};
 use crate::sidecar_scope::Sidecars;
 use crate::source::JwksState;
+use crate::telemetry::Telemetries;
 use crate::traffic::Traffic;
 
 /// Everything translation reads, frozen. Built once per (debounced) change; shared by `Arc`.
@@ -31,6 +32,7 @@ pub struct Snapshot {
     pub sidecars: Sidecars,
     pub authorization_policies: AuthorizationPolicies,
     pub request_authentications: RequestAuthentications,
+    pub telemetries: Telemetries,
     pub findings: Vec<Finding>,
 }
 
@@ -52,6 +54,7 @@ impl Snapshot {
         let request_authentications =
             RequestAuthentications::build(&objects, &mesh.root_namespace, &mut findings);
         let sidecars = Sidecars::build(&objects, &mesh.root_namespace, &mut findings);
+        let telemetries = Telemetries::build(&objects, &mesh, &registry, &mut findings);
         Snapshot {
             version,
             mesh,
@@ -62,6 +65,7 @@ impl Snapshot {
             authorization_policies,
             request_authentications,
             sidecars,
+            telemetries,
             findings,
         }
     }

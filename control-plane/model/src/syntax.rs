@@ -2,6 +2,8 @@
 //! workload selectors, addresses, protocols, `exportTo` and durations. Each check returns the
 //! message istiod would give (close to its wording), so findings read the same in both.
 
+pub mod cel;
+pub mod envoy_format;
 pub mod header;
 pub mod regex;
 

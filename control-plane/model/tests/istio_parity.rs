@@ -33,7 +33,7 @@ struct Case {
     yaml: String,
 }
 
-const TABLES: [(&str, &str); 7] = [
+const TABLES: [(&str, &str); 8] = [
     (
         "virtual_service",
         include_str!("istio_parity/virtual_service.yaml"),
@@ -53,6 +53,7 @@ const TABLES: [(&str, &str); 7] = [
     ),
     ("sidecar", include_str!("istio_parity/sidecar.yaml")),
     ("security", include_str!("istio_parity/security.yaml")),
+    ("telemetry", include_str!("istio_parity/telemetry.yaml")),
 ];
 
 fn cases() -> Vec<(&'static str, Case)> {
@@ -93,6 +94,7 @@ fn takes_effect(snapshot: &Snapshot, key: &ObjectKey) -> bool {
         Kind::PeerAuthentication => snapshot.peer_authentications.get(key).is_some(),
         Kind::AuthorizationPolicy => snapshot.authorization_policies.get(key).is_some(),
         Kind::RequestAuthentication => snapshot.request_authentications.get(key).is_some(),
+        Kind::Telemetry => snapshot.telemetries.get(key).is_some(),
         other => panic!("no parity cases for {other}"),
     }
 }
@@ -195,6 +197,7 @@ fn the_table_covers_every_kind_and_explains_every_difference() {
         "PeerAuthentication",
         "AuthorizationPolicy",
         "RequestAuthentication",
+        "Telemetry",
     ] {
         assert!(
             cases.iter().any(|(_, c)| c.kind == kind),

@@ -208,6 +208,55 @@ async fn validate_refuses_with_analyzes_message_and_passes_warnings() {
 }
 
 #[tokio::test]
+async fn validations_are_counted_by_resource_as_istiod_labels_them() {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let objects: BTreeMap<ObjectKey, Object> = BTreeMap::new();
+    let snapshot = Arc::new(Snapshot::build(
+        1,
+        Arc::new(objects),
+        Arc::new(meshd_model::MeshConfig::default()),
+    ));
+    let webhooks = Arc::new(Webhooks::new(
+        InjectConfig::default(),
+        move || snapshot.clone(),
+        metrics,
+    ));
+    let telemetry = |percent: f64| {
+        let mut review = review(
+            "admission.k8s.io/v1",
+            "shop",
+            "CREATE",
+            json!({
+                "apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+                "metadata": {"name": "sampling", "namespace": "shop"},
+                "spec": {"tracing": [{"randomSamplingPercentage": percent}]},
+            }),
+        );
+        review["request"]["kind"] =
+            json!({"group": "telemetry.istio.io", "version": "v1", "kind": "Telemetry"});
+        review["request"]["resource"] =
+            json!({"group": "telemetry.istio.io", "version": "v1", "resource": "telemetries"});
+        review
+    };
+    let (_, body) = call(webhooks.clone(), "/validate", telemetry(10.0)).await;
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    let (_, body) = call(webhooks, "/validate", telemetry(150.0)).await;
+    assert_eq!(body["response"]["allowed"], false, "{body}");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "galley_validation_passed_total{group=\"telemetry.istio.io\",version=\"v1\",resource=\"telemetries\"} 1",
+        "galley_validation_failed_total{group=\"telemetry.istio.io\",version=\"v1\",resource=\"telemetries\",reason=\"invalid_resource\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn garbage_and_unknown_versions_are_bad_requests() {
     let (status, _) = call(mk_webhooks(vec![]), "/inject", json!("nope")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

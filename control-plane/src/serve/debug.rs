@@ -19,7 +19,7 @@ use crate::documents::invalid_object_json;
 /// What the debug API reads.
 pub struct Shared {
     pub generator: Arc<MeshGenerator>,
-    pub ads: meshd_xds::AdsServer<MeshGenerator>,
+    pub ads: meshd_xds::AdsServer<crate::metrics::Metered<MeshGenerator>>,
     pub status: Arc<Status>,
     pub registry: prometheus_client::registry::Registry,
 }
@@ -44,18 +44,10 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &s.registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    match crate::metrics::render(&s.registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 pub fn state_name(state: SyncState) -> &'static str {

@@ -152,7 +152,10 @@ fn node(params: &BootstrapParams) -> Node {
             "{node_type}~{}~{}.{ns}~{ns}.svc.cluster.local",
             params.ip, params.pod
         ),
-        cluster: format!("{}.{ns}", canonical_name(params)),
+        // The service name of the proxy's spans (Zipkin reports it, Jaeger and Kiali look traces
+        // up by it), as pilot-agent derives it.
+        cluster: crate::telemetry::WorkloadNames::of(&params.pod, ns, &params.labels)
+            .service_cluster,
         metadata: Some(Struct { fields: metadata }),
         ..Default::default()
     }
@@ -183,18 +186,6 @@ fn string(s: &str) -> Value {
     Value {
         kind: Some(value::Kind::StringValue(s.to_string())),
     }
-}
-
-/// Istio's canonical service name: the first of these labels the pod carries, else the pod.
-fn canonical_name(params: &BootstrapParams) -> &str {
-    [
-        "service.istio.io/canonical-name",
-        "app.kubernetes.io/name",
-        "app",
-    ]
-    .iter()
-    .find_map(|key| params.labels.get(*key))
-    .unwrap_or(&params.pod)
 }
 
 fn dynamic_resources(params: &BootstrapParams) -> DynamicResources {

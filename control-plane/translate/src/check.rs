@@ -5,13 +5,13 @@
 //!
 //! Each rule names the Envoy source file it comes from where it is written.
 
+mod access_log;
 mod address;
 mod cluster;
 mod common;
 mod endpoint;
 mod filter_chain;
 mod filter_chain_order;
-mod header_format;
 mod http;
 mod intervals;
 mod jwt;

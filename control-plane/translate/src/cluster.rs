@@ -145,6 +145,7 @@ pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
     passthrough.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
     passthrough.circuit_breakers = default_circuit_breakers();
     out.push(passthrough);
+    out.extend(crate::telemetry::clusters(snapshot));
     out
 }
 

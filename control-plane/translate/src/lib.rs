@@ -25,6 +25,7 @@ mod plan;
 mod route;
 pub mod secret;
 mod tcp_route;
+pub mod telemetry;
 pub mod tls;
 mod traffic_policy;
 mod util;
@@ -58,6 +59,12 @@ pub struct Scope {
     pub locality: Option<String>,
     /// The Sidecar resource that scopes this proxy's outbound config, if any.
     pub sidecar: Option<meshd_model::ObjectKey>,
+    /// The Telemetries that select this proxy's workload by label (namespace- and mesh-wide ones
+    /// follow from `namespace`).
+    pub telemetry: Vec<meshd_model::ObjectKey>,
+    /// How the workload is named in spans, only while it traces (span tags carry the names, so
+    /// proxies share listeners per name then).
+    pub names: Option<telemetry::WorkloadNames>,
 }
 
 impl Scope {
@@ -73,6 +80,8 @@ impl Scope {
             mtls: proxy.mtls,
             locality: None,
             sidecar: None,
+            telemetry: Vec::new(),
+            names: None,
         }
     }
 
@@ -84,18 +93,28 @@ impl Scope {
     pub fn for_proxy(snapshot: &Snapshot, proxy: &Proxy) -> Scope {
         let mut scope = Scope::of(proxy);
         scope.locality = locality::proxy_locality(snapshot, proxy);
-        if proxy.node_type != NodeType::Sidecar {
-            return scope;
-        }
         {
             // The registry's Pod is trusted over what the node claims.
             let labels = snapshot
                 .pod_by_ip(&proxy.ip)
                 .map_or(&proxy.labels, |pod| &pod.labels);
-            scope.sidecar = snapshot
-                .sidecars
-                .for_workload(&proxy.namespace, labels)
-                .map(|s| s.key.clone());
+            if proxy.node_type == NodeType::Sidecar {
+                scope.sidecar = snapshot
+                    .sidecars
+                    .for_workload(&proxy.namespace, labels)
+                    .map(|s| s.key.clone());
+            }
+            scope.telemetry = telemetry::workload_keys(snapshot, &proxy.namespace, labels);
+            if telemetry::traces(snapshot, &scope) {
+                scope.names = Some(telemetry::WorkloadNames::of(
+                    &proxy.pod_name,
+                    &proxy.namespace,
+                    labels,
+                ));
+            }
+        }
+        if proxy.node_type != NodeType::Sidecar {
+            return scope;
         }
         let keys: std::collections::BTreeSet<&String> = snapshot
             .traffic

@@ -1,6 +1,7 @@
 //! Listeners: `virtualOutbound` (15001) hands captured connections to a per-port listener by their
 //! original destination; `virtualInbound` (15006) serves the workload's own ports.
 
+use meshd_model::telemetry::WorkloadMode;
 use meshd_model::{MtlsMode, NodeType, OutboundPolicy, Protocol, Proxy, Snapshot};
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::core::v3::TrafficDirection;
@@ -23,12 +24,23 @@ use crate::Scope;
 use crate::hcm::{hcm_filter, http_connection_manager, http_filter, http_filters};
 use crate::names::*;
 use crate::plan::{inbound_ports, outbound_plan};
+use crate::telemetry::{ListenerTelemetry, capturing};
 use crate::util::*;
 
+/// Sidecars' outbound listeners, or a gateway's, with the access logs and tracer of the client
+/// side.
 pub fn outbound_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
-    if scope.node_type != NodeType::Sidecar {
-        return crate::gateway::gateway_listeners(snapshot, scope);
-    }
+    let mut listeners = if scope.node_type == NodeType::Sidecar {
+        sidecar_outbound_listeners(snapshot, scope)
+    } else {
+        crate::gateway::gateway_listeners(snapshot, scope)
+    };
+    ListenerTelemetry::new(snapshot, scope, WorkloadMode::Client, scope.names.as_ref())
+        .apply(&mut listeners, capturing(scope.node_type));
+    listeners
+}
+
+fn sidecar_outbound_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listener> {
     let plan = outbound_plan(snapshot, scope);
     let mut out = vec![virtual_outbound(snapshot, scope)];
     for port in &plan.http_ports {
@@ -84,10 +96,19 @@ fn virtual_outbound(snapshot: &Snapshot, scope: &Scope) -> Listener {
     }
 }
 
+/// A sidecar's `virtualInbound`, with the access logs and tracer of the server side.
 pub fn inbound_listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
     if proxy.node_type != NodeType::Sidecar {
         return Vec::new();
     }
+    let mut listeners = virtual_inbound(snapshot, proxy);
+    let scope = Scope::for_proxy(snapshot, proxy);
+    ListenerTelemetry::new(snapshot, &scope, WorkloadMode::Server, scope.names.as_ref())
+        .apply(&mut listeners, capturing(NodeType::Sidecar));
+    listeners
+}
+
+fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
     // PeerAuthentication selects on the workload's labels: the registry's Pod, else the node's claim.
     let (namespace, labels) = match snapshot.pod_by_ip(&proxy.ip) {
         Some(pod) => (pod.namespace.clone(), pod.labels.clone()),

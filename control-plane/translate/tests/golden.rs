@@ -608,3 +608,40 @@ fn sidecar_scope_matches_golden_and_envoy_accepts_it() {
 fn gateway_passthrough_matches_golden_and_envoy_accepts_it() {
     check_case("gateway-passthrough");
 }
+
+#[test]
+fn telemetry_access_log_matches_golden_and_envoy_accepts_it() {
+    check_case("telemetry-access-log");
+    // A Telemetry selecting one workload sets it apart; the rest of its namespace keeps sharing.
+    let (snapshot, proxies) = load_case("telemetry-access-log");
+    let web = meshd_translate::Scope::for_proxy(&snapshot, &proxies[0]);
+    let quiet = meshd_translate::Scope::for_proxy(&snapshot, &proxies[1]);
+    assert!(web.telemetry.is_empty(), "{web:?}");
+    assert_eq!(quiet.telemetry.len(), 1, "{quiet:?}");
+    assert_ne!(web, quiet);
+    assert!(
+        web.names.is_none(),
+        "no tracing, no per-workload names: {web:?}"
+    );
+}
+
+#[test]
+fn telemetry_tracing_matches_golden_and_envoy_accepts_it() {
+    check_case("telemetry-tracing");
+    // Traced workloads carry their span names in the scope (their tags differ).
+    let (snapshot, proxies) = load_case("telemetry-tracing");
+    let web = meshd_translate::Scope::for_proxy(&snapshot, &proxies[0]);
+    let names = web.names.expect("web traces");
+    assert_eq!(names.service_cluster, "web.shop");
+    assert_eq!(names.canonical_revision, "v2");
+}
+
+#[test]
+fn telemetry_legacy_zipkin_matches_golden_and_envoy_accepts_it() {
+    check_case("telemetry-legacy-zipkin");
+}
+
+#[test]
+fn invalid_telemetry_is_reported_and_the_rest_is_served() {
+    check_case("telemetry-invalid");
+}

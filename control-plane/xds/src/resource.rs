@@ -192,6 +192,11 @@ impl ResourceSet {
         self.resources.len()
     }
 
+    /// Bytes of every resource's entry together: what a response holding the whole set carries.
+    pub fn encoded_len(&self) -> usize {
+        self.encoded.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.resources.is_empty()
     }

@@ -9,6 +9,11 @@
 //! (retries, mirrors); `/_count?reset=1` also clears it. `--always-status CODE` answers every
 //! request without `status=` with CODE: a broken pod, for outlier detection.
 //!
+//! Tracing: `forward=http://HOST:PORT/PATH` makes the app call that URL first, passing on the
+//! trace context it received (`x-request-id`, B3, W3C) as Istio asks apps to, and include the
+//! answer under `"forwarded"`. A Zipkin collector too: `POST /api/v2/spans` (JSON, as Envoy
+//! reports) is kept and answered 202; `GET /_spans` returns every span received so far.
+//!
 //! TCP (`--tcp PORT`, repeatable): each line received is sent back as `NAME: line`.
 
 use std::collections::BTreeMap;
@@ -52,7 +57,22 @@ struct Echo {
     namespace: String,
     always_status: Option<StatusCode>,
     counts: Mutex<BTreeMap<String, u64>>,
+    spans: Mutex<Vec<serde_json::Value>>,
 }
+
+/// The headers that carry a trace from one hop to the next; apps must copy them.
+const TRACE_HEADERS: [&str; 10] = [
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "x-ot-span-context",
+];
 
 #[derive(Clone)]
 struct PortState {
@@ -77,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         namespace: args.namespace,
         always_status,
         counts: Mutex::new(BTreeMap::new()),
+        spans: Mutex::new(Vec::new()),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for port in args.http {
@@ -118,6 +139,7 @@ async fn answer(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
     let query: Vec<(String, String)> = uri
@@ -138,6 +160,15 @@ async fn answer(
     };
     println!("{method} {uri} from {remote} on :{}", state.port);
 
+    if path == "/api/v2/spans" && method == Method::POST {
+        let received: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
+        state.echo.spans.lock().extend(received);
+        return json(StatusCode::ACCEPTED, String::new());
+    }
+    if path == "/_spans" {
+        let spans = serde_json::Value::Array(state.echo.spans.lock().clone());
+        return json(StatusCode::OK, spans.to_string());
+    }
     if path == "/_count" {
         let mut counts = state.echo.counts.lock();
         let body = serde_json::to_string(&*counts).unwrap_or_default();
@@ -178,7 +209,7 @@ async fn answer(
             })
             .or_insert(value);
     }
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "pod": state.echo.name,
         "namespace": state.echo.namespace,
         "port": state.port,
@@ -188,7 +219,81 @@ async fn answer(
         "headers": echoed,
         "remote": remote.to_string(),
     });
+    if let Some(url) = param("forward") {
+        let passed: Vec<(&str, String)> = TRACE_HEADERS
+            .iter()
+            .filter_map(|h| Some((*h, headers.get(*h)?.to_str().ok()?.to_owned())))
+            .collect();
+        body["forwarded"] = match forward(url, &passed).await {
+            Ok((status, answer)) => serde_json::json!({"status": status, "body": answer}),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+    }
     json(status, body.to_string())
+}
+
+/// GET `url` (plain `http://host:port/path`) with `headers`, over HTTP/1.1: the status and the
+/// body (JSON if it parses).
+async fn forward(
+    url: &str,
+    headers: &[(&str, String)],
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("forward= takes an http:// URL")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(authority))
+        .await
+        .context("connecting")??;
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut raw),
+    )
+    .await
+    .context("reading the answer")??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status line")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    Ok((status, value))
+}
+
+/// The payload of a chunked body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 fn json(status: StatusCode, body: String) -> Response {

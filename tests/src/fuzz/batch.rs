@@ -7,7 +7,7 @@ use super::atoms::Atoms;
 use super::mutate::mutate;
 use super::rng::Rng;
 use super::world::{Gen, Labels, ROOT_NAMESPACE, router_labels};
-use super::{kube, registry, security, traffic};
+use super::{kube, registry, security, telemetry, traffic};
 
 /// A proxy as its node would describe it.
 #[derive(Clone, Debug)]
@@ -92,6 +92,9 @@ impl Batch {
         }
         if g.chance(30) {
             objects.push(security::request_authentication(&mut g));
+        }
+        for _ in 0..g.a.rng.range(0, 2) {
+            objects.push(telemetry::telemetry(&mut g));
         }
         if g.chance(20) {
             objects.push(kube::mesh_config(&mut g));

@@ -217,9 +217,58 @@ pub fn mesh_config(g: &mut Gen) -> Value {
     if g.chance(20) {
         mesh.push_str(&format!("enableAutoMtls: {}\n", g.chance(50)));
     }
+    mesh.push_str(&observability(g));
     if g.hostile() && g.chance(20) {
         mesh.push_str(": not yaml [\n");
     }
     json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "istio", "namespace": ROOT_NAMESPACE}, "data": {"mesh": mesh}})
+}
+
+/// Access-log and tracing settings: a log file and its format (now and then one Envoy refuses),
+/// a Zipkin address, extension providers on services of the batch.
+fn observability(g: &mut Gen) -> String {
+    let mut mesh = String::new();
+    if g.chance(40) {
+        mesh.push_str("accessLogFile: /dev/stdout\n");
+        if g.chance(40) {
+            mesh.push_str("accessLogEncoding: JSON\n");
+        } else if g.chance(30) {
+            let format = if g.hostile() {
+                "%NOT_A_COMMAND%"
+            } else {
+                "[%START_TIME%] %REQ(:METHOD)% %RESPONSE_CODE%"
+            };
+            mesh.push_str(&format!("accessLogFormat: {}\n", json!(format)));
+        }
+    }
+    if g.chance(30) {
+        mesh.push_str(&format!(
+            "defaultConfig:\n  tracing:\n    sampling: {}\n    zipkin:\n      address: zipkin.istio-system:9411\n",
+            g.a.rng.range(0, 100)
+        ));
+    }
+    if g.chance(40) {
+        let host = g
+            .world
+            .services
+            .first()
+            .map(|s| format!("{}.{}.svc.cluster.local", s.name, s.namespace))
+            .unwrap_or_else(|| "zipkin.istio-system.svc.cluster.local".to_string());
+        let port = g
+            .world
+            .services
+            .first()
+            .and_then(|s| s.ports.first().copied())
+            .unwrap_or(9411);
+        mesh.push_str(&format!(
+            "extensionProviders:\n- name: zipkin\n  zipkin: {{service: {host}, port: {port}}}\n\
+             - name: otel\n  opentelemetry: {{service: {host}, port: {port}}}\n\
+             - name: json-file\n  envoyFileAccessLog: {{path: /dev/stdout, logFormat: {{labels: {{code: \"%RESPONSE_CODE%\"}}}}}}\n"
+        ));
+        if g.chance(50) {
+            mesh.push_str("defaultProviders:\n  tracing: [zipkin]\n");
+        }
+    }
+    mesh
 }

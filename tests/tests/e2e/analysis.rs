@@ -18,7 +18,8 @@ use crate::support::write_readable;
 const REPORTED: Duration = Duration::from_secs(15);
 
 /// Objects with something to say about each: a mesh config that cannot be read, a schema error,
-/// a dangling reference, an unknown load balancer, and a document that does not parse.
+/// a dangling reference, an unknown load balancer, a Telemetry sampling more than every request,
+/// and a document that does not parse.
 const OBJECTS: &str = "apiVersion: v1
 kind: Namespace
 metadata: {name: istio-system}
@@ -65,6 +66,12 @@ metadata: {name: bad-lb, namespace: shop}
 spec:
   host: web.shop.svc.cluster.local
   trafficPolicy: {loadBalancer: {simple: SOMETIMES}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: too-many, namespace: shop}
+spec:
+  tracing: [{randomSamplingPercentage: 101}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -117,6 +124,7 @@ fn assert_expected(lines: &BTreeSet<String>) {
         "Error [IST0106] VirtualService shop/bad-timeout spec.http[0].timeout",
         "Warning [IST0101] VirtualService shop/dangling",
         "Error [IST0106] DestinationRule shop/bad-lb",
+        "Error [IST0106] Telemetry shop/too-many spec.tracing[0].randomSamplingPercentage",
         "invalid: VirtualService shop/broken",
     ] {
         assert!(

@@ -1,14 +1,14 @@
 //! The HTTP connection manager inside a listener, from
 //! `source/extensions/filters/network/http_connection_manager/config.cc`: its HTTP filters end
-//! with the one terminal filter, upgrade types are unique (case-insensitively), and an inline
-//! route table follows the route table rules.
+//! with the one terminal filter, upgrade types are unique (case-insensitively), its access logs
+//! parse, and an inline route table follows the route table rules.
 
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
 };
 
 use super::filter_chain_order::{Chain, Filter, order};
-use super::{Violation, join, route};
+use super::{Violation, access_log, join, route};
 
 pub(super) fn check(hcm: &HttpConnectionManager, path: &str, out: &mut Vec<Violation>) {
     let filters: Vec<Filter> = hcm
@@ -41,6 +41,7 @@ pub(super) fn check(hcm: &HttpConnectionManager, path: &str, out: &mut Vec<Viola
         }
         seen.push(lower);
     }
+    access_log::check(&hcm.access_log, &join(path, "access_log"), out);
     if let Some(RouteSpecifier::RouteConfig(table)) = &hcm.route_specifier {
         route::check_at(table, &join(path, "route_config"), out);
     }

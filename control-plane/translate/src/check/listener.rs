@@ -1,16 +1,18 @@
 //! Listener rules beyond protoc-gen-validate, from
 //! `source/common/listener_manager/listener_impl.cc`: an IP address, at least one filter chain,
 //! chains that never match the same connection, network filters ending with a terminal one,
-//! listener filters with a config, and the HTTP connection managers inside.
+//! listener filters with a config, access logs that parse, and the HTTP connection managers
+//! inside.
 
 use meshd_proto::pb::envoy::config::listener::v3::{
     FilterChain, Listener, filter, listener_filter,
 };
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use meshd_proto::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 
 use super::address::check_ip;
 use super::filter_chain_order::{Chain, Filter, order};
-use super::{Violation, filter_chain, http, join};
+use super::{Violation, access_log, filter_chain, http, join};
 
 pub(super) fn check(listener: &Listener) -> Vec<Violation> {
     let mut out = Vec::new();
@@ -28,6 +30,7 @@ pub(super) fn check(listener: &Listener) -> Vec<Violation> {
             "no filter chains specified",
         ));
     }
+    access_log::check(&listener.access_log, "access_log", &mut out);
     filter_chain::check(&listener.filter_chains, &mut out);
     for (i, chain) in listener.filter_chains.iter().enumerate() {
         filters(chain, &format!("filter_chains[{i}]"), &mut out);
@@ -70,10 +73,14 @@ fn filters(chain: &FilterChain, path: &str, out: &mut Vec<Violation>) {
     let path = join(path, "filters");
     order(Chain::Network, &list, &path, out);
     for (i, f) in chain.filters.iter().enumerate() {
-        if let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type
-            && let Some(hcm) = meshd_proto::unpack::<HttpConnectionManager>(any)
-        {
-            http::check(&hcm, &join(&path, &format!("[{i}].typed_config")), out);
+        let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+            continue;
+        };
+        let at = join(&path, &format!("[{i}].typed_config"));
+        if let Some(hcm) = meshd_proto::unpack::<HttpConnectionManager>(any) {
+            http::check(&hcm, &at, out);
+        } else if let Some(tcp) = meshd_proto::unpack::<TcpProxy>(any) {
+            access_log::check(&tcp.access_log, &join(&at, "access_log"), out);
         }
     }
 }

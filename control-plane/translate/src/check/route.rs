@@ -182,7 +182,7 @@ fn headers(
                 ));
             }
             let value = option.header.as_ref().map_or("", |h| h.value.as_str());
-            if let Some(problem) = super::header_format::problem(value) {
+            if let Some(problem) = meshd_model::syntax::envoy_format::problem(value) {
                 out.push(Violation::new(
                     join(path, &format!("{field}[{i}].header.value")),
                     problem,

@@ -60,6 +60,22 @@ fn http(more: Value, vhosts: Value) -> Value {
     )
 }
 
+/// A file access logger writing `format` (text), with a CEL `filter` if given.
+fn access_log(format: &str, filter: Option<&str>) -> Value {
+    let mut log = json!({"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": "/dev/null",
+        "log_format": {"text_format_source": {"inline_string": format}}}});
+    if let Some(expression) = filter {
+        log["filter"] = json!({"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": expression}}});
+    }
+    log
+}
+
 fn any_host() -> Value {
     json!([{"name": "a", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}])
 }
@@ -225,6 +241,33 @@ pub fn cases() -> Vec<Case> {
             tls_chain(json!({"validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": {"ads": {}}}})),
             tls_chain(json!({"tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": {"ads": {}}}]})),
             "No TLS certificates found for server context",
+        ),
+        Case::one(
+            "access log formats name commands Envoy knows",
+            LISTENER,
+            http(json!({"access_log": [access_log("%NOT_A_COMMAND%\n", None)]}), any_host()),
+            http(json!({"access_log": [access_log("[%START_TIME%] %REQ(:METHOD)%\n", None)]}), any_host()),
+            "Not supported field in StreamInfo",
+        ),
+        Case::one(
+            "access log filters are CEL expressions Envoy can build",
+            LISTENER,
+            http(
+                json!({"access_log": [access_log("%RESPONSE_CODE%\n", Some("request.path.lowerAscii() == '/'"))]}),
+                any_host(),
+            ),
+            http(
+                json!({"access_log": [access_log("%RESPONSE_CODE%\n", Some("response.code >= 500"))]}),
+                any_host(),
+            ),
+            "failed to create an expression",
+        ),
+        Case::one(
+            "TCP proxies' access logs parse too",
+            LISTENER,
+            one_chain(json!([tcp_proxy().tap(|t| t["typed_config"]["access_log"] = json!([access_log("%REQ%\n", None)]))])),
+            one_chain(json!([tcp_proxy().tap(|t| t["typed_config"]["access_log"] = json!([access_log("%BYTES_SENT%\n", None)]))])),
+            "requires parameters",
         ),
         Case::one(
             "typed configs of network filters follow their own type's rules",

@@ -462,13 +462,18 @@ fn an_unlabelled_pod_names_its_own_cluster_and_workload() {
     assert_eq!(node["metadata"]["LABELS"], json!({}));
 }
 
+/// pilot-agent names the node cluster (the service name of spans) by `app` first, then
+/// `app.kubernetes.io/name`, then the canonical-name label (`serviceClusterOrDefault`, kept so for
+/// users with both labels); the canonical name is what span tags carry.
 #[test]
-fn the_canonical_name_label_wins_over_app_for_the_node_cluster() {
+fn app_wins_over_the_canonical_name_label_for_the_node_cluster() {
     let mut params = params();
     params.labels.insert(
         "service.istio.io/canonical-name".to_string(),
         "ratings".to_string(),
     );
+    assert_eq!(json_of(&params)["node"]["cluster"], "reviews.bookinfo");
+    params.labels.remove("app");
     assert_eq!(json_of(&params)["node"]["cluster"], "ratings.bookinfo");
 }
 

@@ -1,7 +1,7 @@
-//! Header values Envoy formats: `%COMMAND%` and `%COMMAND(args)%` must name a command Envoy 1.40
-//! knows (`Formatter::SubstitutionFormatParser`, the stream-info and HTTP built-in command
+//! Strings Envoy formats (added header values, access-log formats, span tags): `%COMMAND%` and
+//! `%COMMAND(args)%` must name a command Envoy 1.40 knows (`Formatter::SubstitutionFormatParser`, the stream-info and HTTP built-in command
 //! parsers, the CEL and METADATA formatters it links), and commands that read something need
-//! their argument. Envoy refuses the whole route table otherwise ("Not supported field in
+//! their argument. Envoy refuses the whole route table or listener otherwise ("Not supported field in
 //! StreamInfo: X", "X requires parameters"). Calibrated against Envoy 1.40 in validate mode.
 
 /// Commands that take no argument or an optional one.
@@ -134,9 +134,9 @@ const COMMANDS_WITH_ARGUMENT: [&str; 13] = [
     "UPSTREAM_METADATA",
 ];
 
-/// Why Envoy would refuse `value` as a formatted header value, if it would. `%%` is a literal
+/// Why Envoy would refuse `value` as a formatted string, if it would. `%%` is a literal
 /// `%`; a `%` that opens nothing Envoy can parse is refused as well.
-pub(crate) fn problem(value: &str) -> Option<String> {
+pub fn problem(value: &str) -> Option<String> {
     let mut rest = value;
     while let Some(at) = rest.find('%') {
         let after = &rest[at + 1..];
