@@ -48,6 +48,9 @@ pub struct SnapshotDiff {
     pub request_authentications: bool,
     /// Kubernetes Secrets (gateway credentials over SDS).
     pub secrets: bool,
+    /// Telemetries: the access logs and tracers of every listener's connection managers and
+    /// TCP proxies, and the proxies' scopes.
+    pub telemetry: bool,
 }
 
 impl SnapshotDiff {
@@ -69,6 +72,9 @@ impl SnapshotDiff {
             request_authentications: old.request_authentications != new.request_authentications,
             secrets: !Arc::ptr_eq(&old.objects, &new.objects)
                 && !of_kind(&old.objects, Kind::Secret).eq(of_kind(&new.objects, Kind::Secret)),
+            telemetry: !Arc::ptr_eq(&old.objects, &new.objects)
+                && !of_kind(&old.objects, Kind::Telemetry)
+                    .eq(of_kind(&new.objects, Kind::Telemetry)),
             ..SnapshotDiff::default()
         };
         if diff.services {
@@ -146,7 +152,7 @@ impl SnapshotDiff {
         let shared = self.mesh || self.services || self.sidecars || self.gateways;
         match type_url {
             type_url::CLUSTER => shared || self.cluster_endpoints || self.destination_rules,
-            type_url::LISTENER => shared || self.virtual_services,
+            type_url::LISTENER => shared || self.virtual_services || self.telemetry,
             type_url::ROUTE => shared || self.virtual_services || self.destination_rules,
             _ => true,
         }
@@ -166,11 +172,17 @@ impl SnapshotDiff {
         // A proxy's scope (the key of its shared outbound lists) reads its Pod's labels, the
         // Sidecars, the `sourceLabels` of VirtualServices and the selectors of DestinationRules:
         // when they differ, a proxy may now read another scope's lists.
-        let scopes = pods || self.sidecars || self.virtual_services || self.destination_rules;
+        // Scopes also name the Telemetries that select the workload.
+        let scopes = pods
+            || self.sidecars
+            || self.virtual_services
+            || self.destination_rules
+            || self.telemetry;
         // Inbound clusters: the workload's served ports; listeners also its Pod and the policies
         // that select it.
         let inbound_clusters = self.mesh || any_connected(&self.served_ports);
         let inbound_listeners = inbound_clusters
+            || self.telemetry
             || pods
             || self.peer_authentications
             || self.authorization_policies

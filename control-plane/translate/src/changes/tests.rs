@@ -238,3 +238,26 @@ fn a_new_service_touches_every_outbound_type_and_its_own_endpoints() {
         assert!(diff.outbound(ty), "{ty}");
     }
 }
+
+#[test]
+fn a_telemetry_changes_listeners_and_scopes_not_clusters_or_endpoints() {
+    let diff = diff_to(&edited(
+        "",
+        "",
+        "---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: logs, namespace: shop}
+spec: {accessLogging: [{providers: [{name: envoy}]}]}
+",
+    ));
+    assert!(diff.telemetry);
+    assert!(diff.outbound(type_url::LISTENER));
+    assert!(!diff.outbound(type_url::CLUSTER));
+    assert!(diff.eds_hosts.is_empty());
+    // Scopes name the Telemetries that select a workload: every type a scope keys is asked again.
+    assert_eq!(
+        short(&diff.pushed_types(false, nobody)),
+        ["CDS", "LDS", "RDS"]
+    );
+}
