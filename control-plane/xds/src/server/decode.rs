@@ -2,7 +2,7 @@
 //!
 //! tonic's decoder, like its encoder, keeps a buffer per stream grown to the largest message (a
 //! SotW EDS request names every cluster: ≈80 KiB per Envoy). Here a buffer holds only a message
-//! still arriving, and a large one is let go as soon as it is empty.
+//! still arriving, and is let go as soon as it is empty.
 
 use std::future::poll_fn;
 use std::marker::PhantomData;
@@ -14,9 +14,6 @@ use prost::Message;
 use tonic::{Code, Status};
 
 use crate::wire::GRPC_HEADER;
-
-/// A buffer this large is dropped rather than kept once empty.
-const KEEP_UP_TO: usize = 8 * 1024;
 
 /// The messages of a request body, in order.
 pub(crate) struct RequestStream<T> {
@@ -88,7 +85,9 @@ impl<T: Message + Default> RequestStream<T> {
         let message =
             T::decode(body).map_err(|e| Status::internal(format!("decoding a request: {e}")))?;
         self.buf.advance(GRPC_HEADER + len);
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_UP_TO {
+        if self.buf.is_empty() {
+            // An emptied buffer still holds its allocation (however little `capacity()` says is
+            // left after the read position): let it go, the next message allocates what it needs.
             self.buf = BytesMut::new();
         }
         Ok(Some(message))
