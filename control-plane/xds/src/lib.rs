@@ -15,6 +15,7 @@ mod connections;
 pub mod fuzzing;
 mod metrics;
 mod names;
+mod request;
 mod resource;
 mod server;
 mod state;
