@@ -15,6 +15,7 @@ use meshd_proto::pb::envoy::service::discovery::v3::{
 };
 use meshd_proto::type_url::{self, CLUSTER, ENDPOINT, PUSH_ORDER};
 
+use crate::request::SotwRequest;
 use crate::state::delta::DeltaType;
 use crate::state::sotw::SotwType;
 use crate::state::{TypeState, served};
@@ -103,7 +104,7 @@ impl SotwStream {
             .types
             .entry(type_url)
             .or_insert_with(|| SotwType::new(type_url));
-        let outcome = state.on_request(request);
+        let outcome = state.on_request(&SotwRequest::from(request));
         let _ = state.nack_suspects();
         self.client_answered(type_url, request);
         if !outcome.respond {

@@ -16,6 +16,7 @@ pub mod fuzzing;
 mod metrics;
 mod names;
 mod protobuf;
+mod request;
 mod resource;
 mod server;
 mod state;

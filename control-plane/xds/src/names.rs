@@ -74,18 +74,19 @@ struct Interner {
 
 static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(Mutex::default);
 
-fn hash_list<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> u64 {
+fn hash_list<'a>(names: impl ExactSizeIterator<Item = &'a [u8]>) -> u64 {
     let mut hash = StableHasher::new();
     hash.word(names.len() as u64);
     for name in names {
-        hash.bytes(name.as_bytes());
+        hash.bytes(name);
     }
     hash.finish()
 }
 
-/// The shared [`Names`] for a list of names as a client sent it.
-pub(crate) fn intern(names: &[String]) -> Arc<Names> {
-    let as_sent = hash_list(names.iter().map(String::as_str));
+/// The shared [`Names`] for a list of names as a client sent it (names that are not UTF-8, which
+/// decoding refuses, are left out).
+pub(crate) fn intern<N: AsRef<[u8]>>(names: &[N]) -> Arc<Names> {
+    let as_sent = hash_list(names.iter().map(AsRef::as_ref));
     if let Some(known) = INTERNER
         .lock()
         .as_sent
@@ -94,7 +95,10 @@ pub(crate) fn intern(names: &[String]) -> Arc<Names> {
     {
         return known;
     }
-    let mut sorted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut sorted: Vec<&str> = names
+        .iter()
+        .filter_map(|n| std::str::from_utf8(n.as_ref()).ok())
+        .collect();
     sorted.sort_unstable();
     sorted.dedup();
     intern_sorted(&sorted, Some(as_sent))
@@ -102,7 +106,7 @@ pub(crate) fn intern(names: &[String]) -> Arc<Names> {
 
 /// The shared [`Names`] for a sorted list of distinct names.
 pub(crate) fn intern_sorted(sorted: &[&str], as_sent: Option<u64>) -> Arc<Names> {
-    let key = hash_list(sorted.iter().copied());
+    let key = hash_list(sorted.iter().map(|n| n.as_bytes()));
     let mut interner = INTERNER.lock();
     let found = interner.sorted.get(&key).and_then(|candidates| {
         candidates

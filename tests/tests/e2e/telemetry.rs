@@ -56,14 +56,18 @@ fn log_dir(mesh: &Mesh) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// `sleep` calls Service `echo` (the `echo` pod), both with sidecars; `mesh_config` and `extra`
-/// documents from the start.
+/// `sleep` calls Service `echo` (the `echo` pod: HTTP on 8080, line echo on 9000), both with
+/// sidecars; `mesh_config` and `extra` documents from the start.
 fn echo_mesh(mesh: Mesh, mesh_config: &str, extra: Vec<String>) -> anyhow::Result<Env> {
     let env = MeshSetup::new()
-        .config([echo_service("echo", ECHO_VIP, &[("http", 8080)])])
+        .config([echo_service(
+            "echo",
+            ECHO_VIP,
+            &[("http", 8080), ("tcp-echo", 9000)],
+        )])
         .config(extra)
         .mesh_config(mesh_config)
-        .app(echo_pod("echo", SERVER_IP)?, &[8080], &[])
+        .app(echo_pod("echo", SERVER_IP)?, &[8080], &[9000])
         .caller(client_pod("sleep", CLIENT_IP)?)
         .start_in(mesh)?;
     Ok(Env {
@@ -114,7 +118,8 @@ fn parse_text_line(line: &str) -> Option<Vec<String>> {
 }
 
 #[test]
-fn every_request_leaves_a_line_in_istios_text_format_on_both_sidecars() -> anyhow::Result<()> {
+fn every_request_and_connection_leaves_a_line_in_istios_text_format_on_both_sidecars()
+-> anyhow::Result<()> {
     let mesh = Mesh::new()?;
     let log = log_dir(&mesh)?.join("access.log");
     let env = echo_mesh(
@@ -504,7 +509,7 @@ fn sampling_0_percent_sends_no_spans_and_a_telemetry_raising_it_to_100_sends_all
 /// What Istio's control-plane dashboard (`pilot.libsonnet`, `lib/queries.libsonnet`) queries of
 /// istiod, with the labels it groups by; each has series once a proxy has connected and fetched
 /// its config.
-const DASHBOARD_SERIES: [(&str, &[&str]); 11] = [
+const DASHBOARD_SERIES: [(&str, &[&str]); 12] = [
     ("istio_build", &["component", "tag"]),
     ("pilot_xds_pushes", &["type"]),
     ("pilot_xds", &[]),
@@ -516,17 +521,13 @@ const DASHBOARD_SERIES: [(&str, &[&str]); 11] = [
     ("pilot_push_triggers", &[]),
     ("pilot_services", &[]),
     ("sidecar_injection_success_total", &[]),
+    ("sidecar_injection_failure_total", &[]),
 ];
 
-/// Families the dashboard queries that have series only once something happened (a validation,
-/// a Kubernetes event); declared from the start, with istiod's type.
-const DASHBOARD_FAMILIES: [&str; 5] = [
-    "# TYPE galley_validation_passed counter",
-    "# TYPE galley_validation_failed counter",
-    "# TYPE pilot_k8s_reg_events counter",
-    "# TYPE pilot_k8s_cfg_events counter",
-    "# TYPE sidecar_injection_failure_total counter",
-];
+// The dashboard's other queries, `pilot_k8s_reg_events`/`pilot_k8s_cfg_events` and
+// `galley_validation_passed`/`failed`, have series (and, as with istiod, appear at all) only once
+// a Kubernetes event or a validation happened: `kubernetes_events_are_counted_as_istiod_counts_them`
+// below and the admission webhook's unit tests cover them.
 
 #[test]
 fn metrics_carry_every_series_istios_control_plane_dashboard_queries() -> anyhow::Result<()> {
@@ -549,12 +550,6 @@ fn metrics_carry_every_series_istios_control_plane_dashboard_queries() -> anyhow
                 "{name} without label {label}: {series:?}"
             );
         }
-    }
-    for family in DASHBOARD_FAMILIES {
-        assert!(
-            text.lines().any(|l| l == family),
-            "{family} missing from\n{text}"
-        );
     }
     for line in [
         "istio_build{component=\"pilot\"",

@@ -2,21 +2,18 @@
 //!
 //! tonic's decoder, like its encoder, keeps a buffer per stream grown to the largest message (a
 //! SotW EDS request names every cluster: ≈80 KiB per Envoy). Here a buffer holds only a message
-//! still arriving, and a large one is let go as soon as it is empty.
+//! still arriving, and is let go as soon as it is empty.
 
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::pin::Pin;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http_body::Body as _;
-use prost::Message;
 use tonic::{Code, Status};
 
+use crate::request::Decode;
 use crate::wire::GRPC_HEADER;
-
-/// A buffer this large is dropped rather than kept once empty.
-const KEEP_UP_TO: usize = 8 * 1024;
 
 /// The messages of a request body, in order.
 pub(crate) struct RequestStream<T> {
@@ -27,7 +24,7 @@ pub(crate) struct RequestStream<T> {
     _message: PhantomData<fn() -> T>,
 }
 
-impl<T: Message + Default> RequestStream<T> {
+impl<T: Decode> RequestStream<T> {
     pub(crate) fn new(body: tonic::body::Body, max_message_size: usize) -> Self {
         Self {
             body,
@@ -82,13 +79,16 @@ impl<T: Message + Default> RequestStream<T> {
                 self.max_message_size
             )));
         }
-        let Some(body) = self.buf.get(GRPC_HEADER..GRPC_HEADER + len) else {
+        if self.buf.len() < GRPC_HEADER + len {
             return Ok(None);
-        };
-        let message =
-            T::decode(body).map_err(|e| Status::internal(format!("decoding a request: {e}")))?;
-        self.buf.advance(GRPC_HEADER + len);
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_UP_TO {
+        }
+        // Frozen, not copied: a message may keep slices of its bytes (a SotW request's names).
+        let frame = self.buf.split_to(GRPC_HEADER + len).freeze();
+        let message = T::decode_message(frame.slice(GRPC_HEADER..))
+            .map_err(|e| Status::internal(format!("decoding a request: {e}")))?;
+        if self.buf.is_empty() {
+            // An emptied buffer still holds its allocation (however little `capacity()` says is
+            // left after the read position): let it go, the next message allocates what it needs.
             self.buf = BytesMut::new();
         }
         Ok(Some(message))
@@ -100,8 +100,10 @@ mod tests {
     use bytes::Bytes;
     use http_body_util::StreamBody;
     use meshd_proto::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use prost::Message;
 
     use super::*;
+    use crate::request::SotwRequest;
 
     fn frame(message: &DiscoveryRequest) -> Vec<u8> {
         let body = message.encode_to_vec();
@@ -111,7 +113,7 @@ mod tests {
         out
     }
 
-    fn stream_of(chunks: Vec<Vec<u8>>) -> RequestStream<DiscoveryRequest> {
+    fn stream_of(chunks: Vec<Vec<u8>>) -> RequestStream<SotwRequest> {
         let frames = chunks
             .into_iter()
             .map(|c| Ok::<_, Status>(http_body::Frame::data(Bytes::from(c))));
@@ -144,9 +146,10 @@ mod tests {
             at = cut;
         }
         let mut stream = stream_of(chunks);
-        assert_eq!(stream.message().await.ok(), Some(Some(a.clone())));
-        assert_eq!(stream.message().await.ok(), Some(Some(b)));
-        assert_eq!(stream.message().await.ok(), Some(Some(a)));
+        let read = |r: &DiscoveryRequest| Some(Some(SotwRequest::from(r)));
+        assert_eq!(stream.message().await.ok(), read(&a));
+        assert_eq!(stream.message().await.ok(), read(&b));
+        assert_eq!(stream.message().await.ok(), read(&a));
         assert_eq!(
             stream.buf.capacity(),
             0,

@@ -8,7 +8,7 @@ use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use meshd_proto::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use meshd_proto::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::server::NamedService;
@@ -16,6 +16,7 @@ use tonic::server::NamedService;
 use super::body::ResponseBody;
 use super::decode::RequestStream;
 use super::{AdsServer, MAX_MESSAGE_SIZE, STREAM_QUEUE, delta, session, sotw};
+use crate::request::{Decode, SotwRequest};
 use crate::{ConnectionInfo, Generator};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -69,7 +70,7 @@ impl<G: Generator> tower::Service<Request> for AdsService<G> {
 
     fn call(&mut self, request: Request) -> Self::Future {
         let response = match request.uri().path() {
-            SOTW => self.open::<sotw::SotwStream<G>, DiscoveryRequest>(request),
+            SOTW => self.open::<sotw::SotwStream<G>, SotwRequest>(request),
             DELTA => self.open::<delta::DeltaStream<G>, DeltaDiscoveryRequest>(request),
             _ => Err(Status::unimplemented("")),
         };
@@ -82,7 +83,7 @@ impl<G: Generator> AdsService<G> {
     fn open<P, R>(&self, request: Request) -> Result<Response, Status>
     where
         P: session::Protocol<Gen = G, Request = R>,
-        R: prost::Message + Default + Send + Sync + 'static,
+        R: Decode + Send + Sync + 'static,
     {
         if let Some(encoding) = request.headers().get("grpc-encoding")
             && encoding != "identity"

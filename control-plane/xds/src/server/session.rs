@@ -12,6 +12,7 @@ use tonic::Status;
 use super::Shared;
 use super::decode::RequestStream;
 use crate::connections::{Connection, Registration};
+use crate::request::Decode;
 use crate::state::{Outcome, Reply, TypeState, served};
 use crate::wire::Encoded;
 use crate::{ConnectionInfo, Generator, Node, Push, ResourceSet};
@@ -24,7 +25,7 @@ pub(crate) struct ClientGone;
 /// SotW or Delta, as seen by [`run`].
 pub(crate) trait Protocol: Send + Sized + 'static {
     type Gen: Generator;
-    type Request: prost::Message + Default + Send + Sync + 'static;
+    type Request: Decode + Send + Sync + 'static;
     type State: TypeState<Request = Self::Request>;
     const DELTA: bool;
 

@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use meshd_proto::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use meshd_proto::type_url::{CLUSTER, ENDPOINT};
 
 use super::session::{ClientGone, Protocol, Session, changed_since};
+use crate::request::SotwRequest;
 use crate::state::Outcome;
 use crate::state::sotw::SotwType;
 use crate::wire::Encoded;
@@ -52,11 +52,11 @@ impl<G: Generator> SotwStream<G> {
 
 impl<G: Generator> Protocol for SotwStream<G> {
     type Gen = G;
-    type Request = DiscoveryRequest;
+    type Request = SotwRequest;
     type State = SotwType;
     const DELTA: bool = false;
 
-    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+    fn node(request: &SotwRequest) -> Option<&Node> {
         request.node.as_ref()
     }
 
@@ -68,7 +68,7 @@ impl<G: Generator> Protocol for SotwStream<G> {
         &mut self.session
     }
 
-    fn type_url(request: &DiscoveryRequest) -> &str {
+    fn type_url(request: &SotwRequest) -> &str {
         &request.type_url
     }
 

@@ -12,12 +12,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use meshd_proto::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use bytes::Bytes;
 use meshd_proto::type_url;
 
 use super::desired::{Desired, Span, diff};
 use super::{Outcome, Reply, TypeState};
 use crate::names::{Names, intern};
+use crate::request::SotwRequest;
 use crate::version::{format_version, next_nonce};
 use crate::wire::{self, Encoded};
 use crate::{Nack, Resource, ResourceSet, TypeStatus};
@@ -118,7 +119,7 @@ impl SotwType {
 }
 
 impl TypeState for SotwType {
-    type Request = DiscoveryRequest;
+    type Request = SotwRequest;
 
     fn new(type_url: &'static str) -> Self {
         Self {
@@ -140,7 +141,7 @@ impl TypeState for SotwType {
         self.subscribed.as_ref()
     }
 
-    fn on_request(&mut self, request: &DiscoveryRequest) -> Outcome {
+    fn on_request(&mut self, request: &SotwRequest) -> Outcome {
         let subscribed = subscription(self.type_url, &request.resource_names);
 
         // A first request, or one re-sent after a reconnect (the nonce is from another stream):
@@ -240,7 +241,7 @@ impl TypeState for SotwType {
 }
 
 /// CDS and LDS requests with no names (or `*`) are wildcard; other types are named.
-fn subscription(type_url: &str, names: &[String]) -> Option<Arc<Names>> {
+fn subscription(type_url: &str, names: &[Bytes]) -> Option<Arc<Names>> {
     if type_url::is_wildcard(type_url) && (names.is_empty() || names.iter().any(|n| n == "*")) {
         None
     } else {

@@ -1,4 +1,4 @@
-use meshd_proto::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use meshd_proto::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use meshd_proto::pb::google::rpc::Status;
 use meshd_proto::type_url::{CLUSTER, ENDPOINT, ROUTE};
 
@@ -21,24 +21,24 @@ fn mk_set(items: &[(&str, &str)]) -> Vec<Arc<ResourceSet>> {
     )]
 }
 
-fn mk_request(type_url: &str, names: &[&str], nonce: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
+fn mk_request(type_url: &str, names: &[&str], nonce: &str) -> SotwRequest {
+    SotwRequest::from(&DiscoveryRequest {
         type_url: type_url.to_owned(),
         resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
         response_nonce: nonce.to_owned(),
         ..Default::default()
-    }
+    })
 }
 
-fn mk_ack(type_url: &str, names: &[&str], sent: &DiscoveryResponse) -> DiscoveryRequest {
-    DiscoveryRequest {
+fn mk_ack(type_url: &str, names: &[&str], sent: &DiscoveryResponse) -> SotwRequest {
+    SotwRequest {
         version_info: sent.version_info.clone(),
         ..mk_request(type_url, names, &sent.nonce)
     }
 }
 
-fn mk_nack(type_url: &str, names: &[&str], sent: &DiscoveryResponse) -> DiscoveryRequest {
-    DiscoveryRequest {
+fn mk_nack(type_url: &str, names: &[&str], sent: &DiscoveryResponse) -> SotwRequest {
+    SotwRequest {
         error_detail: Some(Status {
             code: 3,
             message: "bad cluster".to_owned(),
@@ -188,7 +188,7 @@ fn an_empty_first_set_is_still_sent() {
 
 #[test]
 fn wildcard_types_treat_star_as_wildcard_and_named_types_do_not() {
-    assert!(subscription(CLUSTER, &["*".to_owned()]).is_none());
+    assert!(subscription(CLUSTER, &[Bytes::from_static(b"*")]).is_none());
     assert!(subscription(CLUSTER, &[]).is_none());
     assert!(subscription(ENDPOINT, &[]).is_some_and(|n| n.is_empty()));
 }
