@@ -43,10 +43,9 @@ fn status(addr: SocketAddr, method: &str, path: &str, timeout: Duration) -> anyh
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
-    )?;
+    // One write: a request in pieces can meet a server that answers after the first one.
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;
     let line = std::str::from_utf8(&head).context("a non-HTTP answer")?;
@@ -105,9 +104,17 @@ mod tests {
             let mut seen = Vec::new();
             for code in codes {
                 let (mut conn, _) = listener.accept().unwrap();
+                // The whole request head, however it arrives.
+                let mut request = Vec::new();
                 let mut buf = [0u8; 512];
-                let n = conn.read(&mut buf).unwrap();
-                let request = String::from_utf8_lossy(&buf[..n]);
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let request = String::from_utf8_lossy(&request);
                 seen.push(request.lines().next().unwrap_or_default().to_owned());
                 write!(conn, "HTTP/1.0 {code} X\r\nContent-Length: 0\r\n\r\n").unwrap();
             }
