@@ -211,8 +211,13 @@ impl SnapshotDiff {
 /// The mesh config asks for access logs or tracers of its own.
 fn observes(mesh: &meshd_model::MeshConfig) -> bool {
     !mesh.access_log_file.is_empty()
-        || mesh.default_config.tracing.is_some()
-        || !mesh.extension_providers.is_empty()
+        || mesh
+            .default_config
+            .tracing
+            .as_ref()
+            .is_some_and(|t| t.zipkin.is_some())
+        || !mesh.default_providers.tracing.is_empty()
+        || !mesh.default_providers.access_logging.is_empty()
 }
 
 /// Keys whose values differ between two maps, or that only one of them has.
