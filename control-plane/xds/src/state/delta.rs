@@ -291,6 +291,7 @@ impl TypeState for DeltaType {
                 reply: Reply::None,
                 respond: true,
                 initial: true,
+                full: false,
             };
         }
         let reply = self.reply(request);
@@ -301,6 +302,7 @@ impl TypeState for DeltaType {
             reply,
             respond,
             initial: false,
+            full: false,
         }
     }
 
