@@ -115,10 +115,9 @@ impl Guard {
         self.drop_clashes(snapshot, type_url, resources, clashes)
     }
 
-    /// The parts of one proxy's response: the `shared` set (screened when it was built) and its
-    /// `own` resources (its inbound ones, screened), without what one response may not hold
-    /// together — the verdicts of [`Self::screen_set`] over both, without decoding the shared set
-    /// per proxy.
+    /// A proxy's response as parts: the `shared` set (screened when built), then its `own`
+    /// (inbound, screened) resources without what clashes — [`Self::screen_set`]'s verdicts over
+    /// both, without decoding the shared set per proxy.
     pub fn screen_parts(
         &self,
         snapshot: &Snapshot,
@@ -143,25 +142,20 @@ impl Guard {
         vec![shared, Arc::new(ResourceSet::new(own))]
     }
 
-    /// The listener addresses of a shared set, indexed once per set version.
+    /// The listener addresses of a shared set, indexed once per set version (under the lock: a
+    /// few hundred small decodes, once per scope).
     fn addresses(&self, shared: &ResourceSet) -> Arc<AddressIndex> {
-        {
-            let mut verdicts = self.verdicts.lock();
-            let generation = verdicts.generation;
-            if let Some((index, used)) = verdicts.addresses.get_mut(&shared.version()) {
-                *used = generation;
-                return Arc::clone(index);
-            }
-        }
-        // Indexed outside the lock; proxies racing on a new set both index it.
-        let bodies: Vec<_> = shared.iter().map(|r| r.body()).collect();
-        let index = Arc::new(AddressIndex::of(&bodies));
         let mut verdicts = self.verdicts.lock();
         let generation = verdicts.generation;
-        verdicts
+        let (index, used) = verdicts
             .addresses
-            .insert(shared.version(), (Arc::clone(&index), generation));
-        index
+            .entry(shared.version())
+            .or_insert_with(|| {
+                let bodies: Vec<_> = shared.iter().map(|r| r.body()).collect();
+                (Arc::new(AddressIndex::of(&bodies)), generation)
+            });
+        *used = generation;
+        Arc::clone(index)
     }
 
     /// `resources` without those `clashes` name, each rejected and blamed.

@@ -62,11 +62,11 @@ fn selected(names: Option<&crate::Names>, name: &str) -> bool {
     names.is_none_or(|n| n.contains(name))
 }
 
-/// What an Envoy that accepts every response would hold of one type.
+/// What an Envoy that accepts every response it does not NACK would hold of one type.
 #[derive(Default)]
 struct ClientView {
-    /// The last response received: its nonce and what it carried.
-    last: Option<(String, Vec<(String, u64)>)>,
+    /// Responses received and not answered yet: nonce, and what each carried.
+    pending: Vec<(String, Vec<(String, u64)>)>,
     held: BTreeMap<String, u64>,
 }
 
@@ -110,7 +110,7 @@ impl SotwStream {
         if !outcome.respond {
             return None;
         }
-        self.respond(type_url, true)
+        self.respond(type_url, outcome.full)
     }
 
     /// A push: each type answers with what changed, if anything did.
@@ -126,29 +126,36 @@ impl SotwStream {
             .collect()
     }
 
-    /// The client accepted the last response if this request names its nonce without an error:
-    /// it applies it (CDS and LDS replace what it holds, other types add to it), then forgets
-    /// what it no longer subscribes to. If that response is the server's latest, the client now
-    /// holds what the server sent.
+    /// A request naming the last response's nonce answers every response received since the last
+    /// answer: the client applied each in order (CDS and LDS replace what it holds, other types add
+    /// to it) but the last if it NACKs it, then forgets what it no longer subscribes to. If it
+    /// accepted the server's latest response, it now holds what the server thinks it sent.
     fn client_answered(&mut self, type_url: &'static str, request: &DiscoveryRequest) {
         let view = self.client.entry(type_url).or_default();
-        let accepted = request.error_detail.is_none()
-            && view
-                .last
-                .as_ref()
-                .is_some_and(|(nonce, _)| *nonce == request.response_nonce);
-        if !accepted {
+        let answers = view
+            .pending
+            .last()
+            .is_some_and(|(nonce, _)| *nonce == request.response_nonce);
+        if !answers {
             return;
         }
         let wildcard = type_url::is_wildcard(type_url);
-        if let Some((_, carried)) = view.last.take() {
+        let mut pending = std::mem::take(&mut view.pending);
+        if request.error_detail.is_some() {
+            pending.pop();
+        }
+        for (_, carried) in pending {
             if wildcard {
                 view.held.clear();
             }
             view.held.extend(carried);
         }
+        if request.error_detail.is_some() {
+            return;
+        }
         let explicit = !request.resource_names.is_empty();
-        if !wildcard || explicit && !request.resource_names.iter().any(|n| n == "*") {
+        let named = !wildcard || explicit && !request.resource_names.iter().any(|n| n == "*");
+        if named {
             view.held
                 .retain(|name, _| request.resource_names.contains(name));
         }
@@ -160,7 +167,7 @@ impl SotwStream {
             return;
         }
         for (name, resource) in &status.resources {
-            if !wildcard && !request.resource_names.contains(name) {
+            if named && !request.resource_names.contains(name) {
                 continue;
             }
             assert_eq!(
@@ -218,7 +225,8 @@ impl SotwStream {
         }
         let _ = status.state();
         assert!(self.types.len() <= PUSH_ORDER.len());
-        self.client.entry(type_url).or_default().last = Some((decoded.nonce.clone(), sent));
+        let view = self.client.entry(type_url).or_default();
+        view.pending.push((decoded.nonce.clone(), sent));
         Some(decoded)
     }
 }
@@ -330,6 +338,8 @@ impl DeltaStream {
 
 #[cfg(test)]
 mod tests {
+    use meshd_proto::pb::google::rpc::Status;
+
     use super::*;
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -376,25 +386,89 @@ mod tests {
     fn the_client_view_catches_a_push_that_leaves_a_change_out() {
         let mut stream = SotwStream::new();
         stream.set_resources(ENDPOINT, &pairs(&[("a", "1")]));
-        let names = vec!["a".to_owned()];
-        let first = DiscoveryRequest {
+        let request = |nonce: &str| DiscoveryRequest {
             type_url: ENDPOINT.to_string(),
-            resource_names: names.clone(),
+            resource_names: vec!["a".to_owned()],
+            response_nonce: nonce.to_owned(),
             ..Default::default()
         };
-        let response = stream.request(&first).unwrap();
-        // Pretend the client got a response that said nothing of `a`'s new version.
+        let first = stream.request(&request("")).unwrap();
+        assert!(stream.request(&request(&first.nonce)).is_none());
         stream.set_resources(ENDPOINT, &pairs(&[("a", "2")]));
         let pushed = stream.push().pop().unwrap();
+        // Pretend the client got a response that said nothing of `a`'s new version.
         if let Some(view) = stream.client.get_mut(ENDPOINT) {
-            view.last = Some((pushed.nonce.clone(), Vec::new()));
-            view.held.insert("a".to_owned(), parse_version("1"));
+            view.pending = vec![(pushed.nonce.clone(), Vec::new())];
         }
-        let _ = response;
-        stream.request(&DiscoveryRequest {
-            response_nonce: pushed.nonce,
-            ..first
-        });
+        stream.request(&request(&pushed.nonce));
+    }
+
+    /// A tiny deterministic generator (xorshift), so a failure here replays.
+    struct Dice(u64);
+
+    impl Dice {
+        fn roll(&mut self, sides: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % sides
+        }
+    }
+
+    #[test]
+    fn random_sotw_and_delta_scripts_keep_every_invariant() {
+        let types = [CLUSTER, ENDPOINT, type_url::LISTENER, type_url::ROUTE];
+        for seed in 1..40u64 {
+            let mut dice = Dice(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let (mut sotw, mut delta) = (SotwStream::new(), DeltaStream::new());
+            for _ in 0..300 {
+                let type_url = types[dice.roll(4) as usize];
+                let names: Vec<String> = (0..dice.roll(5))
+                    .map(|_| format!("r{}", dice.roll(6)))
+                    .collect();
+                match dice.roll(6) {
+                    0 | 1 => {
+                        let resources: Vec<(String, String)> = (0..dice.roll(6))
+                            .map(|i| (format!("r{i}"), format!("{}", dice.roll(3))))
+                            .collect();
+                        sotw.set_resources(type_url, &resources);
+                        delta.set_resources(type_url, &resources);
+                    }
+                    2 => {
+                        sotw.push();
+                        delta.push();
+                    }
+                    roll => {
+                        let error = (roll == 3 && dice.roll(3) == 0).then(|| Status {
+                            code: 3,
+                            message: "no".to_owned(),
+                            details: vec![],
+                        });
+                        let nonce = match dice.roll(4) {
+                            0 => String::new(),
+                            1 => "garbage".to_owned(),
+                            _ => sotw.last_nonce(type_url).unwrap_or_default(),
+                        };
+                        sotw.request(&DiscoveryRequest {
+                            type_url: type_url.to_owned(),
+                            resource_names: names.clone(),
+                            response_nonce: nonce,
+                            error_detail: error.clone(),
+                            ..Default::default()
+                        });
+                        let split = dice.roll(names.len() as u64 + 1) as usize;
+                        delta.request(&DeltaDiscoveryRequest {
+                            type_url: type_url.to_owned(),
+                            resource_names_subscribe: names[..split].to_vec(),
+                            resource_names_unsubscribe: names[split..].to_vec(),
+                            response_nonce: delta.last_nonce(type_url).unwrap_or_default(),
+                            error_detail: error,
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        }
     }
 
     #[test]

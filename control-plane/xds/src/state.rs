@@ -51,6 +51,9 @@ pub(crate) struct Outcome {
     pub respond: bool,
     /// The first request for this type on this stream: a response is owed even if it is empty.
     pub initial: bool,
+    /// SotW: answer with everything requested, changed or not. Off for a push that waited for
+    /// this answer, which carries only what changed.
+    pub full: bool,
 }
 
 /// What a request said about the previous response of its type.

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 
-use crate::Resource;
 use crate::protobuf::{key, put_string, put_varint, put_version, string_len, varint_len};
 use crate::version::format_version;
 
@@ -122,9 +121,13 @@ pub(crate) fn sotw(version: u64, type_url: &str, nonce: &str, runs: &[Bytes]) ->
     w.finish()
 }
 
+/// What a Delta response says of one resource: its name, its version, and its `resources` entry
+/// as [`any_field`] wrote it.
+pub(crate) type DeltaEntry<'a> = (&'a str, u64, &'a Bytes);
+
 /// One Delta `Resource` message: version, the shared `resource` entry, name.
-fn delta_resource_len(resource: &Resource) -> usize {
-    string_len(16) + resource.field().len() + string_len(resource.name().len())
+fn delta_resource_len((name, _, field): DeltaEntry<'_>) -> usize {
+    string_len(16) + field.len() + string_len(name.len())
 }
 
 /// A Delta response carrying `resources` and removing `removed`.
@@ -132,7 +135,7 @@ pub(crate) fn delta<'a>(
     system_version: u64,
     type_url: &str,
     nonce: &str,
-    resources: impl Iterator<Item = &'a Arc<Resource>> + Clone,
+    resources: impl Iterator<Item = DeltaEntry<'a>> + Clone,
     removed: &[Arc<str>],
 ) -> Encoded {
     let system_version = format_version(system_version);
@@ -146,9 +149,10 @@ pub(crate) fn delta<'a>(
         let inner = delta_resource_len(resource);
         message_len += 1 + varint_len(inner as u64) + inner;
         // The field's key and length, the version and the name are written per response.
-        small += 1 + varint_len(inner as u64) + string_len(16) + string_len(resource.name().len());
-        if resource.field().len() <= INLINE_MAX {
-            small += resource.field().len();
+        let (name, _, field) = resource;
+        small += 1 + varint_len(inner as u64) + string_len(16) + string_len(name.len());
+        if field.len() <= INLINE_MAX {
+            small += field.len();
         }
         count += 1;
     }
@@ -157,11 +161,12 @@ pub(crate) fn delta<'a>(
     w.string(1, &system_version);
     for resource in resources {
         let inner = delta_resource_len(resource);
+        let (name, version, field) = resource;
         w.scratch.put_u8(key(2));
         put_varint(&mut w.scratch, inner as u64);
-        put_version(&mut w.scratch, 1, resource.version());
-        w.shared(resource.field());
-        w.string(3, resource.name());
+        put_version(&mut w.scratch, 1, version);
+        w.shared(field);
+        w.string(3, name);
     }
     w.string(4, type_url);
     w.string(5, nonce);
@@ -179,7 +184,7 @@ mod tests {
 
     use super::*;
     use crate::Any;
-    use crate::ResourceSet;
+    use crate::protobuf::{any_field, any_of_field};
 
     fn mk_any(type_url: &str, len: usize) -> Any {
         Any {
@@ -195,22 +200,22 @@ mod tests {
         ]
     }
 
+    /// Neighbouring entries joined, as a set's buffer holds them.
+    fn run(fields: &[Bytes]) -> Bytes {
+        fields.concat().into()
+    }
+
     #[test]
     fn a_sotw_response_is_what_prost_encodes() {
         let type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
         let bodies: Vec<Any> = sizes().into_iter().map(|n| mk_any(type_url, n)).collect();
-        let set = ResourceSet::new(
-            bodies
-                .iter()
-                .enumerate()
-                .map(|(i, body)| Arc::new(Resource::new(format!("r{i:02}"), body))),
-        );
-        let runs = vec![set.run(0, 3), set.run(3, 4), set.run(5, set.len())];
+        let fields: Vec<Bytes> = bodies.iter().map(any_field).collect();
+        let runs = vec![run(&fields[..3]), run(&fields[3..4]), run(&fields[5..])];
         let encoded = sotw(7, type_url, "nonce-1", &runs);
 
         let expected = DiscoveryResponse {
             version_info: format_version(7),
-            resources: (0..set.len())
+            resources: (0..bodies.len())
                 .filter(|i| *i != 4)
                 .map(|i| bodies[i].clone())
                 .collect(),
@@ -244,25 +249,36 @@ mod tests {
     #[test]
     fn a_delta_response_is_what_prost_encodes() {
         let type_url = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-        let resources: Vec<Arc<Resource>> = sizes()
+        let resources: Vec<(String, u64, Any)> = sizes()
             .into_iter()
             .enumerate()
             .map(|(i, n)| {
-                let name = "n".repeat(i * 20 + 1);
-                Arc::new(Resource::new(name, &mk_any(type_url, n)))
+                (
+                    "n".repeat(i * 20 + 1),
+                    i as u64 * 0x1234_5678_9abc,
+                    mk_any(type_url, n),
+                )
             })
             .collect();
+        let fields: Vec<Bytes> = resources
+            .iter()
+            .map(|(_, _, body)| any_field(body))
+            .collect();
+        let entries = resources
+            .iter()
+            .zip(&fields)
+            .map(|((name, version, _), field)| (name.as_str(), *version, field));
         let removed: Vec<Arc<str>> = vec!["gone".into(), "x".repeat(200).into()];
-        let encoded = delta(9, type_url, "nonce-2", resources.iter(), &removed);
+        let encoded = delta(9, type_url, "nonce-2", entries, &removed);
 
         let expected = DeltaDiscoveryResponse {
             system_version_info: format_version(9),
             resources: resources
                 .iter()
-                .map(|r| WireResource {
-                    name: r.name().to_owned(),
-                    version: format_version(r.version()),
-                    resource: Some(r.body()),
+                .map(|(name, version, body)| WireResource {
+                    name: name.clone(),
+                    version: format_version(*version),
+                    resource: Some(body.clone()),
                     ..Default::default()
                 })
                 .collect(),
@@ -280,19 +296,21 @@ mod tests {
 
     #[test]
     fn large_resources_are_shared_not_copied() {
-        let set = ResourceSet::new([Arc::new(Resource::new("big", &mk_any("t", 100_000)))]);
-        let run = set.run(0, 1);
-        let encoded = sotw(1, "t", "n", std::slice::from_ref(&run));
-        assert!(
-            encoded
-                .pieces
-                .iter()
-                .any(|p| p.as_ptr() == run.as_ptr() && p.len() == run.len()),
-            "the resource's bytes were copied"
-        );
-        let delta = delta(1, "t", "n", set.iter(), &[]);
-        let field = set.resources()[0].field().clone();
-        assert!(delta.pieces.iter().any(|p| p.as_ptr() == field.as_ptr()));
+        let field = any_field(&mk_any("t", 100_000));
+        let encoded = sotw(1, "t", "n", std::slice::from_ref(&field));
+        let shared = |e: &Encoded| e.pieces.iter().any(|p| p.as_ptr() == field.as_ptr());
+        assert!(shared(&encoded), "the resource's bytes were copied");
+        let delta = delta(1, "t", "n", [("big", 1, &field)].into_iter(), &[]);
+        assert!(shared(&delta), "the resource's bytes were copied");
+    }
+
+    #[test]
+    fn an_entry_reads_back_as_its_any() {
+        for len in sizes() {
+            let body = mk_any("t", len);
+            assert_eq!(any_of_field(&any_field(&body)), Some(body));
+        }
+        assert_eq!(any_of_field(&[]), None);
     }
 
     #[test]

@@ -119,58 +119,42 @@ fn a_rejection_quoting_a_value_blames_the_suspect_that_holds_it() {
 }
 
 fn mk_listener(name: &str, port: u32) -> Arc<Resource> {
-    use meshd_proto::pb::envoy::config::core::v3::{
-        Address, SocketAddress, address, socket_address,
+    use meshd_proto::pb::envoy::config::core::v3::{address, socket_address};
+    let socket = meshd_proto::pb::envoy::config::core::v3::SocketAddress {
+        address: "0.0.0.0".to_string(),
+        port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+        ..Default::default()
     };
-    use meshd_proto::pb::envoy::config::listener::v3::Listener;
-    let listener = Listener {
+    let address = Some(address::Address::SocketAddress(socket));
+    let listener = meshd_proto::pb::envoy::config::listener::v3::Listener {
         name: name.to_string(),
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: "0.0.0.0".to_string(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-                ..Default::default()
-            })),
-        }),
+        address: Some(meshd_proto::pb::envoy::config::core::v3::Address { address }),
         ..Default::default()
     };
     resource(name.to_string(), &listener)
 }
 
-fn names_of(parts: &[Arc<ResourceSet>]) -> Vec<Vec<String>> {
-    parts
-        .iter()
-        .map(|p| p.iter().map(|r| r.name().to_string()).collect())
-        .collect()
-}
-
 #[test]
 fn a_proxys_own_resources_are_screened_against_the_shared_set_it_is_sent_with() {
     let snapshot = snapshot_with("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
-    let (tx, _rx) = mpsc::unbounded_channel();
     let rejected = Counter::default();
-    let guard = Guard::new(tx, rejected.clone(), None);
+    let guard = Guard::new(mpsc::unbounded_channel().0, rejected.clone(), None);
     let shared = Arc::new(ResourceSet::new([
-        mk_listener("outbound_80", 80),
-        mk_listener("outbound_81", 81),
+        mk_listener("out_80", 80),
+        mk_listener("out_81", 81),
     ]));
-
-    // An own listener on an address the shared set holds is held back; the shared set is sent
-    // as it is.
-    let own = vec![mk_listener("inbound_81", 81), mk_listener("inbound_82", 82)];
+    let names = |parts: &[Arc<ResourceSet>]| -> Vec<Vec<String>> {
+        let names = |p: &Arc<ResourceSet>| p.iter().map(|r| r.name().to_string()).collect();
+        parts.iter().map(names).collect()
+    };
+    // An own listener on an address of the shared set is held back; the shared set goes as it is.
+    let own = vec![mk_listener("in_81", 81), mk_listener("in_82", 82)];
     let parts = guard.screen_parts(&snapshot, type_url::LISTENER, Arc::clone(&shared), own);
-    assert_eq!(
-        names_of(&parts),
-        [vec!["outbound_80", "outbound_81"], vec!["inbound_82"]]
-    );
+    assert_eq!(names(&parts), [vec!["out_80", "out_81"], vec!["in_82"]]);
     assert!(Arc::ptr_eq(&parts[0], &shared));
     assert_eq!(rejected.get(), 1);
-
     // A name in both: as over one response, every resource of that name goes.
-    let own = vec![
-        mk_listener("outbound_80", 90),
-        mk_listener("inbound_82", 82),
-    ];
+    let own = vec![mk_listener("out_80", 90), mk_listener("in_82", 82)];
     let parts = guard.screen_parts(&snapshot, type_url::LISTENER, shared, own);
-    assert_eq!(names_of(&parts), [vec!["inbound_82", "outbound_81"]]);
+    assert_eq!(names(&parts), [vec!["in_82", "out_81"]]);
 }

@@ -72,9 +72,9 @@ impl<G: Generator> Protocol for SotwStream<G> {
         &request.type_url
     }
 
-    async fn answer_request(&mut self, type_url: &str, _: Outcome) -> Result<(), ClientGone> {
-        // A SotW request that is answered always gets everything it asks for.
-        match self.build(type_url, true) {
+    async fn answer_request(&mut self, type_url: &str, outcome: Outcome) -> Result<(), ClientGone> {
+        // Everything asked for, or the changes of a push that waited for this answer.
+        match self.build(type_url, outcome.full) {
             Some(response) => self.session.send(type_url, response, None).await,
             None => Ok(()),
         }

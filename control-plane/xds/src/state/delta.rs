@@ -28,11 +28,12 @@ pub(crate) struct DeltaResponse {
 
 impl DeltaResponse {
     pub(crate) fn encode(&self) -> Encoded {
+        let entries = self.resources().map(|r| (r.name(), r.version(), r.field()));
         wire::delta(
             self.system_version,
             self.type_url,
             &self.nonce,
-            self.resources(),
+            entries,
             &self.removed,
         )
     }
@@ -290,6 +291,7 @@ impl TypeState for DeltaType {
                 reply: Reply::None,
                 respond: true,
                 initial: true,
+                full: false,
             };
         }
         let reply = self.reply(request);
@@ -300,6 +302,7 @@ impl TypeState for DeltaType {
             reply,
             respond,
             initial: false,
+            full: false,
         }
     }
 

@@ -8,6 +8,10 @@
 //! accepted. A first request, a changed subscription and the EDS request that follows a CDS
 //! response still get everything requested: the protocol requires newly requested names to be
 //! sent again, and clusters Envoy re-created wait for their endpoints.
+//!
+//! What the proxy holds must be known exactly for that: a push that finds a response of its type
+//! unanswered waits for the answer (one response of changes in flight, never two whose order of
+//! acceptance matters), and after a NACK the next response carries everything again.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -58,6 +62,13 @@ pub(crate) struct SotwType {
     last_sent: Option<SystemTime>,
     /// The set the proxy last accepted.
     acked: Option<Arc<Desired>>,
+    /// `acked` is what the proxy holds, name for name: not after a NACK, a change of names or a
+    /// fresh request, until it accepts a response again.
+    holds_acked: bool,
+    /// The last response is not answered yet.
+    in_flight: bool,
+    /// A push of changes waits for the last response's answer.
+    deferred: bool,
     acked_version: String,
     acked_nonce: String,
     nack: Option<Nack>,
@@ -75,7 +86,8 @@ impl SotwType {
     /// Builds a response from freshly generated sets, or `None` when `force` is off and the proxy
     /// already holds these names at these versions (which also keeps a NACKed set from being
     /// re-sent until something in it changes). `force` asks for everything requested; without it
-    /// EDS and RDS carry only what differs from the accepted set.
+    /// EDS and RDS carry only what differs from the accepted set, and wait (`None`, answered
+    /// with the next ACK or NACK) while the last response is unanswered.
     pub(crate) fn respond(
         &mut self,
         generated: Vec<Arc<ResourceSet>>,
@@ -95,10 +107,15 @@ impl SotwType {
                 self.acked = Some(Arc::clone(&desired));
             }
             self.sent = Some(desired);
+            self.deferred = false;
+            return None;
+        }
+        if self.partial && !force && self.in_flight {
+            self.deferred = true;
             return None;
         }
         let resources = match &self.acked {
-            Some(acked) if self.partial && !force => {
+            Some(acked) if self.partial && !force && self.holds_acked => {
                 desired.spans_of(diff(acked, &desired).changed)
             }
             _ => desired.spans(),
@@ -114,6 +131,8 @@ impl SotwType {
         self.sent_nonce = nonce;
         self.last_sent = Some(SystemTime::now());
         self.always_respond = false;
+        self.in_flight = true;
+        self.deferred = false;
         Some(response)
     }
 }
@@ -130,6 +149,9 @@ impl TypeState for SotwType {
             sent_nonce: String::new(),
             last_sent: None,
             acked: None,
+            holds_acked: false,
+            in_flight: false,
+            deferred: false,
             acked_version: String::new(),
             acked_nonce: String::new(),
             nack: None,
@@ -145,13 +167,15 @@ impl TypeState for SotwType {
         let subscribed = subscription(self.type_url, &request.resource_names);
 
         // A first request, or one re-sent after a reconnect (the nonce is from another stream):
-        // the proxy is owed the full set.
+        // the proxy is owed the full set, and nothing is known of what it holds.
         if request.response_nonce.is_empty() || self.sent_nonce.is_empty() {
             self.subscribed = subscribed;
+            self.holds_acked = false;
             return Outcome {
                 reply: Reply::None,
                 respond: true,
                 initial: true,
+                full: true,
             };
         }
         if request.response_nonce != self.sent_nonce {
@@ -159,6 +183,7 @@ impl TypeState for SotwType {
                 reply: Reply::Stale,
                 respond: false,
                 initial: false,
+                full: false,
             };
         }
         if let Some(error) = &request.error_detail {
@@ -174,16 +199,22 @@ impl TypeState for SotwType {
                 message: error.message.clone(),
             };
             self.nack = Some(nack.clone());
+            self.in_flight = false;
+            // What the rejection left the proxy holding is not known to the name.
+            self.holds_acked = false;
             return Outcome {
                 reply: Reply::Nack(nack),
-                respond: false,
+                respond: std::mem::take(&mut self.deferred),
                 initial: false,
+                full: false,
             };
         }
 
         self.acked_version.clone_from(&request.version_info);
         self.acked_nonce.clone_from(&request.response_nonce);
         self.acked = self.sent.clone();
+        self.holds_acked = true;
+        self.in_flight = false;
         // Interned: equal lists are the same `Arc`.
         let names_changed = match (&subscribed, &self.subscribed) {
             (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
@@ -191,11 +222,18 @@ impl TypeState for SotwType {
             _ => true,
         };
         self.subscribed = subscribed;
-        let respond = names_changed || std::mem::take(&mut self.always_respond);
+        if names_changed {
+            // The proxy forgets what it no longer asks for; until it accepts the full response a
+            // change of names gets, pushes carry everything (a name dropped and asked for again
+            // must be sent again).
+            self.holds_acked = false;
+        }
+        let full = names_changed || std::mem::take(&mut self.always_respond);
         Outcome {
             reply: Reply::Ack,
-            respond,
+            respond: full || std::mem::take(&mut self.deferred),
             initial: false,
+            full,
         }
     }
 

@@ -161,14 +161,14 @@ async fn a_nack_is_recorded_and_the_same_version_is_not_resent() {
 #[tokio::test]
 async fn a_stale_nonce_is_ignored() {
     let harness = Harness::start().await;
-    harness.set(ENDPOINT, "c1", "1");
-    harness.set(ENDPOINT, "c2", "1");
+    harness.set(CLUSTER, "c1", "1");
+    harness.set(CLUSTER, "c2", "1");
     let mut client = harness.sotw("sidecar").await;
-    client.request(ENDPOINT, &["c1"]).await;
-    let first = client.recv_type(ENDPOINT).await;
-    harness.set(ENDPOINT, "c1", "2");
-    harness.push(&[ENDPOINT]);
-    let second = client.recv_type(ENDPOINT).await;
+    client.request(CLUSTER, &["c1"]).await;
+    let first = client.recv_type(CLUSTER).await;
+    harness.set(CLUSTER, "c1", "2");
+    harness.push(&[CLUSTER]);
+    let second = client.recv_type(CLUSTER).await;
     assert_eq!(bodies(&second), ["c1@2"]);
 
     // A request that answers the superseded response, even one asking for more, is ignored.
@@ -176,9 +176,25 @@ async fn a_stale_nonce_is_ignored() {
     client.expect_silence().await;
     let metrics = harness.metrics();
     assert!(
-        metrics.contains("pilot_xds_expired_nonce_total{type=\"eds\"} 1"),
+        metrics.contains("pilot_xds_expired_nonce_total{type=\"cds\"} 1"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn an_eds_push_waits_for_the_answer_to_the_response_before_it() {
+    let harness = Harness::start().await;
+    harness.set(ENDPOINT, "c1", "1");
+    harness.set(ENDPOINT, "c2", "1");
+    let mut client = harness.sotw("sidecar").await;
+    client.request(ENDPOINT, &["c1", "c2"]).await;
+    let first = client.recv_type(ENDPOINT).await;
+    harness.set(ENDPOINT, "c2", "2");
+    harness.push(&[ENDPOINT]);
+    client.expect_silence().await;
+    client.ack(&first, &["c1", "c2"]).await;
+    let second = client.recv_type(ENDPOINT).await;
+    assert_eq!(bodies(&second), ["c2@2"]);
 }
 
 #[tokio::test]

@@ -84,6 +84,7 @@ fn first_request_is_answered_and_status_is_not_sent_until_then() {
             reply: Reply::None,
             respond: true,
             initial: true,
+            full: true,
         }
     );
     assert!(state.names().is_none());
@@ -240,18 +241,40 @@ fn cds_and_lds_pushes_carry_the_whole_set() {
 }
 
 #[test]
-fn pushes_before_the_ack_carry_everything_the_proxy_has_not_accepted() {
+fn a_push_while_a_response_is_unanswered_waits_for_the_answer() {
     let names = ["c1", "c2", "c3"];
     let mut state = synced(ENDPOINT, &names, &[("c1", "1"), ("c2", "1"), ("c3", "1")]);
     let first = respond(&mut state, &[("c1", "2"), ("c2", "1"), ("c3", "1")], false);
-    assert_eq!(first.map(|p| bodies(&p)), Some(vec!["c1@2".to_owned()]));
-    // Not ACKed yet: the next push still carries c1.
-    let second = respond(&mut state, &[("c1", "2"), ("c2", "1"), ("c3", "2")], false);
-    let second = second.unwrap_or_else(|| panic!("a change must be pushed"));
-    assert_eq!(bodies(&second), ["c1@2", "c3@2"]);
-    state.on_request(&mk_ack(ENDPOINT, &names, &second));
-    let third = respond(&mut state, &[("c1", "2"), ("c2", "2"), ("c3", "2")], false);
-    assert_eq!(third.map(|p| bodies(&p)), Some(vec!["c2@2".to_owned()]));
+    let first = first.unwrap_or_else(|| panic!("a change must be pushed"));
+    assert_eq!(bodies(&first), ["c1@2"]);
+    // c1 goes back before the proxy answered: had the server sent nothing (c1 is as accepted),
+    // the proxy would end up holding c1@2. The push waits instead.
+    let items = [("c1", "1"), ("c2", "1"), ("c3", "2")];
+    assert!(respond(&mut state, &items, false).is_none());
+    let outcome = state.on_request(&mk_ack(ENDPOINT, &names, &first));
+    assert!(outcome.respond && !outcome.full);
+    let waited = respond(&mut state, &items, outcome.full);
+    assert_eq!(
+        waited.map(|p| bodies(&p)),
+        Some(vec!["c1@1".to_owned(), "c3@2".to_owned()])
+    );
+}
+
+#[test]
+fn a_push_waiting_on_a_nack_carries_everything() {
+    let names = ["c1", "c2"];
+    let mut state = synced(ENDPOINT, &names, &[("c1", "1"), ("c2", "1")]);
+    let rejected = respond(&mut state, &[("c1", "bad"), ("c2", "1")], false);
+    let rejected = rejected.unwrap_or_else(|| panic!("a change must be pushed"));
+    let items = [("c1", "good"), ("c2", "1")];
+    assert!(respond(&mut state, &items, false).is_none());
+    let outcome = state.on_request(&mk_nack(ENDPOINT, &names, &rejected));
+    assert!(outcome.respond);
+    let fixed = respond(&mut state, &items, outcome.full);
+    assert_eq!(
+        fixed.map(|p| bodies(&p)),
+        Some(vec!["c1@good".to_owned(), "c2@1".to_owned()])
+    );
 }
 
 #[test]
