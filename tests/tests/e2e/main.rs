@@ -25,6 +25,7 @@ mod foundation;
 mod gateway;
 mod harness;
 mod image;
+mod istioctl;
 mod jwks_source;
 mod kube_harness;
 mod kube_source;
