@@ -1,8 +1,10 @@
 //! istioctl-like commands that read a running meshd's debug API, and `analyze`.
 
 pub mod analyze;
+pub mod envoy_admin;
 pub mod proxy_config;
 pub mod proxy_status;
+pub mod version;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -48,8 +48,9 @@ enum Command {
     Analyze(cli::analyze::Args),
     /// Print the CustomResourceDefinitions of every Istio kind meshd reads.
     Crds(crds::Args),
-    /// Print the version of the binary and of the Envoy API it speaks.
-    Version,
+    /// Print the version of the binary and of the Envoy API it speaks, then those of the control
+    /// plane and its proxies when meshd is reachable.
+    Version(cli::version::Args),
     /// Wait until the pod's Envoy is ready (the injected proxy's postStart hook).
     Wait(lifecycle::WaitArgs),
     /// Drain the pod's Envoy before it is stopped (the injected proxy's preStop hook).
@@ -73,10 +74,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crds(args) => crds::run(args),
         Command::Wait(args) => lifecycle::wait(&args),
         Command::Drain(args) => lifecycle::drain(&args),
-        Command::Version => {
-            println!("meshd {} (Envoy API v3)", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        Command::Version(args) => cli::version::run(&args),
     }
 }
 
@@ -87,4 +85,14 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn every_subcommands_flags_are_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }
