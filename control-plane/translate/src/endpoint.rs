@@ -2,11 +2,12 @@
 
 mod locality;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meshd_model::input::labels_match;
 use meshd_model::traffic::locality::Locality;
 use meshd_model::{Resolution, ServiceModel, Snapshot};
+use meshd_proto::pb::envoy::config::core::v3::Locality as EnvoyLocality;
 use meshd_proto::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
@@ -112,15 +113,27 @@ fn assignment(
     cluster_name: String,
     eps: &[meshd_model::Endpoint],
 ) -> ClusterLoadAssignment {
-    let lb_endpoints: Vec<LbEndpoint> = eps.iter().map(|e| lb_endpoint(snapshot, e)).collect();
-    let endpoints = if lb_endpoints.is_empty() {
-        Vec::new()
-    } else {
-        vec![LocalityLbEndpoints {
+    // Grouped by locality, as istiod groups them, so Envoy (and `proxy-config endpoints`) sees
+    // where each endpoint is; all at one priority, so the grouping alone changes no balancing.
+    let mut groups: BTreeMap<Option<Locality>, Vec<LbEndpoint>> = BTreeMap::new();
+    for e in eps {
+        groups
+            .entry(e.locality())
+            .or_default()
+            .push(lb_endpoint(snapshot, e));
+    }
+    let endpoints = groups
+        .into_iter()
+        .map(|(locality, lb_endpoints)| LocalityLbEndpoints {
+            locality: locality.map(|l| EnvoyLocality {
+                region: l.region,
+                zone: l.zone,
+                sub_zone: l.subzone,
+            }),
             lb_endpoints,
             ..Default::default()
-        }]
-    };
+        })
+        .collect();
     ClusterLoadAssignment {
         cluster_name,
         endpoints,
