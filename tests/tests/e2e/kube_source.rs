@@ -729,7 +729,10 @@ fn endpoint_localities(meshd: &HostMeshd, host: &str) -> Vec<String> {
 fn pods_are_placed_by_their_nodes_topology_labels_and_follow_a_relabelled_node() {
     let cluster = cluster();
     kubectl(&cluster, &["create", "namespace", "apps"]);
-    kubectl(&cluster, &["create", "serviceaccount", "default", "-n", "apps"]);
+    kubectl(
+        &cluster,
+        &["create", "serviceaccount", "default", "-n", "apps"],
+    );
     apply(
         &cluster,
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: worker-1\n  labels:\n    topology.kubernetes.io/region: eu-west\n    topology.kubernetes.io/zone: eu-west-1a\n",
