@@ -6,6 +6,7 @@ mod connected;
 mod crds;
 mod documents;
 mod encode;
+mod envoy_http;
 mod file_source;
 mod identity;
 mod jwks;

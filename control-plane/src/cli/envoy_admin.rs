@@ -1,12 +1,15 @@
 //! What a proxy itself says it applied, read from its Envoy admin port (`/config_dump`,
 //! `/logging`, `/server_info`) — the other side of what meshd says it sent.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
+
+use crate::envoy_http::request;
+
+/// A config dump of a large proxy takes a while to print.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AdminAddr {
@@ -16,58 +19,8 @@ pub struct AdminAddr {
     pub admin_addr: String,
 }
 
-/// One HTTP/1.1 request (Envoy's admin refuses HTTP/1.0), the connection closed after it;
-/// returns (status, body), a chunked body joined.
-pub fn request(addr: &str, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)
-        .with_context(|| format!("connecting to the Envoy admin port at {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("malformed HTTP status line")?;
-    let body = &raw[split + 4..];
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn dechunk(mut body: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("malformed chunk")?;
-        let size = std::str::from_utf8(&body[..line_end])?;
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-            .context("malformed chunk size")?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(body.get(..size).context("truncated chunk")?);
-        body = body.get(size + 2..).unwrap_or_default();
-    }
-}
-
 fn get_json(addr: &str, path: &str) -> anyhow::Result<Value> {
-    let (status, body) = request(addr, "GET", path)?;
+    let (status, body) = request(addr, "GET", path, TIMEOUT)?;
     if status != 200 {
         anyhow::bail!("Envoy admin {path}: HTTP {status}: {}", body.trim());
     }
@@ -163,21 +116,9 @@ pub fn logging(addr: &str, level: Option<&str>) -> anyhow::Result<String> {
         Some(level) => format!("/logging?level={level}"),
         None => "/logging".to_owned(),
     };
-    let (status, body) = request(addr, "POST", &path)?;
+    let (status, body) = request(addr, "POST", &path, TIMEOUT)?;
     if status != 200 {
         anyhow::bail!("Envoy admin {path}: HTTP {status}: {}", body.trim());
     }
     Ok(body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_chunked_body_is_joined() {
-        let body = b"4\r\nWiki\r\n6;ext=1\r\npedia \r\n0\r\n\r\n";
-        assert_eq!(dechunk(body).unwrap(), b"Wikipedia ");
-        assert!(dechunk(b"zz\r\n").is_err());
-    }
 }

@@ -1,6 +1,8 @@
-//! meshd's own life on the host: told to stop (SIGTERM, as Kubernetes tells a pod), it stops
-//! promptly even while proxies hold ADS streams open — graceful shutdown waits for open streams,
-//! and only meshd itself can end those.
+//! Lives and ends. meshd's own on the host: told to stop (SIGTERM, as Kubernetes tells a pod), it
+//! stops promptly even while proxies hold ADS streams open — graceful shutdown waits for open
+//! streams, and only meshd itself can end those. A pod's proxy's: `meshd wait` (the injected
+//! `postStart`) sees a real Envoy ready, and `meshd drain` (the `preStop`) drains its inbound
+//! listeners while a request is in flight, and the request finishes.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,9 @@ use meshd_proto::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use meshd_proto::type_url;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use crate::support::cli::describe;
 use crate::support::host_meshd::HostMeshd;
+use crate::support::{ECHO_VIP, MeshSetup, client_pod, echo_pod, echo_service, get_until_ok};
 
 /// A proxy on its own thread: one plaintext ADS stream, subscribed to clusters, read (and its
 /// connection kept answering, as Envoy's does) until meshd ends it. Says on `first` when the first
@@ -81,4 +85,63 @@ fn meshd_with_a_connected_proxy_exits_promptly_on_sigterm() {
         "meshd took {:?} to stop",
         asked.elapsed()
     );
+}
+
+/// The sum of every `*.downstream_cx_drain_close` counter of a pod's Envoy: connections it closed
+/// because it was draining.
+fn drain_closes(pod: &meshd_tests::Pod) -> u64 {
+    pod.envoy_stats()
+        .unwrap_or_default()
+        .iter()
+        .filter(|(name, _)| name.ends_with(".downstream_cx_drain_close"))
+        .map(|(_, value)| *value)
+        .sum()
+}
+
+#[test]
+fn meshd_wait_sees_envoy_ready_and_meshd_drain_lets_an_in_flight_request_finish()
+-> anyhow::Result<()> {
+    let env = MeshSetup::new()
+        .config([echo_service("echo", ECHO_VIP, &[("http", 8080)])])
+        .app(echo_pod("echo-a", "10.77.1.10")?, &[8080], &[])
+        .caller(client_pod("sleep", "10.77.1.20")?)
+        .start()?;
+    let (sleep, echo) = (env.pod("sleep")?, env.pod("echo-a")?);
+    let url = format!("http://{ECHO_VIP}:8080/");
+    let ready = get_until_ok(&sleep, &url, &[]);
+    assert_eq!(ready.status, 200, "{ready:?}");
+    assert_eq!(drain_closes(&echo), 0);
+
+    // The injected postStart hook: answered by the real Envoy's readiness listener.
+    let meshd = meshd_tests::deps::meshd_binary().display().to_string();
+    let waited = echo
+        .command(&meshd)
+        .args(["wait", "--timeout", "5s"])
+        .output()?;
+    assert!(waited.status.success(), "{}", describe(&waited));
+
+    // A request that takes 3 s is in flight when the pod is told to stop.
+    let slow = {
+        let sleep = sleep.clone();
+        std::thread::spawn(move || {
+            sleep.curl(&format!("http://{ECHO_VIP}:8080/?delay_ms=3000"), &[])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let drained = echo
+        .command(&meshd)
+        .args(["drain", "--duration", "4s"])
+        .output()?;
+    assert!(drained.status.success(), "{}", describe(&drained));
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "drain waits its duration"
+    );
+
+    let slow = slow.join().expect("the slow request's thread");
+    assert_eq!(slow.status, 200, "the in-flight request finished: {slow:?}");
+    // Envoy drained: the connection that carried it was closed once it was done.
+    assert!(drain_closes(&echo) >= 1, "{:?}", echo.envoy_stats());
+    Ok(())
 }
