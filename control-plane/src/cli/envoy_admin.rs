@@ -27,14 +27,17 @@ fn get_json(addr: &str, path: &str) -> anyhow::Result<Value> {
     serde_json::from_str(&body).with_context(|| format!("Envoy admin {path}: invalid JSON"))
 }
 
+/// One config dump type: its name, meshd's section for it, and its lists with where each entry
+/// keeps its resource.
+type Section = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
 /// Envoy's `/config_dump` (endpoints included), in the shape of meshd's own
 /// `/debug/config_dump`: `{clusters|listeners|routes|endpoints|secrets: [{name, resource}]}`,
 /// static and dynamic (active) resources alike; `bootstrap` as Envoy printed it.
 pub fn config_dump(addr: &str) -> anyhow::Result<Value> {
     let dump = get_json(addr, "/config_dump?include_eds")?;
     let mut out = serde_json::Map::new();
-    // (section, where each entry keeps its resource) per dump type.
-    let layout: [(&str, &str, &[(&str, &str)]); 5] = [
+    let layout: [Section; 5] = [
         (
             "ClustersConfigDump",
             "clusters",
