@@ -29,7 +29,11 @@ fn get_json(addr: &str, path: &str) -> anyhow::Result<Value> {
 
 /// One config dump type: its name, meshd's section for it, and its lists with where each entry
 /// keeps its resource.
-type Section = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type Section = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 /// Envoy's `/config_dump` (endpoints included), in the shape of meshd's own
 /// `/debug/config_dump`: `{clusters|listeners|routes|endpoints|secrets: [{name, resource}]}`,
