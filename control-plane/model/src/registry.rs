@@ -11,9 +11,9 @@ use crate::finding::{Finding, Severity};
 use crate::input::istio::{ServiceEntry, WorkloadEntrySpec};
 use crate::input::kube::{IntOrString, Pod, Service};
 use crate::input::labels_match;
+use crate::locality::Locality;
 use crate::object::{Kind, Object, ObjectKey};
 use crate::protocol::Protocol;
-use crate::traffic::locality::Locality;
 
 mod validate;
 

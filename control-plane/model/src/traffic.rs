@@ -13,7 +13,8 @@ use crate::registry::Registry;
 
 mod destination_rule;
 mod gateway;
-pub mod locality;
+// Where workloads are: a leaf module of its own, since the registry places pods too.
+pub use crate::locality;
 mod virtual_service;
 
 pub use destination_rule::*;

@@ -11,8 +11,8 @@ use tonic::Status;
 
 use super::Shared;
 use super::decode::RequestStream;
-use super::session::Protocol;
 use crate::debug::{self, DEBUG_PREFIX};
+use crate::request::Decode;
 use crate::wire::Encoded;
 use crate::{ConnectionInfo, Generator, Node};
 
@@ -34,14 +34,16 @@ impl DebugRequest {
     }
 }
 
-/// Serves the debug stream until the client leaves or the server shuts down.
-pub(crate) async fn serve<P: Protocol>(
-    shared: Arc<Shared<P::Gen>>,
+/// Serves the debug stream until the client leaves or the server shuts down; `debug_request`
+/// reads a request of the stream's protocol as a debug request.
+pub(crate) async fn serve<G: Generator, R: Decode>(
+    shared: Arc<Shared<G>>,
     node: Node,
     info: ConnectionInfo,
     first: DebugRequest,
-    mut requests: RequestStream<P::Request>,
+    mut requests: RequestStream<R>,
     tx: mpsc::Sender<Result<Encoded, Status>>,
+    debug_request: fn(&R) -> Option<DebugRequest>,
 ) {
     let scope = match shared.generator.debug_scope(&node, &info) {
         Ok(scope) => scope,
@@ -84,7 +86,7 @@ pub(crate) async fn serve<P: Protocol>(
             () = tx.closed() => return,
             _ = shutdown.wait_for(|stop| *stop) => return,
             message = requests.message() => match message {
-                Ok(Some(message)) => request = P::debug_request(&message),
+                Ok(Some(message)) => request = debug_request(&message),
                 Ok(None) | Err(_) => return,
             },
         }

@@ -98,7 +98,7 @@ pub(crate) async fn run<P: Protocol>(
     };
     if let Some(asked) = P::debug_request(&first) {
         drop(first);
-        return debug::serve::<P>(shared, node, info, asked, requests, tx).await;
+        return debug::serve(shared, node, info, asked, requests, tx, P::debug_request).await;
     }
     let proxy = match shared.generator.connect(&node, &info) {
         Ok(proxy) => proxy,
