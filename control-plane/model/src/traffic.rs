@@ -44,6 +44,24 @@ impl VirtualServiceModel {
         self.gateways.iter().any(|g| g == gateway)
     }
 
+    /// A route match's `gateways` (empty: the VirtualService's own) name `gateway` (`mesh` or
+    /// `ns/name`); a short name means the Gateway in the VirtualService's namespace, as in
+    /// `spec.gateways`.
+    pub fn match_applies_to_gateway(&self, match_gateways: &[String], gateway: &str) -> bool {
+        if match_gateways.is_empty() {
+            return self.applies_to_gateway(gateway);
+        }
+        match_gateways.iter().any(|g| {
+            if g == MESH_GATEWAY || g.contains('/') {
+                g == gateway
+            } else {
+                gateway
+                    .split_once('/')
+                    .is_some_and(|(ns, name)| ns == self.key.namespace && name == g)
+            }
+        })
+    }
+
     /// Proxies in `namespace` may use it (`exportTo`).
     pub fn visible_in(&self, namespace: &str) -> bool {
         self.export_to
