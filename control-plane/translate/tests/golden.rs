@@ -554,6 +554,11 @@ fn gateway_https_matches_golden_and_envoy_accepts_it() {
 }
 
 #[test]
+fn sniffed_ports_match_golden_and_envoy_accepts_them() {
+    check_case("sniffing");
+}
+
+#[test]
 fn destination_rule_clusters_and_endpoints_encode_to_the_same_bytes_every_time() {
     for name in [
         "dr-load-balancing",

@@ -33,6 +33,7 @@ mod never_nack;
 mod security;
 mod sidecar;
 mod sidecar_scope;
+mod sniffing;
 mod telemetry;
 mod traffic_policy;
 mod traffic_routing;
