@@ -252,6 +252,29 @@ fn tcp_route_chains(
     (chains, false)
 }
 
+/// A gateway's tcp_proxy for a server on `port`: the first `tcp` route among `virtual_services`
+/// (bound to `gateway`, in order) without matches or with a match for this gateway and port.
+pub(crate) fn gateway_tcp_filter(
+    snapshot: &Snapshot,
+    virtual_services: &[&VirtualServiceModel],
+    gateway: &str,
+    port: u32,
+) -> Option<Filter> {
+    virtual_services.iter().find_map(|vs| {
+        vs.tcp
+            .iter()
+            .find(|route| {
+                !route.route.is_empty()
+                    && (route.matches.is_empty()
+                        || route.matches.iter().any(|m| {
+                            m.port.is_none_or(|p| p == port)
+                                && vs.match_applies_to_gateway(&m.gateways, gateway)
+                        }))
+            })
+            .map(|route| route_filter(snapshot, vs, port, &route.route))
+    })
+}
+
 /// tcp_proxy for a route's destinations: one cluster, or a weighted split.
 fn route_filter(
     snapshot: &Snapshot,

@@ -21,6 +21,7 @@ mod support;
 
 mod analysis;
 mod authz;
+mod egress;
 mod foundation;
 mod gateway;
 mod harness;
