@@ -129,10 +129,12 @@ pub(crate) fn servers_by_port<'a>(
         for server in gateway.servers.iter() {
             let Some(k) = kind(server) else { continue };
             let list = ports.entry(server.port.number).or_default();
-            if let Some(first) = list.first().and_then(|b| kind(b.server)) {
-                if first.port_class() != k.port_class() || k == ServerKind::Tcp {
-                    continue;
-                }
+            if list
+                .first()
+                .and_then(|b| kind(b.server))
+                .is_some_and(|first| first.port_class() != k.port_class() || k == ServerKind::Tcp)
+            {
+                continue;
             }
             list.push(Bound { gateway, server });
         }
