@@ -308,6 +308,28 @@ mod tests {
     }
 
     #[test]
+    fn match_level_gateway_short_names_mean_the_gateway_in_the_virtual_service_namespace() {
+        let (objects, errors) = crate::documents::parse(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: default}\nspec:\n  hosts: [edition.cnn.com]\n  gateways: [istio-egressgateway, mesh]\n  http: [{match: [{gateways: [mesh]}], route: [{destination: {host: edition.cnn.com}}]}]\n",
+            false,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let objects: BTreeMap<_, _> = objects.into_iter().map(|o| (o.key(), o)).collect();
+        let traffic = Traffic::build(&objects, &Registry::default(), &mut Vec::new());
+        let vs = &traffic.virtual_services[0];
+        let short = ["istio-egressgateway".to_string()];
+        assert!(vs.match_applies_to_gateway(&short, "default/istio-egressgateway"));
+        assert!(!vs.match_applies_to_gateway(&short, "istio-system/istio-egressgateway"));
+        assert!(!vs.match_applies_to_gateway(&short, MESH_GATEWAY));
+        let mesh = [MESH_GATEWAY.to_string()];
+        assert!(vs.match_applies_to_gateway(&mesh, MESH_GATEWAY));
+        assert!(!vs.match_applies_to_gateway(&mesh, "default/istio-egressgateway"));
+        // No match-level gateways: the VirtualService's own.
+        assert!(vs.match_applies_to_gateway(&[], "default/istio-egressgateway"));
+        assert!(!vs.match_applies_to_gateway(&[], "default/other"));
+    }
+
+    #[test]
     fn gateways_claiming_the_same_port_and_host_conflict() {
         let findings = build(
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: a, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*.example.com']}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: b, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [shop.example.com]}]\n",
