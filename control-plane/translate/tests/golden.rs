@@ -581,6 +581,21 @@ fn gateway_https_matches_golden_and_envoy_accepts_it() {
 }
 
 #[test]
+fn gateway_tcp_matches_golden_and_envoy_accepts_it() {
+    check_case("gateway-tcp");
+}
+
+#[test]
+fn egress_gateway_with_istio_mutual_matches_golden_and_envoy_accepts_it() {
+    check_case("egress-gateway");
+}
+
+#[test]
+fn sniffed_ports_match_golden_and_envoy_accepts_them() {
+    check_case("sniffing");
+}
+
+#[test]
 fn destination_rule_clusters_and_endpoints_encode_to_the_same_bytes_every_time() {
     for name in [
         "dr-load-balancing",

@@ -21,6 +21,7 @@ mod support;
 
 mod analysis;
 mod authz;
+mod egress;
 mod foundation;
 mod gateway;
 mod harness;
@@ -34,6 +35,7 @@ mod never_nack;
 mod security;
 mod sidecar;
 mod sidecar_scope;
+mod sniffing;
 mod telemetry;
 mod traffic_policy;
 mod traffic_routing;
