@@ -15,18 +15,26 @@ use meshd_proto::pb::envoy::config::endpoint::v3::{
 use crate::names::outbound_cluster;
 use crate::util::{socket_address, u32_value};
 
-/// One assignment per EDS cluster (every ClientSideLb service port), named like the cluster; then
-/// the per-locality ones.
+/// The bootstrap's own ([`proxy_endpoints`]); one assignment per EDS cluster (every ClientSideLb
+/// service port), named like the cluster; then the per-locality ones.
 pub fn endpoints(snapshot: &Snapshot) -> Vec<ClusterLoadAssignment> {
     let services = snapshot.registry.services.values();
-    let mut out: Vec<ClusterLoadAssignment> = services
-        .clone()
-        .flat_map(|svc| service_endpoints(snapshot, svc))
-        .collect();
+    let mut out: Vec<ClusterLoadAssignment> = proxy_endpoints();
+    out.extend(
+        services
+            .clone()
+            .flat_map(|svc| service_endpoints(snapshot, svc)),
+    );
     // Per-locality variants for proxies that balance by locality.
     let callers = caller_localities(snapshot);
     out.extend(services.flat_map(|svc| service_locality_endpoints(snapshot, svc, &callers)));
     out
+}
+
+/// What every proxy's bootstrap clusters read over EDS, whatever the mesh holds: the readiness
+/// cluster's endpoint.
+pub fn proxy_endpoints() -> Vec<ClusterLoadAssignment> {
+    vec![crate::bootstrap::readiness_assignment()]
 }
 
 /// The assignments of one service's clusters (its ports, and each subset of the rules for its

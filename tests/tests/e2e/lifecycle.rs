@@ -2,7 +2,8 @@
 //! stops promptly even while proxies hold ADS streams open — graceful shutdown waits for open
 //! streams, and only meshd itself can end those. A pod's proxy's: `meshd wait` (the injected
 //! `postStart`) sees a real Envoy ready, and `meshd drain` (the `preStop`) drains its inbound
-//! listeners while a request is in flight, and the request finishes.
+//! listeners while a request is in flight, and the request finishes; the app's rewritten probes
+//! answer while meshd is out of reach, and readiness waits for meshd.
 
 use std::time::{Duration, Instant};
 
@@ -143,5 +144,61 @@ fn meshd_wait_sees_envoy_ready_and_meshd_drain_lets_an_in_flight_request_finish(
     assert_eq!(slow.status, 200, "the in-flight request finished: {slow:?}");
     // Envoy drained: the connection that carried it was closed once it was done.
     assert!(drain_closes(&echo) >= 1, "{:?}", echo.envoy_stats());
+    Ok(())
+}
+
+#[test]
+fn app_probes_answer_while_meshd_is_out_of_reach_and_readiness_waits_for_it() -> anyhow::Result<()>
+{
+    let web_ip = "10.77.1.30";
+    let env = MeshSetup::new()
+        .app(
+            meshd_tests::PodSpec::new("web", "default").ip(web_ip.parse()?),
+            &[8080],
+            &[],
+        )
+        .start()?;
+    let web = env.pod("web")?;
+    // The bootstrap injection writes for a pod whose app has a readiness probe on 8080, pointed
+    // at an xDS address nobody serves.
+    let bootstrap = web.dir().join("unreachable-meshd.json");
+    let probers = r#"{"/app-health/app/readyz":{"httpGet":{"path":"/","port":8080,"scheme":"HTTP"},"timeoutSeconds":1}}"#;
+    let output = crate::support::cli::meshd_command()
+        .args([
+            "bootstrap",
+            "--pod",
+            "web",
+            "--namespace",
+            "default",
+            "--ip",
+            web_ip,
+        ])
+        .args(["--xds-addr", "10.77.0.1:1", "--admin-port", "15000"])
+        .args(["--app-probers", probers])
+        .arg("-o")
+        .arg(&bootstrap)
+        .output()?;
+    assert!(output.status.success(), "{}", describe(&output));
+    std::fs::set_permissions(
+        &bootstrap,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    // Envoy goes live without meshd after its initial fetch times out.
+    web.start_envoy(&bootstrap)?;
+
+    // kubelet's view: the app's probe through 15020 answers; readiness does not.
+    let probe = env
+        .mesh
+        .hub_curl(&format!("http://{web_ip}:15020/app-health/app/readyz"), &[]);
+    assert_eq!(
+        probe.status,
+        200,
+        "the app's probe: {probe:?}\n{}",
+        web.envoy_log()
+    );
+    let ready = env
+        .mesh
+        .hub_curl(&format!("http://{web_ip}:15021/healthz/ready"), &[]);
+    assert_eq!(ready.status, 503, "ready without meshd: {ready:?}");
     Ok(())
 }
