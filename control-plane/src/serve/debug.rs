@@ -95,18 +95,38 @@ fn sync_entry(p: &ProxyStatus) -> Value {
             _ => None,
         }
     };
-    json!({
+    let mut entry = json!({
         "proxy": short_id(&p.node.id),
         "node_id": p.node.id,
         "connection_id": p.connection_id,
         "cluster_id": metadata_string("CLUSTER_ID").unwrap_or_else(|| "Kubernetes".to_string()),
+        "proxy_type": p.node.id.split('~').next().unwrap_or_default(),
         "proxy_version": metadata_string("ISTIO_VERSION"),
+        "istio_version": metadata_string("ISTIO_VERSION"),
         "envoy_version": envoy_version(&p.node),
         "remote_addr": p.remote_addr.map(|a| a.to_string()),
         "delta": p.delta,
         "types": types,
         "control_plane": format!("meshd-{}", env!("CARGO_PKG_VERSION")),
-    })
+    });
+    // istiod's own fields (what Kiali reads): the nonce last sent and last ACKed per type,
+    // left out when empty as istiod leaves them out.
+    for (t, field) in [
+        (type_url::CLUSTER, "cluster"),
+        (type_url::LISTENER, "listener"),
+        (type_url::ROUTE, "route"),
+        (type_url::ENDPOINT, "endpoint"),
+    ] {
+        let Some(status) = p.types.get(t) else {
+            continue;
+        };
+        for (suffix, nonce) in [("sent", &status.sent_nonce), ("acked", &status.acked_nonce)] {
+            if !nonce.is_empty() {
+                entry[format!("{field}_{suffix}")] = json!(nonce);
+            }
+        }
+    }
+    entry
 }
 
 /// The Envoy build a proxy reports in its node (`user_agent_build_version`), as `1.40.0`.
@@ -277,6 +297,42 @@ async fn configz(State(s): State<Arc<Shared>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sync_entry_carries_istiods_fields_for_kiali() {
+        let mut types = std::collections::BTreeMap::new();
+        let sent = |nonce: &str, acked: &str| meshd_xds::TypeStatus {
+            sent_nonce: nonce.into(),
+            acked_nonce: acked.into(),
+            ..Default::default()
+        };
+        types.insert(type_url::CLUSTER.to_owned(), sent("4", "4"));
+        types.insert(type_url::LISTENER.to_owned(), sent("5", ""));
+        let status = ProxyStatus {
+            connection_id: "c1".into(),
+            node: meshd_xds::Node {
+                id: "router~10.0.0.9~gw-1.istio-system~istio-system.svc.cluster.local".into(),
+                ..Default::default()
+            },
+            remote_addr: None,
+            delta: false,
+            connected_at: std::time::SystemTime::now(),
+            types,
+        };
+        let entry = sync_entry(&status);
+        assert_eq!(entry["proxy"], "gw-1.istio-system");
+        assert_eq!(entry["proxy_type"], "router");
+        assert_eq!(entry["cluster_id"], "Kubernetes");
+        assert_eq!(
+            (&entry["cluster_sent"], &entry["cluster_acked"]),
+            (&json!("4"), &json!("4"))
+        );
+        assert_eq!(entry["listener_sent"], "5");
+        // Nothing ACKed, nothing asked: left out, as istiod leaves them out.
+        assert!(entry.get("listener_acked").is_none());
+        assert!(entry.get("route_sent").is_none());
+        assert_eq!(entry["types"]["LDS"]["state"], "STALE");
+    }
 
     #[test]
     fn timestamps_print_as_rfc3339_utc() {
