@@ -574,6 +574,36 @@ fn install_manifests_apply_and_grant_meshd_only_what_it_needs() {
     assert_eq!(deployment["spec"]["replicas"], 2);
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["args"][0], "serve");
+    // What istioctl and Kiali look for to find istiod: its label on the Deployment, its pods and
+    // the Service, the revision, and the cluster name in the environment.
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(
+        (&labels["app"], &labels["istio.io/rev"]),
+        (&json!("istiod"), &json!("default"))
+    );
+    let found = kubectl(
+        &cluster,
+        &[
+            "get",
+            "deployments,services",
+            "-l",
+            "app=istiod",
+            "-n",
+            "istio-system",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(
+        found.split_whitespace().collect::<Vec<_>>(),
+        ["deployment.apps/meshd", "service/istiod"]
+    );
+    let env = container["env"].as_array().expect("env");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "CLUSTER_ID" && e["value"] == "Kubernetes"),
+        "{env:?}"
+    );
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
     assert_eq!(container["readinessProbe"]["httpGet"]["port"], 15014);
 

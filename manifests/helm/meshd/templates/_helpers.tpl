@@ -11,13 +11,13 @@ objects are named (Deployment, Service, mesh ConfigMap, webhook configurations, 
 
 {{/* What selects this release's pods: two revisions side by side never select each other's. */}}
 {{- define "meshd.selector" -}}
-app: meshd
+app: istiod
 istio.io/rev: {{ include "meshd.revision" . }}
 {{- end }}
 
 {{/* Labels every object carries. */}}
 {{- define "meshd.labels" -}}
-app: meshd
+app: istiod
 istio.io/rev: {{ include "meshd.revision" . }}
 app.kubernetes.io/part-of: meshd
 {{- end }}
