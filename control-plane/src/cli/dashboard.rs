@@ -151,7 +151,12 @@ mod tests {
         let (argv, url) = plan(&a);
         assert_eq!(
             &argv[..4],
-            ["--kubeconfig", "kubeconfig.yaml", "--namespace", "monitoring"]
+            [
+                "--kubeconfig",
+                "kubeconfig.yaml",
+                "--namespace",
+                "monitoring"
+            ]
         );
         assert!(argv.contains(&"8080:3000".to_string()));
         assert_eq!(url, "http://localhost:8080/");
