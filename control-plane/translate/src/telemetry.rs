@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use meshd_model::mesh_config::ProviderKind;
 use meshd_model::telemetry::{AppliedTelemetry, WorkloadMode};
-use meshd_model::{NodeType, ObjectKey, Snapshot};
+use meshd_model::{NodeType, ObjectKey, Proxy, Snapshot};
 use meshd_proto::pb::envoy::config::accesslog::v3::AccessLog;
 use meshd_proto::pb::envoy::config::cluster::v3::Cluster;
 use meshd_proto::pb::envoy::config::listener::v3::{Filter, Listener, filter};
@@ -178,14 +178,30 @@ impl ListenerTelemetry {
             }
             _ => {}
         }
-        out.metrics = Some(metrics::Metrics::new(match side {
-            WorkloadMode::Server => metrics::Reporter::Destination,
-            WorkloadMode::Client | WorkloadMode::ClientAndServer => metrics::Reporter::Source,
-        }));
+        out.metrics = Some(metrics::Metrics::new(
+            match side {
+                WorkloadMode::Server => metrics::Reporter::Destination,
+                WorkloadMode::Client | WorkloadMode::ClientAndServer => metrics::Reporter::Source,
+            },
+            None,
+        ));
         if let Some(names) = names {
             out.tracing = tracing::hcm_tracing(snapshot, scope, &applied, side, names);
         }
         out
+    }
+
+    /// The metrics of listeners only `proxy` holds (its inbound ones) name it with fixed
+    /// strings instead of reading its node metadata per request.
+    pub(crate) fn own_listeners_of(mut self, snapshot: &Snapshot, proxy: &Proxy) -> Self {
+        if let Some(m) = &self.metrics {
+            let labels = snapshot
+                .pod_by_ip(&proxy.ip)
+                .map_or(&proxy.labels, |pod| &pod.labels);
+            let own = metrics::own_names(&proxy.pod_name, &proxy.namespace, labels);
+            self.metrics = Some(metrics::Metrics::new(m.reporter(), Some(own)));
+        }
+        self
     }
 
     /// Puts the access logs and the tracer on `listeners`; `capturing` says which listeners also
