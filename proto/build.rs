@@ -34,6 +34,7 @@ const FILES: &[&str] = &[
     "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
     "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
     "envoy/extensions/filters/network/rbac/v3/rbac.proto",
+    "envoy/extensions/filters/network/set_filter_state/v3/set_filter_state.proto",
     "envoy/extensions/filters/network/sni_cluster/v3/sni_cluster.proto",
     "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
     "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto",

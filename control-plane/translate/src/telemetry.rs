@@ -222,6 +222,14 @@ impl ListenerTelemetry {
                 for filter in &mut chain.filters {
                     self.apply_to_filter(filter);
                 }
+                // Shared listeners' metrics read the proxy's names from connection state.
+                let counts = chain
+                    .filters
+                    .iter()
+                    .any(|f| f.name == HCM || f.name == TCP_PROXY);
+                if counts && self.metrics.as_ref().is_some_and(|m| m.needs_own_filter()) {
+                    chain.filters.insert(0, metrics::own_filter());
+                }
             }
         }
     }
