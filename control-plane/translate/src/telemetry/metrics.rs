@@ -6,7 +6,8 @@
 //! Where each label comes from:
 //! - the proxy's own workload: on a server's inbound listener (its alone) fixed strings; on
 //!   listeners several workloads share (outbound, gateways) its node metadata (`meshd bootstrap`
-//!   writes it), read with `%CEL(xds.node.metadata…)%`, so they stay shared;
+//!   writes it), read once per connection into filter state ([`own_filter`]), so they stay
+//!   shared;
 //! - the destination, at the source: the endpoint's metadata meshd puts in EDS
 //!   ([`endpoint_metadata`]) and the cluster's service ([`cluster_metadata`]);
 //! - the source, at the destination: a header the client sidecar sets on every request it sends
