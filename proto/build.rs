@@ -47,6 +47,7 @@ const FILES: &[&str] = &[
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/service/discovery/v3/ads.proto",
     "envoy/service/discovery/v3/discovery.proto",
+    "envoy/service/status/v3/csds.proto",
 ];
 
 fn main() {

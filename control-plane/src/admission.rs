@@ -381,7 +381,8 @@ async fn inject_handler(State(webhooks): State<Arc<Webhooks>>, body: Bytes) -> R
             .filter(|n| !n.is_empty())
             .or_else(|| pod["metadata"]["generateName"].as_str())
             .unwrap_or_default();
-        match inject::inject(pod, namespace, labels.as_ref(), &webhooks.inject) {
+        let config = webhooks.inject.with_mesh(&snapshot.mesh);
+        match inject::inject(pod, namespace, labels.as_ref(), &config) {
             Ok(Some(patch)) => {
                 metrics.injection_success.inc();
                 tracing::info!(pod = %format!("{namespace}/{name}"), "injected the sidecar");

@@ -2,8 +2,10 @@
 
 pub mod analyze;
 pub mod dashboard;
+pub mod envoy_admin;
 pub mod proxy_config;
 pub mod proxy_status;
+pub mod version;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -8,7 +8,7 @@ use meshd_ca::Identity;
 use meshd_model::{Proxy, Snapshot};
 
 use meshd_kube::{ReviewError, ReviewedToken, TokenReviewer};
-use meshd_xds::ConnectionInfo;
+use meshd_xds::{ConnectionInfo, DebugScope};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
@@ -68,6 +68,43 @@ impl IdentityProof {
                 );
                 prove_by_token(snapshot, proxy, reviewer.lookup(bearer))
             }
+        }
+    }
+}
+
+impl IdentityProof {
+    /// Who may read the `istio.io/debug/` types over xDS (istioctl's `proxy-status` and
+    /// `proxy-config`), as istiod decides it: only over TLS with a service-account token the API
+    /// server vouches for; a caller from the root namespace reads every proxy, any other only the
+    /// proxies of its own namespace. The file source has no tokens, so no debug client proves
+    /// anything there (its debug HTTP port serves the same answers).
+    pub fn debug_scope(
+        &self,
+        root_namespace: &str,
+        conn: &ConnectionInfo,
+    ) -> Result<DebugScope, tonic::Status> {
+        let IdentityProof::Token(reviewer) = self else {
+            return Err(tonic::Status::unauthenticated(
+                "debug requests over xDS need the Kubernetes source: a service-account token shows who asks",
+            ));
+        };
+        if !conn.secure {
+            return Err(tonic::Status::unauthenticated(
+                "authentication required: send debug requests over the TLS xDS port with a service-account token",
+            ));
+        }
+        let bearer = meshd_kube::bearer(
+            conn.metadata
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+        );
+        match reviewer.lookup(bearer) {
+            Ok(who) if who.namespace == root_namespace => Ok(DebugScope::All),
+            Ok(who) => Ok(DebugScope::Namespace(who.namespace)),
+            Err(ReviewError::Unavailable(e)) => Err(tonic::Status::unavailable(format!(
+                "token review unavailable: {e}"
+            ))),
+            Err(e) => Err(tonic::Status::unauthenticated(e.to_string())),
         }
     }
 }

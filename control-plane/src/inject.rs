@@ -102,6 +102,24 @@ pub struct InjectConfig {
     pub termination_drain: String,
 }
 
+impl InjectConfig {
+    /// With the mesh's `defaultConfig` proxy lifecycle (`holdApplicationUntilProxyStarts`,
+    /// `terminationDrainDuration`) in place of the built-in defaults.
+    pub fn with_mesh(&self, mesh: &meshd_model::MeshConfig) -> InjectConfig {
+        let proxy = &mesh.default_config;
+        InjectConfig {
+            hold_application: proxy
+                .hold_application_until_proxy_starts
+                .unwrap_or(self.hold_application),
+            termination_drain: proxy
+                .termination_drain_duration
+                .clone()
+                .unwrap_or_else(|| self.termination_drain.clone()),
+            ..self.clone()
+        }
+    }
+}
+
 pub const DEFAULT_PROXY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
 pub const DEFAULT_PROXY_INIT_IMAGE: &str =
     concat!("ghcr.io/meshd/meshd:", env!("CARGO_PKG_VERSION"));

@@ -3,10 +3,9 @@
 //! (`meshd bootstrap --install-self`), and the `istio-proxy` container runs these as its
 //! `postStart` (hold the app until Envoy is ready) and `preStop` (drain before SIGTERM) hooks.
 //!
-//! Both speak plain HTTP/1.0 to Envoy on loopback; nothing else is needed.
+//! Both speak plain HTTP/1.1 to Envoy on loopback; nothing else is needed.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -40,18 +39,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// The status code of `METHOD path` on `addr`, within `timeout`.
 fn status(addr: SocketAddr, method: &str, path: &str, timeout: Duration) -> anyhow::Result<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    // One write: a request in pieces can meet a server that answers after the first one.
-    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head)?;
-    let line = std::str::from_utf8(&head).context("a non-HTTP answer")?;
-    line.get(9..12)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("not an HTTP status line: {line:?}"))
+    Ok(crate::envoy_http::request(&addr.to_string(), method, path, timeout)?.0)
 }
 
 /// Polls Envoy's readiness until it answers 200, or the timeout passes.
@@ -94,6 +82,7 @@ pub fn drain(args: &DrainArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read as _, Write as _};
     use std::net::TcpListener;
 
     /// Answers each connection with `code` and records the request lines.
@@ -132,7 +121,7 @@ mod tests {
             timeout: Duration::from_secs(10),
         };
         wait(&args).unwrap();
-        assert_eq!(seen.join().unwrap(), ["GET /healthz/ready HTTP/1.0"; 3]);
+        assert_eq!(seen.join().unwrap(), ["GET /healthz/ready HTTP/1.1"; 3]);
     }
 
     #[test]
@@ -160,7 +149,7 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(200));
         assert_eq!(
             seen.join().unwrap(),
-            ["POST /drain_listeners?inboundonly&graceful HTTP/1.0"]
+            ["POST /drain_listeners?inboundonly&graceful HTTP/1.1"]
         );
     }
 }

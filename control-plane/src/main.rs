@@ -6,6 +6,7 @@ mod connected;
 mod crds;
 mod documents;
 mod encode;
+mod envoy_http;
 mod file_source;
 mod identity;
 mod jwks;
@@ -50,8 +51,9 @@ enum Command {
     Dashboard(cli::dashboard::Args),
     /// Print the CustomResourceDefinitions of every Istio kind meshd reads.
     Crds(crds::Args),
-    /// Print the version of the binary and of the Envoy API it speaks.
-    Version,
+    /// Print the version of the binary and of the Envoy API it speaks, then those of the control
+    /// plane and its proxies when meshd is reachable.
+    Version(cli::version::Args),
     /// Wait until the pod's Envoy is ready (the injected proxy's postStart hook).
     Wait(lifecycle::WaitArgs),
     /// Drain the pod's Envoy before it is stopped (the injected proxy's preStop hook).
@@ -76,10 +78,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crds(args) => crds::run(args),
         Command::Wait(args) => lifecycle::wait(&args),
         Command::Drain(args) => lifecycle::drain(&args),
-        Command::Version => {
-            println!("meshd {} (Envoy API v3)", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        Command::Version(args) => cli::version::run(&args),
     }
 }
 
@@ -90,4 +89,14 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn every_subcommands_flags_are_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -211,13 +211,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         rejected,
         args.fault_invalid_routes_of.clone(),
     );
-    let generator = Arc::new(MeshGenerator::new(
-        Arc::new(Snapshot::default()),
-        secrets.clone(),
-        identity_rejections,
-        proof,
-        guard,
-    ));
+    let generator = Arc::new(
+        MeshGenerator::new(
+            Arc::new(Snapshot::default()),
+            secrets.clone(),
+            identity_rejections,
+            proof,
+            guard,
+        )
+        // istiod names itself by its pod (`POD_NAME`), as does this.
+        .with_instance(args.pod_name.as_deref().unwrap_or("meshd")),
+    );
     let (pusher, push_rx) = pusher::Pusher::new();
     let pusher = Arc::new(pusher);
     let metered = Arc::new(metrics::Metered::new(generator.clone(), &mut registry));

@@ -73,13 +73,28 @@ pub(crate) fn is_object_name(name: &str) -> bool {
 }
 
 /// Drops what meshd never reads before it is parsed and kept: server-side bookkeeping on every
-/// kind, and for Pods everything but identity, labels, ports and address.
+/// kind, for Pods everything but identity, labels, node, ports and address, for Nodes all but
+/// their labels.
 pub(crate) fn shrink(kind: Kind, mut value: Value) -> Value {
     if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
         if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
             annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
         }
+    }
+    if kind == Kind::Node {
+        // Only where it is: a Node's status (images, conditions) is large and changes often.
+        let mut metadata = serde_json::Map::new();
+        for field in ["name", "labels"] {
+            if let Some(v) = value.pointer(&format!("/metadata/{field}")) {
+                metadata.insert(field.to_string(), v.clone());
+            }
+        }
+        return serde_json::json!({
+            "apiVersion": value.get("apiVersion").cloned().unwrap_or(Value::Null),
+            "kind": value.get("kind").cloned().unwrap_or(Value::Null),
+            "metadata": metadata,
+        });
     }
     if kind != Kind::Pod {
         return value;
@@ -106,8 +121,10 @@ pub(crate) fn shrink(kind: Kind, mut value: Value) -> Value {
         }
     }
     let mut spec = serde_json::Map::new();
-    if let Some(sa) = value.pointer("/spec/serviceAccountName") {
-        spec.insert("serviceAccountName".to_string(), sa.clone());
+    for field in ["serviceAccountName", "nodeName"] {
+        if let Some(v) = value.pointer(&format!("/spec/{field}")) {
+            spec.insert(field.to_string(), v.clone());
+        }
     }
     spec.insert("containers".to_string(), Value::Array(containers));
     let mut status = serde_json::Map::new();

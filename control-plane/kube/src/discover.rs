@@ -56,6 +56,7 @@ pub(crate) fn core_resource(kind: Kind) -> ApiResource {
     use k8s_openapi::api::core::v1;
     match kind {
         Kind::Namespace => ApiResource::erase::<v1::Namespace>(&()),
+        Kind::Node => ApiResource::erase::<v1::Node>(&()),
         Kind::Service => ApiResource::erase::<v1::Service>(&()),
         Kind::Endpoints => ApiResource::erase::<v1::Endpoints>(&()),
         Kind::Pod => ApiResource::erase::<v1::Pod>(&()),
@@ -178,6 +179,8 @@ pub(crate) fn plan(
     let mesh_configmap = revision.map_or_else(|| MESH_CONFIGMAP.to_owned(), mesh_configmap);
     let mut out = vec![
         spec(Kind::Namespace, core_resource(Kind::Namespace)),
+        // Where pods run: their Nodes' topology labels are their locality.
+        spec(Kind::Node, core_resource(Kind::Node)),
         spec(Kind::Service, core_resource(Kind::Service)),
         spec(Kind::Pod, core_resource(Kind::Pod)),
     ];

@@ -7,6 +7,7 @@ pub mod documents;
 pub mod duration;
 pub mod finding;
 pub mod input;
+pub mod locality;
 pub mod mesh_config;
 pub mod object;
 pub mod peer_auth;

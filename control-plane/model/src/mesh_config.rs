@@ -147,6 +147,28 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_lifecycle_defaults_are_read_and_a_bad_drain_duration_refused() {
+        let mesh = MeshConfig::from_yaml(
+            "defaultConfig: {holdApplicationUntilProxyStarts: true, terminationDrainDuration: 45s}",
+        )
+        .unwrap();
+        assert_eq!(
+            mesh.default_config.hold_application_until_proxy_starts,
+            Some(true)
+        );
+        assert_eq!(
+            mesh.default_config.termination_drain_duration.as_deref(),
+            Some("45s")
+        );
+        let bad = MeshConfig::from_yaml("defaultConfig: {terminationDrainDuration: soon}");
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("terminationDrainDuration")
+        );
+    }
+
+    #[test]
     fn a_connect_timeout_under_a_millisecond_is_refused() {
         for bad in ["0", "0s", "500us", "-1s", "1.0005s"] {
             let mesh = MeshConfig::from_value(serde_json::json!({"connectTimeout": bad}));

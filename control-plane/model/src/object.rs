@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 
 use crate::input::ObjectMeta;
 use crate::input::istio::{ServiceEntry, WorkloadEntry};
-use crate::input::kube::{ConfigMap, EndpointSlice, Endpoints, Namespace, Pod, Secret, Service};
+use crate::input::kube::{
+    ConfigMap, EndpointSlice, Endpoints, Namespace, Node, Pod, Secret, Service,
+};
 use crate::input::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use crate::input::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::input::telemetry::Telemetry;
@@ -18,6 +20,7 @@ use crate::input::telemetry::Telemetry;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
     Namespace,
+    Node,
     Service,
     Endpoints,
     EndpointSlice,
@@ -37,8 +40,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Namespace,
+        Kind::Node,
         Kind::Service,
         Kind::Endpoints,
         Kind::EndpointSlice,
@@ -61,6 +65,7 @@ impl Kind {
     pub fn group(self) -> &'static str {
         match self {
             Kind::Namespace
+            | Kind::Node
             | Kind::Service
             | Kind::Endpoints
             | Kind::Pod
@@ -93,6 +98,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Namespace => "Namespace",
+            Kind::Node => "Node",
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
             Kind::EndpointSlice => "EndpointSlice",
@@ -130,7 +136,7 @@ impl Kind {
     }
 
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(self, Kind::Namespace | Kind::Node)
     }
 }
 
@@ -190,6 +196,7 @@ impl fmt::Display for ObjectKey {
 #[serde(untagged)]
 pub enum Object {
     Namespace(Arc<Namespace>),
+    Node(Arc<Node>),
     Service(Arc<Service>),
     Endpoints(Arc<Endpoints>),
     EndpointSlice(Arc<EndpointSlice>),
@@ -295,6 +302,7 @@ impl Object {
         let key = ObjectKey::new(kind, namespace.clone(), name);
         let object = match kind {
             Kind::Namespace => Object::Namespace(typed(&key, value)?),
+            Kind::Node => Object::Node(typed(&key, value)?),
             Kind::Service => Object::Service(typed(&key, value)?),
             Kind::Endpoints => Object::Endpoints(typed(&key, value)?),
             Kind::EndpointSlice => Object::EndpointSlice(typed(&key, value)?),
@@ -318,6 +326,7 @@ impl Object {
     pub fn kind(&self) -> Kind {
         match self {
             Object::Namespace(_) => Kind::Namespace,
+            Object::Node(_) => Kind::Node,
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
@@ -340,6 +349,7 @@ impl Object {
     pub fn metadata(&self) -> &ObjectMeta {
         match self {
             Object::Namespace(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::Endpoints(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
@@ -376,7 +386,7 @@ impl Object {
             }
         }
         match &mut self {
-            Object::Namespace(_) => {}
+            Object::Namespace(_) | Object::Node(_) => {}
             Object::Service(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Endpoints(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::EndpointSlice(o) => set(&mut Arc::make_mut(o).metadata, namespace),

@@ -1,5 +1,6 @@
 //! Port protocols, detected the way Istio does: explicit `appProtocol`, else the port name's prefix
-//! (`http`, `http-web`, `grpc-api`, ...), else unknown.
+//! (`http`, `http-web`, `grpc-api`, ...), else unknown. Unknown ports are sniffed, as istiod does:
+//! HTTP/1.1 and h2c get HTTP routing, anything else is proxied as TCP.
 
 use serde::Serialize;
 
@@ -15,7 +16,7 @@ pub enum Protocol {
     Mongo,
     Mysql,
     Redis,
-    /// Not declared: istiod sniffs; meshd serves it as HTTP (see `is_http`).
+    /// Not declared: the proxies sniff each connection (see `is_sniffed`).
     Unknown,
 }
 
@@ -57,16 +58,23 @@ impl Protocol {
             .unwrap_or(Protocol::Unknown)
     }
 
-    /// Ports that get an HTTP connection manager. Undeclared ports are treated as HTTP/1.1.
+    /// Ports that get only an HTTP connection manager.
     pub fn is_http(self) -> bool {
         matches!(
             self,
-            Protocol::Http
-                | Protocol::Http2
-                | Protocol::Grpc
-                | Protocol::GrpcWeb
-                | Protocol::Unknown
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
         )
+    }
+
+    /// Ports whose protocol is not declared: each connection is inspected (Envoy's
+    /// `http_inspector`); HTTP/1.x and h2c go to an HTTP connection manager, the rest to TCP.
+    pub fn is_sniffed(self) -> bool {
+        self == Protocol::Unknown
+    }
+
+    /// Ports whose HTTP traffic gets routes: declared HTTP, or sniffed.
+    pub fn may_be_http(self) -> bool {
+        self.is_http() || self.is_sniffed()
     }
 
     /// Upstream speaks HTTP/2.
@@ -104,6 +112,16 @@ mod tests {
         assert_eq!(Protocol::detect(None, Some("tcp-db")), Protocol::Tcp);
         assert_eq!(Protocol::detect(None, Some("web")), Protocol::Unknown);
         assert_eq!(Protocol::detect(None, None), Protocol::Unknown);
+    }
+
+    #[test]
+    fn undeclared_ports_are_sniffed_not_served_as_http() {
+        let unnamed = Protocol::detect(None, None);
+        assert!(unnamed.is_sniffed());
+        assert!(!unnamed.is_http());
+        assert!(unnamed.may_be_http());
+        assert!(!Protocol::Tcp.may_be_http());
+        assert!(!Protocol::Http.is_sniffed());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::finding::{Finding, Severity};
 use crate::input::istio::{ServiceEntry, WorkloadEntrySpec};
 use crate::input::kube::{IntOrString, Pod, Service};
 use crate::input::labels_match;
+use crate::locality::Locality;
 use crate::object::{Kind, Object, ObjectKey};
 use crate::protocol::Protocol;
 
@@ -85,6 +86,18 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
+impl Endpoint {
+    /// Where the endpoint is: its WorkloadEntry's `locality`, or its pod's (the `istio-locality`
+    /// label, else its Node's topology labels), or its EndpointSlice zone; else its own
+    /// `istio-locality` label.
+    pub fn locality(&self) -> Option<Locality> {
+        self.locality
+            .as_deref()
+            .and_then(Locality::parse)
+            .or_else(|| Locality::of_labels(&self.labels))
+    }
+}
+
 /// What the registry knows of a Pod.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PodInfo {
@@ -93,11 +106,19 @@ pub struct PodInfo {
     pub ip: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
+    /// Its `istio-locality` label, else its Node's topology labels.
+    pub locality: Option<Locality>,
 }
 
 impl PodInfo {
-    fn from_pod(pod: &Pod) -> PodInfo {
+    fn from_pod(pod: &Pod, nodes: &HashMap<&str, &BTreeMap<String, String>>) -> PodInfo {
+        let node = pod
+            .spec
+            .node_name
+            .as_deref()
+            .and_then(|n| nodes.get(n).copied());
         PodInfo {
+            locality: Locality::of_pod(&pod.metadata.labels, node),
             name: pod.metadata.name.clone(),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             ip: pod.status.pod_ip.clone().filter(|ip| !ip.is_empty()),
@@ -139,6 +160,9 @@ pub struct Registry {
     /// endpoints for each proxy.
     #[serde(skip)]
     pub served_ports: HashMap<String, Vec<ServedPort>>,
+    /// Nodes with topology labels, by name: where their pods (and slice endpoints) are.
+    #[serde(skip)]
+    node_localities: HashMap<String, Locality>,
 }
 
 pub fn cluster_domain_host(name: &str, namespace: &str) -> String {
@@ -148,9 +172,20 @@ pub fn cluster_domain_host(name: &str, namespace: &str) -> String {
 impl Registry {
     pub fn build(objects: &BTreeMap<ObjectKey, Object>, findings: &mut Vec<Finding>) -> Registry {
         let mut reg = Registry::default();
+        let nodes: HashMap<&str, &BTreeMap<String, String>> = objects
+            .range(ObjectKey::new(Kind::Node, "", "")..)
+            .take_while(|(k, _)| k.kind == Kind::Node)
+            .map(|(k, o)| (k.name.as_str(), &o.metadata().labels))
+            .collect();
+        reg.node_localities = nodes
+            .iter()
+            .filter_map(|(name, labels)| {
+                Some(((*name).to_owned(), Locality::of_node_labels(labels)?))
+            })
+            .collect();
         for obj in objects.values() {
             if let Object::Pod(pod) = obj {
-                let info = Arc::new(PodInfo::from_pod(pod));
+                let info = Arc::new(PodInfo::from_pod(pod, &nodes));
                 if let Some(ip) = &info.ip {
                     reg.pods_by_ip.insert(ip.clone(), info.clone());
                 }
@@ -348,12 +383,20 @@ impl Registry {
                         }
                         for addr in &ep.addresses {
                             let pod = self.pod_for(addr, ep.target_ref.as_ref(), &svc.namespace);
-                            out.entry(sp.port).or_default().push(self.endpoint(
-                                addr,
-                                ep_port,
-                                pod,
-                                &svc.namespace,
-                            ));
+                            let mut endpoint = self.endpoint(addr, ep_port, pod, &svc.namespace);
+                            // Without its pod, the slice's Node, or else its zone, still
+                            // places the endpoint.
+                            if endpoint.locality.is_none() {
+                                let node = ep
+                                    .node_name
+                                    .as_ref()
+                                    .and_then(|n| self.node_localities.get(n));
+                                let zone = ep.zone.as_deref().filter(|z| !z.is_empty());
+                                endpoint.locality = node
+                                    .map(ToString::to_string)
+                                    .or_else(|| zone.map(|z| format!("/{z}/")));
+                            }
+                            out.entry(sp.port).or_default().push(endpoint);
                         }
                     }
                 }
@@ -434,7 +477,10 @@ impl Registry {
                 .as_ref()
                 .map(|p| p.namespace.clone())
                 .unwrap_or_else(|| ns.to_string()),
-            locality: None,
+            locality: pod
+                .as_ref()
+                .and_then(|p| p.locality.as_ref())
+                .map(ToString::to_string),
             weight: 1,
         }
     }

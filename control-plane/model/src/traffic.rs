@@ -13,7 +13,8 @@ use crate::registry::Registry;
 
 mod destination_rule;
 mod gateway;
-pub mod locality;
+// Where workloads are: a leaf module of its own, since the registry places pods too.
+pub use crate::locality;
 mod virtual_service;
 
 pub use destination_rule::*;
@@ -42,6 +43,24 @@ pub struct VirtualServiceModel {
 impl VirtualServiceModel {
     pub fn applies_to_gateway(&self, gateway: &str) -> bool {
         self.gateways.iter().any(|g| g == gateway)
+    }
+
+    /// A route match's `gateways` (empty: the VirtualService's own) name `gateway` (`mesh` or
+    /// `ns/name`); a short name means the Gateway in the VirtualService's namespace, as in
+    /// `spec.gateways`.
+    pub fn match_applies_to_gateway(&self, match_gateways: &[String], gateway: &str) -> bool {
+        if match_gateways.is_empty() {
+            return self.applies_to_gateway(gateway);
+        }
+        match_gateways.iter().any(|g| {
+            if g == MESH_GATEWAY || g.contains('/') {
+                g == gateway
+            } else {
+                gateway
+                    .split_once('/')
+                    .is_some_and(|(ns, name)| ns == self.key.namespace && name == g)
+            }
+        })
     }
 
     /// Proxies in `namespace` may use it (`exportTo`).
@@ -287,6 +306,28 @@ mod tests {
         let registry = Registry::default();
         Traffic::build(&objects, &registry, &mut findings);
         findings
+    }
+
+    #[test]
+    fn match_level_gateway_short_names_mean_the_gateway_in_the_virtual_service_namespace() {
+        let (objects, errors) = crate::documents::parse(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: default}\nspec:\n  hosts: [edition.cnn.com]\n  gateways: [istio-egressgateway, mesh]\n  http: [{match: [{gateways: [mesh]}], route: [{destination: {host: edition.cnn.com}}]}]\n",
+            false,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let objects: BTreeMap<_, _> = objects.into_iter().map(|o| (o.key(), o)).collect();
+        let traffic = Traffic::build(&objects, &Registry::default(), &mut Vec::new());
+        let vs = &traffic.virtual_services[0];
+        let short = ["istio-egressgateway".to_string()];
+        assert!(vs.match_applies_to_gateway(&short, "default/istio-egressgateway"));
+        assert!(!vs.match_applies_to_gateway(&short, "istio-system/istio-egressgateway"));
+        assert!(!vs.match_applies_to_gateway(&short, MESH_GATEWAY));
+        let mesh = [MESH_GATEWAY.to_string()];
+        assert!(vs.match_applies_to_gateway(&mesh, MESH_GATEWAY));
+        assert!(!vs.match_applies_to_gateway(&mesh, "default/istio-egressgateway"));
+        // No match-level gateways: the VirtualService's own.
+        assert!(vs.match_applies_to_gateway(&[], "default/istio-egressgateway"));
+        assert!(!vs.match_applies_to_gateway(&[], "default/other"));
     }
 
     #[test]

@@ -1,26 +1,58 @@
-//! `meshd proxy-config clusters|listeners|routes|endpoints|secrets|all PROXY_ID`.
+//! `meshd proxy-config clusters|listeners|routes|endpoints|secrets|all|bootstrap|log PROXY_ID`:
+//! what meshd sent a proxy (its debug API), or with `--from envoy` what the proxy applied (its
+//! Envoy admin port), in the same tables.
 
 use serde_json::Value;
 
+use super::envoy_admin::{self, AdminAddr};
 use super::{DebugAddr, get_json, print_table};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// clusters, listeners, routes, endpoints, secrets or all.
-    #[arg(value_parser = ["clusters", "cluster", "listeners", "listener", "routes", "route", "endpoints", "endpoint", "secrets", "secret", "all"])]
+    /// clusters, listeners, routes, endpoints, secrets, all; bootstrap and log (from Envoy).
+    #[arg(value_parser = ["clusters", "cluster", "listeners", "listener", "routes", "route", "endpoints", "endpoint", "secrets", "secret", "all", "bootstrap", "log"])]
     pub what: String,
     /// `POD.NAMESPACE` or the full Envoy node id.
     pub proxy_id: String,
     #[command(flatten)]
     pub debug: DebugAddr,
+    /// Whose account: `meshd` (what it sent) or `envoy` (what the proxy applied, from its admin
+    /// port).
+    #[arg(long = "from", default_value = "meshd", value_parser = ["meshd", "envoy"])]
+    pub from: String,
+    #[command(flatten)]
+    pub admin: AdminAddr,
+    /// `log`: set every Envoy logger to this level first (trace, debug, info, warning, error,
+    /// critical, off).
+    #[arg(long = "level")]
+    pub level: Option<String>,
     /// Output format: table or json.
     #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
     pub output: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let path = format!("/debug/config_dump?proxyID={}", url_encode(&args.proxy_id));
-    let dump = get_json(&args.debug.addr, &path)?;
+    match args.what.as_str() {
+        "log" => {
+            print!(
+                "{}",
+                envoy_admin::logging(&args.admin.admin_addr, args.level.as_deref())?
+            );
+            return Ok(());
+        }
+        "bootstrap" => {
+            let dump = envoy_admin::config_dump(&args.admin.admin_addr)?;
+            println!("{}", serde_json::to_string_pretty(&dump["bootstrap"])?);
+            return Ok(());
+        }
+        _ => {}
+    }
+    let dump = if args.from == "envoy" {
+        envoy_admin::config_dump(&args.admin.admin_addr)?
+    } else {
+        let path = format!("/debug/config_dump?proxyID={}", url_encode(&args.proxy_id));
+        get_json(&args.debug.addr, &path)?
+    };
     let kinds: Vec<&str> = match args.what.trim_end_matches('s') {
         "cluster" => vec!["clusters"],
         "listener" => vec!["listeners"],

@@ -616,11 +616,12 @@ fn holding_the_application_puts_the_proxy_first_with_a_wait() {
         APP_HEALTH_PORT
     );
     assert_eq!(out["spec"]["containers"][1]["name"], "web");
-    // The mesh-wide default does the same.
-    let mesh_default = InjectConfig {
-        hold_application: true,
-        ..InjectConfig::default()
-    };
+    // The mesh-wide default (MeshConfig `defaultConfig`) does the same.
+    let mesh = meshd_model::MeshConfig::from_yaml(
+        "defaultConfig: {holdApplicationUntilProxyStarts: true, terminationDrainDuration: 20s}",
+    )
+    .unwrap();
+    let mesh_default = InjectConfig::default().with_mesh(&mesh);
     let patch = inject(
         &mk_pod(json!({}), with_probe()),
         "shop",
@@ -632,6 +633,19 @@ fn holding_the_application_puts_the_proxy_first_with_a_wait() {
     let mut out = mk_pod(json!({}), with_probe());
     json_patch::patch(&mut out, &patch).unwrap();
     assert_eq!(names_of(&out, "containers"), [PROXY_CONTAINER, "web"]);
+    let proxy = &out["spec"]["containers"][0];
+    assert_eq!(proxy["lifecycle"]["preStop"]["exec"]["command"][3], "20s");
+    // A pod's annotation still overrides the mesh's default.
+    let pod = mk_pod(
+        json!({ "annotations": { PROXY_CONFIG_ANNOTATION: "holdApplicationUntilProxyStarts: false" } }),
+        with_probe(),
+    );
+    let patch = inject(&pod, "shop", Some(&enabled()), &mesh_default)
+        .unwrap()
+        .unwrap();
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+    assert_eq!(names_of(&out, "containers"), ["web", PROXY_CONTAINER]);
 }
 
 #[test]

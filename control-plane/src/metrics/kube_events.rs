@@ -30,6 +30,7 @@ fn registry_type(kind: Kind) -> Option<&'static str> {
         Kind::Service => Some("Services"),
         Kind::Pod => Some("Pods"),
         Kind::Namespace => Some("Namespaces"),
+        Kind::Node => Some("Nodes"),
         Kind::EndpointSlice => Some("EndpointSlice"),
         Kind::Endpoints => Some("Endpoints"),
         _ => None,

@@ -89,4 +89,16 @@ impl<G: Generator> Generator for Metered<G> {
     fn disconnect(&self, proxy: &G::Proxy) {
         self.inner.disconnect(proxy);
     }
+
+    fn debug_scope(
+        &self,
+        node: &Node,
+        conn: &ConnectionInfo,
+    ) -> Result<meshd_xds::DebugScope, tonic::Status> {
+        self.inner.debug_scope(node, conn)
+    }
+
+    fn control_plane(&self) -> Option<String> {
+        self.inner.control_plane()
+    }
 }

@@ -197,7 +197,7 @@ impl Endpoints {
         let mut callers = None;
         let services = &snapshot.registry.services;
         let mut by_host = HashMap::with_capacity(services.len());
-        let (mut plain, mut locality) = (Vec::new(), Vec::new());
+        let (mut plain, mut locality) = (encode(meshd_translate::proxy_endpoints()), Vec::new());
         for (host, svc) in services {
             let before = previous.and_then(|(old, diff)| {
                 let touched = diff.all_endpoints() || diff.eds_hosts.contains(host);
@@ -224,6 +224,8 @@ impl Endpoints {
             by_host.insert(host.clone(), entry);
         }
         plain.extend(locality);
+        // In the set's own (name) order, so an unchanged list compares equal to the set before.
+        plain.sort_by(|a, b| a.name().cmp(b.name()));
         // Unchanged as a whole: the same list, so nobody needs to look at it again.
         let all = match previous {
             Some((old, _)) if same_versions(old.all.resources(), &plain) => Arc::clone(&old.all),

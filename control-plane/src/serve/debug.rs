@@ -28,6 +28,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/version", get(version))
         .route("/debug/syncz", get(syncz))
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/registryz", get(registryz))
@@ -41,6 +42,13 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "sources not synced\n").into_response()
     }
+}
+
+/// istiod's build info shape; Kiali and `meshd version` read the version from it.
+async fn version() -> Response {
+    let version = env!("CARGO_PKG_VERSION");
+    axum::Json(json!({"version": version, "revision": "", "golang_version": "", "status": "Clean", "tag": version}))
+        .into_response()
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
@@ -93,11 +101,24 @@ fn sync_entry(p: &ProxyStatus) -> Value {
         "connection_id": p.connection_id,
         "cluster_id": metadata_string("CLUSTER_ID").unwrap_or_else(|| "Kubernetes".to_string()),
         "proxy_version": metadata_string("ISTIO_VERSION"),
+        "envoy_version": envoy_version(&p.node),
         "remote_addr": p.remote_addr.map(|a| a.to_string()),
         "delta": p.delta,
         "types": types,
         "control_plane": format!("meshd-{}", env!("CARGO_PKG_VERSION")),
     })
+}
+
+/// The Envoy build a proxy reports in its node (`user_agent_build_version`), as `1.40.0`.
+fn envoy_version(node: &meshd_xds::Node) -> Option<String> {
+    use meshd_proto::pb::envoy::config::core::v3::node::UserAgentVersionType;
+    match node.user_agent_version_type.as_ref()? {
+        UserAgentVersionType::UserAgentBuildVersion(build) => {
+            let v = build.version.as_ref()?;
+            Some(format!("{}.{}.{}", v.major_number, v.minor_number, v.patch))
+        }
+        UserAgentVersionType::UserAgentVersion(v) => Some(v.clone()),
+    }
 }
 
 async fn syncz(State(s): State<Arc<Shared>>) -> Response {

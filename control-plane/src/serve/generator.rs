@@ -18,7 +18,7 @@ use super::secrets::Secrets;
 use crate::connected::{ConnectedAddresses, Registration};
 use crate::encode::resource;
 use crate::identity;
-use meshd_xds::{ConnectionInfo, Names, Node, Resource, ResourceSet};
+use meshd_xds::{ConnectionInfo, DebugScope, Names, Node, Resource, ResourceSet};
 use parking_lot::RwLock;
 
 pub struct MeshGenerator {
@@ -28,6 +28,8 @@ pub struct MeshGenerator {
     proof: identity::IdentityProof,
     guard: Guard,
     connected: Arc<ConnectedAddresses>,
+    /// `ControlPlane.identifier` of debug answers: istiod's JSON naming this replica.
+    instance: String,
 }
 
 impl MeshGenerator {
@@ -46,7 +48,14 @@ impl MeshGenerator {
             proof,
             guard,
             connected: Arc::default(),
+            instance: control_plane_identifier("meshd"),
         }
+    }
+
+    /// Names this replica (its pod) in answers to istioctl.
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = control_plane_identifier(instance);
+        self
     }
 
     /// Makes `snapshot` the one proxies are served from, keeping what it does not change of what
@@ -144,6 +153,17 @@ pub struct ConnectedProxy {
     pub proxy: Proxy,
     pub identity: Option<Identity>,
     _connected: Registration,
+}
+
+/// What istiod puts in `ControlPlane.identifier`: component, instance and build, as JSON.
+fn control_plane_identifier(instance: &str) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    serde_json::json!({
+        "Component": "istiod",
+        "ID": instance,
+        "Info": {"version": version, "revision": "", "golang_version": "", "status": "Clean", "tag": version},
+    })
+    .to_string()
 }
 
 fn struct_string(s: &Struct, key: &str) -> Option<String> {
@@ -255,6 +275,19 @@ impl meshd_xds::Generator for MeshGenerator {
 
     fn disconnect(&self, proxy: &ConnectedProxy) {
         tracing::info!(proxy = %proxy.proxy.id, "proxy disconnected");
+    }
+
+    fn debug_scope(
+        &self,
+        _node: &Node,
+        conn: &ConnectionInfo,
+    ) -> Result<DebugScope, tonic::Status> {
+        let root = self.snapshot().mesh.root_namespace.clone();
+        self.proof.debug_scope(&root, conn)
+    }
+
+    fn control_plane(&self) -> Option<String> {
+        Some(self.instance.clone())
     }
 }
 

@@ -52,6 +52,15 @@ const CANONICAL_NAME_LABEL: &str = "service.istio.io/canonical-name";
 const CANONICAL_REVISION_LABEL: &str = "service.istio.io/canonical-revision";
 /// Where kubelet asks whether the proxy is ready.
 pub const HEALTH_PORT: u16 = 15021;
+/// The cluster readiness goes through: static in the bootstrap, its one endpoint (this proxy's
+/// own readiness listener) sent by meshd over EDS — so a proxy is ready only once meshd answered.
+pub const READINESS_CLUSTER: &str = "xds-ready";
+/// Where the readiness cluster's endpoint forwards: Envoy's own `/ready`.
+const ENVOY_READY_PATH: &str = "/healthz/envoy";
+/// How long Envoy waits for meshd's first answer before it starts its listeners anyway: its
+/// bootstrap listeners (the app's probes on 15020, stats on 15090, readiness on 15021) then serve
+/// while meshd is out of reach, as pilot-agent's would; readiness stays 503 until meshd answers.
+const INITIAL_FETCH_TIMEOUT_S: i64 = 5;
 
 /// What one workload's bootstrap is made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +96,7 @@ pub fn bootstrap(params: &BootstrapParams) -> Bootstrap {
         crate::util::u32_value(prometheus::SCRAPE_BUFFER_BYTES);
     clusters.push(scrape);
     clusters.push(admin_cluster(ADMIN_CLUSTER, params.admin_port));
+    clusters.push(readiness_cluster());
     clusters.extend(app_health::clusters(&params.app_probes));
     let mut listeners = vec![prometheus_listener(), health_listener()];
     listeners.extend(app_health::listener(&params.app_probes));
@@ -202,10 +212,10 @@ fn string(s: &str) -> Value {
 }
 
 fn dynamic_resources(params: &BootstrapParams) -> DynamicResources {
-    // initial_fetch_timeout 0 (as Istio): the proxy stays unready until meshd has answered,
-    // rather than going live with no clusters or listeners after the default 15 s.
+    // Not 0 as Istio's (its agent serves the probes while Envoy waits): Envoy starts its own
+    // listeners after a while without meshd, and readiness says whether meshd answered.
     let via_ads = ConfigSource {
-        initial_fetch_timeout: Some(duration(0, 0)),
+        initial_fetch_timeout: Some(duration(INITIAL_FETCH_TIMEOUT_S, 0)),
         ..ads()
     };
     let api_type = if params.delta {
@@ -287,18 +297,71 @@ fn prometheus_listener() -> Listener {
 }
 
 /// 15021 `/healthz/ready` is what kubelet probes (Istio's port). Stock Envoy has no agent to
-/// answer it, so it is forwarded to admin `/ready`: 200 once the initial xDS fetch is done, 503
-/// while initializing or draining — unlike a fixed 200, a draining proxy leaves the endpoints.
+/// answer it, so it goes through [`READINESS_CLUSTER`], which has an endpoint only once meshd
+/// sent it (503 before), back to this listener's `/healthz/envoy` and on to admin `/ready`: 200
+/// once Envoy is initialized, 503 while initializing or draining — unlike a fixed 200, a
+/// draining proxy leaves the endpoints.
 fn health_listener() -> Listener {
-    let route = Route {
+    let ready = Route {
         r#match: Some(path_match("/healthz/ready")),
+        action: Some(route::Action::Route(RouteAction {
+            prefix_rewrite: ENVOY_READY_PATH.to_string(),
+            ..to_cluster(READINESS_CLUSTER)
+        })),
+        ..Default::default()
+    };
+    let envoy = Route {
+        r#match: Some(path_match(ENVOY_READY_PATH)),
         action: Some(route::Action::Route(RouteAction {
             prefix_rewrite: "/ready".to_string(),
             ..to_cluster(ADMIN_CLUSTER)
         })),
         ..Default::default()
     };
-    http_listener("health", HEALTH_PORT, "health", "backend", vec![route])
+    http_listener(
+        "health",
+        HEALTH_PORT,
+        "health",
+        "backend",
+        vec![ready, envoy],
+    )
+}
+
+/// The readiness cluster: its endpoint comes over EDS, from meshd ([`readiness_assignment`]).
+fn readiness_cluster() -> Cluster {
+    Cluster {
+        name: READINESS_CLUSTER.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
+        connect_timeout: Some(duration(0, 250_000_000)),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ConfigSource {
+                initial_fetch_timeout: Some(duration(INITIAL_FETCH_TIMEOUT_S, 0)),
+                ..ads()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What meshd sends every proxy for [`READINESS_CLUSTER`]: the proxy's own readiness listener.
+pub fn readiness_assignment() -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: READINESS_CLUSTER.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: vec![LbEndpoint {
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                    address: Some(socket_address("127.0.0.1", HEALTH_PORT.into())),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
 }
 
 fn path_match(path: &str) -> RouteMatch {

@@ -2,11 +2,12 @@
 
 mod locality;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meshd_model::input::labels_match;
 use meshd_model::traffic::locality::Locality;
 use meshd_model::{Resolution, ServiceModel, Snapshot};
+use meshd_proto::pb::envoy::config::core::v3::Locality as EnvoyLocality;
 use meshd_proto::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
@@ -14,18 +15,26 @@ use meshd_proto::pb::envoy::config::endpoint::v3::{
 use crate::names::outbound_cluster;
 use crate::util::{socket_address, u32_value};
 
-/// One assignment per EDS cluster (every ClientSideLb service port), named like the cluster; then
-/// the per-locality ones.
+/// The bootstrap's own ([`proxy_endpoints`]); one assignment per EDS cluster (every ClientSideLb
+/// service port), named like the cluster; then the per-locality ones.
 pub fn endpoints(snapshot: &Snapshot) -> Vec<ClusterLoadAssignment> {
     let services = snapshot.registry.services.values();
-    let mut out: Vec<ClusterLoadAssignment> = services
-        .clone()
-        .flat_map(|svc| service_endpoints(snapshot, svc))
-        .collect();
+    let mut out: Vec<ClusterLoadAssignment> = proxy_endpoints();
+    out.extend(
+        services
+            .clone()
+            .flat_map(|svc| service_endpoints(snapshot, svc)),
+    );
     // Per-locality variants for proxies that balance by locality.
     let callers = caller_localities(snapshot);
     out.extend(services.flat_map(|svc| service_locality_endpoints(snapshot, svc, &callers)));
     out
+}
+
+/// What every proxy's bootstrap clusters read over EDS, whatever the mesh holds: the readiness
+/// cluster's endpoint.
+pub fn proxy_endpoints() -> Vec<ClusterLoadAssignment> {
+    vec![crate::bootstrap::readiness_assignment()]
 }
 
 /// The assignments of one service's clusters (its ports, and each subset of the rules for its
@@ -112,15 +121,27 @@ fn assignment(
     cluster_name: String,
     eps: &[meshd_model::Endpoint],
 ) -> ClusterLoadAssignment {
-    let lb_endpoints: Vec<LbEndpoint> = eps.iter().map(|e| lb_endpoint(snapshot, e)).collect();
-    let endpoints = if lb_endpoints.is_empty() {
-        Vec::new()
-    } else {
-        vec![LocalityLbEndpoints {
+    // Grouped by locality, as istiod groups them, so Envoy (and `proxy-config endpoints`) sees
+    // where each endpoint is; all at one priority, so the grouping alone changes no balancing.
+    let mut groups: BTreeMap<Option<Locality>, Vec<LbEndpoint>> = BTreeMap::new();
+    for e in eps {
+        groups
+            .entry(e.locality())
+            .or_default()
+            .push(lb_endpoint(snapshot, e));
+    }
+    let endpoints = groups
+        .into_iter()
+        .map(|(locality, lb_endpoints)| LocalityLbEndpoints {
+            locality: locality.map(|l| EnvoyLocality {
+                region: l.region,
+                zone: l.zone,
+                sub_zone: l.subzone,
+            }),
             lb_endpoints,
             ..Default::default()
-        }]
-    };
+        })
+        .collect();
     ClusterLoadAssignment {
         cluster_name,
         endpoints,

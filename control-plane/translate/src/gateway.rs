@@ -29,7 +29,9 @@ use meshd_proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 use crate::Scope;
 use crate::hcm::{hcm_filter, http_connection_manager, http_filters};
 use crate::http_route::{RouteContext, virtual_service_routes};
-use crate::plan::gateway_servers::{Bound, ServerKind, kind, servers_by_port, terminates_tls};
+use crate::plan::gateway_servers::{
+    Bound, ServerKind, istio_mutual, kind, servers_by_port, terminates_tls,
+};
 use crate::tls::{credential_ca_secret, credential_secret};
 use crate::util::*;
 
@@ -61,14 +63,26 @@ fn file(path: &str) -> Option<DataSource> {
     })
 }
 
+/// How a server terminates TLS: ISTIO_MUTUAL with the proxy's own mesh certificate (SDS `default`)
+/// and mesh clients only (`ROOTCA`), as the mesh's sidecars do; otherwise its own certificate.
+fn terminating_socket(server: &Server, http: bool) -> Option<TransportSocket> {
+    if istio_mutual(server) {
+        return Some(crate::tls::inbound_mtls_socket(http));
+    }
+    let http2 = server.port.protocol.eq_ignore_ascii_case("HTTP2");
+    server.tls.as_ref().map(|t| downstream_tls(t, http2, http))
+}
+
 /// Terminating TLS with the server's certificate: from its Secret over SDS, or from files.
-fn downstream_tls(tls: &ServerTls, http2: bool) -> TransportSocket {
+fn downstream_tls(tls: &ServerTls, http2: bool, http: bool) -> TransportSocket {
     let mutual = tls
         .mode
         .as_deref()
         .is_some_and(|m| m.eq_ignore_ascii_case("MUTUAL"));
     let mut common = CommonTlsContext {
-        alpn_protocols: if http2 {
+        alpn_protocols: if !http {
+            Vec::new()
+        } else if http2 {
             vec!["h2".into(), "http/1.1".into()]
         } else {
             vec!["http/1.1".into()]
@@ -294,10 +308,24 @@ pub(crate) fn gateway_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Liste
         if bootstrap_ports().contains(&port) {
             continue;
         }
-        let tls = bound
+        let class = bound
             .first()
-            .is_some_and(|b| kind(b.server) != Some(ServerKind::Http));
-        let (filter_chains, listener_filters) = if tls {
+            .and_then(|b| kind(b.server))
+            .map(ServerKind::port_class);
+        let (filter_chains, listener_filters) = if class == Some(ServerKind::Tcp.port_class()) {
+            let chains = bound
+                .iter()
+                .take(1)
+                .filter_map(|b| {
+                    Some(FilterChain {
+                        name: format!("tcp|{port}|{}", b.gateway.reference()),
+                        filters: vec![gateway_tcp_filter(snapshot, scope, b, port)?],
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            (chains, Vec::new())
+        } else if class != Some(ServerKind::Http.port_class()) {
             let mut chains = Vec::new();
             for b in &bound {
                 match kind(b.server) {
@@ -308,11 +336,23 @@ pub(crate) fn gateway_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Liste
                             ..Default::default()
                         }),
                         filters: vec![gateway_hcm(port, b.https_route_name())],
-                        transport_socket: b.server.tls.as_ref().map(|t| {
-                            downstream_tls(t, b.server.port.protocol.eq_ignore_ascii_case("HTTP2"))
-                        }),
+                        transport_socket: terminating_socket(b.server, true),
                         ..Default::default()
                     }),
+                    Some(ServerKind::TerminateTcp) => {
+                        if let Some(filter) = gateway_tcp_filter(snapshot, scope, b, port) {
+                            chains.push(FilterChain {
+                                name: format!("tls|{port}|{}", b.gateway.reference()),
+                                filter_chain_match: Some(FilterChainMatch {
+                                    server_names: server_names(b.server),
+                                    ..Default::default()
+                                }),
+                                filters: vec![filter],
+                                transport_socket: terminating_socket(b.server, false),
+                                ..Default::default()
+                            });
+                        }
+                    }
                     Some(ServerKind::Passthrough) => {
                         chains.extend(passthrough_chains(snapshot, b, port))
                     }
@@ -355,6 +395,31 @@ pub(crate) fn gateway_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Liste
         });
     }
     out
+}
+
+/// tcp_proxy for a TCP server, or a TLS server that terminates: the first `tcp` route of a
+/// VirtualService bound to the gateway, for a host the server covers, whose match (if any) names
+/// this gateway (short names in the VirtualService's namespace) and this port.
+fn gateway_tcp_filter(
+    snapshot: &Snapshot,
+    scope: &Scope,
+    b: &Bound<'_>,
+    port: u32,
+) -> Option<Filter> {
+    let gateway = b.gateway.reference();
+    let bound: Vec<&meshd_model::VirtualServiceModel> = snapshot
+        .traffic
+        .virtual_services
+        .iter()
+        .filter(|vs| vs.applies_to_gateway(&gateway) && vs.visible_in(&scope.namespace))
+        .filter(|vs| {
+            vs.hosts
+                .iter()
+                .any(|h| served_host(h, &b.server.hosts, &vs.key.namespace).is_some())
+        })
+        .map(|vs| vs.as_ref())
+        .collect();
+    crate::tcp_route::gateway_tcp_filter(snapshot, &bound, &gateway, port)
 }
 
 /// The host a VirtualService host serves on a server: itself if the server covers it, the server's
@@ -451,10 +516,11 @@ fn route_table(
 pub(crate) fn gateway_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfiguration> {
     let mut out = Vec::new();
     for (port, bound) in servers_by_port(snapshot, scope) {
-        if bound
-            .first()
-            .is_some_and(|b| kind(b.server) != Some(ServerKind::Http))
-        {
+        let first = bound.first().and_then(|b| kind(b.server));
+        if first == Some(ServerKind::Tcp) {
+            continue;
+        }
+        if first != Some(ServerKind::Http) {
             for b in bound.iter().filter(|b| terminates_tls(b.server)) {
                 out.push(route_table(
                     snapshot,

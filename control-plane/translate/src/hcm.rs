@@ -1,12 +1,15 @@
 //! The HTTP connection manager as Istio configures it, and the HTTP filter chain it runs.
 
 use meshd_proto::pack;
-use meshd_proto::pb::envoy::config::listener::v3::{Filter, filter};
+use meshd_proto::pb::envoy::config::listener::v3::{
+    Filter, ListenerFilter, filter, listener_filter,
+};
 use meshd_proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use meshd_proto::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use meshd_proto::pb::envoy::extensions::filters::http::router::v3::Router;
+use meshd_proto::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
 
 use crate::util::*;
@@ -54,5 +57,33 @@ pub(crate) fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
     Filter {
         name: "envoy.filters.network.http_connection_manager".to_string(),
         config_type: Some(filter::ConfigType::TypedConfig(pack(hcm))),
+    }
+}
+
+/// A sidecar's outbound HTTP connection manager for `port`: routes from RDS `"<port>"`.
+pub(crate) fn outbound_http_filter(port: u32) -> Filter {
+    let hcm = http_connection_manager(
+        format!("outbound_0.0.0.0_{port}"),
+        http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: port.to_string(),
+        }),
+        http_filters(),
+    );
+    hcm_filter(&hcm)
+}
+
+/// What Envoy's `http_inspector` reports for plaintext HTTP; a sniffing listener's HTTP chain
+/// matches these.
+pub(crate) const SNIFFED_HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+/// The listener filter that tells plaintext HTTP from anything else.
+pub(crate) fn http_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.http_inspector".to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+            &HttpInspector::default(),
+        ))),
+        ..Default::default()
     }
 }

@@ -101,7 +101,11 @@ fn header(name: &str, m: &StringMatch, invert: bool) -> HeaderMatcher {
 
 /// One Envoy match per Istio match (they OR); within one, every condition must hold (AND). Matches
 /// for another port, gateway, namespace or workload are left out here.
-fn route_matches(r: &HttpRoute, ctx: &RouteContext<'_>) -> Vec<RouteMatch> {
+fn route_matches(
+    vs: &VirtualServiceModel,
+    r: &HttpRoute,
+    ctx: &RouteContext<'_>,
+) -> Vec<RouteMatch> {
     if r.matches.is_empty() {
         return vec![RouteMatch {
             path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
@@ -114,12 +118,7 @@ fn route_matches(r: &HttpRoute, ctx: &RouteContext<'_>) -> Vec<RouteMatch> {
             m.port
                 .is_none_or(|p| p == ctx.port || ctx.gateway != meshd_model::traffic::MESH_GATEWAY)
         })
-        .filter(|m| {
-            m.gateways.is_empty()
-                || m.gateways
-                    .iter()
-                    .any(|g| g == ctx.gateway || g.ends_with(&format!("/{}", ctx.gateway)))
-        })
+        .filter(|m| vs.match_applies_to_gateway(&m.gateways, ctx.gateway))
         .filter(|m| {
             m.source_namespace
                 .as_deref()
@@ -604,7 +603,7 @@ pub(crate) fn virtual_service_routes(
     for r in &vs.http {
         let headers = route_header_changes(r);
         let (route_filters, _) = filter_configs(r);
-        for m in route_matches(r, ctx) {
+        for m in route_matches(vs, r, ctx) {
             let action = action(r, vs, ctx, &m);
             out.push(Route {
                 name: r.name.clone().unwrap_or_default(),

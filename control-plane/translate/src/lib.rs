@@ -39,7 +39,9 @@ use meshd_proto::pb::envoy::config::listener::v3::Listener;
 use meshd_proto::pb::envoy::config::route::v3::RouteConfiguration;
 
 pub use cluster::{inbound_clusters, outbound_clusters};
-pub use endpoint::{caller_localities, endpoints, service_endpoints, service_locality_endpoints};
+pub use endpoint::{
+    caller_localities, endpoints, proxy_endpoints, service_endpoints, service_locality_endpoints,
+};
 pub use listener::{inbound_listeners, outbound_listeners};
 pub use names::*;
 pub use route::outbound_routes;

@@ -16,12 +16,15 @@ use meshd_proto::pb::envoy::extensions::filters::http::router::v3::Router;
 use meshd_proto::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use meshd_proto::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpFilter, Rds, http_connection_manager,
+    HttpFilter, http_connection_manager,
 };
 use meshd_proto::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 
 use crate::Scope;
-use crate::hcm::{hcm_filter, http_connection_manager, http_filter, http_filters};
+use crate::hcm::{
+    SNIFFED_HTTP_PROTOCOLS, hcm_filter, http_connection_manager, http_filter, http_inspector,
+    outbound_http_filter,
+};
 use crate::names::*;
 use crate::plan::{inbound_ports, outbound_plan};
 use crate::telemetry::{ListenerTelemetry, capturing};
@@ -44,15 +47,11 @@ fn sidecar_outbound_listeners(snapshot: &Snapshot, scope: &Scope) -> Vec<Listene
     let plan = outbound_plan(snapshot, scope);
     let mut out = vec![virtual_outbound(snapshot, scope)];
     for port in &plan.http_ports {
-        let hcm = http_connection_manager(
-            format!("outbound_0.0.0.0_{port}"),
-            http_connection_manager::RouteSpecifier::Rds(Rds {
-                config_source: Some(ads()),
-                route_config_name: port.to_string(),
-            }),
-            http_filters(),
-        );
-        out.push(bound_elsewhere_listener("0.0.0.0", *port, hcm_filter(&hcm)));
+        out.push(bound_elsewhere_listener(
+            "0.0.0.0",
+            *port,
+            outbound_http_filter(*port),
+        ));
     }
     for ((address, port), services) in &plan.tcp {
         out.push(crate::tcp_route::outbound_tcp_listener(
@@ -124,10 +123,18 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
     };
     let mut chains = Vec::new();
     let mut any_tls = false;
+    let mut any_sniffed = false;
     for p in inbound_ports(snapshot, proxy) {
         let cluster = inbound_cluster(p.port);
-        let http = p.protocol.is_http();
-        let filters = || {
+        let served = if p.protocol.is_sniffed() {
+            Served::Sniffed
+        } else if p.protocol.is_http() {
+            Served::Http
+        } else {
+            Served::Tcp
+        };
+        any_sniffed |= served == Served::Sniffed;
+        let filters = |http: bool| {
             if http {
                 vec![inbound_http(
                     p.port,
@@ -148,11 +155,11 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
             Some(p.port),
             mode,
             proxy.mtls,
-            http,
+            served,
             filters,
         ));
     }
-    let passthrough = || tcp_filters(INBOUND_PASSTHROUGH_CLUSTER);
+    let passthrough = |_| tcp_filters(INBOUND_PASSTHROUGH_CLUSTER);
     let mode = snapshot.peer_authentications.mode(&namespace, &labels, 0);
     any_tls |= proxy.mtls && mode != MtlsMode::Disable;
     chains.extend(mode_chains(
@@ -160,7 +167,7 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
         None,
         mode,
         proxy.mtls,
-        false,
+        Served::Tcp,
         passthrough,
     ));
     let mut listener_filters = vec![ListenerFilter {
@@ -180,62 +187,102 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
             ..Default::default()
         });
     }
+    if any_sniffed {
+        // Tells plaintext HTTP from anything else on ports without a declared protocol.
+        listener_filters.push(http_inspector());
+    }
     vec![Listener {
         name: VIRTUAL_INBOUND.to_string(),
         address: Some(socket_address("0.0.0.0", INBOUND_PORT)),
         listener_filters,
-        // A server-first protocol sends nothing for the inspector to read: after the timeout the
-        // connection continues to the non-TLS chain instead of being dropped.
-        continue_on_listener_filters_timeout: any_tls,
+        // A server-first protocol sends nothing for the inspectors to read: after the timeout the
+        // connection continues to the non-TLS, non-HTTP chain instead of being dropped.
+        continue_on_listener_filters_timeout: any_tls || any_sniffed,
         filter_chains: chains,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     }]
 }
 
+/// How an inbound port is served: HTTP, TCP, or sniffed (both, by what the connection looks like).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Http,
+    Tcp,
+    Sniffed,
+}
+
+/// ALPN values a mesh client offers for HTTP over mTLS on a port without a declared protocol:
+/// meshd's sidecars configure no ALPN there, so Envoy's HTTP connection pool offers `http/1.1` or
+/// `h2`; Istio's own proxies offer `istio-http/1.0`, `istio-http/1.1` or `istio-h2`.
+const MTLS_HTTP_PROTOCOLS: [&str; 5] = [
+    "http/1.1",
+    "h2",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
+
 /// The filter chains for one inbound port (or the catch-all) under a PeerAuthentication mode:
 /// STRICT terminates mTLS and closes plaintext connections; PERMISSIVE serves both; DISABLE serves
 /// plaintext. A proxy without a mesh certificate cannot terminate mTLS, so STRICT fails closed there.
+/// A sniffed port gets each chain twice: one for HTTP (by the client's ALPN over mTLS, by
+/// `http_inspector` in plaintext) and one for the rest. `filters(http)` builds either kind.
 fn mode_chains(
     name: &str,
     port: Option<u32>,
     mode: MtlsMode,
     has_certificate: bool,
-    http: bool,
-    filters: impl Fn() -> Vec<Filter>,
+    served: Served,
+    filters: impl Fn(bool) -> Vec<Filter>,
 ) -> Vec<FilterChain> {
     // An empty transport matches anything the TLS chain did not take, including connections whose
     // protocol the inspector could not tell.
-    let matching = |transport: &str| {
+    let matching = |transport: &str, protocols: &[&str]| {
         (port.is_some() || !transport.is_empty()).then(|| FilterChainMatch {
             destination_port: port.and_then(u32_value),
             transport_protocol: transport.to_string(),
+            application_protocols: protocols.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
         })
     };
     let closed = || FilterChain {
         name: format!("{name}-plaintext-refused"),
-        filter_chain_match: matching(""),
+        filter_chain_match: matching("", &[]),
         filters: vec![tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER)],
         ..Default::default()
     };
-    let tls = || FilterChain {
-        name: format!("{name}-mtls"),
-        filter_chain_match: matching("tls"),
-        filters: filters(),
+    let tls_chain = |suffix: &str, protocols: &[&str], http: bool| FilterChain {
+        name: format!("{name}-mtls{suffix}"),
+        filter_chain_match: matching("tls", protocols),
+        filters: filters(http),
         transport_socket: Some(crate::tls::inbound_mtls_socket(http)),
         ..Default::default()
     };
-    let plain = |transport: &str| FilterChain {
-        name: name.to_string(),
-        filter_chain_match: matching(transport),
-        filters: filters(),
+    let plain_chain = |suffix: &str, protocols: &[&str], http: bool| FilterChain {
+        name: format!("{name}{suffix}"),
+        filter_chain_match: matching("", protocols),
+        filters: filters(http),
         ..Default::default()
     };
+    let tls = || match served {
+        Served::Sniffed => vec![
+            tls_chain("-http", &MTLS_HTTP_PROTOCOLS, true),
+            tls_chain("-tcp", &[], false),
+        ],
+        other => vec![tls_chain("", &[], other == Served::Http)],
+    };
+    let plain = || match served {
+        Served::Sniffed => vec![
+            plain_chain("-http", &SNIFFED_HTTP_PROTOCOLS, true),
+            plain_chain("-tcp", &[], false),
+        ],
+        other => vec![plain_chain("", &[], other == Served::Http)],
+    };
     match (mode, has_certificate) {
-        (MtlsMode::Disable, _) | (MtlsMode::Permissive, false) => vec![plain("")],
-        (MtlsMode::Permissive, true) => vec![tls(), plain("")],
-        (MtlsMode::Strict, true) => vec![tls(), closed()],
+        (MtlsMode::Disable, _) | (MtlsMode::Permissive, false) => plain(),
+        (MtlsMode::Permissive, true) => [tls(), plain()].concat(),
+        (MtlsMode::Strict, true) => [tls(), vec![closed()]].concat(),
         (MtlsMode::Strict, false) => vec![closed()],
     }
 }

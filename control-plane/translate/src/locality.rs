@@ -11,16 +11,18 @@ use meshd_model::traffic::locality::Locality;
 use meshd_model::traffic::{LocalityLbUse, PolicySettings};
 use meshd_model::{ObjectKey, Proxy, Snapshot};
 
-/// The proxy's locality (its Pod's `istio-locality` label, trusted over the node's claim), when
-/// some rule balances by locality and some endpoint has one; otherwise locality changes nothing.
+/// The proxy's locality (its Pod's: the `istio-locality` label, else its Node's topology labels,
+/// trusted over the node's claim), when some rule balances by locality and some endpoint has one;
+/// otherwise locality changes nothing.
 pub(crate) fn proxy_locality(snapshot: &Snapshot, proxy: &Proxy) -> Option<String> {
     if !snapshot.traffic.destination_rules.locality_aware {
         return None;
     }
-    let labels = snapshot
-        .pod_by_ip(&proxy.ip)
-        .map_or(&proxy.labels, |pod| &pod.labels);
-    Locality::of_labels(labels).map(|l| l.to_string())
+    match snapshot.pod_by_ip(&proxy.ip) {
+        Some(pod) => pod.locality.clone(),
+        None => Locality::of_labels(&proxy.labels),
+    }
+    .map(|l| l.to_string())
 }
 
 /// The EDS name of `cluster` as seen from `locality` under `rule`.

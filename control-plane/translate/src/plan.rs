@@ -16,10 +16,13 @@ use crate::Scope;
 const RESERVED_PORTS: [u32; 6] = [15000, 15001, 15006, 15020, 15021, 15090];
 
 /// The outbound ports with an HTTP listener, and the TCP listeners by (address, port) → the
-/// services there, in hostname order (on a VIP the first one owns it).
+/// services there, in hostname order (on a VIP the first one owns it). A TCP listener whose first
+/// service leaves the protocol undeclared sniffs: its HTTP connections use the port's route table,
+/// so `route_ports` holds the HTTP ports and those.
 pub(crate) struct OutboundPlan {
     pub http_ports: BTreeSet<u32>,
     pub tcp: BTreeMap<(String, u32), Vec<std::sync::Arc<ServiceModel>>>,
+    pub route_ports: BTreeSet<u32>,
 }
 
 /// What the scope sees: the services (ports) its Sidecar, if any, lets it reach.
@@ -64,7 +67,25 @@ pub(crate) fn outbound_plan(snapshot: &Snapshot, scope: &Scope) -> OutboundPlan 
             }
         }
     }
-    OutboundPlan { http_ports, tcp }
+    let mut route_ports = http_ports.clone();
+    route_ports.extend(
+        tcp.iter()
+            .filter(|((_, port), services)| sniffs(services, *port))
+            .map(|((_, port), _)| *port),
+    );
+    OutboundPlan {
+        http_ports,
+        tcp,
+        route_ports,
+    }
+}
+
+/// Whether the outbound listener for these services (the first one owns it) sniffs the protocol.
+pub(crate) fn sniffs(services: &[std::sync::Arc<ServiceModel>], port: u32) -> bool {
+    services
+        .first()
+        .and_then(|s| s.port(port))
+        .is_some_and(|p| p.protocol.is_sniffed())
 }
 
 /// Every VirtualService for `host` that sidecars in `namespace` see, in (namespace, name) order.
@@ -108,12 +129,15 @@ pub(crate) fn inbound_ports(snapshot: &Snapshot, proxy: &Proxy) -> Vec<InboundPo
         .into_iter()
         .flatten()
     {
-        // Several services may share a target port; HTTP only if every one says so.
+        // Several services may share a target port; HTTP only if every one says so, TCP if one
+        // says so, sniffed otherwise.
         ports
             .entry(served.port)
             .and_modify(|p| {
-                if !served.protocol.is_http() {
+                if !served.protocol.may_be_http() || !p.may_be_http() {
                     *p = Protocol::Tcp
+                } else if *p != served.protocol && !(p.is_http() && served.protocol.is_http()) {
+                    *p = Protocol::Unknown
                 }
             })
             .or_insert(served.protocol);

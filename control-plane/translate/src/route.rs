@@ -21,7 +21,7 @@ pub fn outbound_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfigura
         crate::gateway::gateway_routes(snapshot, scope)
     } else {
         let plan = outbound_plan(snapshot, scope);
-        plan.http_ports
+        plan.route_ports
             .iter()
             .map(|port| route_config_for_port(snapshot, scope, *port))
             .collect()
@@ -47,7 +47,7 @@ fn route_config_for_port(snapshot: &Snapshot, scope: &Scope, port: u32) -> Route
         .values()
         .map(|s| s.as_ref())
         .filter(|s| {
-            s.port(port).is_some_and(|p| p.protocol.is_http()) && scope.sees(snapshot, s, port)
+            s.port(port).is_some_and(|p| p.protocol.may_be_http()) && scope.sees(snapshot, s, port)
         })
         .collect();
     services.sort_by_key(|s| (s.namespace != scope.namespace, s.hostname.clone()));

@@ -19,8 +19,9 @@ use meshd_proto::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpPro
 
 use crate::Scope;
 use crate::destination::cluster_for;
+use crate::hcm::{SNIFFED_HTTP_PROTOCOLS, http_inspector, outbound_http_filter};
 use crate::names::{BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER, outbound_cluster};
-use crate::plan::mesh_virtual_services;
+use crate::plan::{mesh_virtual_services, sniffs};
 use crate::util::*;
 
 /// One filter chain before it becomes Envoy's: what it matches and where it sends.
@@ -104,23 +105,44 @@ pub(crate) fn outbound_tcp_listener(
                 ..Default::default()
             }
         });
+    let mut filter_chains: Vec<FilterChain> = chains.into_iter().map(filter_chain).collect();
+    let mut listener_filters = Vec::new();
+    if sni {
+        listener_filters.push(ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".to_string(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+                &TlsInspector::default(),
+            ))),
+            ..Default::default()
+        });
+    }
+    // Undeclared protocol: what the inspector recognises as HTTP gets the port's HTTP routes, the
+    // rest stays on the TCP chains. A server-first protocol sends nothing to inspect; after the
+    // listener filter timeout it continues as TCP.
+    let sniffing = !tls_port && sniffs(services, port);
+    if sniffing {
+        listener_filters.push(http_inspector());
+        filter_chains.insert(
+            0,
+            FilterChain {
+                name: format!("{address}_{port}-http"),
+                filter_chain_match: Some(FilterChainMatch {
+                    application_protocols: SNIFFED_HTTP_PROTOCOLS.map(String::from).to_vec(),
+                    ..Default::default()
+                }),
+                filters: vec![outbound_http_filter(port)],
+                ..Default::default()
+            },
+        );
+    }
     // Like every per-destination listener it owns no socket: virtualOutbound hands connections over.
     Listener {
         name: format!("{address}_{port}"),
         address: Some(socket_address(address, port)),
-        filter_chains: chains.into_iter().map(filter_chain).collect(),
+        filter_chains,
         default_filter_chain,
-        listener_filters: if sni {
-            vec![ListenerFilter {
-                name: "envoy.filters.listener.tls_inspector".to_string(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
-                    &TlsInspector::default(),
-                ))),
-                ..Default::default()
-            }]
-        } else {
-            Vec::new()
-        },
+        listener_filters,
+        continue_on_listener_filters_timeout: sniffing,
         bind_to_port: bool_value(false),
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()
@@ -228,6 +250,29 @@ fn tcp_route_chains(
         }
     }
     (chains, false)
+}
+
+/// A gateway's tcp_proxy for a server on `port`: the first `tcp` route among `virtual_services`
+/// (bound to `gateway`, in order) without matches or with a match for this gateway and port.
+pub(crate) fn gateway_tcp_filter(
+    snapshot: &Snapshot,
+    virtual_services: &[&VirtualServiceModel],
+    gateway: &str,
+    port: u32,
+) -> Option<Filter> {
+    virtual_services.iter().find_map(|vs| {
+        vs.tcp
+            .iter()
+            .find(|route| {
+                !route.route.is_empty()
+                    && (route.matches.is_empty()
+                        || route.matches.iter().any(|m| {
+                            m.port.is_none_or(|p| p == port)
+                                && vs.match_applies_to_gateway(&m.gateways, gateway)
+                        }))
+            })
+            .map(|route| route_filter(snapshot, vs, port, &route.route))
+    })
 }
 
 /// tcp_proxy for a route's destinations: one cluster, or a weighted split.

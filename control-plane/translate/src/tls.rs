@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use meshd_model::{Endpoint, MtlsMode, Snapshot};
+use meshd_model::{Endpoint, MtlsMode, Protocol, Snapshot};
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
 use meshd_proto::pb::envoy::config::core::v3::{Metadata, TransportSocket, transport_socket};
@@ -102,14 +102,32 @@ pub fn mesh_sni(port: u32, subset: &str, host: &str) -> String {
     format!("outbound_.{port}_.{subset}_.{host}")
 }
 
+/// The ALPN a mesh client offers: Istio's (`istio-peer-exchange`, `istio`, and `h2` for HTTP/2),
+/// or none on a port without a declared protocol, so that Envoy's HTTP connection pool offers
+/// `http/1.1` or `h2` and the server's sidecar can tell HTTP from TCP by it.
+pub fn mesh_alpn(protocol: Protocol, http2: bool) -> Vec<String> {
+    if protocol.is_sniffed() && !http2 {
+        return Vec::new();
+    }
+    let mut alpn = vec!["istio-peer-exchange".to_string(), "istio".to_string()];
+    if http2 {
+        alpn.push("h2".to_string());
+    }
+    alpn
+}
+
 /// Auto-mTLS: endpoints with a sidecar (metadata `tlsMode: istio`) get mutual TLS checked against
 /// the destination's identities; the rest get plaintext.
-pub fn auto_mtls_matches(sni: String, sans: &[String], http2: bool) -> Vec<TransportSocketMatch> {
+pub fn auto_mtls_matches(
+    sni: String,
+    sans: &[String],
+    alpn: Vec<String>,
+) -> Vec<TransportSocketMatch> {
     vec![
         TransportSocketMatch {
             name: "tlsMode-istio".to_string(),
             r#match: Some(string_struct("tlsMode", "istio")),
-            transport_socket: Some(mesh_mtls_socket(sni, sans, http2)),
+            transport_socket: Some(mesh_mtls_socket(sni, sans, alpn)),
         },
         TransportSocketMatch {
             name: "tlsMode-disabled".to_string(),
@@ -125,11 +143,7 @@ pub fn auto_mtls_matches(sni: String, sans: &[String], http2: bool) -> Vec<Trans
 }
 
 /// Mesh mTLS as a client: the proxy's certificate, the destination's identities checked.
-pub fn mesh_mtls_socket(sni: String, sans: &[String], http2: bool) -> TransportSocket {
-    let mut alpn = vec!["istio-peer-exchange".to_string(), "istio".to_string()];
-    if http2 {
-        alpn.push("h2".to_string());
-    }
+pub fn mesh_mtls_socket(sni: String, sans: &[String], alpn: Vec<String>) -> TransportSocket {
     let upstream = UpstreamTlsContext {
         common_tls_context: Some(common(sans, alpn)),
         sni,

@@ -107,6 +107,7 @@ pub(crate) fn apply(c: &mut Cluster, settings: &PolicySettings, t: &ClusterTarge
     }
     let http2 = t.protocol.is_http2()
         || (t.protocol == Protocol::Http && pool.h2_upgrade == H2Upgrade::Upgrade);
+    let alpn = tls::mesh_alpn(t.protocol, http2);
     let mut upstream_http = UpstreamHttpProtocolOptions::default();
     c.transport_socket = None;
     c.transport_socket_matches.clear();
@@ -114,7 +115,7 @@ pub(crate) fn apply(c: &mut Cluster, settings: &PolicySettings, t: &ClusterTarge
         None => {
             if t.auto_mtls && !original_dst {
                 c.transport_socket_matches =
-                    tls::auto_mtls_matches(tls::mesh_sni(t.port, t.subset, t.host), t.sans, http2);
+                    tls::auto_mtls_matches(tls::mesh_sni(t.port, t.subset, t.host), t.sans, alpn);
             }
         }
         Some(tls) => match tls.mode {
@@ -131,7 +132,7 @@ pub(crate) fn apply(c: &mut Cluster, settings: &PolicySettings, t: &ClusterTarge
                     } else {
                         &tls.subject_alt_names
                     };
-                    c.transport_socket = Some(tls::mesh_mtls_socket(sni, sans, http2));
+                    c.transport_socket = Some(tls::mesh_mtls_socket(sni, sans, alpn));
                 }
             }
             TlsMode::Simple | TlsMode::Mutual => {

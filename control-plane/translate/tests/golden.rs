@@ -512,6 +512,33 @@ fn invalid_destination_rules_are_reported_by_field_and_left_out() {
 }
 
 #[test]
+fn localities_come_from_nodes_and_slice_zones_and_match_golden() {
+    check_case("locality-from-nodes");
+    let (snapshot, proxies) = load_case("locality-from-nodes");
+    // The proxy on node-a reads the assignment for its Node's locality; the one on a Node
+    // without topology labels reads the plain one.
+    let eds_name = |proxy| {
+        let config = meshd_translate::generate(&snapshot, proxy);
+        let cluster = config
+            .clusters
+            .iter()
+            .find(|c| c.name == "outbound|80||ratings.shop.svc.cluster.local")
+            .unwrap()
+            .clone();
+        cluster.eds_cluster_config.unwrap().service_name
+    };
+    assert!(
+        eds_name(&proxies[0]).contains(";eu-west/eu-west-1a/rack-1;"),
+        "{}",
+        eds_name(&proxies[0])
+    );
+    assert_eq!(
+        eds_name(&proxies[1]),
+        "outbound|80||ratings.shop.svc.cluster.local"
+    );
+}
+
+#[test]
 fn dr_locality_matches_golden_and_envoy_accepts_it() {
     check_case("dr-locality");
     let (snapshot, proxies) = load_case("dr-locality");
@@ -551,6 +578,21 @@ fn dr_locality_matches_golden_and_envoy_accepts_it() {
 #[test]
 fn gateway_https_matches_golden_and_envoy_accepts_it() {
     check_case("gateway-https");
+}
+
+#[test]
+fn gateway_tcp_matches_golden_and_envoy_accepts_it() {
+    check_case("gateway-tcp");
+}
+
+#[test]
+fn egress_gateway_with_istio_mutual_matches_golden_and_envoy_accepts_it() {
+    check_case("egress-gateway");
+}
+
+#[test]
+fn sniffed_ports_match_golden_and_envoy_accepts_them() {
+    check_case("sniffing");
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! pointers to shared sets and interned subscriptions ([`Names`]), not maps of names.
 
 mod connections;
+pub mod debug;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
@@ -24,6 +25,7 @@ mod version;
 mod wire;
 
 pub use connections::Connections;
+pub use debug::DebugScope;
 pub use names::Names;
 pub use resource::{Resource, ResourceSet};
 pub use server::{AdsServer, AdsService};
@@ -82,6 +84,23 @@ pub trait Generator: Send + Sync + 'static {
 
     /// The stream ended.
     fn disconnect(&self, _proxy: &Self::Proxy) {}
+
+    /// Whether a stream asking for `istio.io/debug/` types ([`debug`]: istioctl's
+    /// `proxy-status` and `proxy-config`) may read them, and whose proxies. Such a stream is not
+    /// admitted as a proxy. Refused unless the generator says otherwise.
+    fn debug_scope(
+        &self,
+        _node: &Node,
+        _conn: &ConnectionInfo,
+    ) -> Result<DebugScope, tonic::Status> {
+        Err(tonic::Status::unauthenticated("authentication required"))
+    }
+
+    /// `ControlPlane.identifier` of `istio.io/debug/syncz` responses: which control plane
+    /// instance answered (istioctl prints its `ID` and `Info.version`).
+    fn control_plane(&self) -> Option<String> {
+        None
+    }
 }
 
 /// An announcement that resources may have changed.

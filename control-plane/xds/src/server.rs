@@ -1,6 +1,7 @@
 //! The gRPC edge: admission, one task per stream, and the handle the control plane keeps.
 
 mod body;
+mod debug;
 mod decode;
 mod delta;
 mod grpc;

@@ -33,6 +33,19 @@ pub(crate) struct Encoded {
 }
 
 impl Encoded {
+    /// A whole message in one piece: for responses built per request (debug answers), which
+    /// have no shared parts.
+    pub(crate) fn message<M: Message>(message: &M) -> Self {
+        let len = message.encoded_len();
+        let mut frame = BytesMut::with_capacity(GRPC_HEADER + len);
+        frame.put_u8(0);
+        frame.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        message.encode_raw(&mut frame);
+        Self {
+            pieces: vec![frame.freeze()],
+        }
+    }
+
     /// Every byte of the frame, header included.
     pub(crate) fn len(&self) -> usize {
         self.pieces.iter().map(Bytes::len).sum()

@@ -56,6 +56,8 @@ pub struct PodSpec {
     /// Envoy reaches meshd over TLS (`--secure-addr`, `--root-cert`), needed for certificates.
     pub tls: bool,
     pub node_type: NodeType,
+    /// The Node the pod is scheduled to (`spec.nodeName`).
+    pub node: Option<String>,
 }
 
 impl PodSpec {
@@ -71,7 +73,14 @@ impl PodSpec {
             delta: false,
             tls: false,
             node_type: NodeType::Sidecar,
+            node: None,
         }
+    }
+
+    /// Schedules the pod to Node `node` (whose labels say where it is).
+    pub fn node(mut self, node: &str) -> Self {
+        self.node = Some(node.to_owned());
+        self
     }
 
     pub fn ip(mut self, ip: Ipv4Addr) -> Self {
@@ -137,13 +146,21 @@ impl PodSpec {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Ok(crate::yaml::pod(
+        let pod = crate::yaml::pod(
             &self.name,
             &self.namespace,
             &ip.to_string(),
             &labels,
             &self.service_account,
-        ))
+        );
+        Ok(match &self.node {
+            Some(node) => pod.replacen(
+                "\nspec:\n",
+                &format!("\nspec:\n  nodeName: {}\n", crate::yaml::quote(node)),
+                1,
+            ),
+            None => pod,
+        })
     }
 }
 

@@ -1068,3 +1068,129 @@ fn proxy_status_and_proxy_config_show_every_connected_proxy_over_sotw_xds() -> a
 fn proxy_status_and_proxy_config_show_every_connected_proxy_over_delta_xds() -> anyhow::Result<()> {
     proxy_status_and_proxy_config_show_every_connected_proxy(Xds::Delta)
 }
+
+/// `meshd ARGS` in `pod`'s network namespace, where its Envoy's admin port (127.0.0.1:15000) is.
+fn meshd_in_pod(env: &EchoMesh, pod: &Pod, args: &[&str]) -> anyhow::Result<String> {
+    let output = pod
+        .command(&meshd_tests::deps::meshd_binary().display().to_string())
+        .args(args)
+        .args(["--debug-addr", &env.mesh.debug_addr().to_string()])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "meshd {args:?}: {}",
+        describe(&output)
+    );
+    Ok(stdout(&output))
+}
+
+fn names(json: &str) -> anyhow::Result<Vec<String>> {
+    let list: Value = serde_json::from_str(json).context("a JSON list")?;
+    let mut names: Vec<String> = list
+        .as_array()
+        .context("a JSON list")?
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[test]
+fn proxy_config_from_envoy_shows_what_the_proxy_applied_and_version_its_envoy_build()
+-> anyhow::Result<()> {
+    let env = echo_mesh(Xds::SotW, Options::default())?;
+    let response = get_until_ok(&env.client, &format!("http://{ECHO_VIP}:8080/"), &[]);
+    assert_eq!(response.status, 200, "{response:?}\n{}", env.diagnostics());
+    wait_proxy_status_synced(&env, &env.sidecars())?;
+    let id = env.client.proxy_id();
+
+    // What meshd sent and what Envoy applied: every cluster sent is applied; Envoy adds only its
+    // bootstrap's own.
+    let sent = names(&meshd_in_pod(
+        &env,
+        &env.client,
+        &["proxy-config", "clusters", &id, "-o", "json"],
+    )?)?;
+    let applied = meshd_in_pod(
+        &env,
+        &env.client,
+        &[
+            "proxy-config",
+            "clusters",
+            &id,
+            "--from",
+            "envoy",
+            "-o",
+            "json",
+        ],
+    )?;
+    let applied = names(&applied)?;
+    assert!(sent.iter().any(|name| name == ECHO_CLUSTER), "{sent:?}");
+    for name in &sent {
+        assert!(
+            applied.contains(name),
+            "{name} sent, not applied: {applied:?}"
+        );
+    }
+    let extra: Vec<&String> = applied.iter().filter(|n| !sent.contains(n)).collect();
+    assert!(
+        extra.iter().all(|n| !n.contains('|')),
+        "only bootstrap clusters added: {extra:?}"
+    );
+    // The same tables as for what meshd sent, endpoints included.
+    let table = meshd_in_pod(
+        &env,
+        &env.client,
+        &["proxy-config", "all", &id, "--from", "envoy"],
+    )?;
+    assert!(table.contains(ECHO_FQDN), "{table}");
+    let endpoints = parse_table(&meshd_in_pod(
+        &env,
+        &env.client,
+        &["proxy-config", "endpoints", &id, "--from", "envoy"],
+    )?);
+    assert!(
+        endpoints
+            .iter()
+            .any(|row| row.get("CLUSTER").map(String::as_str) == Some(ECHO_CLUSTER)),
+        "{endpoints:?}"
+    );
+
+    // The bootstrap Envoy runs, and its log levels, changed as `istioctl proxy-config log` does.
+    let bootstrap: Value = serde_json::from_str(&meshd_in_pod(
+        &env,
+        &env.client,
+        &["proxy-config", "bootstrap", &id],
+    )?)?;
+    assert_eq!(
+        bootstrap["node"]["id"],
+        env.client.node_id(),
+        "{bootstrap:#}"
+    );
+    let levels = meshd_in_pod(
+        &env,
+        &env.client,
+        &["proxy-config", "log", &id, "--level", "debug"],
+    )?;
+    assert!(levels.contains("active loggers"), "{levels}");
+    let levels = meshd_in_pod(&env, &env.client, &["proxy-config", "log", &id])?;
+    assert!(levels.contains("upstream: debug"), "{levels}");
+
+    // `meshd version`: this binary, the control plane, and the Envoy build of every proxy.
+    let version = env.meshd_cli(&["version"])?;
+    assert!(version.status.success(), "{}", describe(&version));
+    let lines: Vec<String> = stdout(&version).lines().map(str::to_owned).collect();
+    let ours = env!("CARGO_PKG_VERSION");
+    assert_eq!(lines[0], format!("meshd {ours} (Envoy API v3)"));
+    assert_eq!(lines[1], format!("control plane version: {ours}"));
+    let sidecars = env.sidecars().len();
+    assert_eq!(
+        lines[2],
+        format!("data plane version: Envoy 1.40.0 ({sidecars} proxies)"),
+        "{lines:?}"
+    );
+    let local = env.meshd_cli(&["version", "--remote=false"])?;
+    assert_eq!(stdout(&local).lines().count(), 1, "{}", describe(&local));
+    Ok(())
+}

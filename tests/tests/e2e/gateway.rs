@@ -1,6 +1,7 @@
 //! Ingress gateway end to end: a stock Envoy selected by a Gateway routes by host and path to
 //! in-mesh services over HTTP, and over HTTPS with a certificate from a Kubernetes Secret served
-//! over SDS; unknown hosts get 404; TLS passes through by SNI to a backend that terminates it.
+//! over SDS; unknown hosts get 404; TLS passes through by SNI to a backend that terminates it;
+//! a TCP server routes connections by the VirtualServices' `tcp` routes.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -284,5 +285,80 @@ spec:
         ],
     );
     assert_ne!(other.status, 200, "{other:?}");
+    Ok(())
+}
+
+#[test]
+fn a_tcp_gateway_server_routes_connections_by_the_virtual_service_tcp_routes() -> anyhow::Result<()>
+{
+    let mesh = Mesh::new()?;
+    let gateway_spec = PodSpec::new("ingressgateway", "istio-system")
+        .ip(GATEWAY_IP.parse()?)
+        .label("istio", "ingressgateway")
+        .service_account("ingressgateway")
+        .router()
+        .tls();
+    let echo_spec = PodSpec::new("tcp-echo", "default")
+        .ip(SHOP_IP.parse()?)
+        .label("app", "tcp-echo")
+        .sidecar()
+        .tls();
+    mesh.write_config(
+        "mesh.yaml",
+        &[
+            yaml::service(
+                "tcp-echo",
+                "default",
+                "10.96.0.30",
+                &[("tcp", 9000, 9000)],
+                &[("app", "tcp-echo")],
+            ),
+            gateway_spec.yaml()?,
+            echo_spec.yaml()?,
+            "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-gateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: [\"*\"]
+"
+            .to_string(),
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [\"*\"]
+  gateways: [istio-system/tcp-gateway]
+  tcp:
+  - match: [{port: 31400}]
+    route: [{destination: {host: tcp-echo, port: {number: 9000}}}]
+"
+            .to_string(),
+        ],
+    )?;
+    let meshd = mesh.start_meshd(mesh.config_dir(), &[])?;
+    let echo = mesh.add_pod(echo_spec)?;
+    echo.start_echo(&[], &[9000])?;
+    let gateway = mesh.add_pod(gateway_spec)?;
+    let client = mesh.add_pod(PodSpec::new("client", "default").ip(CLIENT_IP.parse()?))?;
+
+    let mut last = Ok(String::new());
+    let answered = meshd_tests::wait_until(crate::support::CONVERGE, || {
+        last = client.tcp_exchange(GATEWAY_IP, 31400, "hello gateway");
+        last.as_deref()
+            .is_ok_and(|line| line == "tcp-echo: hello gateway")
+    });
+    assert!(
+        answered,
+        "{last:?}\n--- gateway ---\n{}\n--- meshd ---\n{}",
+        gateway.envoy_log(),
+        meshd.log()
+    );
+    // The gateway reached the service over mesh mTLS (auto-mTLS to its sidecar).
+    let cluster = "cluster.outbound|9000||tcp-echo.default.svc.cluster.local";
+    assert!(gateway.envoy_stat(&format!("{cluster}.upstream_cx_total")) >= Some(1));
+    assert!(gateway.envoy_stat(&format!("{cluster}.ssl.handshake")) >= Some(1));
     Ok(())
 }

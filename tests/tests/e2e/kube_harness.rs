@@ -649,6 +649,7 @@ fn install_manifests_apply_and_grant_meshd_only_what_it_needs() {
         ],
         &["watch", "pods", "--all-namespaces"],
         &["watch", "namespaces"],
+        &["watch", "nodes"],
         &["get", "secrets", "-n", "shop"],
         &[
             "watch",
@@ -696,6 +697,7 @@ fn install_manifests_apply_and_grant_meshd_only_what_it_needs() {
         &["patch", "mutatingwebhookconfigurations/someone-elses"],
         &["update", "leases.coordination.k8s.io", "-n", "kube-system"],
         &["create", "serviceaccounts/token", "-n", "shop"],
+        &["patch", "nodes"],
     ] {
         assert!(!meshd_can(&cluster, args), "meshd may not {args:?}");
     }

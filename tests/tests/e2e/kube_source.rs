@@ -707,3 +707,96 @@ fn exactly_one_of_two_replicas_leads_and_the_other_takes_over_when_it_stops() {
         "took over a lease that had not expired: {waited:?}"
     );
 }
+
+/// The locality of `host`'s endpoints as meshd's registry holds them.
+fn endpoint_localities(meshd: &HostMeshd, host: &str) -> Vec<String> {
+    let registry: Value = meshd
+        .get("/debug/registryz")
+        .and_then(|body| serde_json::from_str(&body).ok())
+        .unwrap_or_default();
+    registry["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|svc| svc["hostname"] == host)
+        .flat_map(|svc| svc["ports"].as_array().cloned().unwrap_or_default())
+        .flat_map(|port| port["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["locality"].as_str().unwrap_or("none").to_owned())
+        .collect()
+}
+
+#[test]
+fn pods_are_placed_by_their_nodes_topology_labels_and_follow_a_relabelled_node() {
+    let cluster = cluster();
+    kubectl(&cluster, &["create", "namespace", "apps"]);
+    kubectl(
+        &cluster,
+        &["create", "serviceaccount", "default", "-n", "apps"],
+    );
+    apply(
+        &cluster,
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: worker-1\n  labels:\n    topology.kubernetes.io/region: eu-west\n    topology.kubernetes.io/zone: eu-west-1a\n",
+    );
+    let pod = yaml::pod(
+        "ratings-1",
+        "apps",
+        "10.30.0.5",
+        &[("app", "ratings")],
+        "default",
+    )
+    .replacen("\nspec:\n", "\nspec:\n  nodeName: worker-1\n", 1);
+    apply(
+        &cluster,
+        &yaml::documents(&[
+            pod,
+            yaml::service(
+                "ratings",
+                "apps",
+                "10.96.30.1",
+                &[("http", 8080, 8080)],
+                &[("app", "ratings")],
+            ),
+            yaml::endpoints(
+                "ratings",
+                "apps",
+                &[("10.30.0.5", "ratings-1")],
+                &[("http", 8080)],
+            ),
+        ]),
+    );
+    cluster
+        .set_pod_ip("apps", "ratings-1", "10.30.0.5")
+        .unwrap_or_else(|err| panic!("{err:#}"));
+    let meshd = HostMeshd::with_kubeconfig(&cluster, "meshd-locality");
+    let host = "ratings.apps.svc.cluster.local";
+    let placed = wait_until(Duration::from_secs(10), || {
+        endpoint_localities(&meshd, host) == ["eu-west/eu-west-1a/"]
+    });
+    assert!(
+        placed,
+        "{:?}\n{}",
+        endpoint_localities(&meshd, host),
+        meshd.log()
+    );
+
+    // The Node moves (relabelled): its pods' endpoints move with it.
+    kubectl(
+        &cluster,
+        &[
+            "label",
+            "node",
+            "worker-1",
+            "--overwrite",
+            "topology.kubernetes.io/zone=eu-west-1c",
+        ],
+    );
+    let moved = wait_until(HOT_RELOAD * 5, || {
+        endpoint_localities(&meshd, host) == ["eu-west/eu-west-1c/"]
+    });
+    assert!(
+        moved,
+        "{:?}\n{}",
+        endpoint_localities(&meshd, host),
+        meshd.log()
+    );
+}

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod host_meshd;
+pub mod istioctl;
 pub mod jwt;
 pub mod kube;
 mod mesh_setup;

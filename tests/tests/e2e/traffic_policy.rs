@@ -1,6 +1,7 @@
 //! DestinationRule traffic policies, end to end through stock Envoy sidecars: outlier detection
 //! ejects a failing pod, consistent hashing keeps a user on one pod, connection-pool limits
-//! overflow into 503s, and `tls: DISABLE` keeps a call plaintext.
+//! overflow into 503s, `tls: DISABLE` keeps a call plaintext, and with outlier detection callers
+//! prefer endpoints in their own zone, as their Nodes place them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -318,5 +319,81 @@ fn tls_disable_makes_a_mesh_call_plaintext_even_when_both_sides_could_do_mtls() 
         .envoy_stat("listener.0.0.0.0_15006.ssl.handshake")
         .unwrap_or(0);
     assert_eq!(handshakes, 0, "the server's sidecar terminated TLS");
+    Ok(())
+}
+
+/// A Node in `zone` of region `eu-west`, with Kubernetes' topology labels.
+fn node(name: &str, zone: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  labels:
+    kubernetes.io/hostname: {name}
+    topology.kubernetes.io/region: eu-west
+    topology.kubernetes.io/zone: {zone}
+"
+    )
+}
+
+#[test]
+fn endpoints_carry_their_nodes_zone_and_callers_stay_in_their_own_zone() -> anyhow::Result<()> {
+    let outlier =
+        "    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}\n";
+    let env = MeshSetup::new()
+        .config([echo_service("echo", ECHO_VIP, &[("http", 8080)])])
+        .config([
+            node("node-a", "eu-west-1a"),
+            node("node-b", "eu-west-1b"),
+            destination_rule("echo", outlier),
+        ])
+        .app(
+            echo_pod("echo-a", "10.77.1.10")?.node("node-a"),
+            &[8080],
+            &[],
+        )
+        .app(
+            echo_pod("echo-b", "10.77.1.11")?.node("node-b"),
+            &[8080],
+            &[],
+        )
+        .caller(client_pod("sleep-a", CLIENT_IP)?.node("node-a"))
+        .caller(client_pod("sleep-b", "10.77.1.21")?.node("node-b"))
+        .start()?;
+    let (sleep_a, sleep_b) = (env.pod("sleep-a")?, env.pod("sleep-b")?);
+
+    // Envoy holds each endpoint in its Node's zone (`/clusters` prints host localities).
+    let mut clusters = String::new();
+    let placed = wait_until(CONVERGE, || {
+        clusters = sleep_a.envoy_admin("/clusters").unwrap_or_default();
+        [
+            "10.77.1.10:8080::zone::eu-west-1a",
+            "10.77.1.11:8080::zone::eu-west-1b",
+        ]
+        .iter()
+        .all(|host| clusters.contains(&format!("{ECHO_CLUSTER}::{host}")))
+    });
+    let zones: Vec<&str> = clusters
+        .lines()
+        .filter(|l| l.contains("::zone::"))
+        .collect();
+    assert!(placed, "zones in sleep-a's Envoy: {zones:#?}");
+
+    // Each caller's requests stay in its own zone while that zone's endpoint is healthy.
+    for (caller, own) in [(&sleep_a, "echo-a"), (&sleep_b, "echo-b")] {
+        let url = format!("http://{ECHO_VIP}:8080/");
+        let first = crate::support::get_until_answered_by(caller, &url, &[], own);
+        assert_eq!(first.echo_pod().as_deref(), Some(own), "{first:?}");
+        let answered: BTreeSet<String> = (0..20)
+            .map(|_| caller.curl(&url, &[]).echo_pod().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            answered,
+            BTreeSet::from([own.to_owned()]),
+            "{} must stay in its zone",
+            caller.name()
+        );
+    }
     Ok(())
 }

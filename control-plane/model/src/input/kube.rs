@@ -1,4 +1,4 @@
-//! Kubernetes kinds: Namespace, Service, Endpoints, EndpointSlice, Pod, ConfigMap, Secret.
+//! Kubernetes kinds: Namespace, Node, Service, Endpoints, EndpointSlice, Pod, ConfigMap, Secret.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +8,13 @@ use super::ObjectMeta;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Namespace {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+/// A Node: only its labels are read (the topology labels that place its pods).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Node {
     #[serde(default)]
     pub metadata: ObjectMeta,
 }
@@ -130,6 +137,11 @@ pub struct SliceEndpoint {
     pub conditions: SliceConditions,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<ObjectReference>,
+    /// The Node the endpoint runs on, and its zone, as the EndpointSlice controller copies them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -154,6 +166,9 @@ pub struct Pod {
 pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// The Node the pod was scheduled to: where its locality comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<Container>,
 }

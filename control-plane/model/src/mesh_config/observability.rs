@@ -16,12 +16,18 @@ pub enum AccessLogEncoding {
     Json,
 }
 
-/// `defaultConfig`: the proxy settings istiod hands every proxy. meshd reads only `tracing`.
+/// `defaultConfig`: the proxy settings istiod hands every proxy. meshd reads `tracing`, and at
+/// injection `holdApplicationUntilProxyStarts` and `terminationDrainDuration` (a pod's
+/// `proxy.istio.io/config` annotation overrides both).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing: Option<ProxyTracing>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_application_until_proxy_starts: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_drain_duration: Option<String>,
 }
 
 /// `defaultConfig.tracing`: the tracer a proxy reports to when no Telemetry or default provider
@@ -271,6 +277,10 @@ pub fn validate(mesh: &super::MeshConfig) -> Result<(), String> {
         }
         .map_err(|e| format!("accessLogFormat: {e}"))?;
     }
+    if let Some(drain) = &mesh.default_config.termination_drain_duration {
+        crate::duration::parse_std(drain)
+            .map_err(|e| format!("defaultConfig.terminationDrainDuration: {e}"))?;
+    }
     providers(&mesh.extension_providers, &mesh.default_config)
 }
 
@@ -483,6 +493,7 @@ mod tests {
                     }),
                     ..Default::default()
                 }),
+                ..Default::default()
             };
             assert_eq!(providers(&[], &proxy).is_ok(), ok, "{address}");
         }

@@ -477,7 +477,7 @@ pub(crate) fn check_against_registry(
             .endpoints
             .values()
             .flat_map(|eps| eps.iter())
-            .any(|e| super::locality::endpoint_locality(e).is_some());
+            .any(|e| e.locality().is_some());
     for rule in rules.iter() {
         let Some(svc) = registry.services.get(&rule.host) else {
             continue;

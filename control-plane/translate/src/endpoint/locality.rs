@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use meshd_model::traffic::LocalityLbUse;
-use meshd_model::traffic::locality::{Locality, endpoint_locality};
+use meshd_model::traffic::locality::Locality;
 use meshd_model::{Endpoint, Resolution, ServiceModel, Snapshot};
 use meshd_proto::pb::envoy::config::core::v3::Locality as EnvoyLocality;
 use meshd_proto::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
@@ -24,7 +24,7 @@ pub(crate) fn callers(snapshot: &Snapshot) -> BTreeSet<Locality> {
         .registry
         .pods
         .values()
-        .filter_map(|pod| Locality::of_labels(&pod.labels))
+        .filter_map(|pod| pod.locality.clone())
         .collect()
 }
 
@@ -78,7 +78,7 @@ fn assignment(
     let mut groups: BTreeMap<Locality, Vec<&Endpoint>> = BTreeMap::new();
     for e in eps {
         groups
-            .entry(endpoint_locality(e).unwrap_or_default())
+            .entry(e.locality().unwrap_or_default())
             .or_default()
             .push(e);
     }

@@ -16,21 +16,49 @@ fn is_http(protocol: &str) -> bool {
     )
 }
 
+/// Protocols a gateway proxies as opaque TCP.
+fn is_tcp(protocol: &str) -> bool {
+    matches!(
+        protocol.to_ascii_uppercase().as_str(),
+        "TCP" | "MONGO" | "MYSQL" | "REDIS"
+    )
+}
+
 /// How a server handles its connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ServerKind {
     Http,
-    /// HTTPS terminated here, SIMPLE or MUTUAL.
+    /// Plain TCP routed by the VirtualServices' `tcp` routes.
+    Tcp,
+    /// HTTPS terminated here (SIMPLE, MUTUAL, or ISTIO_MUTUAL with the proxy's mesh certificate),
+    /// then HTTP.
     Terminate,
+    /// TLS terminated here as for `Terminate`, then `tcp` routes (Istio's egress gateway for TCP).
+    TerminateTcp,
     /// TLS routed by SNI to the VirtualServices' `tls` routes, untouched.
     Passthrough,
     /// TLS routed by Istio's SNI (`outbound_.<port>_.<subset>_.<host>`) straight to that cluster.
     AutoPassthrough,
 }
 
+impl ServerKind {
+    /// Servers of one port share a listener: HTTP and TCP servers each want the whole port, the
+    /// TLS kinds share it by SNI.
+    pub(crate) fn port_class(self) -> u8 {
+        match self {
+            ServerKind::Http => 0,
+            ServerKind::Tcp => 1,
+            _ => 2,
+        }
+    }
+}
+
 pub(crate) fn kind(server: &Server) -> Option<ServerKind> {
     if is_http(&server.port.protocol) {
         return Some(ServerKind::Http);
+    }
+    if is_tcp(&server.port.protocol) {
+        return Some(ServerKind::Tcp);
     }
     let https = server.port.protocol.eq_ignore_ascii_case("HTTPS");
     let tls_port = https || server.port.protocol.eq_ignore_ascii_case("TLS");
@@ -39,11 +67,21 @@ pub(crate) fn kind(server: &Server) -> Option<ServerKind> {
         .as_ref()
         .map(|t| t.mode.as_deref().unwrap_or("SIMPLE").to_ascii_uppercase());
     match (tls_port, mode.as_deref()) {
-        (true, Some("SIMPLE" | "MUTUAL")) if https => Some(ServerKind::Terminate),
+        (true, Some("SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL")) if https => Some(ServerKind::Terminate),
+        (true, Some("SIMPLE" | "MUTUAL" | "ISTIO_MUTUAL")) => Some(ServerKind::TerminateTcp),
         (true, Some("PASSTHROUGH")) => Some(ServerKind::Passthrough),
         (true, Some("AUTO_PASSTHROUGH")) => Some(ServerKind::AutoPassthrough),
         _ => None,
     }
+}
+
+/// The server terminates TLS with the proxy's mesh certificate (`ISTIO_MUTUAL`).
+pub(crate) fn istio_mutual(server: &Server) -> bool {
+    server
+        .tls
+        .as_ref()
+        .and_then(|t| t.mode.as_deref())
+        .is_some_and(|m| m.eq_ignore_ascii_case("ISTIO_MUTUAL"))
 }
 
 pub(crate) fn terminates_tls(server: &Server) -> bool {
@@ -79,19 +117,23 @@ impl Bound<'_> {
     }
 }
 
-/// Servers by port. A port serves either plain HTTP or terminated HTTPS; a port where a Gateway
-/// mixes both keeps the kind its first server has (Istio refuses such configurations too).
+/// Servers by port. A port serves plain HTTP, plain TCP, or TLS (terminated or passed through, by
+/// SNI); a port where Gateways mix them keeps the class its first server has (Istio refuses such
+/// configurations too), and a plain TCP port keeps only its first server.
 pub(crate) fn servers_by_port<'a>(
     snapshot: &'a Snapshot,
     scope: &Scope,
 ) -> BTreeMap<u32, Vec<Bound<'a>>> {
     let mut ports: BTreeMap<u32, Vec<Bound<'a>>> = BTreeMap::new();
-    // TLS kinds share a port (they differ by SNI); plain HTTP does not mix with them.
-    let tls = |s: &Server| kind(s) != Some(ServerKind::Http);
     for gateway in selected(snapshot, scope) {
-        for server in gateway.servers.iter().filter(|s| kind(s).is_some()) {
+        for server in gateway.servers.iter() {
+            let Some(k) = kind(server) else { continue };
             let list = ports.entry(server.port.number).or_default();
-            if list.first().is_some_and(|b| tls(b.server) != tls(server)) {
+            if list
+                .first()
+                .and_then(|b| kind(b.server))
+                .is_some_and(|first| first.port_class() != k.port_class() || k == ServerKind::Tcp)
+            {
                 continue;
             }
             list.push(Bound { gateway, server });

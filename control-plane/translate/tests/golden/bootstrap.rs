@@ -113,7 +113,7 @@ fn sidecar_bootstrap_matches_golden_and_envoy_accepts_it() {
     for source in ["cds_config", "lds_config"] {
         assert_eq!(
             dynamic[source],
-            json!({ "ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s" })
+            json!({ "ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "5s" })
         );
     }
     assert_eq!(
@@ -446,11 +446,30 @@ fn admin_and_its_two_listeners_use_istio_ports() {
     };
     assert_eq!(route(0)["match"]["prefix"], "/stats/prometheus");
     assert_eq!(route(0)["route"]["cluster"], bootstrap::PROMETHEUS_CLUSTER);
+    // Readiness goes through the cluster meshd fills over EDS, then on to admin `/ready`.
     assert_eq!(route(1)["match"]["path"], "/healthz/ready");
     assert_eq!(
         route(1)["route"],
+        json!({ "cluster": bootstrap::READINESS_CLUSTER, "prefix_rewrite": "/healthz/envoy" })
+    );
+    let envoy = &listeners[1]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+        [0]["routes"][1];
+    assert_eq!(envoy["match"]["path"], "/healthz/envoy");
+    assert_eq!(
+        envoy["route"],
         json!({ "cluster": bootstrap::ADMIN_CLUSTER, "prefix_rewrite": "/ready" })
     );
+    let readiness = cluster(&bootstrap, bootstrap::READINESS_CLUSTER);
+    assert_eq!(readiness["type"], "EDS");
+    assert_eq!(
+        readiness["eds_cluster_config"]["eds_config"]["ads"],
+        json!({})
+    );
+    // Envoy starts its own listeners after 5 s without meshd (the app's probes then answer).
+    let lds = &bootstrap["dynamic_resources"]["lds_config"];
+    assert_eq!(lds["initial_fetch_timeout"], "5s");
+    let assignment = meshd_translate::bootstrap::readiness_assignment();
+    assert_eq!(assignment.cluster_name, bootstrap::READINESS_CLUSTER);
 }
 
 #[test]

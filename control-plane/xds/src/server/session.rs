@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::Shared;
+use super::debug::{self, DebugRequest};
 use super::decode::RequestStream;
 use crate::connections::{Connection, Registration};
 use crate::request::Decode;
@@ -32,6 +33,12 @@ pub(crate) trait Protocol: Send + Sized + 'static {
     fn node(request: &Self::Request) -> Option<&Node>;
 
     fn type_url(request: &Self::Request) -> &str;
+
+    /// The request as a debug request, if it asks for an `istio.io/debug/` type this protocol
+    /// answers.
+    fn debug_request(_request: &Self::Request) -> Option<DebugRequest> {
+        None
+    }
 
     fn new(session: Session<Self::Gen, Self::State>) -> Self;
 
@@ -89,6 +96,10 @@ pub(crate) async fn run<P: Protocol>(
             .await;
         return;
     };
+    if let Some(asked) = P::debug_request(&first) {
+        drop(first);
+        return debug::serve(shared, node, info, asked, requests, tx, P::debug_request).await;
+    }
     let proxy = match shared.generator.connect(&node, &info) {
         Ok(proxy) => proxy,
         Err(status) => {

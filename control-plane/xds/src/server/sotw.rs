@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use meshd_proto::type_url::{CLUSTER, ENDPOINT};
 
+use super::debug::DebugRequest;
 use super::session::{ClientGone, Protocol, Session, changed_since};
 use crate::request::SotwRequest;
 use crate::state::Outcome;
@@ -70,6 +71,20 @@ impl<G: Generator> Protocol for SotwStream<G> {
 
     fn type_url(request: &SotwRequest) -> &str {
         &request.type_url
+    }
+
+    fn debug_request(request: &SotwRequest) -> Option<DebugRequest> {
+        let names = || {
+            request
+                .resource_names
+                .iter()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect()
+        };
+        DebugRequest::of(&request.type_url, Vec::new(), &request.response_nonce).map(|mut asked| {
+            asked.names = names();
+            asked
+        })
     }
 
     async fn answer_request(&mut self, type_url: &str, outcome: Outcome) -> Result<(), ClientGone> {

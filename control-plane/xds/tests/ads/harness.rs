@@ -12,8 +12,8 @@ use meshd_proto::pb::envoy::service::discovery::v3::{
 };
 use meshd_proto::pb::google::rpc::Status as RpcStatus;
 use meshd_xds::{
-    AdsServer, Any, ConnectionInfo, Generator, Names, Node, ProxyStatus, Push, Resource,
-    ResourceSet,
+    AdsServer, Any, ConnectionInfo, DebugScope, Generator, Names, Node, ProxyStatus, Push,
+    Resource, ResourceSet,
 };
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
@@ -49,7 +49,13 @@ pub struct FakeGenerator {
     pub status_reads_blocked: AtomicUsize,
     /// `(type URL, message, suspect names@versions)` of every NACK the server reported.
     pub nacks: Mutex<Vec<(String, String, Vec<String>)>>,
+    /// What debug clients may read; `None` refuses them (the trait's default).
+    pub debug: Mutex<Option<DebugScope>>,
 }
+
+/// The `ControlPlane.identifier` the fake generator reports, in istiod's JSON shape.
+pub const CONTROL_PLANE: &str =
+    r#"{"Component":"istiod","ID":"fake-0","Info":{"version":"0.1.0"}}"#;
 
 impl FakeGenerator {
     pub fn set(&self, type_url: &str, name: &str, version: &str) {
@@ -143,6 +149,17 @@ impl Generator for FakeGenerator {
 
     fn disconnect(&self, _proxy: &String) {
         self.disconnects.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn debug_scope(&self, _node: &Node, _conn: &ConnectionInfo) -> Result<DebugScope, Status> {
+        self.debug
+            .lock()
+            .clone()
+            .ok_or_else(|| Status::unauthenticated("authentication required"))
+    }
+
+    fn control_plane(&self) -> Option<String> {
+        Some(CONTROL_PLANE.to_owned())
     }
 }
 

@@ -22,6 +22,7 @@ pub struct HostMeshd {
     child: Child,
     dir: PathBuf,
     xds: String,
+    secure: String,
     debug: String,
     webhook: String,
 }
@@ -67,6 +68,7 @@ impl HostMeshd {
         let [xds, secure, debug, webhook] =
             meshd_tests::ports::free_loopback_ports().unwrap_or_else(|err| panic!("{err:#}"));
         let xds = format!("127.0.0.1:{xds}");
+        let secure = format!("127.0.0.1:{secure}");
         let (debug, webhook) = (format!("127.0.0.1:{debug}"), format!("127.0.0.1:{webhook}"));
         let log = std::fs::File::create(dir.join("meshd.log")).expect("creating the log");
         let child = meshd_command()
@@ -75,7 +77,7 @@ impl HostMeshd {
             .arg("--ca-dir")
             .arg(dir.join("ca"))
             .args(["--xds-addr", &xds])
-            .args(["--secure-addr", &format!("127.0.0.1:{secure}")])
+            .args(["--secure-addr", &secure])
             .args(["--debug-addr", &debug])
             .args(["--webhook-addr", &webhook])
             .args(["--proxy-image", "registry.test/envoy:v1.40.0"])
@@ -94,6 +96,7 @@ impl HostMeshd {
             child,
             dir,
             xds,
+            secure,
             debug,
             webhook,
         };
@@ -133,6 +136,11 @@ impl HostMeshd {
     /// meshd's trust bundle.
     pub fn root_pem(&self) -> String {
         std::fs::read_to_string(self.dir.join("ca/root-cert.pem")).expect("meshd wrote its root")
+    }
+
+    /// `127.0.0.1:PORT` of xDS over TLS.
+    pub fn secure_addr(&self) -> &str {
+        &self.secure
     }
 
     /// `127.0.0.1:PORT` of plaintext xDS.

@@ -5,10 +5,19 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::registry::Endpoint;
-
 /// Istio's pod label naming the pod's locality, `region.zone.subzone` (labels cannot hold `/`).
 pub const LOCALITY_LABEL: &str = "istio-locality";
+
+/// Kubernetes' topology labels on a Node (and their deprecated beta names), and Istio's subzone.
+const REGION_LABELS: [&str; 2] = [
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/region",
+];
+const ZONE_LABELS: [&str; 2] = [
+    "topology.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/zone",
+];
+const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
 
 /// Any part may be empty (unknown).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -40,6 +49,31 @@ impl Locality {
         labels.get(LOCALITY_LABEL).and_then(|l| Locality::parse(l))
     }
 
+    /// Where a Node is, from its topology labels; `None` when it has none.
+    pub fn of_node_labels(labels: &BTreeMap<String, String>) -> Option<Locality> {
+        let first = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| labels.get(*k))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let locality = Locality {
+            region: first(&REGION_LABELS),
+            zone: first(&ZONE_LABELS),
+            subzone: first(&[SUBZONE_LABEL]),
+        };
+        (locality != Locality::default()).then_some(locality)
+    }
+
+    /// A pod's locality as istiod finds it: its `istio-locality` label, else its Node's topology
+    /// labels.
+    pub fn of_pod(
+        labels: &BTreeMap<String, String>,
+        node_labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<Locality> {
+        Locality::of_labels(labels).or_else(|| node_labels.and_then(Locality::of_node_labels))
+    }
+
     /// Istio's locality match: `pattern` is `region[/zone[/subzone]]`, each part possibly `*`;
     /// parts left out match anything.
     pub fn matches(&self, pattern: &str) -> bool {
@@ -69,14 +103,6 @@ impl Locality {
     }
 }
 
-/// An endpoint's locality: its WorkloadEntry's `locality`, else its pod's `istio-locality` label.
-pub fn endpoint_locality(e: &Endpoint) -> Option<Locality> {
-    e.locality
-        .as_deref()
-        .and_then(Locality::parse)
-        .or_else(|| Locality::of_labels(&e.labels))
-}
-
 impl fmt::Display for Locality {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.region, self.zone, self.subzone)
@@ -98,6 +124,32 @@ mod tests {
         assert!(l.matches("us-east/zone-a"));
         assert!(!l.matches("us-east/zone-b"));
         assert!(!l.matches("us-west/*"));
+        let node: BTreeMap<String, String> = [
+            ("topology.kubernetes.io/region", "eu"),
+            ("failure-domain.beta.kubernetes.io/zone", "eu-1b"),
+            ("kubernetes.io/hostname", "n1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(
+            Locality::of_node_labels(&node).unwrap().to_string(),
+            "eu/eu-1b/"
+        );
+        assert_eq!(Locality::of_node_labels(&BTreeMap::new()), None);
+        // The pod's own label wins over its Node's.
+        let pod: BTreeMap<String, String> =
+            [("istio-locality".to_owned(), "us.a".to_owned())].into();
+        assert_eq!(
+            Locality::of_pod(&pod, Some(&node)).unwrap().to_string(),
+            "us/a/"
+        );
+        assert_eq!(
+            Locality::of_pod(&BTreeMap::new(), Some(&node))
+                .unwrap()
+                .zone,
+            "eu-1b"
+        );
         let near = Locality::parse("us-east/zone-a/s2").unwrap();
         assert_eq!(l.priority_of(&near), 1);
         assert_eq!(l.priority_of(&Locality::parse("us-west").unwrap()), 3);
