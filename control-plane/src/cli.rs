@@ -1,6 +1,7 @@
-//! istioctl-like commands that read a running meshd's debug API, and `analyze`.
+//! istioctl-like commands that read a running meshd's debug API, `analyze`, and `dashboard`.
 
 pub mod analyze;
+pub mod dashboard;
 pub mod envoy_admin;
 pub mod proxy_config;
 pub mod proxy_status;

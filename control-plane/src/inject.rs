@@ -295,6 +295,7 @@ pub fn inject(
         status["volumes"] = json!([ENVOY_VOLUME, TOKEN_VOLUME, ROOT_CERT_VOLUME]);
         status["revision"] = json!(config.revision.name());
         let mut new_annotations = vec![(STATUS_ANNOTATION, status.to_string())];
+        new_annotations.extend(scrape_annotations(&annotations));
         add_map_entries(&mut ops, meta, "annotations", &mut new_annotations);
         return Ok(Some(ops));
     }
@@ -349,9 +350,27 @@ pub fn inject(
     {
         new_annotations.push((DEFAULT_CONTAINER_ANNOTATION, first.to_owned()));
     }
+    new_annotations.extend(scrape_annotations(&annotations));
     add_map_entries(&mut ops, meta, "labels", &mut new_labels);
     add_map_entries(&mut ops, meta, "annotations", &mut new_annotations);
     Ok(Some(ops))
+}
+
+/// `prometheus.io/scrape|port|path`, pointing Prometheus (Istio's addon job `kubernetes-pods`)
+/// at the proxy's `:15090/stats/prometheus`, where Istio's standard metrics are. A pod that
+/// already names its own scrape target keeps it: there is no agent to merge the two pages.
+fn scrape_annotations(annotations: &BTreeMap<String, String>) -> Vec<(&'static str, String)> {
+    if annotations.keys().any(|k| k.starts_with("prometheus.io/")) {
+        return Vec::new();
+    }
+    vec![
+        ("prometheus.io/scrape", "true".to_owned()),
+        (
+            "prometheus.io/port",
+            meshd_translate::bootstrap::PROMETHEUS_PORT.to_string(),
+        ),
+        ("prometheus.io/path", "/stats/prometheus".to_owned()),
+    ]
 }
 
 /// The volumes the injected containers mount, added to the pod's own.

@@ -47,6 +47,8 @@ enum Command {
     ProxyConfig(cli::proxy_config::Args),
     /// Validate Istio config; exit 1 on any error.
     Analyze(cli::analyze::Args),
+    /// Open an add-on's UI (Prometheus, Grafana, Kiali, Jaeger) through a port-forward.
+    Dashboard(cli::dashboard::Args),
     /// Print the CustomResourceDefinitions of every Istio kind meshd reads.
     Crds(crds::Args),
     /// Print the version of the binary and of the Envoy API it speaks, then those of the control
@@ -72,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Command::ProxyStatus(args) => cli::proxy_status::run(args),
         Command::ProxyConfig(args) => cli::proxy_config::run(args),
         Command::Analyze(args) => cli::analyze::run(args),
+        Command::Dashboard(args) => cli::dashboard::run(args),
         Command::Crds(args) => crds::run(args),
         Command::Wait(args) => lifecycle::wait(&args),
         Command::Drain(args) => lifecycle::drain(&args),

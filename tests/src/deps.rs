@@ -148,6 +148,25 @@ pub fn envoy_binary() -> anyhow::Result<PathBuf> {
         })
 }
 
+/// Prometheus (Debian's package, which `make test-deps` installs): `$MESHD_PROMETHEUS`, else
+/// `prometheus` on `PATH`. Missing, it is an error naming how to get it: a metrics test never
+/// skips, in CI or anywhere else.
+pub fn prometheus_binary() -> anyhow::Result<PathBuf> {
+    if let Some(given) = std::env::var_os("MESHD_PROMETHEUS") {
+        let path = PathBuf::from(given);
+        anyhow::ensure!(
+            is_executable(&path),
+            "Prometheus at MESHD_PROMETHEUS={} (not an executable file)",
+            path.display()
+        );
+        return Ok(path);
+    }
+    find_on_path("prometheus").context(
+        "Prometheus (`prometheus` on PATH, or set MESHD_PROMETHEUS); run `make test-deps`, \
+         which installs Debian's package",
+    )
+}
+
 /// The `meshd` binary: `$MESHD_BIN`, else the one cargo built next to the test executable.
 /// Whether it exists is for the caller to find out.
 pub fn meshd_binary() -> PathBuf {

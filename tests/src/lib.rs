@@ -6,6 +6,7 @@
 //! - [`yaml`]: the Kubernetes and Istio objects tests feed meshd's file source.
 //! - [`wait_until`] / [`wait_for`]: polling for eventual states.
 //! - [`ports`]: loopback ports no two parallel tests share.
+//! - [`prometheus::Prometheus`]: Debian's Prometheus scraping the sidecars, queried over its API.
 //! - [`fuzz`]: differential fuzzing of meshd against the real Envoy (`tests/tests/fuzz_envoy.rs`,
 //!   the `meshd-fuzz` binary).
 //! - the `meshd-echo` binary: the app tests talk to.
@@ -17,6 +18,7 @@ pub mod kube;
 pub mod mesh;
 pub mod ports;
 pub mod process;
+pub mod prometheus;
 pub mod wait;
 pub mod yaml;
 

@@ -712,3 +712,18 @@ fn unusable_lifecycle_annotations_refuse_the_pod() {
         assert!(err.to_string().contains(annotation), "{err}");
     }
 }
+
+#[test]
+fn injected_pods_point_prometheus_at_the_proxy_unless_they_name_their_own_target() {
+    let out = injected(&mk_pod(json!({}), mk_spec()));
+    let annotations = &out["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "15090");
+    assert_eq!(annotations["prometheus.io/path"], "/stats/prometheus");
+
+    let own = json!({ "annotations": { "prometheus.io/port": "9102" } });
+    let out = injected(&mk_pod(own, mk_spec()));
+    let annotations = &out["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], "9102");
+    assert!(annotations.get("prometheus.io/scrape").is_none());
+}

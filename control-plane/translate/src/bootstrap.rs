@@ -4,6 +4,7 @@
 //! else arrives over ADS.
 
 pub mod app_health;
+mod prometheus;
 pub mod xds;
 
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +47,9 @@ pub const PROMETHEUS_CLUSTER: &str = "prometheus_stats";
 pub const ADMIN_CLUSTER: &str = "envoy_admin";
 /// Where Prometheus scrapes the proxy's stats.
 pub const PROMETHEUS_PORT: u16 = 15090;
+/// The pod labels naming a workload's canonical service and revision (Istio's).
+const CANONICAL_NAME_LABEL: &str = "service.istio.io/canonical-name";
+const CANONICAL_REVISION_LABEL: &str = "service.istio.io/canonical-revision";
 /// Where kubelet asks whether the proxy is ready.
 pub const HEALTH_PORT: u16 = 15021;
 /// The cluster readiness goes through: static in the bootstrap, its one endpoint (this proxy's
@@ -87,7 +91,10 @@ pub struct BootstrapParams {
 /// The whole bootstrap, as Envoy reads it from `-c FILE`.
 pub fn bootstrap(params: &BootstrapParams) -> Bootstrap {
     let mut clusters = xds::static_clusters(params);
-    clusters.push(admin_cluster(PROMETHEUS_CLUSTER, params.admin_port));
+    let mut scrape = admin_cluster(PROMETHEUS_CLUSTER, params.admin_port);
+    scrape.per_connection_buffer_limit_bytes =
+        crate::util::u32_value(prometheus::SCRAPE_BUFFER_BYTES);
+    clusters.push(scrape);
     clusters.push(admin_cluster(ADMIN_CLUSTER, params.admin_port));
     clusters.push(readiness_cluster());
     clusters.extend(app_health::clusters(&params.app_probes));
@@ -130,14 +137,20 @@ fn node(params: &BootstrapParams) -> Node {
         NodeType::Sidecar => "sidecar",
         NodeType::Router => "router",
     };
+    // Istio's injector adds the canonical labels to the pod; the proxy reports its workload
+    // under them (see `telemetry`), so they are there whether or not the pod has them.
+    let names = crate::telemetry::WorkloadNames::of(&params.pod, ns, &params.labels);
+    let mut labels = params.labels.clone();
+    labels
+        .entry(CANONICAL_NAME_LABEL.to_string())
+        .or_insert(names.canonical_service);
+    labels
+        .entry(CANONICAL_REVISION_LABEL.to_string())
+        .or_insert(names.canonical_revision);
     let labels = Struct {
-        fields: params
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), string(v)))
-            .collect(),
+        fields: labels.iter().map(|(k, v)| (k.clone(), string(v))).collect(),
     };
-    let workload_name = params.labels.get("app").unwrap_or(&params.pod);
+    let workload_name = crate::telemetry::workload_name(&params.pod, &params.labels);
     let metadata: HashMap<String, Value> = [
         ("NAMESPACE", string(ns)),
         (
@@ -260,6 +273,7 @@ fn admin_cluster(name: &str, admin_port: u16) -> Cluster {
 }
 
 /// 15090 exposes only the Prometheus page of admin to scrapers; the rest of admin stays local.
+/// A Lua filter gives Istio's metrics their Istio names there (see `prometheus`).
 fn prometheus_listener() -> Listener {
     let route = Route {
         r#match: Some(RouteMatch {
@@ -271,13 +285,15 @@ fn prometheus_listener() -> Listener {
         action: Some(route::Action::Route(to_cluster(PROMETHEUS_CLUSTER))),
         ..Default::default()
     };
-    http_listener(
+    let mut listener = http_listener(
         "prometheus_stats",
         PROMETHEUS_PORT,
         "stats",
         "backend",
         vec![route],
-    )
+    );
+    prometheus::rename(&mut listener);
+    listener
 }
 
 /// 15021 `/healthz/ready` is what kubelet probes (Istio's port). Stock Envoy has no agent to

@@ -132,11 +132,13 @@ pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
     }
     let twins = sni_dnat_clusters(snapshot, scope, &out);
     out.extend(twins);
-    out.push(base_cluster(
+    let mut blackhole = base_cluster(
         snapshot,
         BLACKHOLE_CLUSTER.to_string(),
         cluster::DiscoveryType::Static,
-    ));
+    );
+    blackhole.metadata = crate::telemetry::catch_all_metadata(BLACKHOLE_CLUSTER);
+    out.push(blackhole);
     let mut passthrough = base_cluster(
         snapshot,
         PASSTHROUGH_CLUSTER.to_string(),
@@ -144,6 +146,7 @@ pub fn outbound_clusters(snapshot: &Snapshot, scope: &Scope) -> Vec<Cluster> {
     );
     passthrough.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
     passthrough.circuit_breakers = default_circuit_breakers();
+    passthrough.metadata = crate::telemetry::catch_all_metadata(PASSTHROUGH_CLUSTER);
     out.push(passthrough);
     out.extend(crate::telemetry::clusters(snapshot));
     out
@@ -247,7 +250,7 @@ fn outbound_cluster_for(
     let source = rule
         .map(|r| r.key.config_path())
         .unwrap_or_else(|| svc.source.config_path());
-    c.metadata = istio_config_metadata(&source);
+    c.metadata = crate::telemetry::cluster_metadata(&source, svc);
     c
 }
 

@@ -99,7 +99,8 @@ pub fn service_locality_endpoints(
     locality::service_assignments(snapshot, svc, callers)
 }
 
-/// One endpoint as Envoy takes it; with a sidecar, marked for auto-mTLS.
+/// One endpoint as Envoy takes it, with its workload's names; with a sidecar, marked for
+/// auto-mTLS.
 pub(crate) fn lb_endpoint(snapshot: &Snapshot, e: &meshd_model::Endpoint) -> LbEndpoint {
     LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
@@ -107,11 +108,10 @@ pub(crate) fn lb_endpoint(snapshot: &Snapshot, e: &meshd_model::Endpoint) -> LbE
             ..Default::default()
         })),
         load_balancing_weight: u32_value(e.weight.max(1)),
-        metadata: if crate::tls::endpoint_speaks_mtls(snapshot, e) {
-            crate::tls::mtls_endpoint_metadata()
-        } else {
-            None
-        },
+        metadata: crate::tls::endpoint_metadata(
+            crate::tls::endpoint_speaks_mtls(snapshot, e),
+            crate::telemetry::endpoint_metadata(e.workload.as_deref(), &e.namespace, &e.labels),
+        ),
         ..Default::default()
     }
 }

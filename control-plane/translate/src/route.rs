@@ -26,9 +26,13 @@ pub fn outbound_routes(snapshot: &Snapshot, scope: &Scope) -> Vec<RouteConfigura
             .map(|port| route_config_for_port(snapshot, scope, *port))
             .collect()
     };
-    // DestinationRule consistent hashing: the hash key on every route to such a cluster.
+    // DestinationRule consistent hashing: the hash key on every route to such a cluster. Every
+    // request names its client to the server's metrics.
     for config in &mut routes {
         crate::traffic_policy::apply_consistent_hash(snapshot, scope, config);
+        config
+            .request_headers_to_add
+            .push(crate::telemetry::peer_header());
     }
     routes
 }

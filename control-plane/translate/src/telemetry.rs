@@ -7,13 +7,14 @@
 //! sidecar inbound), its Telemetry objects and the mesh config, never on the listener.
 
 mod access_log;
+mod metrics;
 mod tracing;
 
 use std::collections::BTreeMap;
 
 use meshd_model::mesh_config::ProviderKind;
 use meshd_model::telemetry::{AppliedTelemetry, WorkloadMode};
-use meshd_model::{NodeType, ObjectKey, Snapshot};
+use meshd_model::{NodeType, ObjectKey, Proxy, Snapshot};
 use meshd_proto::pb::envoy::config::accesslog::v3::AccessLog;
 use meshd_proto::pb::envoy::config::cluster::v3::Cluster;
 use meshd_proto::pb::envoy::config::listener::v3::{Filter, Listener, filter};
@@ -29,6 +30,8 @@ use crate::names::{VIRTUAL_INBOUND, VIRTUAL_OUTBOUND};
 use crate::util::bool_value;
 
 pub use access_log::{ISTIO_JSON_FIELDS, ISTIO_TEXT_FORMAT};
+pub use metrics::{PEER_HEADER, PROMETHEUS_PREFIX, STAT_NAMESPACE};
+pub(crate) use metrics::{catch_all_metadata, cluster_metadata, endpoint_metadata, peer_header};
 pub use tracing::LEGACY_ZIPKIN_CLUSTER;
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
@@ -36,6 +39,25 @@ const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 /// The cluster (Istio multi-cluster sense) of every proxy meshd serves: `meshd bootstrap`'s
 /// default `CLUSTER_ID`, and istiod's.
 const CLUSTER_ID: &str = "Kubernetes";
+
+/// A workload's name as Istio derives it and the node metadata carries it (`WORKLOAD_NAME`):
+/// a Deployment's pod (it has `pod-template-hash`) is named `<deployment>-<hash>-<suffix>`, so
+/// the Deployment's name; a pod of a Job, the Job's; any other pod, its own name. Metrics name a
+/// destination by the same rule, from the registry.
+pub fn workload_name<'a>(pod: &'a str, labels: &'a BTreeMap<String, String>) -> &'a str {
+    if let Some(job) = labels.get("job-name") {
+        return job;
+    }
+    if let Some(hash) = labels.get("pod-template-hash")
+        && let Some(deployment) = pod
+            .rsplit_once('-')
+            .and_then(|(rest, _)| rest.strip_suffix(hash.as_str()))
+            .and_then(|rest| rest.strip_suffix('-'))
+    {
+        return deployment;
+    }
+    pod
+}
 
 /// How a workload is named in spans: Istio's canonical service and revision, its namespace, and
 /// the service name its spans are reported under (Envoy's node `cluster`, `<app>.<namespace>`).
@@ -86,6 +108,8 @@ pub(crate) struct ListenerTelemetry {
     /// On the capturing listeners and gateways: connections no filter chain matched.
     listener: Vec<AccessLog>,
     tracing: Option<tracing::HcmTracing>,
+    /// Istio's standard metrics, reported as this side.
+    metrics: Option<metrics::Metrics>,
 }
 
 /// The Telemetries of a scope: the mesh-wide and namespace-wide ones of its namespace, and the
@@ -154,16 +178,40 @@ impl ListenerTelemetry {
             }
             _ => {}
         }
+        out.metrics = Some(metrics::Metrics::new(
+            match side {
+                WorkloadMode::Server => metrics::Reporter::Destination,
+                WorkloadMode::Client | WorkloadMode::ClientAndServer => metrics::Reporter::Source,
+            },
+            None,
+        ));
         if let Some(names) = names {
             out.tracing = tracing::hcm_tracing(snapshot, scope, &applied, side, names);
         }
         out
     }
 
+    /// The metrics of listeners only `proxy` holds (its inbound ones) name it with fixed
+    /// strings instead of reading its node metadata per request.
+    pub(crate) fn own_listeners_of(mut self, snapshot: &Snapshot, proxy: &Proxy) -> Self {
+        if let Some(m) = &self.metrics {
+            let labels = snapshot
+                .pod_by_ip(&proxy.ip)
+                .map_or(&proxy.labels, |pod| &pod.labels);
+            let own = metrics::own_names(&proxy.pod_name, &proxy.namespace, labels);
+            self.metrics = Some(metrics::Metrics::new(m.reporter(), Some(own)));
+        }
+        self
+    }
+
     /// Puts the access logs and the tracer on `listeners`; `capturing` says which listeners also
     /// log connections no filter chain took.
     pub(crate) fn apply(&self, listeners: &mut [Listener], capturing: impl Fn(&Listener) -> bool) {
-        if self.http.is_empty() && self.tcp.is_empty() && self.tracing.is_none() {
+        if self.http.is_empty()
+            && self.tcp.is_empty()
+            && self.tracing.is_none()
+            && self.metrics.is_none()
+        {
             return;
         }
         for listener in listeners.iter_mut() {
@@ -173,6 +221,14 @@ impl ListenerTelemetry {
             for chain in &mut listener.filter_chains {
                 for filter in &mut chain.filters {
                     self.apply_to_filter(filter);
+                }
+                // Shared listeners' metrics read the proxy's names from connection state.
+                let counts = chain
+                    .filters
+                    .iter()
+                    .any(|f| f.name == HCM || f.name == TCP_PROXY);
+                if counts && self.metrics.as_ref().is_some_and(|m| m.needs_own_filter()) {
+                    chain.filters.insert(0, metrics::own_filter());
                 }
             }
         }
@@ -188,6 +244,10 @@ impl ListenerTelemetry {
                     return;
                 };
                 hcm.access_log.extend(self.http.iter().cloned());
+                if let Some(m) = &self.metrics {
+                    hcm.access_log.push(m.http().clone());
+                    hcm.http_filters.splice(0..0, m.http_filter());
+                }
                 if let Some(t) = &self.tracing {
                     hcm.tracing = Some(t.tracing.clone());
                     hcm.request_id_extension = Some(RequestIdExtension {
@@ -201,11 +261,23 @@ impl ListenerTelemetry {
                 }
                 *any = pack(&hcm);
             }
-            TCP_PROXY if !self.tcp.is_empty() => {
+            TCP_PROXY if !self.tcp.is_empty() || self.metrics.is_some() => {
                 let Some(mut tcp) = unpack::<TcpProxy>(any) else {
                     return;
                 };
-                tcp.access_log.extend(self.tcp.iter().cloned());
+                match &self.metrics {
+                    Some(m) => {
+                        // The opened-connections counter is written when the upstream
+                        // connection is made; the file logs keep one line per connection.
+                        tcp.access_log
+                            .extend(self.tcp.iter().cloned().map(metrics::not_on_connect));
+                        tcp.access_log.extend(m.tcp().into_iter().cloned());
+                        tcp.access_log_options
+                            .get_or_insert_with(Default::default)
+                            .flush_access_log_on_connected = true;
+                    }
+                    None => tcp.access_log.extend(self.tcp.iter().cloned()),
+                }
                 *any = pack(&tcp);
             }
             _ => {}

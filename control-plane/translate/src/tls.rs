@@ -197,15 +197,16 @@ pub fn endpoint_speaks_mtls(snapshot: &Snapshot, e: &Endpoint) -> bool {
             != MtlsMode::Disable
 }
 
-/// `filter_metadata["envoy.transport_socket_match"] = {tlsMode: istio}` (one key: deterministic bytes).
-pub fn mtls_endpoint_metadata() -> Option<Metadata> {
-    let mut filter_metadata = HashMap::new();
-    filter_metadata.insert(
-        SOCKET_MATCH_KEY.to_string(),
-        string_struct("tlsMode", "istio"),
-    );
-    Some(Metadata {
-        filter_metadata,
-        ..Default::default()
-    })
+/// An endpoint's `filter_metadata`: `envoy.transport_socket_match = {tlsMode: istio}` when it
+/// speaks mesh mTLS, and `istio` (the workload behind it, for metrics). Laid out alike for equal
+/// inputs, so equal endpoints encode alike.
+pub fn endpoint_metadata(mtls: bool, istio: Struct) -> Option<Metadata> {
+    let mut namespaces = vec![("istio", istio)];
+    if mtls {
+        namespaces.push((
+            SOCKET_MATCH_KEY,
+            crate::util::ordered_struct(&[("tlsMode", "istio".to_string())]),
+        ));
+    }
+    Some(crate::util::ordered_metadata(namespaces))
 }

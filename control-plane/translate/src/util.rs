@@ -55,3 +55,70 @@ pub fn istio_config_metadata(path: &str) -> Option<Metadata> {
         ..Default::default()
     })
 }
+
+/// A `Struct` of string `fields`, every one built for the same key list laid out alike.
+///
+/// Protobuf maps are encoded in hash-map order, and each `HashMap` draws its own hash seed, so
+/// two equal structs of several keys would encode (and hash) differently. A clone keeps its
+/// original's seed and layout, so every struct here is cloned from one template per key list
+/// (made once per process) and only its values are replaced: equal structs, equal bytes.
+pub fn ordered_struct(fields: &[(&'static str, String)]) -> Struct {
+    use std::collections::HashMap;
+    use std::sync::LazyLock;
+    static TEMPLATES: LazyLock<parking_lot::Mutex<HashMap<Vec<&'static str>, Struct>>> =
+        LazyLock::new(Default::default);
+    let keys: Vec<&'static str> = fields.iter().map(|(k, _)| *k).collect();
+    let mut out = {
+        let mut templates = TEMPLATES.lock();
+        templates
+            .entry(keys)
+            .or_insert_with(|| Struct {
+                fields: fields
+                    .iter()
+                    .map(|(k, _)| (k.to_string(), string_value("")))
+                    .collect(),
+            })
+            .clone()
+    };
+    for (k, v) in fields {
+        if let Some(slot) = out.fields.get_mut(*k) {
+            *slot = string_value(v);
+        }
+    }
+    out
+}
+
+/// `filter_metadata` of the given namespaces, laid out alike for the same names (see
+/// [`ordered_struct`]).
+pub fn ordered_metadata(namespaces: Vec<(&'static str, Struct)>) -> Metadata {
+    use std::collections::HashMap;
+    use std::sync::LazyLock;
+    static TEMPLATES: LazyLock<parking_lot::Mutex<HashMap<Vec<&'static str>, Metadata>>> =
+        LazyLock::new(Default::default);
+    let keys: Vec<&'static str> = namespaces.iter().map(|(k, _)| *k).collect();
+    let mut out = {
+        let mut templates = TEMPLATES.lock();
+        templates
+            .entry(keys)
+            .or_insert_with(|| Metadata {
+                filter_metadata: namespaces
+                    .iter()
+                    .map(|(k, _)| (k.to_string(), Struct::default()))
+                    .collect(),
+                ..Default::default()
+            })
+            .clone()
+    };
+    for (k, v) in namespaces {
+        if let Some(slot) = out.filter_metadata.get_mut(k) {
+            *slot = v;
+        }
+    }
+    out
+}
+
+fn string_value(s: &str) -> Value {
+    Value {
+        kind: Some(value::Kind::StringValue(s.to_string())),
+    }
+}

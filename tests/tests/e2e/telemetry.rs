@@ -6,6 +6,8 @@
 //! sends every one; and `/metrics` has every series Istio's control-plane dashboard queries,
 //! under istiod's names and labels, the Kubernetes events among them.
 
+mod istio_metrics;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

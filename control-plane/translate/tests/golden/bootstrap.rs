@@ -23,6 +23,7 @@ pub(crate) fn params() -> BootstrapParams {
         labels: BTreeMap::from([
             ("app".to_string(), "reviews".to_string()),
             ("version".to_string(), "v1".to_string()),
+            ("pod-template-hash".to_string(), "5d4b8c7f9".to_string()),
         ]),
         service_account: "bookinfo-reviews".to_string(),
         cluster_id: "Kubernetes".to_string(),
@@ -84,14 +85,20 @@ fn sidecar_bootstrap_matches_golden_and_envoy_accepts_it() {
         node["metadata"],
         json!({
             "NAMESPACE": "bookinfo",
-            "LABELS": { "app": "reviews", "version": "v1" },
+            "LABELS": {
+                "app": "reviews",
+                "version": "v1",
+                "pod-template-hash": "5d4b8c7f9",
+                "service.istio.io/canonical-name": "reviews",
+                "service.istio.io/canonical-revision": "v1",
+            },
             "SERVICE_ACCOUNT": "bookinfo-reviews",
             "INSTANCE_IPS": "10.1.2.3",
             "CLUSTER_ID": "Kubernetes",
             "ISTIO_VERSION": "meshd-test",
             "INTERCEPTION_MODE": "REDIRECT",
             "NAME": "reviews-v1-5d4b8c7f9-x2k4p",
-            "WORKLOAD_NAME": "reviews",
+            "WORKLOAD_NAME": "reviews-v1",
         })
     );
     let dynamic = &bootstrap["dynamic_resources"];
@@ -478,7 +485,14 @@ fn an_unlabelled_pod_names_its_own_cluster_and_workload() {
         node["metadata"]["WORKLOAD_NAME"],
         "reviews-v1-5d4b8c7f9-x2k4p"
     );
-    assert_eq!(node["metadata"]["LABELS"], json!({}));
+    // The canonical labels Istio's injector would have added.
+    assert_eq!(
+        node["metadata"]["LABELS"],
+        json!({
+            "service.istio.io/canonical-name": "reviews-v1-5d4b8c7f9-x2k4p",
+            "service.istio.io/canonical-revision": "latest",
+        })
+    );
 }
 
 /// pilot-agent names the node cluster (the service name of spans) by `app` first, then
