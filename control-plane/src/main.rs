@@ -12,6 +12,7 @@ mod identity;
 mod jwks;
 mod lifecycle;
 mod metrics;
+mod rfc3339;
 mod serve;
 
 // The admission webhooks live in the library (`lib.rs`), where the fuzzers reach them too.

@@ -221,38 +221,13 @@ fn redact_private_key(secret: &mut Value) {
                 let now = std::time::SystemTime::now();
                 json!({
                     "serial": c.serial, "subject": c.subject, "issuer": c.issuer, "uri_sans": c.uri_sans,
-                    "not_before": rfc3339(c.not_before), "not_after": rfc3339(c.not_after),
+                    "not_before": crate::rfc3339::format(c.not_before), "not_after": crate::rfc3339::format(c.not_after),
                     "valid": c.not_before <= now && now < c.not_after,
                 })
             })
             .collect();
         map.insert("certificates".to_string(), Value::Array(certs));
     }
-}
-
-/// UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
-fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 async fn registryz(State(s): State<Arc<Shared>>) -> Response {
@@ -332,12 +307,5 @@ mod tests {
         assert!(entry.get("listener_acked").is_none());
         assert!(entry.get("route_sent").is_none());
         assert_eq!(entry["types"]["LDS"]["state"], "STALE");
-    }
-
-    #[test]
-    fn timestamps_print_as_rfc3339_utc() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
-        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 }
