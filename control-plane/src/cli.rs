@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod dashboard;
 pub mod envoy_admin;
+pub mod port_forward;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod version;
@@ -13,15 +14,63 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+/// Where meshd's monitoring port is when nothing says otherwise.
+const DEFAULT_DEBUG_ADDR: &str = "127.0.0.1:15014";
+/// meshd's monitoring port on its Service.
+const MONITORING_PORT: u16 = 15014;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct DebugAddr {
-    /// meshd's debug API.
-    #[arg(
-        long = "debug-addr",
-        env = "MESHD_DEBUG_ADDR_CLIENT",
-        default_value = "127.0.0.1:15014"
-    )]
+    /// meshd's debug API (default 127.0.0.1:15014). Without it, when a cluster is configured
+    /// (`--kubeconfig`, `KUBECONFIG`, ~/.kube/config), meshd's Service `istiod` is reached
+    /// through `kubectl port-forward`, as istioctl does.
+    #[arg(long = "debug-addr", env = "MESHD_DEBUG_ADDR_CLIENT")]
+    pub addr: Option<String>,
+    /// Where meshd runs.
+    #[arg(long = "istio-namespace", default_value = "istio-system")]
+    pub istio_namespace: String,
+    #[command(flatten)]
+    pub kubectl: port_forward::Kubectl,
+}
+
+/// An address that answers for as long as this lives (a port-forward, if one was needed).
+pub struct Reached {
     pub addr: String,
+    _forward: Option<port_forward::Forward>,
+}
+
+impl Reached {
+    fn at(addr: &str) -> Reached {
+        Reached {
+            addr: addr.to_owned(),
+            _forward: None,
+        }
+    }
+
+    fn through(forward: port_forward::Forward) -> Reached {
+        Reached {
+            addr: forward.addr.clone(),
+            _forward: Some(forward),
+        }
+    }
+}
+
+impl DebugAddr {
+    /// `--debug-addr`; else, with a cluster configured, a port-forward to meshd's Service; else
+    /// the local default.
+    pub fn reach(&self) -> anyhow::Result<Reached> {
+        if let Some(addr) = &self.addr {
+            return Ok(Reached::at(addr));
+        }
+        if self.kubectl.configured(std::env::home_dir()) {
+            let target = "service/istiod";
+            let forward = self
+                .kubectl
+                .forward(&self.istio_namespace, target, MONITORING_PORT)?;
+            return Ok(Reached::through(forward));
+        }
+        Ok(Reached::at(DEFAULT_DEBUG_ADDR))
+    }
 }
 
 /// GET over HTTP/1.0, so the answer is never chunked; returns (status, body).

@@ -3,9 +3,8 @@
 //! until interrupted.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
-use anyhow::Context;
+use super::port_forward::Kubectl;
 
 /// The add-ons Istio's samples install, by their Services in the add-on namespace.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,12 +28,8 @@ pub struct Args {
     /// The local address to listen on.
     #[arg(long, default_value = "localhost")]
     pub address: String,
-    /// kubeconfig for kubectl; without it kubectl finds its own (`KUBECONFIG`, ~/.kube/config).
-    #[arg(long, env = "MESHD_KUBECONFIG")]
-    pub kubeconfig: Option<String>,
-    /// The kubectl to run.
-    #[arg(long, env = "MESHD_KUBECTL", default_value = "kubectl")]
-    pub kubectl: String,
+    #[command(flatten)]
+    pub kubectl: Kubectl,
 }
 
 /// Where an add-on answers: its Service, the Service's port, the local port by default, and the
@@ -67,29 +62,18 @@ fn target(addon: Addon) -> Target {
 fn plan(args: &Args) -> (Vec<String>, String) {
     let t = target(args.addon);
     let local = args.port.unwrap_or(t.local_port);
-    let mut argv = Vec::new();
-    if let Some(kubeconfig) = &args.kubeconfig {
-        argv.extend(["--kubeconfig".to_string(), kubeconfig.clone()]);
-    }
-    argv.extend([
-        "--namespace".to_string(),
-        args.namespace.clone(),
-        "port-forward".to_string(),
-        "--address".to_string(),
-        args.address.clone(),
-        format!("service/{}", t.service),
-        format!("{local}:{}", t.service_port),
-    ]);
+    let argv = args.kubectl.argv(
+        &args.namespace,
+        &args.address,
+        &format!("service/{}", t.service),
+        &format!("{local}:{}", t.service_port),
+    );
     (argv, format!("http://{}:{local}{}", args.address, t.path))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (argv, url) = plan(&args);
-    let mut child = Command::new(&args.kubectl)
-        .args(&argv)
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {} {}", args.kubectl, argv.join(" ")))?;
+    let mut child = args.kubectl.spawn(&argv)?;
     let mut printed = false;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
@@ -116,8 +100,7 @@ mod tests {
             namespace: "istio-system".to_string(),
             port: None,
             address: "localhost".to_string(),
-            kubeconfig: None,
-            kubectl: "kubectl".to_string(),
+            kubectl: Kubectl::default(),
         }
     }
 
@@ -147,7 +130,7 @@ mod tests {
         let mut a = args(Addon::Grafana);
         a.namespace = "monitoring".to_string();
         a.port = Some(8080);
-        a.kubeconfig = Some("kubeconfig.yaml".to_string());
+        a.kubectl.kubeconfig = Some("kubeconfig.yaml".to_string());
         let (argv, url) = plan(&a);
         assert_eq!(
             &argv[..4],

@@ -6,17 +6,39 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
+use super::Reached;
+use super::port_forward::{Kubectl, pod_of};
 use crate::envoy_http::request;
 
 /// A config dump of a large proxy takes a while to print.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Envoy's admin port in an injected pod.
+const ADMIN_PORT: u16 = 15000;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct AdminAddr {
-    /// The proxy's Envoy admin address (run where it is reachable: the pod's network
-    /// namespace, or through `kubectl port-forward POD 15000`).
-    #[arg(long = "admin-addr", default_value = "127.0.0.1:15000")]
-    pub admin_addr: String,
+    /// The proxy's Envoy admin address (default 127.0.0.1:15000: run in the pod's network
+    /// namespace). Without it, when a cluster is configured, the pod's admin port is reached
+    /// through `kubectl port-forward`, as istioctl does.
+    #[arg(long = "admin-addr")]
+    pub admin_addr: Option<String>,
+}
+
+impl AdminAddr {
+    /// `--admin-addr`; else, with a cluster configured, a port-forward to the proxy's pod; else
+    /// the local default.
+    pub fn reach(&self, proxy_id: &str, kubectl: &Kubectl) -> anyhow::Result<Reached> {
+        if let Some(addr) = &self.admin_addr {
+            return Ok(Reached::at(addr));
+        }
+        if kubectl.configured(std::env::home_dir()) {
+            let (pod, namespace) = pod_of(proxy_id)?;
+            let forward = kubectl.forward(&namespace, &format!("pod/{pod}"), ADMIN_PORT)?;
+            return Ok(Reached::through(forward));
+        }
+        Ok(Reached::at(&format!("127.0.0.1:{ADMIN_PORT}")))
+    }
 }
 
 fn get_json(addr: &str, path: &str) -> anyhow::Result<Value> {

@@ -32,26 +32,28 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    // The proxy's own admin port, reached when asked for (a port-forward lives as long as it).
+    let envoy = || args.admin.reach(&args.proxy_id, &args.debug.kubectl);
     match args.what.as_str() {
         "log" => {
             print!(
                 "{}",
-                envoy_admin::logging(&args.admin.admin_addr, args.level.as_deref())?
+                envoy_admin::logging(&envoy()?.addr, args.level.as_deref())?
             );
             return Ok(());
         }
         "bootstrap" => {
-            let dump = envoy_admin::config_dump(&args.admin.admin_addr)?;
+            let dump = envoy_admin::config_dump(&envoy()?.addr)?;
             println!("{}", serde_json::to_string_pretty(&dump["bootstrap"])?);
             return Ok(());
         }
         _ => {}
     }
     let dump = if args.from == "envoy" {
-        envoy_admin::config_dump(&args.admin.admin_addr)?
+        envoy_admin::config_dump(&envoy()?.addr)?
     } else {
         let path = format!("/debug/config_dump?proxyID={}", url_encode(&args.proxy_id));
-        get_json(&args.debug.addr, &path)?
+        get_json(&args.debug.reach()?.addr, &path)?
     };
     let kinds: Vec<&str> = match args.what.trim_end_matches('s') {
         "cluster" => vec!["clusters"],

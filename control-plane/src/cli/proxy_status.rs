@@ -14,7 +14,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let value = get_json(&args.debug.addr, "/debug/syncz")?;
+    let meshd = args.debug.reach()?;
+    let value = get_json(&meshd.addr, "/debug/syncz")?;
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -53,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &rows,
     );
     // What no proxy gets because Envoy would reject (or did reject) what it produces.
-    let configz = get_json(&args.debug.addr, "/debug/configz")?;
+    let configz = get_json(&meshd.addr, "/debug/configz")?;
     let left_out: Vec<String> = configz["findings"]
         .as_array()
         .into_iter()

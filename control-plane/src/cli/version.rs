@@ -20,8 +20,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     // A control plane out of reach is no failure of this command: the binary's version stands.
-    let reached = get_json(&args.debug.addr, "/version")
-        .and_then(|version| Ok((version, get_json(&args.debug.addr, "/debug/syncz")?)));
+    let reached = args.debug.reach().and_then(|meshd| {
+        let version = get_json(&meshd.addr, "/version")?;
+        Ok((version, get_json(&meshd.addr, "/debug/syncz")?))
+    });
     let (version, syncz) = match reached {
         Ok(answers) => answers,
         Err(err) => {
