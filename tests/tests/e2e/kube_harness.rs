@@ -598,6 +598,19 @@ fn install_manifests_apply_and_grant_meshd_only_what_it_needs() {
         found.split_whitespace().collect::<Vec<_>>(),
         ["deployment.apps/meshd", "service/istiod"]
     );
+    let injector = get_json(
+        &cluster,
+        &[
+            "get",
+            "configmap",
+            "istio-sidecar-injector",
+            "-n",
+            "istio-system",
+        ],
+    );
+    let values: Value = serde_json::from_str(injector["data"]["values"].as_str().expect("values"))
+        .expect("the injector's values are JSON, as Kiali parses them");
+    assert_eq!(values["global"]["network"], "");
     let env = container["env"].as_array().expect("env");
     assert!(
         env.iter()
