@@ -75,6 +75,25 @@ spec:
   - route: [{destination: {host: shop, port: {number: 8080}}}]
 ";
 
+/// The ingress gateway pod: a router labelled `istio: ingressgateway`, over TLS to meshd.
+fn ingress_gateway() -> anyhow::Result<PodSpec> {
+    Ok(PodSpec::new("ingressgateway", "istio-system")
+        .ip(GATEWAY_IP.parse()?)
+        .label("istio", "ingressgateway")
+        .service_account("ingressgateway")
+        .router()
+        .tls())
+}
+
+/// A workload `name` in `default` (label `app: name`) with a sidecar holding a mesh certificate.
+fn app_with_sidecar(name: &str, ip: &str) -> anyhow::Result<PodSpec> {
+    Ok(PodSpec::new(name, "default")
+        .ip(ip.parse()?)
+        .label("app", name)
+        .sidecar()
+        .tls())
+}
+
 fn pod_of(response: &HttpResult) -> String {
     response.echo_pod().unwrap_or_default()
 }
@@ -86,22 +105,9 @@ fn an_ingress_gateway_routes_by_host_and_path_over_http_and_https_and_404s_unkno
     // The gateway's certificate, from a CA the client trusts.
     let (cert, root) = certificate_for(&mesh, "web", "shop.example.com")?;
 
-    let gateway_spec = PodSpec::new("ingressgateway", "istio-system")
-        .ip(GATEWAY_IP.parse()?)
-        .label("istio", "ingressgateway")
-        .service_account("ingressgateway")
-        .router()
-        .tls();
-    let shop_spec = PodSpec::new("shop", "default")
-        .ip(SHOP_IP.parse()?)
-        .label("app", "shop")
-        .sidecar()
-        .tls();
-    let blog_spec = PodSpec::new("blog", "default")
-        .ip(BLOG_IP.parse()?)
-        .label("app", "blog")
-        .sidecar()
-        .tls();
+    let gateway_spec = ingress_gateway()?;
+    let shop_spec = app_with_sidecar("shop", SHOP_IP)?;
+    let blog_spec = app_with_sidecar("blog", BLOG_IP)?;
     mesh.write_config(
         "mesh.yaml",
         &[
@@ -292,17 +298,8 @@ spec:
 fn a_tcp_gateway_server_routes_connections_by_the_virtual_service_tcp_routes() -> anyhow::Result<()>
 {
     let mesh = Mesh::new()?;
-    let gateway_spec = PodSpec::new("ingressgateway", "istio-system")
-        .ip(GATEWAY_IP.parse()?)
-        .label("istio", "ingressgateway")
-        .service_account("ingressgateway")
-        .router()
-        .tls();
-    let echo_spec = PodSpec::new("tcp-echo", "default")
-        .ip(SHOP_IP.parse()?)
-        .label("app", "tcp-echo")
-        .sidecar()
-        .tls();
+    let gateway_spec = ingress_gateway()?;
+    let echo_spec = app_with_sidecar("tcp-echo", SHOP_IP)?;
     mesh.write_config(
         "mesh.yaml",
         &[
