@@ -65,13 +65,10 @@ impl Locality {
         (locality != Locality::default()).then_some(locality)
     }
 
-    /// A pod's locality as istiod finds it: its `istio-locality` label, else its Node's topology
-    /// labels.
-    pub fn of_pod(
-        labels: &BTreeMap<String, String>,
-        node_labels: Option<&BTreeMap<String, String>>,
-    ) -> Option<Locality> {
-        Locality::of_labels(labels).or_else(|| node_labels.and_then(Locality::of_node_labels))
+    /// A pod's locality as istiod finds it: its `istio-locality` label, else its Node's (from
+    /// [`Locality::of_node_labels`]).
+    pub fn of_pod(labels: &BTreeMap<String, String>, node: Option<&Locality>) -> Option<Locality> {
+        Locality::of_labels(labels).or_else(|| node.cloned())
     }
 
     /// Istio's locality match: `pattern` is `region[/zone[/subzone]]`, each part possibly `*`;
@@ -141,11 +138,13 @@ mod tests {
         let pod: BTreeMap<String, String> =
             [("istio-locality".to_owned(), "us.a".to_owned())].into();
         assert_eq!(
-            Locality::of_pod(&pod, Some(&node)).unwrap().to_string(),
+            Locality::of_pod(&pod, Locality::of_node_labels(&node).as_ref())
+                .unwrap()
+                .to_string(),
             "us/a/"
         );
         assert_eq!(
-            Locality::of_pod(&BTreeMap::new(), Some(&node))
+            Locality::of_pod(&BTreeMap::new(), Locality::of_node_labels(&node).as_ref())
                 .unwrap()
                 .zone,
             "eu-1b"

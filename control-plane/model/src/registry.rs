@@ -111,12 +111,9 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
-    fn from_pod(pod: &Pod, nodes: &HashMap<&str, &BTreeMap<String, String>>) -> PodInfo {
-        let node = pod
-            .spec
-            .node_name
-            .as_deref()
-            .and_then(|n| nodes.get(n).copied());
+    /// `nodes`: where each Node with topology labels is.
+    fn from_pod(pod: &Pod, nodes: &HashMap<String, Locality>) -> PodInfo {
+        let node = pod.spec.node_name.as_ref().and_then(|n| nodes.get(n));
         PodInfo {
             locality: Locality::of_pod(&pod.metadata.labels, node),
             name: pod.metadata.name.clone(),
@@ -172,20 +169,19 @@ pub fn cluster_domain_host(name: &str, namespace: &str) -> String {
 impl Registry {
     pub fn build(objects: &BTreeMap<ObjectKey, Object>, findings: &mut Vec<Finding>) -> Registry {
         let mut reg = Registry::default();
-        let nodes: HashMap<&str, &BTreeMap<String, String>> = objects
+        reg.node_localities = objects
             .range(ObjectKey::new(Kind::Node, "", "")..)
             .take_while(|(k, _)| k.kind == Kind::Node)
-            .map(|(k, o)| (k.name.as_str(), &o.metadata().labels))
-            .collect();
-        reg.node_localities = nodes
-            .iter()
-            .filter_map(|(name, labels)| {
-                Some(((*name).to_owned(), Locality::of_node_labels(labels)?))
+            .filter_map(|(k, o)| {
+                Some((
+                    k.name.clone(),
+                    Locality::of_node_labels(&o.metadata().labels)?,
+                ))
             })
             .collect();
         for obj in objects.values() {
             if let Object::Pod(pod) = obj {
-                let info = Arc::new(PodInfo::from_pod(pod, &nodes));
+                let info = Arc::new(PodInfo::from_pod(pod, &reg.node_localities));
                 if let Some(ip) = &info.ip {
                     reg.pods_by_ip.insert(ip.clone(), info.clone());
                 }
