@@ -168,8 +168,7 @@ pub fn cluster_domain_host(name: &str, namespace: &str) -> String {
 
 impl Registry {
     pub fn build(objects: &BTreeMap<ObjectKey, Object>, findings: &mut Vec<Finding>) -> Registry {
-        let mut reg = Registry::default();
-        reg.node_localities = objects
+        let node_localities = objects
             .range(ObjectKey::new(Kind::Node, "", "")..)
             .take_while(|(k, _)| k.kind == Kind::Node)
             .filter_map(|(k, o)| {
@@ -179,6 +178,10 @@ impl Registry {
                 ))
             })
             .collect();
+        let mut reg = Registry {
+            node_localities,
+            ..Registry::default()
+        };
         for obj in objects.values() {
             if let Object::Pod(pod) = obj {
                 let info = Arc::new(PodInfo::from_pod(pod, &reg.node_localities));
