@@ -250,20 +250,25 @@ fn static_cluster(
             cluster::DiscoveryType::Static as i32,
         )),
         connect_timeout: Some(connect_timeout),
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: name.to_string(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(socket_address(address, port.into())),
-                        ..Default::default()
-                    })),
+        load_assignment: Some(one_endpoint(name, address, port)),
+        ..Default::default()
+    }
+}
+
+/// `cluster_name`'s assignment of the single endpoint `address:port`.
+fn one_endpoint(cluster_name: &str, address: &str, port: u16) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: cluster_name.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: vec![LbEndpoint {
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                    address: Some(socket_address(address, port.into())),
                     ..Default::default()
-                }],
+                })),
                 ..Default::default()
             }],
             ..Default::default()
-        }),
+        }],
         ..Default::default()
     }
 }
@@ -348,20 +353,7 @@ fn readiness_cluster() -> Cluster {
 
 /// What meshd sends every proxy for [`READINESS_CLUSTER`]: the proxy's own readiness listener.
 pub fn readiness_assignment() -> ClusterLoadAssignment {
-    ClusterLoadAssignment {
-        cluster_name: READINESS_CLUSTER.to_string(),
-        endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: vec![LbEndpoint {
-                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                    address: Some(socket_address("127.0.0.1", HEALTH_PORT.into())),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    one_endpoint(READINESS_CLUSTER, "127.0.0.1", HEALTH_PORT)
 }
 
 fn path_match(path: &str) -> RouteMatch {
