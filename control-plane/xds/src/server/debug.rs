@@ -24,11 +24,15 @@ pub(crate) struct DebugRequest {
 }
 
 impl DebugRequest {
-    /// `Some` for a request of a debug type.
-    pub(crate) fn of(type_url: &str, names: Vec<String>, nonce: &str) -> Option<Self> {
+    /// `Some` for a request of a debug type; `names` are read only then.
+    pub(crate) fn of(
+        type_url: &str,
+        names: impl FnOnce() -> Vec<String>,
+        nonce: &str,
+    ) -> Option<Self> {
         type_url.starts_with(DEBUG_PREFIX).then(|| Self {
             type_url: type_url.to_owned(),
-            names,
+            names: names(),
             nonce: nonce.to_owned(),
         })
     }

@@ -81,10 +81,7 @@ impl<G: Generator> Protocol for SotwStream<G> {
                 .map(|n| String::from_utf8_lossy(n).into_owned())
                 .collect()
         };
-        DebugRequest::of(&request.type_url, Vec::new(), &request.response_nonce).map(|mut asked| {
-            asked.names = names();
-            asked
-        })
+        DebugRequest::of(&request.type_url, names, &request.response_nonce)
     }
 
     async fn answer_request(&mut self, type_url: &str, outcome: Outcome) -> Result<(), ClientGone> {
