@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// Where meshd's monitoring port is when nothing says otherwise.
-const DEFAULT_DEBUG_ADDR: &str = "127.0.0.1:15014";
 /// meshd's monitoring port on its Service.
 const MONITORING_PORT: u16 = 15014;
 
@@ -40,18 +38,33 @@ pub struct Reached {
 }
 
 impl Reached {
-    fn at(addr: &str) -> Reached {
-        Reached {
-            addr: addr.to_owned(),
+    /// `given` when the user named an address; else, with a cluster configured, a port-forward
+    /// to `port` of what `target` names (`(namespace, service/NAME|pod/NAME)`); else `port` on
+    /// loopback.
+    pub fn choose(
+        given: Option<&str>,
+        kubectl: &port_forward::Kubectl,
+        port: u16,
+        target: impl FnOnce() -> anyhow::Result<(String, String)>,
+    ) -> anyhow::Result<Reached> {
+        if let Some(addr) = given {
+            return Ok(Reached {
+                addr: addr.to_owned(),
+                _forward: None,
+            });
+        }
+        if kubectl.configured(std::env::home_dir()) {
+            let (namespace, target) = target()?;
+            let forward = kubectl.forward(&namespace, &target, port)?;
+            return Ok(Reached {
+                addr: forward.addr.clone(),
+                _forward: Some(forward),
+            });
+        }
+        Ok(Reached {
+            addr: format!("127.0.0.1:{port}"),
             _forward: None,
-        }
-    }
-
-    fn through(forward: port_forward::Forward) -> Reached {
-        Reached {
-            addr: forward.addr.clone(),
-            _forward: Some(forward),
-        }
+        })
     }
 }
 
@@ -59,17 +72,9 @@ impl DebugAddr {
     /// `--debug-addr`; else, with a cluster configured, a port-forward to meshd's Service; else
     /// the local default.
     pub fn reach(&self) -> anyhow::Result<Reached> {
-        if let Some(addr) = &self.addr {
-            return Ok(Reached::at(addr));
-        }
-        if self.kubectl.configured(std::env::home_dir()) {
-            let target = "service/istiod";
-            let forward = self
-                .kubectl
-                .forward(&self.istio_namespace, target, MONITORING_PORT)?;
-            return Ok(Reached::through(forward));
-        }
-        Ok(Reached::at(DEFAULT_DEBUG_ADDR))
+        Reached::choose(self.addr.as_deref(), &self.kubectl, MONITORING_PORT, || {
+            Ok((self.istio_namespace.clone(), "service/istiod".to_owned()))
+        })
     }
 }
 

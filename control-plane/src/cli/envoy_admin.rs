@@ -29,15 +29,10 @@ impl AdminAddr {
     /// `--admin-addr`; else, with a cluster configured, a port-forward to the proxy's pod; else
     /// the local default.
     pub fn reach(&self, proxy_id: &str, kubectl: &Kubectl) -> anyhow::Result<Reached> {
-        if let Some(addr) = &self.admin_addr {
-            return Ok(Reached::at(addr));
-        }
-        if kubectl.configured(std::env::home_dir()) {
+        Reached::choose(self.admin_addr.as_deref(), kubectl, ADMIN_PORT, || {
             let (pod, namespace) = pod_of(proxy_id)?;
-            let forward = kubectl.forward(&namespace, &format!("pod/{pod}"), ADMIN_PORT)?;
-            return Ok(Reached::through(forward));
-        }
-        Ok(Reached::at(&format!("127.0.0.1:{ADMIN_PORT}")))
+            Ok((namespace, format!("pod/{pod}")))
+        })
     }
 }
 
