@@ -340,7 +340,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ads.service())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
+            // Without TCP_NODELAY a response's last segment waits for the proxy's delayed ACK
+            // (about 40 ms on Linux) whenever it follows a full one.
+            tonic::transport::server::TcpIncoming::from(xds_listener).with_nodelay(Some(true)),
             shutdown_signal(),
         );
     let reviewer = kube.as_ref().map(|k| k.reviewer.clone());

@@ -126,6 +126,10 @@ pub fn incoming_with_alpn(
             if tx.is_closed() {
                 return;
             }
+            // Responses end in a short segment that must not wait for the peer's delayed ACK.
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "setting TCP_NODELAY failed");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
