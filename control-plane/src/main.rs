@@ -4,6 +4,7 @@ mod bootstrap;
 mod cli;
 mod connected;
 mod crds;
+mod debounce;
 mod documents;
 mod encode;
 mod envoy_http;

@@ -65,7 +65,8 @@ pub struct Args {
     /// Quiet period before a change is pushed.
     #[arg(long, env = "MESHD_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
     pub debounce_after: Duration,
-    /// Longest a burst of changes may delay a push.
+    /// Longest a burst of changes may delay a push (a burst of endpoint changes alone waits at
+    /// most `--debounce-after`: endpoints are pushed incrementally).
     #[arg(long, env = "MESHD_DEBOUNCE_MAX", default_value = "10s", value_parser = parse_duration)]
     pub debounce_max: Duration,
     /// How often RequestAuthentication `jwksUri` documents are fetched again (meshd fetches them

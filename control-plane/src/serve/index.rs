@@ -212,6 +212,11 @@ impl Index {
     }
 
     /// What changed since the last call.
+    /// The kinds changed since the last [`Index::take_changes`].
+    pub fn pending_kinds(&self) -> &BTreeSet<Kind> {
+        &self.changed
+    }
+
     pub fn take_changes(&mut self) -> Changes {
         Changes {
             kinds: std::mem::take(&mut self.changed),

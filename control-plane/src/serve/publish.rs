@@ -1,5 +1,6 @@
 //! The index loop: source events in, snapshots and pushes out. It applies events to the
-//! [`Index`], waits for a quiet period (bounded by a maximum delay), assembles the snapshot with
+//! [`Index`], waits for a quiet period (bounded by a maximum delay; for a batch of endpoint
+//! changes alone, by the quiet period itself), assembles the snapshot with
 //! the same [`Snapshot::assemble`] that `meshd analyze` uses, and publishes it. It awaits
 //! nothing but events: whatever is slow (a JWKS fetch, an API server) is a source that sends
 //! its result as an event when it has one.
@@ -18,18 +19,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
+pub use crate::debounce::Debounce;
+
 use super::generator::MeshGenerator;
 use super::index::Index;
 use super::pusher::Pusher;
-
-/// How long the loop waits for more events before publishing.
-#[derive(Clone, Copy, Debug)]
-pub struct Debounce {
-    /// Quiet period before a change is published.
-    pub after: Duration,
-    /// Longest a burst of changes may delay a publication.
-    pub max: Duration,
-}
 
 /// What the debug API reads besides the snapshot: readiness and the objects sources could not use.
 #[derive(Default)]
@@ -113,7 +107,8 @@ pub async fn run(
         let started = Instant::now();
         index.apply(first);
         loop {
-            let remaining = debounce.max.saturating_sub(started.elapsed());
+            let limit = debounce.limit(index.pending_kinds());
+            let remaining = limit.saturating_sub(started.elapsed());
             if remaining.is_zero() {
                 break;
             }
