@@ -2,9 +2,13 @@
 //!
 //! Envoy's Prometheus page prefixes every stat with `envoy_`, so the metrics meshd counts under
 //! the stat namespace `istiocustom` (see `telemetry`) come out as
-//! `envoy_istiocustom_istio_requests_total`. A Lua filter on this listener only strips that
-//! prefix from the page: the cost is one pass over the page per scrape, nothing per request,
-//! and the admin page itself (`/stats/prometheus` on the admin port) keeps Envoy's names.
+//! `envoy_istiocustom_istio_requests_total`. A Lua filter on this listener strips that prefix
+//! from the page, and writes Istio's `unknown` for a label an access-log operator left empty
+//! (no upstream host, no peer certificate) on Istio's series — Prometheus would otherwise drop
+//! the label, and doing it per request in Envoy would repeat a rewrite rule in every tag of
+//! every stat of every listener. The cost is two passes over the page per scrape, nothing per
+//! request, and the admin page itself (`/stats/prometheus` on the admin port) keeps Envoy's
+//! names and values.
 
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::core::v3::{DataSource, data_source};
@@ -23,11 +27,21 @@ use crate::util::u32_value;
 /// MiB); above Envoy's default 1 MiB the scrape would fail.
 pub(super) const SCRAPE_BUFFER_BYTES: u32 = 64 << 20;
 
-/// Strips [`PROMETHEUS_PREFIX`] where a metric name starts: at a line's start and after
-/// `# TYPE `.
+/// Strips [`PROMETHEUS_PREFIX`] where a metric name starts (at a line's start and after
+/// `# TYPE `), then, on Istio's series only, turns empty label values into `unknown` — except
+/// `grpc_response_status`, which Istio leaves empty for plain HTTP.
 fn rename_script() -> String {
     format!(
-        r##"function envoy_on_response(response)
+        r##"local function unknown(line)
+  return (line:gsub('([%w_]+)=""', function(label)
+    if label == "grpc_response_status" then
+      return nil
+    end
+    return label .. '="unknown"'
+  end))
+end
+
+function envoy_on_response(response)
   response:headers():remove("content-length")
   local body = response:body()
   if body == nil then
@@ -35,6 +49,7 @@ fn rename_script() -> String {
   end
   local page = body:getBytes(0, body:length())
   page = page:gsub("^{p}", ""):gsub("\n{p}", "\n"):gsub("# TYPE {p}", "# TYPE ")
+  page = page:gsub("^istio_[^\n]*", unknown):gsub("\nistio_[^\n]*", unknown)
   body:setBytes(page)
 end
 "##,
@@ -83,5 +98,8 @@ mod tests {
         let script = rename_script();
         assert!(script.contains("\"\\nenvoy_istiocustom_\", \"\\n\""));
         assert!(!script.contains("gsub(\"envoy_\""));
+        // Empty values become `unknown` on Istio's lines only, gRPC's status excepted.
+        assert!(script.contains(r#"gsub("\nistio_[^\n]*", unknown)"#));
+        assert!(script.contains(r#"label == "grpc_response_status""#));
     }
 }

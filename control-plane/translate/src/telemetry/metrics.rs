@@ -568,16 +568,11 @@ fn format_tag(name: &str, format: &str) -> Tag {
     }
 }
 
-/// A tag whose empty value (an operator with nothing to print) is Istio's `unknown`.
+/// A tag whose empty value (an operator with nothing to print) is Istio's `unknown`: written on
+/// the scrape page (see the bootstrap's 15090 listener), not by a rule here, which would be
+/// repeated in every tag of every stat of every listener.
 fn or_unknown(name: &str, format: &str) -> Tag {
-    if !format.contains('%') {
-        return fixed(name, format);
-    }
-    Tag {
-        name: name.to_string(),
-        value_format: format.to_string(),
-        rules: Some(value_rules(vec![empty_becomes(UNKNOWN)], None)),
-    }
+    format_tag(name, format)
 }
 
 fn empty_becomes(value: &str) -> FieldMatcher {

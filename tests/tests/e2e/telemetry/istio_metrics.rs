@@ -18,6 +18,8 @@ const V1_IP: &str = "10.77.3.11";
 const V2_IP: &str = "10.77.3.12";
 const PROMETHEUS_IP: &str = "10.77.3.40";
 const PRICES_VIP: &str = "10.96.3.10";
+/// A Service with no endpoints: a request to it has no upstream host to name.
+const GHOST_VIP: &str = "10.96.3.11";
 const HTTP_PORT: u16 = 8080;
 const TCP_PORT: u16 = 9000;
 const PRICES: &str = "prices.default.svc.cluster.local";
@@ -99,6 +101,13 @@ fn prometheus_scrapes_istios_request_and_tcp_metrics_from_both_sidecars_for_kial
                     ("tcp-echo", TCP_PORT, TCP_PORT),
                 ],
                 &[("app", "prices")],
+            ),
+            yaml::service(
+                "ghost",
+                "default",
+                GHOST_VIP,
+                &[("http", HTTP_PORT, HTTP_PORT)],
+                &[("app", "ghost")],
             ),
             yaml::peer_authentication("default", "default", "STRICT"),
         ])
@@ -363,5 +372,25 @@ fn prometheus_scrapes_istios_request_and_tcp_metrics_from_both_sidecars_for_kial
                 .all(|s| s.value >= 6.0 * TCP_CONNECTIONS as f64),
         "{received:#?}"
     );
+
+    // No upstream host: the labels it would name are Istio's `unknown` (written on the scrape
+    // page; an empty label would vanish in Prometheus), gRPC's status stays empty.
+    let ghost = web.curl(&format!("http://{GHOST_VIP}:{HTTP_PORT}/"), &[]);
+    assert_eq!(ghost.status, 503, "{ghost:?}");
+    let unknown = prometheus.query_until(
+        "istio_requests_total{reporter=\"source\",destination_service_name=\"ghost\"}",
+        SETTLE,
+        |s| !s.is_empty(),
+    );
+    assert_eq!(unknown.len(), 1, "{unknown:#?}");
+    for name in [
+        "destination_workload",
+        "destination_workload_namespace",
+        "destination_canonical_revision",
+    ] {
+        assert_eq!(label(&unknown[0], name), "unknown", "{name}: {unknown:#?}");
+    }
+    assert_eq!(label(&unknown[0], "response_code"), "503", "{unknown:#?}");
+    assert_eq!(label(&unknown[0], "grpc_response_status"), "", "{unknown:#?}");
     Ok(())
 }
