@@ -12,7 +12,7 @@ MESHD_ENVOY ?= $(MESHD_CACHE)/bin/envoy
 CARGO ?= cargo
 export MESHD_CACHE CARGO_TARGET_DIR MESHD_ENVOY
 
-.PHONY: help build test-deps lint test fuzz demo image bench fmt clean-cache
+.PHONY: help build test-deps lint test fuzz demo image bench bench-check fmt clean-cache
 
 help:
 	@echo "make build        build every binary of the workspace (debug)"
@@ -23,7 +23,8 @@ help:
 	@echo "                  (MESHD_FUZZ_SECONDS=600, FUZZ_SECONDS=60 each; scripts/fuzz.sh)"
 	@echo "make demo         install Envoy, build meshd and the echo backends, run scripts/demo.sh"
 	@echo "make image        meshd's OCI image from Debian packages (scripts/build-image.sh; root)"
-	@echo "make bench        release build, then scripts/bench.sh"
+	@echo "make bench        release build, then scripts/bench.sh (writes BENCHMARKS.md)"
+	@echo "make bench-check  short bench; fails when a figure is >25% worse than committed"
 	@echo "make fmt          format the workspace"
 	@echo "make clean-cache  remove $(MESHD_CACHE) and $(CARGO_TARGET_DIR)"
 
@@ -61,8 +62,10 @@ image: test-deps
 	scripts/build-image.sh
 
 bench: test-deps
-	$(CARGO) build --workspace --bins --release
 	bash scripts/bench.sh
+
+bench-check: test-deps
+	bash scripts/bench-check.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -9,7 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -27,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::inspect::{Ty, contains, inspect};
-use crate::synth::PodRef;
+use crate::synth::{self, MeshShape, PodRef};
 
 /// What clients tell the coordinator.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub enum Event {
     Answered { at: Instant },
     /// Every type has been ACKed at least once.
     Ready { at: Instant },
+    /// On a stream opened again after one failed, every type has been ACKed.
+    Resynced { at: Instant },
     /// Every marker of the phase was seen, and the responses carrying them ACKed.
     Changed { phase: usize, at: Instant },
     /// The stream failed or ended; the client reconnects.
@@ -72,7 +75,7 @@ pub struct TypeCounters {
 /// Totals across clients, by type.
 #[derive(Default)]
 pub struct Counters {
-    types: [TypeCounters; 4],
+    types: [TypeCounters; 5],
     nacks: AtomicU64,
     requests: AtomicU64,
 }
@@ -173,9 +176,70 @@ impl Interner {
     }
 }
 
+/// Endpoint churn: which changes have reached every client that sees them, and when.
+///
+/// Change `seq` puts [`synth::churn_address`]`(seq)` into namespace `seq % namespaces`'s `svc-0`
+/// Endpoints; a client that ACKs endpoints holding a later change of that namespace has had every
+/// earlier one (they were superseded, as the control plane is allowed to).
+pub struct Churn {
+    namespaces: usize,
+    /// Per namespace: clients that see its `svc-0`.
+    needed: Vec<u32>,
+    /// Per change: clients that have ACKed it (or a later change of its namespace).
+    reached: Vec<AtomicU32>,
+    /// Per change: when its last client ACKed it.
+    done: Vec<OnceLock<Instant>>,
+}
+
+impl Churn {
+    pub fn new(shape: &MeshShape, pods: &[PodRef], changes: usize) -> Churn {
+        let needed = (0..shape.namespaces)
+            .map(|ns| pods.iter().filter(|p| shape.sees(p, ns)).count() as u32)
+            .collect();
+        Churn {
+            namespaces: shape.namespaces,
+            needed,
+            reached: (0..changes).map(|_| AtomicU32::new(0)).collect(),
+            done: (0..changes).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// When every client that sees change `seq` had ACKed it.
+    pub fn done(&self, seq: usize) -> Option<Instant> {
+        self.done.get(seq)?.get().copied()
+    }
+
+    /// The churned namespace and change an ACKed ClusterLoadAssignment shows, if it is one.
+    fn observe(&self, cluster: &str, bytes: &[u8]) -> Option<(usize, usize)> {
+        let host = cluster.strip_prefix("outbound|8080||")?;
+        let (service, rest) = host.split_once('.')?;
+        if service != synth::CHURNED_SERVICE {
+            return None;
+        }
+        let ns = MeshShape::namespace_index(rest.split_once('.')?.0)?;
+        Some((ns, synth::churn_seq(bytes)?))
+    }
+
+    /// A client that had seen change `from` of namespace `ns` ACKed change `to`.
+    fn reached(&self, ns: usize, from: Option<usize>, to: usize, at: Instant) {
+        let mut seq = from.map_or(ns, |f| f + self.namespaces);
+        while seq <= to && seq < self.reached.len() {
+            if self.reached[seq].fetch_add(1, Ordering::Relaxed) + 1 == self.needed[ns] {
+                let _ = self.done[seq].set(at);
+            }
+            seq += self.namespaces;
+        }
+    }
+}
+
 /// Everything client tasks share.
 pub struct Ctx {
-    pub endpoint: tonic::transport::Endpoint,
+    /// The xDS servers (replicas); client `id` starts at `id % len` and moves to the next one
+    /// whenever its stream fails.
+    pub endpoints: Vec<tonic::transport::Endpoint>,
+    /// Over TLS: bind to the pod's address (the file source's proof) and subscribe to secrets.
+    pub secure: bool,
+    pub churn: Option<Churn>,
     pub max_message_bytes: usize,
     pub counters: Counters,
     pub events: mpsc::UnboundedSender<Event>,
@@ -195,18 +259,22 @@ const MAX_RETRIES: u32 = 8;
 /// [`MAX_RETRIES`] streams in a row failed before a response arrived.
 pub async fn run(ctx: Arc<Ctx>, id: usize, pod: PodRef, delta: bool) {
     let node = node(&pod);
-    let progress = Progress::new(id, Arc::clone(&ctx.phase.borrow()));
+    let progress = Progress::new(&ctx, id, Arc::clone(&ctx.phase.borrow()));
     let mut sotw = SotwClient::new(&ctx, progress.clone());
     let mut incremental = DeltaClient::new(&ctx, progress);
     let mut failures = 0u32;
+    let mut server = id % ctx.endpoints.len();
+    let local = pod.ip.parse().ok().filter(|_| ctx.secure);
     loop {
+        let endpoint = ctx.endpoints[server].clone().local_address(local);
         let (result, answered) = if delta {
-            let result = incremental.stream(&node).await;
+            let result = incremental.stream(&node, endpoint).await;
             (result, std::mem::take(&mut incremental.answered_on_stream))
         } else {
-            let result = sotw.stream(&node).await;
+            let result = sotw.stream(&node, endpoint).await;
             (result, std::mem::take(&mut sotw.answered_on_stream))
         };
+        server = (server + 1) % ctx.endpoints.len();
         let error = match result {
             Ok(()) => "stream ended by the server".to_string(),
             Err(e) => format!("{e:#}"),
@@ -272,9 +340,9 @@ fn node(pod: &PodRef) -> Node {
 
 async fn connect(
     ctx: &Ctx,
+    endpoint: tonic::transport::Endpoint,
 ) -> anyhow::Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>> {
-    let channel = ctx
-        .endpoint
+    let channel = endpoint
         .connect()
         .await
         .context("connecting to the xDS server")?;
@@ -287,23 +355,66 @@ async fn connect(
 #[derive(Clone)]
 struct Progress {
     id: usize,
-    acked: [bool; 4],
+    /// How many of [`Ty::ALL`] the client subscribes to (secrets only over TLS).
+    types: usize,
+    acked: [bool; 5],
     ready: bool,
+    /// Types ACKed on the current stream, and whether it is not the first.
+    acked_on_stream: [bool; 5],
+    reopened: bool,
+    resync_reported: bool,
     phase: Arc<Phase>,
     seen: Vec<bool>,
     phase_reported: bool,
+    /// Per namespace, the latest churn change ACKed.
+    churn_seen: Vec<Option<usize>>,
 }
 
 impl Progress {
-    fn new(id: usize, phase: Arc<Phase>) -> Self {
+    fn new(ctx: &Ctx, id: usize, phase: Arc<Phase>) -> Self {
         Self {
             id,
-            acked: [false; 4],
+            types: if ctx.secure { 5 } else { 4 },
+            acked: [false; 5],
             ready: false,
+            acked_on_stream: [false; 5],
+            reopened: false,
+            resync_reported: false,
             seen: vec![false; phase.markers.len()],
             phase,
             phase_reported: false,
+            churn_seen: vec![None; ctx.churn.as_ref().map_or(0, |c| c.namespaces)],
         }
+    }
+
+    /// A stream opens: after the first, the client reports once it has everything again.
+    fn stream_opened(&mut self) {
+        self.reopened = self.acked.iter().any(|a| *a);
+        self.acked_on_stream = [false; 5];
+        self.resync_reported = false;
+    }
+
+    /// The churn changes an ACKed endpoints response carried, recorded as reached.
+    fn churned(&mut self, ctx: &Ctx, seen: &[(usize, usize)]) {
+        let Some(churn) = &ctx.churn else {
+            return;
+        };
+        let at = Instant::now();
+        for &(ns, seq) in seen {
+            let from = self.churn_seen[ns];
+            if from.is_none_or(|f| seq > f) {
+                churn.reached(ns, from, seq, at);
+                self.churn_seen[ns] = Some(seq);
+            }
+        }
+    }
+
+    /// The churn change a decoded endpoints resource shows, if any.
+    fn churn_of(ctx: &Ctx, ty: Ty, name: &str, bytes: &[u8]) -> Option<(usize, usize)> {
+        if ty != Ty::Eds {
+            return None;
+        }
+        ctx.churn.as_ref()?.observe(name, bytes)
     }
 
     /// Picks up a new phase before a response is looked at.
@@ -337,9 +448,17 @@ impl Progress {
             return;
         }
         self.acked[ty.index()] = true;
-        if !self.ready && self.acked.iter().all(|a| *a) {
+        self.acked_on_stream[ty.index()] = true;
+        if !self.ready && self.acked[..self.types].iter().all(|a| *a) {
             self.ready = true;
             let _ = ctx.events.send(Event::Ready { at });
+        }
+        if self.reopened
+            && !self.resync_reported
+            && self.acked_on_stream[..self.types].iter().all(|a| *a)
+        {
+            self.resync_reported = true;
+            let _ = ctx.events.send(Event::Resynced { at });
         }
         if self.phase.index > 0 && !self.phase_reported && self.seen.iter().all(|s| *s) {
             self.phase_reported = true;
@@ -363,7 +482,7 @@ struct SotwClient<'a> {
     ctx: &'a Ctx,
     /// The current stream's requests.
     tx: Option<mpsc::UnboundedSender<DiscoveryRequest>>,
-    types: [SotwType; 4],
+    types: [SotwType; 5],
     progress: Progress,
     /// A response was answered on the current stream.
     answered_on_stream: bool,
@@ -382,11 +501,16 @@ impl<'a> SotwClient<'a> {
 
     /// One stream: subscribes to what is held (everything on a reconnect, as Envoy does), then
     /// answers responses until the stream ends.
-    async fn stream(&mut self, node: &Node) -> anyhow::Result<()> {
+    async fn stream(
+        &mut self,
+        node: &Node,
+        endpoint: tonic::transport::Endpoint,
+    ) -> anyhow::Result<()> {
         let permit = self.ctx.ramp.acquire().await.context("ramp closed")?;
-        let mut client = connect(self.ctx).await?;
+        let mut client = connect(self.ctx, endpoint).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.tx = Some(tx);
+        self.progress.stream_opened();
         for state in &mut self.types {
             // Nonces belong to the stream that sent them.
             state.nonce.clear();
@@ -455,11 +579,13 @@ impl<'a> SotwClient<'a> {
         self.progress.refresh(self.ctx);
         let mut eds = Vec::new();
         let mut routes = BTreeSet::new();
+        let mut churned = Vec::new();
         let mut error = None;
         for any in &response.resources {
             match inspect(ty, any) {
                 Ok(found) => {
                     self.progress.check(ty, &found.name, &any.value);
+                    churned.extend(Progress::churn_of(self.ctx, ty, &found.name, &any.value));
                     if found.eds {
                         eds.push(found.name);
                     }
@@ -507,6 +633,10 @@ impl<'a> SotwClient<'a> {
                 if !has_eds && !self.types[Ty::Lds.index()].requested {
                     self.request(Ty::Lds)?;
                 }
+                if self.ctx.secure && !self.types[Ty::Sds.index()].requested {
+                    self.types[Ty::Sds.index()].names = self.ctx.interner.list(secret_names());
+                    self.request(Ty::Sds)?;
+                }
             }
             Ty::Eds => {
                 self.request(Ty::Eds)?;
@@ -523,8 +653,9 @@ impl<'a> SotwClient<'a> {
                 }
                 self.request(Ty::Lds)?;
             }
-            Ty::Rds => self.request(Ty::Rds)?,
+            Ty::Rds | Ty::Sds => self.request(ty)?,
         }
+        self.progress.churned(self.ctx, &churned);
         if let Some(record) = &self.ctx.record
             && self.progress.id == 0
         {
@@ -546,6 +677,7 @@ struct DeltaClient<'a> {
     listener_routes: BTreeMap<String, Vec<String>>,
     rds: BTreeSet<String>,
     lds_requested: bool,
+    sds_requested: bool,
     progress: Progress,
     /// A response was answered on the current stream.
     answered_on_stream: bool,
@@ -560,6 +692,7 @@ impl<'a> DeltaClient<'a> {
             listener_routes: BTreeMap::new(),
             rds: BTreeSet::new(),
             lds_requested: false,
+            sds_requested: false,
             progress,
             answered_on_stream: false,
         }
@@ -567,11 +700,16 @@ impl<'a> DeltaClient<'a> {
 
     /// One stream: subscribes to what is held (everything on a reconnect; without
     /// `initial_resource_versions`, so the server sends it all again), then answers responses.
-    async fn stream(&mut self, node: &Node) -> anyhow::Result<()> {
+    async fn stream(
+        &mut self,
+        node: &Node,
+        endpoint: tonic::transport::Endpoint,
+    ) -> anyhow::Result<()> {
         let permit = self.ctx.ramp.acquire().await.context("ramp closed")?;
-        let mut client = connect(self.ctx).await?;
+        let mut client = connect(self.ctx, endpoint).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.tx = Some(tx);
+        self.progress.stream_opened();
         self.send(DeltaDiscoveryRequest {
             node: Some(node.clone()),
             type_url: Ty::Cds.url().to_string(),
@@ -585,6 +723,9 @@ impl<'a> DeltaClient<'a> {
             })?;
         }
         self.subscribe(Ty::Rds, self.rds.iter().cloned().collect(), Vec::new())?;
+        if self.sds_requested {
+            self.subscribe(Ty::Sds, secret_names(), Vec::new())?;
+        }
         let mut responses = client
             .delta_aggregated_resources(UnboundedReceiverStream::new(rx))
             .await
@@ -645,6 +786,7 @@ impl<'a> DeltaClient<'a> {
         );
         self.progress.refresh(self.ctx);
         let mut decoded = Vec::with_capacity(response.resources.len());
+        let mut churned = Vec::new();
         let mut error = None;
         for resource in &response.resources {
             let Some(any) = &resource.resource else {
@@ -653,6 +795,7 @@ impl<'a> DeltaClient<'a> {
             match inspect(ty, any) {
                 Ok(found) => {
                     self.progress.check(ty, &found.name, &any.value);
+                    churned.extend(Progress::churn_of(self.ctx, ty, &found.name, &any.value));
                     decoded.push(found);
                 }
                 Err(e) => {
@@ -693,6 +836,10 @@ impl<'a> DeltaClient<'a> {
                     }
                 }
                 self.subscribe(Ty::Eds, add, remove)?;
+                if self.ctx.secure && !self.sds_requested {
+                    self.sds_requested = true;
+                    self.subscribe(Ty::Sds, secret_names(), Vec::new())?;
+                }
             }
             Ty::Lds => {
                 for found in decoded {
@@ -712,13 +859,14 @@ impl<'a> DeltaClient<'a> {
                 self.rds = wanted;
                 self.subscribe(Ty::Rds, add, remove)?;
             }
-            Ty::Eds | Ty::Rds => {}
+            Ty::Eds | Ty::Rds | Ty::Sds => {}
         }
         self.send(DeltaDiscoveryRequest {
             type_url: ty.url().to_string(),
             response_nonce: response.nonce.clone(),
             ..Default::default()
         })?;
+        self.progress.churned(self.ctx, &churned);
         if ty == Ty::Eds || (ty == Ty::Cds && self.eds.is_empty()) {
             self.request_lds()?;
         }
@@ -726,4 +874,9 @@ impl<'a> DeltaClient<'a> {
         self.answered_on_stream = true;
         Ok(())
     }
+}
+
+/// The secrets a sidecar's TLS contexts name over SDS: its certificate and the mesh's roots.
+fn secret_names() -> Vec<String> {
+    vec!["ROOTCA".to_string(), "default".to_string()]
 }

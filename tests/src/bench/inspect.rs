@@ -8,20 +8,22 @@ use meshd_proto::pb::envoy::config::listener::v3::{FilterChain, Listener, filter
 use meshd_proto::pb::envoy::config::route::v3::RouteConfiguration;
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use meshd_proto::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use meshd_proto::pb::google::protobuf::Any;
 use meshd_proto::{type_url, unpack};
 
-/// The four types a sidecar subscribes to, in push order.
+/// The types a sidecar subscribes to, in push order (secrets only over TLS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ty {
     Cds,
     Eds,
     Lds,
     Rds,
+    Sds,
 }
 
 impl Ty {
-    pub const ALL: [Ty; 4] = [Ty::Cds, Ty::Eds, Ty::Lds, Ty::Rds];
+    pub const ALL: [Ty; 5] = [Ty::Cds, Ty::Eds, Ty::Lds, Ty::Rds, Ty::Sds];
 
     pub fn of(url: &str) -> Option<Ty> {
         Some(match url {
@@ -29,6 +31,7 @@ impl Ty {
             type_url::ENDPOINT => Ty::Eds,
             type_url::LISTENER => Ty::Lds,
             type_url::ROUTE => Ty::Rds,
+            type_url::SECRET => Ty::Sds,
             _ => return None,
         })
     }
@@ -39,6 +42,7 @@ impl Ty {
             Ty::Eds => type_url::ENDPOINT,
             Ty::Lds => type_url::LISTENER,
             Ty::Rds => type_url::ROUTE,
+            Ty::Sds => type_url::SECRET,
         }
     }
 
@@ -102,6 +106,13 @@ pub fn inspect(ty: Ty, any: &Any) -> Result<Inspected, String> {
             let routes: RouteConfiguration = unpack(any).ok_or_else(bad)?;
             Ok(Inspected {
                 name: routes.name,
+                ..Default::default()
+            })
+        }
+        Ty::Sds => {
+            let secret: Secret = unpack(any).ok_or_else(bad)?;
+            Ok(Inspected {
+                name: secret.name,
                 ..Default::default()
             })
         }

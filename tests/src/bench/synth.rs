@@ -24,6 +24,14 @@ pub struct MeshShape {
     /// Pods behind each service.
     #[arg(long, env = "MESHD_BENCH_PODS_PER_SERVICE", default_value_t = 2)]
     pub pods_per_service: usize,
+    /// Namespace isolation: a `Sidecar` per namespace limiting egress to the namespace itself and
+    /// `istio-system`, as large meshes are run.
+    #[arg(long, env = "MESHD_BENCH_ISOLATION")]
+    pub isolation: bool,
+    /// Pod addresses in 127.100.0.0/14 instead of 10.0.0.0/8, so clients on this machine can
+    /// connect *from* their pod's address (the file source's identity proof on the TLS port).
+    #[arg(long, env = "MESHD_BENCH_LOOPBACK_PODS")]
+    pub loopback_pods: bool,
 }
 
 /// One Pod of the mesh: what its sidecar says about itself.
@@ -71,6 +79,51 @@ impl Change {
 
 /// The address [`Change::Endpoint`] adds; no Pod has it.
 pub const ADDED_ENDPOINT_IP: &str = "10.255.255.1";
+/// Churned endpoint addresses start with this; the rest encodes the change's sequence number.
+pub const CHURN_PREFIX: &str = "10.254.";
+/// The service whose endpoints churn and whose VirtualService is edited, in every namespace.
+pub const CHURNED_SERVICE: &str = "svc-0";
+
+/// The address churn change `seq` puts into its namespace's `svc-0` Endpoints.
+pub fn churn_address(seq: usize) -> String {
+    format!("{CHURN_PREFIX}{}.{}", seq / 250, seq % 250 + 1)
+}
+
+/// The churn sequence number in an encoded resource that holds a [`churn_address`], if any.
+pub fn churn_seq(bytes: &[u8]) -> Option<usize> {
+    let prefix = CHURN_PREFIX.as_bytes();
+    let at = bytes.windows(prefix.len()).position(|w| w == prefix)? + prefix.len();
+    let digits = |from: usize| {
+        let len = bytes[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let n = std::str::from_utf8(&bytes[from..from + len]).ok()?.parse::<usize>().ok()?;
+        Some((n, from + len))
+    };
+    let (high, end) = digits(at)?;
+    if bytes.get(end) != Some(&b'.') {
+        return None;
+    }
+    let (low, _) = digits(end + 1)?;
+    Some(high * 250 + low.checked_sub(1)?)
+}
+
+/// The marker a VirtualService edit puts into the route configuration.
+pub fn edit_marker(edit: usize) -> String {
+    format!("bench-edit-{edit:05}")
+}
+
+/// The state of the mesh's files beyond the generated mesh: what `meshd-loadgen` has edited.
+#[derive(Clone, Debug, Default)]
+pub struct Edits {
+    /// Applied in order, cumulatively, to namespace 0.
+    pub changes: Vec<Change>,
+    /// The latest VirtualService edit of namespace 0's `svc-0`.
+    pub virtual_service: Option<usize>,
+    /// Per namespace, the latest churn change of its `svc-0` Endpoints.
+    pub churn: std::collections::BTreeMap<usize, usize>,
+}
 /// The service [`Change::Service`] adds to namespace 0.
 pub const ADDED_SERVICE: &str = "svc-added";
 
@@ -85,6 +138,11 @@ impl MeshShape {
 
     pub fn namespace(&self, index: usize) -> String {
         format!("bench-{index:03}")
+    }
+
+    /// The index of a namespace [`MeshShape::namespace`] named.
+    pub fn namespace_index(name: &str) -> Option<usize> {
+        name.strip_prefix("bench-")?.parse().ok()
     }
 
     /// The file holding namespace `index` under `dir`.
@@ -135,16 +193,26 @@ impl MeshShape {
 
     fn pod(&self, ns: usize, svc: usize, pod: usize) -> PodRef {
         let global = (ns * self.services_per_namespace + svc) * self.pods_per_service + pod;
+        let ip = if self.loopback_pods {
+            // 127.100.0.1 onwards: never 127.0.0.1, where the servers listen.
+            let host = global % 254 + 1;
+            let rest = global / 254;
+            format!("127.{}.{}.{host}", 100 + (rest >> 8), rest & 0xff)
+        } else {
+            Self::address(10, global)
+        };
         PodRef {
             name: format!("svc-{svc}-{pod}"),
             namespace: self.namespace(ns),
-            ip: Self::address(10, global),
+            ip,
             app: format!("svc-{svc}"),
         }
     }
 
-    /// The YAML of namespace `index`, with `changes` applied (only namespace 0 has any).
-    pub fn namespace_yaml(&self, index: usize, changes: &[Change]) -> String {
+    /// The YAML of namespace `index`, with `edits` applied.
+    pub fn namespace_yaml(&self, index: usize, edits: &Edits) -> String {
+        let none = Vec::new();
+        let changes = if index == 0 { &edits.changes } else { &none };
         let ns = self.namespace(index);
         let mut out = String::with_capacity(1024 * self.services_per_namespace);
         // `write!` to a String cannot fail; the results are ignored deliberately below.
@@ -178,6 +246,11 @@ impl MeshShape {
             if svc == 0 && index == 0 && changes.contains(&Change::Endpoint) {
                 addresses.push((ADDED_ENDPOINT_IP.to_string(), None));
             }
+            if svc == 0
+                && let Some(seq) = edits.churn.get(&index)
+            {
+                addresses.push((churn_address(*seq), None));
+            }
             endpoints(&mut out, &ns, &app, &addresses, &ports);
             if svc == 0 && index == 0 && changes.contains(&Change::Service) {
                 let ports = [("http", 8080)];
@@ -186,22 +259,48 @@ impl MeshShape {
                 endpoints(&mut out, &ns, ADDED_SERVICE, &addresses, &ports);
             }
         }
+        if index == 0
+            && let Some(edit) = edits.virtual_service
+        {
+            virtual_service(&mut out, &ns, &edit_marker(edit));
+        }
+        if self.isolation {
+            let _ = write!(
+                out,
+                "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: default\n  namespace: {ns}\nspec:\n  egress:\n  - hosts:\n    - ./*\n    - istio-system/*\n"
+            );
+        }
         out
+    }
+
+    /// The clients that see namespace `index`'s `svc-0` (its endpoints, its routes).
+    pub fn sees(&self, pod: &PodRef, index: usize) -> bool {
+        !self.isolation || pod.namespace == self.namespace(index)
     }
 
     /// Writes every namespace file into `dir` (created if missing).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let edits = Edits::default();
         for ns in 0..self.namespaces {
-            write_atomically(&self.file(dir, ns), &self.namespace_yaml(ns, &[]))?;
+            write_atomically(&self.file(dir, ns), &self.namespace_yaml(ns, &edits))?;
         }
         Ok(())
     }
 
-    /// Rewrites namespace 0's file with `changes` applied.
-    pub fn apply(&self, dir: &Path, changes: &[Change]) -> anyhow::Result<()> {
-        write_atomically(&self.file(dir, 0), &self.namespace_yaml(0, changes))
+    /// Rewrites namespace `index`'s file with `edits` applied.
+    pub fn apply(&self, dir: &Path, index: usize, edits: &Edits) -> anyhow::Result<()> {
+        write_atomically(&self.file(dir, index), &self.namespace_yaml(index, edits))
     }
+}
+
+/// A VirtualService on `svc-0` whose first route matches a header carrying `marker`, so each
+/// edit changes the route configuration of every sidecar that sees the service.
+fn virtual_service(out: &mut String, ns: &str, marker: &str) {
+    let _ = write!(
+        out,
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {CHURNED_SERVICE}\n  namespace: {ns}\nspec:\n  hosts:\n  - {CHURNED_SERVICE}\n  http:\n  - match:\n    - headers:\n        x-bench-edit:\n          exact: {marker}\n    route:\n    - destination:\n        host: {CHURNED_SERVICE}\n  - route:\n    - destination:\n        host: {CHURNED_SERVICE}\n"
+    );
 }
 
 fn service(out: &mut String, ns: &str, name: &str, app: &str, vip: &str, ports: &[PortSpec]) {
@@ -265,6 +364,15 @@ mod tests {
             namespaces: 3,
             services_per_namespace: 10,
             pods_per_service: 2,
+            isolation: false,
+            loopback_pods: false,
+        }
+    }
+
+    fn edits(changes: &[Change]) -> Edits {
+        Edits {
+            changes: changes.to_vec(),
+            ..Default::default()
         }
     }
 
@@ -277,24 +385,75 @@ mod tests {
             pods[0].node_id(),
             "sidecar~10.0.0.1~svc-0-0.bench-000~bench-000.svc.cluster.local"
         );
+        let loopback = MeshShape {
+            loopback_pods: true,
+            namespaces: 30,
+            ..shape()
+        }
+        .pod_list();
+        assert_eq!(loopback[0].ip, "127.100.0.1");
+        assert_eq!(loopback[254].ip, "127.100.1.1");
+        assert_eq!(
+            loopback.iter().map(|p| &p.ip).collect::<HashSet<_>>().len(),
+            600
+        );
     }
 
     #[test]
     fn changes_edit_only_namespace_zero() {
-        let all = [Change::Endpoint, Change::Service];
+        let all = edits(&[Change::Endpoint, Change::Service]);
         assert_eq!(
             shape().namespace_yaml(1, &all),
-            shape().namespace_yaml(1, &[])
+            shape().namespace_yaml(1, &Edits::default())
         );
         let changed = shape().namespace_yaml(0, &all);
         assert!(changed.contains(ADDED_ENDPOINT_IP));
         assert!(changed.contains(&format!("name: {ADDED_SERVICE}")));
-        assert!(!shape().namespace_yaml(0, &[]).contains(ADDED_ENDPOINT_IP));
+        assert!(!shape().namespace_yaml(0, &Edits::default()).contains(ADDED_ENDPOINT_IP));
+    }
+
+    #[test]
+    fn churn_addresses_carry_their_sequence_number() {
+        for seq in [0, 1, 249, 250, 2999, 60_000] {
+            let address = churn_address(seq);
+            let mut encoded = b"\x0a\x0b".to_vec();
+            encoded.extend_from_slice(address.as_bytes());
+            encoded.push(0x18);
+            assert_eq!(churn_seq(&encoded), Some(seq), "{address}");
+        }
+        assert_eq!(churn_seq(b"10.0.0.1"), None);
+        let mut churned = Edits::default();
+        churned.churn.insert(2, 7);
+        assert!(shape().namespace_yaml(2, &churned).contains(&churn_address(7)));
+        assert_eq!(
+            shape().namespace_yaml(1, &churned),
+            shape().namespace_yaml(1, &Edits::default())
+        );
+    }
+
+    #[test]
+    fn isolation_scopes_each_namespace_and_edits_name_their_marker() {
+        let isolated = MeshShape {
+            isolation: true,
+            ..shape()
+        };
+        let yaml = isolated.namespace_yaml(1, &Edits::default());
+        assert!(yaml.contains("kind: Sidecar"));
+        assert!(yaml.contains("- istio-system/*"));
+        let pod = &isolated.pod_list()[0];
+        assert!(isolated.sees(pod, 0) && !isolated.sees(pod, 1));
+        assert!(shape().sees(pod, 1));
+        let edited = Edits {
+            virtual_service: Some(3),
+            ..Default::default()
+        };
+        assert!(shape().namespace_yaml(0, &edited).contains(&edit_marker(3)));
+        assert!(!shape().namespace_yaml(1, &edited).contains("VirtualService"));
     }
 
     #[test]
     fn a_namespace_file_holds_its_services_pods_and_endpoints() {
-        let yaml = shape().namespace_yaml(0, &[]);
+        let yaml = shape().namespace_yaml(0, &Edits::default());
         assert_eq!(yaml.matches("\nkind: Service\n").count(), 10);
         assert_eq!(yaml.matches("\nkind: Endpoints\n").count(), 10);
         assert_eq!(yaml.matches("\nkind: Pod\n").count(), 20);

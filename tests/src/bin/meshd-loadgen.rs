@@ -8,6 +8,12 @@
 //!   first connect), percentiles over clients, and what was received;
 //! * `changes`: for each `--change` (an edit of namespace 0's file in `--mesh-dir`), how long until
 //!   every client had ACKed the responses that carry it, and what else was pushed;
+//! * `failover`: with `--kill-pid`, the first `--xds-addr`'s server is killed and the clients that
+//!   were on it reconnect to the next one: how long until each had ACKed everything again;
+//! * `edits`: `--edits N` VirtualService edits of namespace 0, one after the other, each timed until
+//!   every client that sees the service ACKed the route configuration carrying it;
+//! * `churn`: `--churn-rate R` endpoint changes per second for `--churn-secs`, spread over the
+//!   namespaces, each timed from its file write until every client that sees it ACKed it;
 //! * with `--server-pid`, the server's CPU seconds and resident memory over each phase;
 //! * streams the server closed: like Envoy, such a client reconnects and subscribes again.
 //!
@@ -37,10 +43,10 @@ use clap::Parser as _;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use client::{Counters, Ctx, Event, Interner, Marker, Phase, Totals};
+use client::{Churn, Counters, Ctx, Event, Interner, Marker, Phase, Totals};
 use inspect::Ty;
 use procstat::ProcSample;
-use synth::{Change, MeshShape};
+use synth::{Change, Edits, MeshShape, PodRef};
 
 /// Envoy's default HTTP/2 windows (256 MiB), which its xDS gRPC client uses unless configured.
 const ENVOY_WINDOW: u32 = 256 * 1024 * 1024;
@@ -66,7 +72,8 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The ADS server (host:port, plaintext gRPC).
+    /// The ADS server (host:port, plaintext gRPC; with `--tls-root`, TLS). Several, comma-separated,
+    /// are replicas: client `i` starts on the `i % n`th and moves to the next when its stream fails.
     #[arg(
         long,
         env = "MESHD_LOADGEN_XDS_ADDR",
@@ -113,6 +120,26 @@ struct RunArgs {
     /// Write client 0's responses here after the initial push (SotW only), for `replay`.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Connect over TLS, verifying the server against this root certificate (PEM), each client
+    /// from its pod's address (see `meshd-synth --loopback-pods`), and subscribe to secrets.
+    #[arg(long)]
+    tls_root: Option<PathBuf>,
+    /// The name the server's certificate carries.
+    #[arg(long, default_value = "istiod.istio-system.svc")]
+    tls_server_name: String,
+    /// After the initial push, SIGKILL this process (the server of the first `--xds-addr`) and
+    /// time until every client that was on it had ACKed everything from another replica.
+    #[arg(long)]
+    kill_pid: Option<u32>,
+    /// After the changes, this many VirtualService edits of namespace 0, one after the other.
+    #[arg(long, default_value_t = 0)]
+    edits: usize,
+    /// After the edits, this many endpoint changes per second (0: none) ...
+    #[arg(long, default_value_t = 0.0)]
+    churn_rate: f64,
+    /// ... for this long.
+    #[arg(long, default_value_t = 60)]
+    churn_secs: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -201,6 +228,67 @@ struct ChangeReport {
     usage: Usage,
 }
 
+/// Latencies over several timed changes, in milliseconds.
+#[derive(Debug, Default, Serialize)]
+struct Latencies {
+    count: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Latencies {
+    fn of(mut secs: Vec<f64>) -> Latencies {
+        secs.sort_by(f64::total_cmp);
+        let ms = |v: f64| round3(v * 1000.0);
+        Latencies {
+            count: secs.len(),
+            p50_ms: ms(percentile(&secs, 0.5)),
+            p99_ms: ms(percentile(&secs, 0.99)),
+            max_ms: ms(secs.last().copied().unwrap_or_default()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+struct EditsReport {
+    /// Per edit: from the file write until every client that sees it ACKed it.
+    until_all_acked: Latencies,
+    clients_per_edit: usize,
+    server_cpu_s_per_edit: Option<f64>,
+    received: Totals,
+    reconnects: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct ChurnReport {
+    rate_per_s: f64,
+    secs: u64,
+    /// Changes written, and those every client that sees them ACKed in time.
+    written: usize,
+    completed: usize,
+    /// Per change: from its file write until every client that sees it ACKed it (or a later
+    /// change of the same endpoints).
+    until_all_acked: Latencies,
+    server_cpu_s: Option<f64>,
+    server_cpu_s_per_change: Option<f64>,
+    received: Totals,
+    reconnects: usize,
+    usage: Usage,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct FailoverReport {
+    /// Clients that were on the killed server.
+    moved: usize,
+    /// From the kill until every moved client had ACKed everything from another server.
+    all_resynced_s: f64,
+    p50_s: f64,
+    /// The survivor (`--server-pid`) over the failover.
+    usage: Usage,
+    received: Totals,
+}
+
 #[derive(Debug, Default, Serialize)]
 struct Report {
     mode: &'static str,
@@ -212,7 +300,10 @@ struct Report {
     /// The server before the first client connected.
     server_idle: Option<ProcSample>,
     initial: Initial,
+    failover: Option<FailoverReport>,
     changes: Vec<ChangeReport>,
+    edits: Option<EditsReport>,
+    churn: Option<ChurnReport>,
     /// The server at the end.
     server_end: Option<ProcSample>,
     /// This process at the end (its peak is the client side's memory).
@@ -228,6 +319,7 @@ struct Tally {
     start: Instant,
     ready: Vec<f64>,
     changed: Vec<f64>,
+    resynced: Vec<f64>,
     phase: usize,
     phase_start: Instant,
     connected: usize,
@@ -248,6 +340,7 @@ impl Tally {
             }
             Event::Answered { at } => self.last_answer = Some(at),
             Event::Ready { at, .. } => self.ready.push(secs(at - self.start)),
+            Event::Resynced { at } => self.resynced.push(secs(at - self.phase_start)),
             Event::Changed { phase, at } => {
                 if phase == self.phase {
                     self.changed.push(secs(at - self.phase_start));
@@ -350,8 +443,39 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
+fn endpoints(args: &RunArgs) -> anyhow::Result<Vec<tonic::transport::Endpoint>> {
+    let tls = match &args.tls_root {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                    .domain_name(&args.tls_server_name),
+            )
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    args.xds_addr
+        .split(',')
+        .map(|addr| {
+            let endpoint =
+                tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", addr.trim()))
+                    .context("--xds-addr")?
+                    .initial_stream_window_size(Some(ENVOY_WINDOW))
+                    .initial_connection_window_size(Some(ENVOY_WINDOW))
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(30));
+            Ok(match &tls {
+                Some(tls) => endpoint.tls_config(tls.clone()).context("TLS")?,
+                None => endpoint,
+            })
+        })
+        .collect()
+}
+
 async fn run(args: &RunArgs) -> anyhow::Result<Report> {
-    let pods = args.shape.pod_list();
+    let mut pods = args.shape.pod_list();
     let clients = if args.clients == 0 {
         pods.len()
     } else {
@@ -362,24 +486,23 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         "{clients} clients but the mesh has only {} pods",
         pods.len()
     );
+    pods.truncate(clients);
     anyhow::ensure!(
-        args.changes.is_empty() || args.mesh_dir.is_some(),
-        "--change needs --mesh-dir"
+        (args.changes.is_empty() && args.edits == 0 && args.churn_rate <= 0.0)
+            || args.mesh_dir.is_some(),
+        "--change, --edits and --churn-rate need --mesh-dir"
     );
     anyhow::ensure!(
         !(args.delta && args.record.is_some()),
         "--record works with SotW only"
     );
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.xds_addr))
-        .context("--xds-addr")?
-        .initial_stream_window_size(Some(ENVOY_WINDOW))
-        .initial_connection_window_size(Some(ENVOY_WINDOW))
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(30));
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let churn_changes = (args.churn_rate.max(0.0) * args.churn_secs as f64).round() as usize;
+    let (events_tx, events) = mpsc::unbounded_channel();
     let (phase_tx, phase_rx) = watch::channel(Arc::new(Phase::default()));
     let ctx = Arc::new(Ctx {
-        endpoint,
+        endpoints: endpoints(args)?,
+        secure: args.tls_root.is_some(),
+        churn: (churn_changes > 0).then(|| Churn::new(&args.shape, &pods, churn_changes)),
         max_message_bytes: args.max_message_bytes,
         counters: Counters::default(),
         events: events_tx,
@@ -388,9 +511,36 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         interner: Interner::default(),
         record: args.record.as_ref().map(|_| Default::default()),
     });
-    let sampler = Sampler {
-        pid: args.server_pid,
-        clk_tck: args.clk_tck,
+    let start = Instant::now();
+    let mut run = Coordinator {
+        args,
+        ctx,
+        events,
+        phase_tx,
+        sampler: Sampler {
+            pid: args.server_pid,
+            clk_tck: args.clk_tck,
+        },
+        tally: Tally {
+            start,
+            ready: Vec::with_capacity(clients),
+            changed: Vec::new(),
+            resynced: Vec::new(),
+            phase: 0,
+            phase_start: start,
+            connected: 0,
+            last_connected: None,
+            last_answer: None,
+            failed: 0,
+            first_failure: None,
+            reconnects: 0,
+            first_reconnect: None,
+        },
+        edits: Edits::default(),
+        settle: Duration::from_millis(args.settle_ms),
+        timeout: Duration::from_secs(args.timeout_secs),
+        clients,
+        error: None,
     };
     let mut report = Report {
         mode: if args.delta { "delta" } else { "sotw" },
@@ -398,126 +548,331 @@ async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         clients,
         shape: Some(args.shape),
         services: args.shape.services(),
-        pods: pods.len(),
+        pods: args.shape.pods(),
         ..Default::default()
     };
-    let settle = Duration::from_millis(args.settle_ms);
-    let timeout = Duration::from_secs(args.timeout_secs);
-
-    // Initial push: connect everyone, wait for every client to have ACKed every type, then for quiet.
-    let server_before = sampler.server()?;
-    report.server_idle = server_before;
-    let own_before = sampler.own()?;
-    let before = ctx.counters.totals();
-    let start = Instant::now();
-    let mut tally = Tally {
-        start,
-        ready: Vec::with_capacity(clients),
-        changed: Vec::new(),
-        phase: 0,
-        phase_start: start,
-        connected: 0,
-        last_connected: None,
-        last_answer: None,
-        failed: 0,
-        first_failure: None,
-        reconnects: 0,
-        first_reconnect: None,
-    };
-    for (id, pod) in pods.into_iter().take(clients).enumerate() {
-        tokio::spawn(client::run(Arc::clone(&ctx), id, pod, args.delta));
+    report.server_idle = run.sampler.server()?;
+    report.initial = run.initial(pods).await?;
+    if let Some(pid) = args.kill_pid
+        && run.error.is_none()
+    {
+        report.failover = Some(run.failover(pid).await?);
     }
-    let done = |t: &Tally| t.ready.len() + t.failed >= clients;
-    if !wait(&mut events, &mut tally, start + timeout, done).await {
-        report.error = Some(format!(
-            "initial push: {} of {clients} clients ready after {}s",
-            tally.ready.len(),
-            args.timeout_secs
-        ));
-    }
-    quiet(&mut events, &mut tally, settle).await;
-    let mut ready = tally.ready.clone();
-    ready.sort_by(f64::total_cmp);
-    report.initial = Initial {
-        connected_s: tally.last_connected.map_or(0.0, |t| secs(t - start)),
-        all_acked_s: ready.last().copied().unwrap_or_default(),
-        p50_s: percentile(&ready, 0.5),
-        p90_s: percentile(&ready, 0.9),
-        p99_s: percentile(&ready, 0.99),
-        last_answer_s: tally.last_answer.map_or(0.0, |t| secs(t - start)),
-        reconnects: tally.reconnects,
-        received: ctx.counters.totals().since(&before),
-        usage: sampler.usage(server_before, own_before)?,
-    };
-    eprintln!(
-        "loadgen: initial push: {} clients ACKed everything in {:.2}s",
-        ready.len(),
-        report.initial.all_acked_s
-    );
-    if let (Some(path), Some(record)) = (&args.record, &ctx.record) {
-        replay::save(path, &record.lock())?;
-    }
-
     for (i, change) in args.changes.iter().enumerate() {
-        if report.error.is_some() {
+        if run.error.is_some() {
             break;
         }
-        let phase = i + 1;
-        phase_tx.send_replace(Arc::new(Phase {
-            index: phase,
-            markers: markers(&args.shape, *change),
-        }));
-        let failed_before = tally.failed;
-        let alive = clients - failed_before;
-        let server_before = sampler.server()?;
-        let own_before = sampler.own()?;
-        let before = ctx.counters.totals();
-        let reconnects_before = tally.reconnects;
-        let started = Instant::now();
-        tally.phase = phase;
-        tally.phase_start = started;
-        tally.changed.clear();
-        tally.last_answer = None;
-        let dir = args
-            .mesh_dir
-            .as_deref()
-            .context("--change needs --mesh-dir")?;
-        args.shape.apply(dir, &args.changes[..=i])?;
-        let done = |t: &Tally| t.changed.len() + (t.failed - failed_before) >= alive;
-        if !wait(&mut events, &mut tally, started + timeout, done).await {
-            report.error = Some(format!(
-                "change {}: {} of {alive} clients saw it after {}s",
-                change.name(),
-                tally.changed.len(),
-                args.timeout_secs
+        let markers = markers(&args.shape, *change);
+        let affected = clients;
+        let entry = run
+            .timed(change.name(), markers, affected, |edits| {
+                edits.changes = args.changes[..=i].to_vec();
+                0
+            })
+            .await?;
+        report.changes.push(entry);
+    }
+    if args.edits > 0 && run.error.is_none() {
+        report.edits = Some(run.edits().await?);
+    }
+    if churn_changes > 0 && run.error.is_none() {
+        report.churn = Some(run.churn(churn_changes).await?);
+    }
+    report.server_end = run.sampler.server()?;
+    report.loadgen_end = run.sampler.own()?;
+    report.failed = run.tally.failed;
+    report.first_failure = run.tally.first_failure;
+    report.first_reconnect = run.tally.first_reconnect;
+    report.error = run.error;
+    Ok(report)
+}
+
+/// The clients' coordinator: starts them, makes the changes, and times each phase.
+struct Coordinator<'a> {
+    args: &'a RunArgs,
+    ctx: Arc<Ctx>,
+    events: mpsc::UnboundedReceiver<Event>,
+    phase_tx: watch::Sender<Arc<Phase>>,
+    sampler: Sampler,
+    tally: Tally,
+    /// What has been written to the mesh's files so far.
+    edits: Edits,
+    settle: Duration,
+    timeout: Duration,
+    clients: usize,
+    /// The first phase that did not complete; later phases are skipped.
+    error: Option<String>,
+}
+
+impl Coordinator<'_> {
+    /// Initial push: connect everyone, wait for every client to have ACKed every type, then for
+    /// quiet.
+    async fn initial(&mut self, pods: Vec<PodRef>) -> anyhow::Result<Initial> {
+        let server_before = self.sampler.server()?;
+        let own_before = self.sampler.own()?;
+        let before = self.ctx.counters.totals();
+        let start = self.tally.start;
+        for (id, pod) in pods.into_iter().enumerate() {
+            tokio::spawn(client::run(Arc::clone(&self.ctx), id, pod, self.args.delta));
+        }
+        let clients = self.clients;
+        let done = |t: &Tally| t.ready.len() + t.failed >= clients;
+        if !wait(&mut self.events, &mut self.tally, start + self.timeout, done).await {
+            self.error = Some(format!(
+                "initial push: {} of {clients} clients ready after {}s",
+                self.tally.ready.len(),
+                self.args.timeout_secs
             ));
         }
-        quiet(&mut events, &mut tally, settle).await;
-        let mut changed = tally.changed.clone();
-        changed.sort_by(f64::total_cmp);
-        let entry = ChangeReport {
-            change: change.name(),
-            all_acked_s: changed.last().copied().unwrap_or_default(),
-            p50_s: percentile(&changed, 0.5),
-            last_answer_s: tally.last_answer.map_or(0.0, |t| secs(t - started)),
-            reconnects: tally.reconnects - reconnects_before,
-            received: ctx.counters.totals().since(&before),
-            usage: sampler.usage(server_before, own_before)?,
+        quiet(&mut self.events, &mut self.tally, self.settle).await;
+        let mut ready = self.tally.ready.clone();
+        ready.sort_by(f64::total_cmp);
+        let initial = Initial {
+            connected_s: self.tally.last_connected.map_or(0.0, |t| secs(t - start)),
+            all_acked_s: ready.last().copied().unwrap_or_default(),
+            p50_s: percentile(&ready, 0.5),
+            p90_s: percentile(&ready, 0.9),
+            p99_s: percentile(&ready, 0.99),
+            last_answer_s: self.tally.last_answer.map_or(0.0, |t| secs(t - start)),
+            reconnects: self.tally.reconnects,
+            received: self.ctx.counters.totals().since(&before),
+            usage: self.sampler.usage(server_before, own_before)?,
         };
         eprintln!(
-            "loadgen: change {}: {} clients ACKed it in {:.2}s",
-            entry.change,
+            "loadgen: initial push: {} clients ACKed everything in {:.2}s",
+            ready.len(),
+            initial.all_acked_s
+        );
+        if let (Some(path), Some(record)) = (&self.args.record, &self.ctx.record) {
+            replay::save(path, &record.lock())?;
+        }
+        Ok(initial)
+    }
+
+    /// Kills the first server and waits for its clients to have everything from the others.
+    async fn failover(&mut self, pid: u32) -> anyhow::Result<FailoverReport> {
+        let servers = self.ctx.endpoints.len();
+        anyhow::ensure!(servers >= 2, "--kill-pid needs several --xds-addr");
+        let moved = (0..self.clients).filter(|id| id % servers == 0).count();
+        let server_before = self.sampler.server()?;
+        let own_before = self.sampler.own()?;
+        let before = self.ctx.counters.totals();
+        self.tally.resynced.clear();
+        self.tally.phase_start = Instant::now();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(killed.success(), "kill -KILL {pid} failed");
+        let deadline = self.tally.phase_start + self.timeout;
+        if !wait(&mut self.events, &mut self.tally, deadline, |t| {
+            t.resynced.len() >= moved
+        })
+        .await
+        {
+            self.error = Some(format!(
+                "failover: {} of {moved} clients resynced after {}s",
+                self.tally.resynced.len(),
+                self.args.timeout_secs
+            ));
+        }
+        quiet(&mut self.events, &mut self.tally, self.settle).await;
+        let mut resynced = self.tally.resynced.clone();
+        resynced.sort_by(f64::total_cmp);
+        let report = FailoverReport {
+            moved,
+            all_resynced_s: resynced.last().copied().unwrap_or_default(),
+            p50_s: percentile(&resynced, 0.5),
+            usage: self.sampler.usage(server_before, own_before)?,
+            received: self.ctx.counters.totals().since(&before),
+        };
+        eprintln!(
+            "loadgen: failover: {moved} clients had everything again after {:.2}s",
+            report.all_resynced_s
+        );
+        Ok(report)
+    }
+
+    /// One change written to the mesh's files by `edit`, timed until `affected` clients saw every
+    /// marker in an ACKed response.
+    async fn timed(
+        &mut self,
+        name: &'static str,
+        markers: Vec<Marker>,
+        affected: usize,
+        edit: impl FnOnce(&mut Edits) -> usize,
+    ) -> anyhow::Result<ChangeReport> {
+        let phase = self.tally.phase + 1;
+        self.phase_tx.send_replace(Arc::new(Phase {
+            index: phase,
+            markers,
+        }));
+        let failed_before = self.tally.failed;
+        let server_before = self.sampler.server()?;
+        let own_before = self.sampler.own()?;
+        let before = self.ctx.counters.totals();
+        let reconnects_before = self.tally.reconnects;
+        let started = Instant::now();
+        self.tally.phase = phase;
+        self.tally.phase_start = started;
+        self.tally.changed.clear();
+        self.tally.last_answer = None;
+        let dir = self.args.mesh_dir.as_deref().context("needs --mesh-dir")?;
+        let namespace = edit(&mut self.edits);
+        self.args.shape.apply(dir, namespace, &self.edits)?;
+        let done = |t: &Tally| t.changed.len() + (t.failed - failed_before) >= affected;
+        if !wait(&mut self.events, &mut self.tally, started + self.timeout, done).await {
+            self.error = Some(format!(
+                "change {name}: {} of {affected} clients saw it after {}s",
+                self.tally.changed.len(),
+                self.args.timeout_secs
+            ));
+        }
+        quiet(&mut self.events, &mut self.tally, self.settle).await;
+        let mut changed = self.tally.changed.clone();
+        changed.sort_by(f64::total_cmp);
+        let entry = ChangeReport {
+            change: name,
+            all_acked_s: changed.last().copied().unwrap_or_default(),
+            p50_s: percentile(&changed, 0.5),
+            last_answer_s: self.tally.last_answer.map_or(0.0, |t| secs(t - started)),
+            reconnects: self.tally.reconnects - reconnects_before,
+            received: self.ctx.counters.totals().since(&before),
+            usage: self.sampler.usage(server_before, own_before)?,
+        };
+        eprintln!(
+            "loadgen: change {name}: {} clients ACKed it in {:.3}s",
             changed.len(),
             entry.all_acked_s
         );
-        report.changes.push(entry);
+        Ok(entry)
     }
-    report.server_end = sampler.server()?;
-    report.loadgen_end = sampler.own()?;
-    report.failed = tally.failed;
-    report.first_failure = tally.first_failure;
-    report.first_reconnect = tally.first_reconnect;
-    Ok(report)
+
+    /// VirtualService edits of namespace 0's `svc-0`, one after the other.
+    async fn edits(&mut self) -> anyhow::Result<EditsReport> {
+        let affected = self.affected(0);
+        let before = self.ctx.counters.totals();
+        let reconnects_before = self.tally.reconnects;
+        let mut times = Vec::with_capacity(self.args.edits);
+        let mut cpu = Some(0.0);
+        for edit in 0..self.args.edits {
+            if self.error.is_some() {
+                break;
+            }
+            let markers = vec![Marker {
+                ty: Ty::Rds,
+                name: "8080".to_string(),
+                needle: Some(synth::edit_marker(edit)),
+            }];
+            let entry = self
+                .timed("virtual-service", markers, affected, |edits| {
+                    edits.virtual_service = Some(edit);
+                    0
+                })
+                .await?;
+            times.push(entry.all_acked_s);
+            cpu = cpu.zip(entry.usage.server_cpu_s).map(|(a, b)| a + b);
+        }
+        Ok(EditsReport {
+            clients_per_edit: affected,
+            server_cpu_s_per_edit: cpu.map(|c| round3(c / times.len().max(1) as f64)),
+            until_all_acked: Latencies::of(times),
+            received: self.ctx.counters.totals().since(&before),
+            reconnects: self.tally.reconnects - reconnects_before,
+        })
+    }
+
+    /// Clients that see namespace `index`'s `svc-0`.
+    fn affected(&self, index: usize) -> usize {
+        let shape = &self.args.shape;
+        shape
+            .pod_list()
+            .iter()
+            .take(self.clients)
+            .filter(|p| shape.sees(p, index))
+            .count()
+    }
+
+    /// `changes` endpoint changes at `--churn-rate` per second, written from their own thread so
+    /// that the schedule holds whatever the clients do.
+    async fn churn(&mut self, changes: usize) -> anyhow::Result<ChurnReport> {
+        let rate = self.args.churn_rate;
+        let shape = self.args.shape;
+        let dir = self.args.mesh_dir.clone().context("needs --mesh-dir")?;
+        let mut edits = self.edits.clone();
+        let server_before = self.sampler.server()?;
+        let own_before = self.sampler.own()?;
+        let before = self.ctx.counters.totals();
+        let reconnects_before = self.tally.reconnects;
+        let start = Instant::now();
+        let mut writer = tokio::task::spawn_blocking(move || {
+            let mut written = Vec::with_capacity(changes);
+            for seq in 0..changes {
+                let due = start + Duration::from_secs_f64(seq as f64 / rate);
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                let namespace = seq % shape.namespaces;
+                edits.churn.insert(namespace, seq);
+                written.push(Instant::now());
+                shape.apply(&dir, namespace, &edits)?;
+            }
+            anyhow::Ok((written, edits))
+        });
+        let (written, edits) = loop {
+            tokio::select! {
+                joined = &mut writer => break joined.context("churn writer")??,
+                Some(event) = self.events.recv() => self.tally.on(event),
+            }
+        };
+        self.edits = edits;
+        let ctx = Arc::clone(&self.ctx);
+        let churn = ctx.churn.as_ref().context("no churn state")?;
+        let deadline = Instant::now() + Duration::from_secs(30).min(self.timeout);
+        loop {
+            let pending = (0..changes).filter(|&seq| churn.done(seq).is_none()).count();
+            if pending == 0 || Instant::now() >= deadline {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), async {
+                while let Some(event) = self.events.recv().await {
+                    self.tally.on(event);
+                }
+            })
+            .await;
+        }
+        let usage = self.sampler.usage(server_before, own_before)?;
+        quiet(&mut self.events, &mut self.tally, self.settle).await;
+        let latencies: Vec<f64> = written
+            .iter()
+            .enumerate()
+            .filter_map(|(seq, at)| churn.done(seq).map(|done| (done - *at).as_secs_f64()))
+            .collect();
+        let completed = latencies.len();
+        if completed < changes {
+            self.error = Some(format!(
+                "churn: {} of {changes} changes never reached every client that sees them",
+                changes - completed
+            ));
+        }
+        let report = ChurnReport {
+            rate_per_s: rate,
+            secs: self.args.churn_secs,
+            written: changes,
+            completed,
+            until_all_acked: Latencies::of(latencies),
+            server_cpu_s: usage.server_cpu_s,
+            server_cpu_s_per_change: usage.server_cpu_s.map(|c| round3(c / changes as f64)),
+            received: self.ctx.counters.totals().since(&before),
+            reconnects: self.tally.reconnects - reconnects_before,
+            usage,
+        };
+        eprintln!(
+            "loadgen: churn: {completed}/{changes} changes; p50 {} ms, p99 {} ms, max {} ms",
+            report.until_all_acked.p50_ms,
+            report.until_all_acked.p99_ms,
+            report.until_all_acked.max_ms
+        );
+        Ok(report)
+    }
 }
 
 /// Tallies events until `done` holds; false if `deadline` came first.
