@@ -13,7 +13,7 @@ mod app_health;
 
 use anyhow::Context as _;
 use meshd_translate::bootstrap::{
-    self as envoy_bootstrap, BootstrapParams, HEALTH_PORT, PROMETHEUS_PORT, XdsAddr, XdsTls,
+    self as envoy_bootstrap, BootstrapParams, HEALTH_PORT, PROMETHEUS_PORT, XdsAddrs, XdsTls,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -48,8 +48,10 @@ pub struct Args {
     pub service_account: String,
 
     /// Where meshd serves ADS: its plaintext port, or its TLS port together with `--root-cert`.
+    /// Several `HOST:PORT`s, comma-separated, name replicas the proxy reaches directly (no Service
+    /// in front): Envoy reconnects to the next when its replica goes away.
     #[arg(long, env = "MESHD_XDS_ADDR", default_value = "127.0.0.1:15010")]
-    pub xds_addr: XdsAddr,
+    pub xds_addr: XdsAddrs,
 
     /// Root certificate (PEM) that meshd's serving certificate chains to; switches the xDS
     /// connection to TLS, the only way a proxy can receive secrets.
@@ -234,6 +236,11 @@ fn check(args: &Args) -> anyhow::Result<()> {
             args.namespace
         );
     }
+    if args.token_file.is_some() && args.xds_addr.len() > 1 {
+        anyhow::bail!(
+            "--token-file takes one --xds-addr (the control plane's Service), not a list of replicas"
+        );
+    }
     if [PROMETHEUS_PORT, HEALTH_PORT].contains(&args.admin_port) {
         anyhow::bail!(
             "--admin-port {} collides with a bootstrap listener ({PROMETHEUS_PORT}, {HEALTH_PORT})",
@@ -408,5 +415,30 @@ mod tests {
             .unwrap()
             .args;
         assert!(check(&tilde).is_err());
+    }
+
+    #[test]
+    fn several_xds_addresses_name_replicas_but_not_with_a_token_file() {
+        let args = mk_args(&["--xds-addr", "10.0.0.1:15012,10.0.0.2:15012"]);
+        assert!(check(&args).is_ok());
+        assert_eq!(params(&args).xds_addr.len(), 2);
+        let token = mk_args(&[
+            "--xds-addr",
+            "10.0.0.1:15012,10.0.0.2:15012",
+            "--root-cert",
+            "/r",
+            "--token-file",
+            "/t",
+        ]);
+        assert!(check(&token).is_err());
+        let one = mk_args(&[
+            "--xds-addr",
+            "10.0.0.1:15012",
+            "--root-cert",
+            "/r",
+            "--token-file",
+            "/t",
+        ]);
+        assert!(check(&one).is_ok());
     }
 }

@@ -233,6 +233,14 @@ fn every_bootstrap_variant_is_accepted_by_envoy() {
         xds_addr: "[::1]:15012",
         output: Sink::File,
     });
+    // One endpoint per replica.
+    variants.push(Variant {
+        node_type: "sidecar",
+        delta: false,
+        tls: true,
+        xds_addr: "10.77.0.1:15012,10.77.0.2:15012",
+        output: Sink::Stdout,
+    });
 
     let failures: Vec<String> = variants
         .iter()

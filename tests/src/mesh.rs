@@ -246,14 +246,56 @@ impl Mesh {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Meshd> {
+        self.start_meshd_on(GATEWAY, config_dir, extra_args, env)
+    }
+
+    /// Another replica of meshd: like [`Mesh::start_meshd`] (same CA directory, so one root signs
+    /// for all replicas), but listening on `ip`, a further address of the hub on the pod network
+    /// (`10.77.0.2`, say), on the same ports. Start it after the first, which creates the CA.
+    pub fn start_meshd_replica(
+        &self,
+        ip: Ipv4Addr,
+        config_dir: impl AsRef<Path>,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Meshd> {
+        let network = u32::from(GATEWAY) >> (32 - PREFIX_LEN);
+        anyhow::ensure!(
+            u32::from(ip) >> (32 - PREFIX_LEN) == network && ip != GATEWAY,
+            "{ip} is not a further hub address in {GATEWAY}/{PREFIX_LEN}"
+        );
+        let address = format!("{ip}/{PREFIX_LEN}");
+        netns::ip(&[
+            "-n",
+            &self.shared.hub,
+            "addr",
+            "replace",
+            &address,
+            "dev",
+            "br0",
+        ])?;
+        self.start_meshd_on(ip, config_dir, extra_args, &[])
+    }
+
+    fn start_meshd_on(
+        &self,
+        ip: Ipv4Addr,
+        config_dir: impl AsRef<Path>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Meshd> {
         let mut args: Vec<OsString> = vec!["serve".into(), "--config-dir".into()];
         args.push(config_dir.as_ref().into());
-        let defaults = [
-            ("--xds-addr", self.xds_addr().to_string()),
-            ("--secure-addr", self.secure_addr().to_string()),
-            ("--debug-addr", self.debug_addr().to_string()),
+        let address = |port: u16| SocketAddrV4::new(ip, port).to_string();
+        let mut defaults = vec![
+            ("--xds-addr", address(XDS_PORT)),
+            ("--secure-addr", address(SECURE_PORT)),
+            ("--debug-addr", address(DEBUG_PORT)),
             ("--ca-dir", self.ca_dir().display().to_string()),
         ];
+        if ip != GATEWAY {
+            // The first meshd's webhooks hold their port on every address; no pod calls them.
+            defaults.push(("--webhook-addr", address(0)));
+        }
         let supported = serve_flags(&self.shared.tools.meshd);
         for (flag, value) in defaults {
             let given = extra_args
@@ -265,14 +307,20 @@ impl Mesh {
             }
         }
         args.extend(extra_args.iter().map(OsString::from));
+        let log = if ip == GATEWAY {
+            "meshd.log".to_owned()
+        } else {
+            format!("meshd-{ip}.log")
+        };
         let mut meshd = Meshd {
             shared: self.shared.clone(),
+            ip,
             args,
             env: env
                 .iter()
                 .map(|(k, v)| (OsString::from(k), OsString::from(v)))
                 .collect(),
-            log: self.shared.dir.join("meshd.log"),
+            log: self.shared.dir.join(log),
             process: None,
         };
         meshd.start()?;
@@ -351,6 +399,8 @@ fn create_shared_dir(path: &Path) -> anyhow::Result<()> {
 /// `meshd serve` running in a mesh's hub.
 pub struct Meshd {
     shared: Arc<Shared>,
+    /// The hub address it listens on.
+    ip: Ipv4Addr,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     log: PathBuf,
@@ -369,7 +419,7 @@ impl Meshd {
         let (id, _pid) = self.shared.processes.spawn("meshd", command, &self.log)?;
         self.process = Some(id);
 
-        let url = format!("http://{GATEWAY}:{DEBUG_PORT}/ready");
+        let url = format!("http://{}:{DEBUG_PORT}/ready", self.ip);
         let mut exited = None;
         let ready = wait_until(READY_TIMEOUT, || {
             exited = self.shared.processes.exited(id);
@@ -396,6 +446,26 @@ impl Meshd {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         self.start()
+    }
+
+    /// The hub address this meshd listens on ([`GATEWAY`] unless it is a further replica).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// Its TLS xDS port (`--secure-addr`).
+    pub fn secure_addr(&self) -> SocketAddr {
+        SocketAddrV4::new(self.ip, SECURE_PORT).into()
+    }
+
+    /// GET `path` from this meshd's debug API; the body of a 200, an error otherwise.
+    pub fn debug(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("http://{}:{DEBUG_PORT}{path}", self.ip);
+        let result = self.shared.curl(&self.shared.hub, &url, &[]);
+        if result.status != 200 {
+            anyhow::bail!("GET {url}: {result:?}");
+        }
+        Ok(result.body)
     }
 
     pub fn is_running(&self) -> bool {

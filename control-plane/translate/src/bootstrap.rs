@@ -39,7 +39,7 @@ use crate::names::{RE2_MAX_PROGRAM_SIZE, RUNTIME_DEFAULTS_LAYER};
 use crate::util::{ads, duration, socket_address};
 
 pub use app_health::{AppProbe, ProbeScheme};
-pub use xds::{XdsAddr, XdsHost, XdsTls};
+pub use xds::{XdsAddr, XdsAddrs, XdsHost, XdsTls};
 
 /// Points at the admin interface; Istio's name for the cluster behind the 15090 listener.
 pub const PROMETHEUS_CLUSTER: &str = "prometheus_stats";
@@ -76,8 +76,8 @@ pub struct BootstrapParams {
     pub cluster_id: String,
     /// What the node reports as `ISTIO_VERSION`.
     pub version: String,
-    /// Where meshd serves ADS.
-    pub xds_addr: XdsAddr,
+    /// Where meshd serves ADS: one address (a Service), or one per replica.
+    pub xds_addr: XdsAddrs,
     /// TLS to meshd (the only way a proxy can receive secrets); plaintext without.
     pub xds_tls: Option<XdsTls>,
     /// Incremental (Delta) xDS instead of state-of-the-world.
@@ -257,16 +257,27 @@ fn static_cluster(
 
 /// `cluster_name`'s assignment of the single endpoint `address:port`.
 fn one_endpoint(cluster_name: &str, address: &str, port: u16) -> ClusterLoadAssignment {
+    endpoints(cluster_name, [(address.to_string(), port)])
+}
+
+/// `cluster_name`'s assignment of the endpoints `(address, port)`, in one locality.
+fn endpoints(
+    cluster_name: &str,
+    addresses: impl IntoIterator<Item = (String, u16)>,
+) -> ClusterLoadAssignment {
     ClusterLoadAssignment {
         cluster_name: cluster_name.to_string(),
         endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: vec![LbEndpoint {
-                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                    address: Some(socket_address(address, port.into())),
+            lb_endpoints: addresses
+                .into_iter()
+                .map(|(address, port)| LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket_address(&address, port.into())),
+                        ..Default::default()
+                    })),
                     ..Default::default()
-                })),
-                ..Default::default()
-            }],
+                })
+                .collect(),
             ..Default::default()
         }],
         ..Default::default()

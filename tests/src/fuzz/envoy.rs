@@ -163,7 +163,8 @@ pub fn base_bootstrap() -> Bootstrap {
         xds_addr: bootstrap::XdsAddr {
             host: bootstrap::XdsHost::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
             port: 15010,
-        },
+        }
+        .into(),
         xds_tls: None,
         delta: false,
         admin_port: 15000,

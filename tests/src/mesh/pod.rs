@@ -58,6 +58,9 @@ pub struct PodSpec {
     pub node_type: NodeType,
     /// The Node the pod is scheduled to (`spec.nodeName`).
     pub node: Option<String>,
+    /// The hub addresses of the meshd replicas the proxy may reach (`--xds-addr` lists them all);
+    /// empty: meshd at [`GATEWAY`] alone.
+    pub control_planes: Vec<Ipv4Addr>,
 }
 
 impl PodSpec {
@@ -74,6 +77,7 @@ impl PodSpec {
             tls: false,
             node_type: NodeType::Sidecar,
             node: None,
+            control_planes: Vec::new(),
         }
     }
 
@@ -101,6 +105,13 @@ impl PodSpec {
     /// Injects a sidecar: capture plus Envoy.
     pub fn sidecar(mut self) -> Self {
         self.sidecar = true;
+        self
+    }
+
+    /// The proxy's bootstrap names every meshd replica in `ips` (see
+    /// [`super::Mesh::start_meshd_replica`]), in this order.
+    pub fn control_planes(mut self, ips: &[Ipv4Addr]) -> Self {
+        self.control_planes = ips.to_vec();
         self
     }
 
@@ -509,6 +520,18 @@ impl Pod {
         if !labels.is_empty() {
             command.args(["--labels", &labels]);
         }
+        let control_planes = if spec.control_planes.is_empty() {
+            vec![GATEWAY]
+        } else {
+            spec.control_planes.clone()
+        };
+        let xds_addr = |port: u16| {
+            control_planes
+                .iter()
+                .map(|ip| format!("{ip}:{port}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         if spec.tls {
             // As Istio mounts the `istio-ca-root-cert` ConfigMap: a copy the proxy uid can read.
             let root = self.shared.dir.join("ca").join("root-cert.pem");
@@ -521,11 +544,11 @@ impl Pod {
             })?;
             std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644))?;
             command
-                .args(["--xds-addr", &format!("{GATEWAY}:{SECURE_PORT}")])
+                .args(["--xds-addr", &xds_addr(SECURE_PORT)])
                 .arg("--root-cert")
                 .arg(&copy);
         } else {
-            command.args(["--xds-addr", &format!("{GATEWAY}:{XDS_PORT}")]);
+            command.args(["--xds-addr", &xds_addr(XDS_PORT)]);
         }
         if spec.delta {
             command.arg("--delta");

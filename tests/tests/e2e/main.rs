@@ -32,6 +32,7 @@ mod kube_harness;
 mod kube_source;
 mod lifecycle;
 mod never_nack;
+mod replicas;
 mod security;
 mod sidecar;
 mod sidecar_scope;

@@ -24,7 +24,7 @@ use meshd_proto::pb::envoy::extensions::upstreams::http::v3::{
 };
 use meshd_proto::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 
-use super::{BootstrapParams, static_cluster};
+use super::{BootstrapParams, endpoints, static_cluster};
 use crate::tls::tls_socket;
 use crate::util::{duration, u32_value};
 
@@ -46,6 +46,57 @@ pub enum XdsHost {
     Dns(String),
 }
 
+/// Where the control plane is: one `HOST:PORT` (in a cluster, the `istiod` Service, whose one
+/// address spreads connections over the replicas), or several comma-separated, one per replica,
+/// for proxies that reach the replicas with nothing in front of them. Never empty, no repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdsAddrs(Vec<XdsAddr>);
+
+impl XdsAddrs {
+    /// The first address given; the only one, unless the proxy was given several replicas.
+    pub fn first(&self) -> &XdsAddr {
+        &self.0[0]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &XdsAddr> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: there is at least one address. (Clippy wants it beside `len`.)
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<XdsAddr> for XdsAddrs {
+    fn from(addr: XdsAddr) -> Self {
+        XdsAddrs(vec![addr])
+    }
+}
+
+impl FromStr for XdsAddrs {
+    type Err = InvalidXdsAddr;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut addrs: Vec<XdsAddr> = Vec::new();
+        for piece in s.split(',').map(str::trim) {
+            if piece.is_empty() {
+                return Err(InvalidXdsAddr::Empty(s.to_owned()));
+            }
+            let addr: XdsAddr = piece.parse()?;
+            if addrs.contains(&addr) {
+                return Err(InvalidXdsAddr::Repeated(piece.to_owned()));
+            }
+            addrs.push(addr);
+        }
+        Ok(XdsAddrs(addrs))
+    }
+}
+
 /// TLS to meshd: its serving certificate is checked against a root and a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XdsTls {
@@ -62,6 +113,10 @@ pub enum InvalidXdsAddr {
     MissingPort(String),
     BadPort(String),
     BadHost(String),
+    /// An empty entry in a comma-separated list (or nothing at all).
+    Empty(String),
+    /// The same address twice in a list.
+    Repeated(String),
 }
 
 impl fmt::Display for InvalidXdsAddr {
@@ -70,6 +125,8 @@ impl fmt::Display for InvalidXdsAddr {
             InvalidXdsAddr::MissingPort(s) => write!(f, "`{s}` is not HOST:PORT"),
             InvalidXdsAddr::BadPort(s) => write!(f, "`{s}` has an invalid port"),
             InvalidXdsAddr::BadHost(s) => write!(f, "`{s}` has an invalid host"),
+            InvalidXdsAddr::Empty(s) => write!(f, "`{s}` has an empty address"),
+            InvalidXdsAddr::Repeated(s) => write!(f, "`{s}` is given twice"),
         }
     }
 }
@@ -175,7 +232,9 @@ pub(super) fn grpc_service(params: &BootstrapParams) -> GrpcService {
         CallCredentials, ChannelArgs, ChannelCredentials, SslCredentials, call_credentials,
         channel_args, channel_credentials,
     };
-    let XdsAddr { host, port } = &params.xds_addr;
+    // Envoy's google_grpc client takes one target; `meshd bootstrap` refuses a token file with
+    // several addresses, which would need gRPC's own name resolution.
+    let XdsAddr { host, port } = params.xds_addr.first();
     let target_uri = match host {
         XdsHost::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
         host => format!("{host}:{port}"),
@@ -242,9 +301,26 @@ pub(super) fn grpc_service(params: &BootstrapParams) -> GrpcService {
 }
 
 fn xds_cluster(params: &BootstrapParams) -> Cluster {
-    let XdsAddr { host, port } = &params.xds_addr;
+    let XdsAddr { host, port } = params.xds_addr.first();
     let mut c = static_cluster(XDS_CLUSTER, duration(1, 0), &host.to_string(), *port);
-    if let XdsHost::Dns(_) = host {
+    if params.xds_addr.len() > 1 {
+        // One endpoint per replica. The ADS stream is one request on this cluster: when its
+        // replica dies, Envoy retries with backoff and each retry is a new request, which round
+        // robin (the default policy) sends to the next replica — a dead one is tried at most once
+        // in a row, and a silent one costs the 1 s connect timeout.
+        c.load_assignment = Some(endpoints(
+            XDS_CLUSTER,
+            params
+                .xds_addr
+                .iter()
+                .map(|addr| (addr.host.to_string(), addr.port)),
+        ));
+    }
+    if params
+        .xds_addr
+        .iter()
+        .any(|addr| matches!(addr.host, XdsHost::Dns(_)))
+    {
         c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::StrictDns as i32,
         ));

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use meshd_model::NodeType;
 use meshd_translate::bootstrap::{
-    self, AppProbe, BootstrapParams, ProbeScheme, XdsAddr, XdsHost, XdsTls,
+    self, AppProbe, BootstrapParams, ProbeScheme, XdsAddr, XdsAddrs, XdsHost, XdsTls,
 };
 use serde_json::{Value, json};
 
@@ -308,6 +308,81 @@ fn an_ipv6_xds_address_is_written_unbracketed_in_the_cluster() {
         endpoint_address(cluster(&bootstrap, "xds-grpc")),
         &json!({ "socket_address": { "address": "::1", "port_value": 15012 } })
     );
+}
+
+#[test]
+fn several_xds_addresses_become_one_endpoint_each_in_the_xds_cluster() {
+    let bootstrap = check(
+        "xds-replicas",
+        &BootstrapParams {
+            xds_addr: "10.77.0.1:15012,10.77.0.2:15012".parse().unwrap(),
+            xds_tls: tls(false),
+            ..params()
+        },
+    );
+    let xds = cluster(&bootstrap, "xds-grpc");
+    assert_eq!(xds["type"], "STATIC");
+    // Round robin (Envoy's default, not written out): a reconnect tries the next replica.
+    assert_eq!(xds.get("lb_policy"), None);
+    assert_eq!(xds["connect_timeout"], "1s");
+    let endpoints: Vec<&Value> = xds["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["endpoint"]["address"]["socket_address"])
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            &json!({ "address": "10.77.0.1", "port_value": 15012 }),
+            &json!({ "address": "10.77.0.2", "port_value": 15012 }),
+        ]
+    );
+}
+
+#[test]
+fn a_name_among_the_xds_addresses_makes_the_cluster_resolve_them() {
+    let bootstrap = json_of(&BootstrapParams {
+        xds_addr: "meshd-0.meshd.istio-system.svc:15010,10.77.0.2:15010"
+            .parse()
+            .unwrap(),
+        ..params()
+    });
+    let xds = cluster(&bootstrap, "xds-grpc");
+    assert_eq!(xds["type"], "STRICT_DNS");
+    assert_eq!(
+        xds["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn one_xds_address_in_list_syntax_is_the_single_address_bootstrap() {
+    let single = params();
+    let listed = BootstrapParams {
+        xds_addr: XdsAddrs::from("127.0.0.1:15010".parse::<XdsAddr>().unwrap()),
+        ..params()
+    };
+    assert_eq!(json_of(&single), json_of(&listed));
+}
+
+#[test]
+fn xds_address_lists_reject_empty_entries_and_repeats() {
+    let parse = |s: &str| s.parse::<XdsAddrs>();
+    assert_eq!(parse(" 10.0.0.1:1 , 10.0.0.2:1 ").unwrap().len(), 2);
+    for bad in [
+        "",
+        ",",
+        "10.0.0.1:1,",
+        "10.0.0.1:1,,10.0.0.2:1",
+        "10.0.0.1:1,10.0.0.1:1",
+        "a:1,b",
+    ] {
+        assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+    }
 }
 
 fn probe(port: u16, path: &str, scheme: ProbeScheme) -> AppProbe {
