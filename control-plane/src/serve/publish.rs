@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use meshd_model::finding::{REJECTED_BY_ENVOY, Severity};
 use meshd_model::{Finding, InvalidObject, MeshConfig, Snapshot, SourceEvent};
