@@ -387,10 +387,25 @@ fn snapshot_of(
     move || generator.snapshot()
 }
 
+/// A listener whose accept queue is as deep as the kernel allows (`net.core.somaxconn`): after a
+/// control-plane restart every proxy reconnects at once, and a connection that overflows tokio's
+/// default of 1,024 waits a second or more for its SYN to be sent again.
 async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(|| format!("a socket for {addr}"))?;
+    socket
+        .set_reuseaddr(true)
+        .with_context(|| format!("SO_REUSEADDR for {addr}"))?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding {addr}"))?;
+    socket
+        .listen(u32::from(u16::MAX))
+        .with_context(|| format!("listening on {addr}"))
 }
 
 /// `meshd_leader`: 1 while this replica holds the lease.
