@@ -89,4 +89,3 @@ pub(super) fn set_tag(value: &str) -> OnMatch {
         ..Default::default()
     }
 }
-

@@ -21,7 +21,8 @@ fn tags_of(log: &AccessLog) -> Vec<String> {
 #[test]
 fn both_sides_report_istios_request_labels() {
     for reporter in [Reporter::Source, Reporter::Destination] {
-        let tags = tags_of(&http_logger(reporter, &OWN.map(str::to_string), &SideMetrics::all()).unwrap());
+        let tags =
+            tags_of(&http_logger(reporter, &OWN.map(str::to_string), &SideMetrics::all()).unwrap());
         for label in [
             "reporter",
             "source_workload",
@@ -113,7 +114,10 @@ fn a_side_without_metrics_gets_no_loggers_and_one_without_some_gets_only_the_oth
         .collect();
     assert_eq!(
         names,
-        ["istio_request_duration_milliseconds", "istio_response_bytes"]
+        [
+            "istio_request_duration_milliseconds",
+            "istio_response_bytes"
+        ]
     );
     assert_eq!(http.counters.len(), 1);
     // Only the closed-connection counters: nothing is counted on connect.
@@ -129,7 +133,10 @@ fn a_side_without_metrics_gets_no_loggers_and_one_without_some_gets_only_the_oth
     ]);
     let m = Metrics::new(Reporter::Destination, None, &http_off).unwrap();
     assert!(m.http().is_none());
-    assert!(m.http_filter().is_none(), "no peer filter without HTTP metrics");
+    assert!(
+        m.http_filter().is_none(),
+        "no peer filter without HTTP metrics"
+    );
 }
 
 #[test]
