@@ -705,6 +705,10 @@ fn telemetry_metrics_matches_golden_and_envoy_accepts_it() {
         };
         (of(false), of(true), json["routes"].to_string())
     };
+    // A Telemetry with only `metrics` sets its workload apart like any other.
+    let scope = |i: usize| meshd_translate::Scope::for_proxy(&snapshot, &proxies[i]);
+    assert_eq!(scope(0).telemetry.len(), 1);
+    assert!(scope(2).telemetry.is_empty());
     const STATS: &str = "envoy.access_loggers.stats";
     const DROPPED: &str = r#""request_headers_to_remove":["x-meshd-peer"]"#;
 
