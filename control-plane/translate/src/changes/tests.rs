@@ -277,10 +277,16 @@ spec:
     assert!(diff.outbound(type_url::LISTENER));
     assert!(!diff.outbound(type_url::CLUSTER));
     assert!(diff.eds_hosts.is_empty());
-    assert!(diff.pushed_types(false, everyone).contains(&type_url::LISTENER));
+    assert!(
+        diff.pushed_types(false, everyone)
+            .contains(&type_url::LISTENER)
+    );
     // Turning them back on, and nothing else, is a change too.
     let on = off.replace("disabled: true", "disabled: false");
     let diff = SnapshotDiff::between(&edited("", "", off), &edited("", "", &on));
     assert!(diff.telemetry);
-    assert!(diff.pushed_types(false, everyone).contains(&type_url::LISTENER));
+    assert!(
+        diff.pushed_types(false, everyone)
+            .contains(&type_url::LISTENER)
+    );
 }
