@@ -195,8 +195,8 @@ impl Check<'_> {
                     self.warning(
                         &field,
                         format!(
-                            "UPSERT is not applied by meshd: {name:?} keeps meshd's value \
-                             (REMOVE is applied)"
+                            "UPSERT is not applied by meshd: label {name:?} is neither \
+                             added nor changed (REMOVE is applied)"
                         ),
                     );
                     out.insert(name.clone(), TagOverride::Upsert(value));
