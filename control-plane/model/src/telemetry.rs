@@ -1,9 +1,10 @@
-//! Telemetry resources: which access loggers and tracer a workload's proxy uses, resolved as istiod
-//! does. A proxy gets the namespace-wide Telemetry of the root namespace (mesh-wide), then the
+//! Telemetry resources: which access loggers, tracer and metrics a workload's proxy uses, resolved
+//! as istiod does. A proxy gets the namespace-wide Telemetry of the root namespace (mesh-wide), then the
 //! namespace-wide one of its own namespace, then every Telemetry in its namespace whose `selector`
 //! matches it; each later, more specific one overrides what it sets. Where no Telemetry (and no
 //! `defaultProviders`) says anything, the mesh config's `accessLogFile` and `defaultConfig.tracing`
-//! apply.
+//! apply; metrics are on unless `defaultProviders.metrics` or a Telemetry turns them off
+//! (`telemetry/metrics.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,7 +18,12 @@ use crate::mesh_config::MeshConfig;
 use crate::object::{Object, ObjectKey};
 use crate::registry::Registry;
 
+mod metrics;
 mod validate;
+pub use metrics::{
+    IstioMetric, MetricLabels, MetricMatch, MetricsChoice, MetricsOverride, MetricsRule,
+    SideMetrics, TagOverride,
+};
 use validate::validate;
 
 /// Which side of a workload's traffic a rule is for: its own requests out (`CLIENT`: sidecar
@@ -67,6 +73,7 @@ pub struct TelemetryModel {
     pub targeted: bool,
     pub access_logging: Vec<AccessLoggingRule>,
     pub tracing: Vec<TracingRule>,
+    pub metrics: Vec<MetricsRule>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -293,6 +300,14 @@ impl AppliedTelemetry<'_> {
             }
         }
         Some(choice)
+    }
+
+    /// Which of Istio's standard metrics each side reports (istiod's `mergeMetrics`), through
+    /// the first `prometheus` provider in scope; with no Telemetry `metrics`, the mesh config's
+    /// `defaultProviders.metrics` decide.
+    pub fn metrics(&self, mesh: &MeshConfig) -> MetricsChoice {
+        let rules: Vec<&MetricsRule> = self.levels.iter().flat_map(|t| &t.metrics).collect();
+        metrics::merge(&rules, mesh)
     }
 }
 

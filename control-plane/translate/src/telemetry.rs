@@ -1,6 +1,7 @@
-//! Access logs and tracing on a proxy's listeners, as istiod puts them there: every HTTP connection
-//! manager logs requests and traces, every TCP proxy logs connections, and the capturing listeners
-//! (`virtualOutbound`, `virtualInbound`) and gateways log connections no filter chain took.
+//! Access logs, tracing and Istio's standard metrics on a proxy's listeners, as istiod puts them
+//! there: every HTTP connection manager logs requests, traces and counts them, every TCP proxy
+//! logs and counts connections, and the capturing listeners (`virtualOutbound`,
+//! `virtualInbound`) and gateways log connections no filter chain took.
 //!
 //! Listeners are built first and given their telemetry here, in one place: what a proxy logs and
 //! traces depends only on its side of the traffic (client: sidecar outbound and gateways; server:
@@ -18,6 +19,7 @@ use meshd_model::{NodeType, ObjectKey, Proxy, Snapshot};
 use meshd_proto::pb::envoy::config::accesslog::v3::AccessLog;
 use meshd_proto::pb::envoy::config::cluster::v3::Cluster;
 use meshd_proto::pb::envoy::config::listener::v3::{Filter, Listener, filter};
+use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, RequestIdExtension,
 };
@@ -100,7 +102,7 @@ impl WorkloadNames {
     }
 }
 
-/// What one side of a proxy's listeners log and trace with.
+/// What one side of a proxy's listeners log, trace and count with.
 #[derive(Default)]
 pub(crate) struct ListenerTelemetry {
     http: Vec<AccessLog>,
@@ -108,8 +110,15 @@ pub(crate) struct ListenerTelemetry {
     /// On the capturing listeners and gateways: connections no filter chain matched.
     listener: Vec<AccessLog>,
     tracing: Option<tracing::HcmTracing>,
-    /// Istio's standard metrics, reported as this side.
+    /// Istio's standard metrics, reported as this side; `None` where it reports none.
     metrics: Option<metrics::Metrics>,
+    /// Client side: every HTTP request names the proxy in [`PEER_HEADER`] (set by the route
+    /// configurations), from connection filter state on these shared listeners. Kept even where
+    /// the client reports no metrics, as Istio's metadata exchange is: the server may.
+    sends_peer_header: bool,
+    /// Server side without HTTP metrics: nothing reads [`PEER_HEADER`], which is dropped before
+    /// the app sees it.
+    drops_peer_header: bool,
 }
 
 /// The Telemetries of a scope: the mesh-wide and namespace-wide ones of its namespace, and the
@@ -178,13 +187,17 @@ impl ListenerTelemetry {
             }
             _ => {}
         }
-        out.metrics = Some(metrics::Metrics::new(
-            match side {
-                WorkloadMode::Server => metrics::Reporter::Destination,
-                WorkloadMode::Client | WorkloadMode::ClientAndServer => metrics::Reporter::Source,
-            },
-            None,
-        ));
+        let reported = applied.metrics(mesh);
+        let (reporter, side_metrics) = match side {
+            WorkloadMode::Server => (metrics::Reporter::Destination, &reported.server),
+            WorkloadMode::Client | WorkloadMode::ClientAndServer => {
+                (metrics::Reporter::Source, &reported.client)
+            }
+        };
+        out.metrics = metrics::Metrics::new(reporter, None, side_metrics);
+        out.sends_peer_header = reporter == metrics::Reporter::Source;
+        out.drops_peer_header = reporter == metrics::Reporter::Destination
+            && out.metrics.as_ref().and_then(|m| m.http()).is_none();
         if let Some(names) = names {
             out.tracing = tracing::hcm_tracing(snapshot, scope, &applied, side, names);
         }
@@ -194,12 +207,12 @@ impl ListenerTelemetry {
     /// The metrics of listeners only `proxy` holds (its inbound ones) name it with fixed
     /// strings instead of reading its node metadata per request.
     pub(crate) fn own_listeners_of(mut self, snapshot: &Snapshot, proxy: &Proxy) -> Self {
-        if let Some(m) = &self.metrics {
+        if let Some(m) = self.metrics.take() {
             let labels = snapshot
                 .pod_by_ip(&proxy.ip)
                 .map_or(&proxy.labels, |pod| &pod.labels);
             let own = metrics::own_names(&proxy.pod_name, &proxy.namespace, labels);
-            self.metrics = Some(metrics::Metrics::new(m.reporter(), Some(own)));
+            self.metrics = m.with_own_names(own);
         }
         self
     }
@@ -211,6 +224,8 @@ impl ListenerTelemetry {
             && self.tcp.is_empty()
             && self.tracing.is_none()
             && self.metrics.is_none()
+            && !self.sends_peer_header
+            && !self.drops_peer_header
         {
             return;
         }
@@ -222,12 +237,16 @@ impl ListenerTelemetry {
                 for filter in &mut chain.filters {
                     self.apply_to_filter(filter);
                 }
-                // Shared listeners' metrics read the proxy's names from connection state.
-                let counts = chain
-                    .filters
-                    .iter()
-                    .any(|f| f.name == HCM || f.name == TCP_PROXY);
-                if counts && self.metrics.as_ref().is_some_and(|m| m.needs_own_filter()) {
+                // Shared listeners' metrics and peer header read the proxy's names from
+                // connection state.
+                let http = chain.filters.iter().any(|f| f.name == HCM);
+                let tcp = chain.filters.iter().any(|f| f.name == TCP_PROXY);
+                let own = (http && self.sends_peer_header)
+                    || self
+                        .metrics
+                        .as_ref()
+                        .is_some_and(|m| m.needs_own_filter(http, tcp));
+                if own {
                     chain.filters.insert(0, metrics::own_filter());
                 }
             }
@@ -245,8 +264,15 @@ impl ListenerTelemetry {
                 };
                 hcm.access_log.extend(self.http.iter().cloned());
                 if let Some(m) = &self.metrics {
-                    hcm.access_log.push(m.http().clone());
+                    hcm.access_log.extend(m.http().cloned());
                     hcm.http_filters.splice(0..0, m.http_filter());
+                }
+                if self.drops_peer_header
+                    && let Some(RouteSpecifier::RouteConfig(routes)) = &mut hcm.route_specifier
+                {
+                    routes
+                        .request_headers_to_remove
+                        .push(PEER_HEADER.to_string());
                 }
                 if let Some(t) = &self.tracing {
                     hcm.tracing = Some(t.tracing.clone());
@@ -261,23 +287,26 @@ impl ListenerTelemetry {
                 }
                 *any = pack(&hcm);
             }
-            TCP_PROXY if !self.tcp.is_empty() || self.metrics.is_some() => {
+            TCP_PROXY => {
+                let counters: Vec<&AccessLog> = self.metrics.iter().flat_map(|m| m.tcp()).collect();
+                if self.tcp.is_empty() && counters.is_empty() {
+                    return;
+                }
                 let Some(mut tcp) = unpack::<TcpProxy>(any) else {
                     return;
                 };
-                match &self.metrics {
-                    Some(m) => {
-                        // The opened-connections counter is written when the upstream
-                        // connection is made; the file logs keep one line per connection.
-                        tcp.access_log
-                            .extend(self.tcp.iter().cloned().map(metrics::not_on_connect));
-                        tcp.access_log.extend(m.tcp().into_iter().cloned());
-                        tcp.access_log_options
-                            .get_or_insert_with(Default::default)
-                            .flush_access_log_on_connected = true;
-                    }
-                    None => tcp.access_log.extend(self.tcp.iter().cloned()),
+                if self.metrics.as_ref().is_some_and(|m| m.counts_on_connect()) {
+                    // The opened-connections counter is written when the upstream connection
+                    // is made; the file logs keep one line per connection.
+                    tcp.access_log
+                        .extend(self.tcp.iter().cloned().map(metrics::not_on_connect));
+                    tcp.access_log_options
+                        .get_or_insert_with(Default::default)
+                        .flush_access_log_on_connected = true;
+                } else {
+                    tcp.access_log.extend(self.tcp.iter().cloned());
                 }
+                tcp.access_log.extend(counters.into_iter().cloned());
                 *any = pack(&tcp);
             }
             _ => {}

@@ -687,3 +687,54 @@ fn telemetry_legacy_zipkin_matches_golden_and_envoy_accepts_it() {
 fn invalid_telemetry_is_reported_and_the_rest_is_served() {
     check_case("telemetry-invalid");
 }
+
+#[test]
+fn telemetry_metrics_matches_golden_and_envoy_accepts_it() {
+    check_case("telemetry-metrics");
+    let (snapshot, proxies) = load_case("telemetry-metrics");
+    // Each listener of a proxy as JSON text, inbound (`virtualInbound`) apart from the rest.
+    let sides = |i: usize| -> (String, String, String) {
+        let json = meshd_translate::generate(&snapshot, &proxies[i]).to_json();
+        let listeners = json["listeners"].as_array().unwrap();
+        let of = |inbound: bool| -> String {
+            listeners
+                .iter()
+                .filter(|l| (l["name"] == "virtualInbound") == inbound)
+                .map(Value::to_string)
+                .collect()
+        };
+        (of(false), of(true), json["routes"].to_string())
+    };
+    // A Telemetry with only `metrics` sets its workload apart like any other.
+    let scope = |i: usize| meshd_translate::Scope::for_proxy(&snapshot, &proxies[i]);
+    assert_eq!(scope(0).telemetry.len(), 1);
+    assert!(scope(2).telemetry.is_empty());
+    const STATS: &str = "envoy.access_loggers.stats";
+    const DROPPED: &str = r#""request_headers_to_remove":["x-meshd-peer"]"#;
+
+    // web reports nothing: no stats logger, no peer filter; it still names itself to servers.
+    let (outbound, inbound, routes) = sides(0);
+    assert!(!outbound.contains(STATS) && !inbound.contains(STATS));
+    assert!(!inbound.contains("header_to_metadata"));
+    assert!(inbound.contains(DROPPED), "{inbound}");
+    assert!(outbound.contains("envoy.filters.network.set_filter_state"));
+    assert!(routes.contains("x-meshd-peer"));
+
+    // cart reports as a server only: requests without response_flags, nothing counted on
+    // connect.
+    let (outbound, inbound, _) = sides(1);
+    assert!(!outbound.contains(STATS));
+    assert!(inbound.contains(STATS) && inbound.contains("header_to_metadata"));
+    assert!(!inbound.contains(DROPPED));
+    assert!(!inbound.contains("istio_tcp_connections_opened_total"));
+    assert!(!inbound.contains("flush_access_log_on_connected"));
+    assert!(inbound.contains("istio_tcp_connections_closed_total"));
+
+    // batch: everything, on both sides (no Service selects it: its inbound side is TCP
+    // passthrough only).
+    let (outbound, inbound, _) = sides(2);
+    assert!(outbound.contains("istio_requests_total"));
+    for side in [&outbound, &inbound] {
+        assert!(side.contains("istio_tcp_connections_opened_total"));
+    }
+}

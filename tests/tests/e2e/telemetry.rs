@@ -7,6 +7,7 @@
 //! under istiod's names and labels, the Kubernetes events among them.
 
 mod istio_metrics;
+mod metrics_telemetry;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

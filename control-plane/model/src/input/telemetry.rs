@@ -34,7 +34,7 @@ pub struct TelemetrySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tracing: Vec<Tracing>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub metrics: Vec<serde_json::Value>,
+    pub metrics: Vec<Metrics>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_logging: Vec<AccessLogging>,
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -97,6 +97,64 @@ pub struct Tracing {
     pub enable_istio_tags: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_context_propagation: Option<bool>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: UnknownFields,
+}
+
+/// `metrics`: which providers report Istio's standard metrics, and which metrics (or labels of
+/// them) are turned off.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metrics {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderRef>,
+    /// `null` entries are kept so they can be refused as istiod refuses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<Option<MetricsOverrides>>,
+    /// A Go duration (`15s`): how often long TCP connections are reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_interval: Option<String>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: UnknownFields,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsOverrides {
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<MetricSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_overrides: BTreeMap<String, Option<TagOverride>>,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: UnknownFields,
+}
+
+/// Which metrics an override is for: one of Istio's (`metric`, `ALL_METRICS` by default) or a
+/// custom one by name, on which side.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_metric: Option<String>,
+    /// `CLIENT_AND_SERVER` (the default), `CLIENT` or `SERVER`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mode: String,
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: UnknownFields,
+}
+
+/// A label of a metric removed (`REMOVE`) or set to a CEL expression's value (`UPSERT`, the
+/// default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: UnknownFields,
 }

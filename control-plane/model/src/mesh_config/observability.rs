@@ -56,15 +56,28 @@ pub struct ZipkinAddress {
 }
 
 /// `defaultProviders`: the providers used where no Telemetry names any.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DefaultProviders {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tracing: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// `[prometheus]` unless the mesh config names others (or none: `metrics: []`), as Istio's
+    /// installer writes it. Istio's chart leaves it empty when the user sets any of
+    /// `defaultProviders`; meshd defaults the field alone, so a default tracer does not turn
+    /// metrics off.
     pub metrics: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub access_logging: Vec<String>,
+}
+
+impl Default for DefaultProviders {
+    fn default() -> Self {
+        DefaultProviders {
+            tracing: Vec::new(),
+            metrics: vec![PROMETHEUS_PROVIDER.to_string()],
+            access_logging: Vec::new(),
+        }
+    }
 }
 
 /// One `extensionProviders` entry. Exactly one provider field is set; the kinds meshd does not
@@ -95,6 +108,11 @@ pub enum ProviderKind<'a> {
 }
 
 impl ExtensionProvider {
+    /// A `prometheus` provider: Istio's standard metrics on the proxy's stats page.
+    pub fn is_prometheus(&self) -> bool {
+        self.other.contains_key("prometheus")
+    }
+
     pub fn kind(&self) -> Option<ProviderKind<'_>> {
         if let Some(z) = &self.zipkin {
             return Some(ProviderKind::Zipkin(z));
@@ -227,6 +245,9 @@ pub struct NamedTag {
     pub default_value: String,
 }
 
+/// Istio's built-in metrics provider: the proxy's Prometheus stats.
+pub const PROMETHEUS_PROVIDER: &str = "prometheus";
+
 /// Istio's built-in access-log provider: Envoy's file logger on standard output, formatted as the
 /// mesh config's `accessLogEncoding`/`accessLogFormat` say.
 pub const ENVOY_PROVIDER: &str = "envoy";
@@ -240,7 +261,7 @@ pub fn builtin_providers() -> Vec<ExtensionProvider> {
         ..Default::default()
     };
     vec![
-        other("prometheus"),
+        other(PROMETHEUS_PROVIDER),
         other("stackdriver"),
         ExtensionProvider {
             name: ENVOY_PROVIDER.to_string(),

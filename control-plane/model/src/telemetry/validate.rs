@@ -1,19 +1,25 @@
 //! Telemetry validation as istiod does it (`ValidateTelemetry`): the selector, provider references,
-//! sampling, custom tags and access-log filters; and the analyzers' findings about Telemetries that
+//! sampling, custom tags, access-log filters and metrics overrides; and the analyzers' findings about Telemetries that
 //! compete for the same workloads (IST0160).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::finding::{Checks, Finding, REFERENCED_NOT_FOUND, Severity};
+use crate::finding::{Checks, Finding, REFERENCED_NOT_FOUND, SCHEMA_ERROR, Severity};
 use crate::input::labels_match;
-use crate::input::telemetry::{CustomTag, ModeSelector, ProviderRef, Telemetry};
+use crate::input::telemetry::{
+    CustomTag, MetricSelector, Metrics, ModeSelector, ProviderRef, TagOverride as InputTagOverride,
+    Telemetry,
+};
 use crate::mesh_config::MeshConfig;
 use crate::object::{Kind, ObjectKey};
 use crate::registry::Registry;
 use crate::syntax;
 
-use super::{AccessLoggingRule, TelemetryModel, TracingRule, WorkloadMode};
+use super::{
+    AccessLoggingRule, IstioMetric, MetricMatch, MetricsOverride, MetricsRule, TagOverride,
+    TelemetryModel, TracingRule, WorkloadMode,
+};
 
 /// Istio's analyzer code for several namespace-wide Telemetries in one namespace.
 pub const MULTIPLE_WITHOUT_SELECTOR: &str = "IST0160";
@@ -29,7 +35,11 @@ type Check<'a> = Checks<'a, TelemetryRules>;
 
 impl Check<'_> {
     fn mode(&mut self, selector: Option<&ModeSelector>, at: &str) -> WorkloadMode {
-        match selector.map(|s| s.mode.as_str()).unwrap_or_default() {
+        self.mode_named(selector.map(|s| s.mode.as_str()).unwrap_or_default(), at)
+    }
+
+    fn mode_named(&mut self, mode: &str, at: &str) -> WorkloadMode {
+        match mode {
             "" | "CLIENT_AND_SERVER" => WorkloadMode::ClientAndServer,
             "CLIENT" => WorkloadMode::Client,
             "SERVER" => WorkloadMode::Server,
@@ -74,56 +84,137 @@ impl Check<'_> {
         }
     }
 
-    /// `validateTelemetryMetrics`: provider names and tag overrides (metrics are otherwise not
-    /// applied by meshd, but what istiod refuses is refused).
-    fn metrics(&mut self, metrics: &serde_json::Value, at: &str) {
-        let refs: Vec<ProviderRef> = metrics
-            .get("providers")
-            .and_then(|p| serde_json::from_value(p.clone()).ok())
-            .unwrap_or_default();
-        self.providers(&refs, at);
-        let overrides = metrics.get("overrides").and_then(|o| o.as_array());
-        for (i, o) in overrides.into_iter().flatten().enumerate() {
+    /// `validateTelemetryMetrics` (provider names, tag overrides), and what the CRD's schema
+    /// refuses (metric names, modes).
+    fn metrics(&mut self, metrics: &Metrics, at: &str) -> MetricsRule {
+        self.unknown_fields(at, &metrics.unknown);
+        let providers = self.providers(&metrics.providers, at);
+        if let Some(interval) = &metrics.reporting_interval {
+            let field = format!("{at}.reportingInterval");
+            match crate::duration::parse(interval) {
+                Err(e) => self.error(&field, e),
+                Ok(_) => self.warning(
+                    &field,
+                    "reportingInterval is not applied by meshd: TCP bytes are counted when a \
+                     connection closes"
+                        .to_string(),
+                ),
+            }
+        }
+        let mut overrides = Vec::new();
+        for (i, o) in metrics.overrides.iter().enumerate() {
             let at = format!("{at}.overrides[{i}]");
-            if o.is_null() {
+            let Some(o) = o else {
                 self.error(&at, "tagOverrides may not be null".to_string());
                 continue;
+            };
+            self.unknown_fields(&at, &o.unknown);
+            let selector = o.matches.clone().unwrap_or_default();
+            self.unknown_fields(&format!("{at}.match"), &selector.unknown);
+            let mode = self.mode_named(&selector.mode, &at);
+            let metric = self.metric_match(&selector, &at);
+            let tags = self.tag_overrides(&o.tag_overrides, &at);
+            overrides.push(MetricsOverride {
+                metric,
+                mode,
+                disabled: o.disabled,
+                tags,
+            });
+        }
+        MetricsRule {
+            providers,
+            overrides,
+        }
+    }
+
+    fn metric_match(&mut self, selector: &MetricSelector, at: &str) -> MetricMatch {
+        match (&selector.metric, &selector.custom_metric) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    &format!("{at}.match"),
+                    "only one of metric or customMetric may be set".to_string(),
+                );
+                MetricMatch::All
             }
-            let tags = o.get("tagOverrides").and_then(|t| t.as_object());
-            for (name, tag) in tags.into_iter().flatten() {
-                let field = format!("{at}.tagOverrides.{name}");
-                if tag.is_null() {
-                    self.error(&field, "tagOverrides may not be null".to_string());
-                    continue;
-                }
-                let value = tag
-                    .get("value")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default();
-                match tag
-                    .get("operation")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("UPSERT")
-                {
-                    "UPSERT" if value.is_empty() => self.error(
-                        &format!("{field}.value"),
-                        "tagOverrides.value must be set when operation is UPSERT".to_string(),
-                    ),
-                    "REMOVE" if !value.is_empty() => self.error(
-                        &format!("{field}.value"),
-                        "tagOverrides.value may only be set when operation is UPSERT".to_string(),
-                    ),
-                    _ => {}
-                }
-            }
-            let custom = o.pointer("/match/customMetric").and_then(|v| v.as_str());
-            if custom == Some("") {
+            (_, Some(custom)) if custom.is_empty() => {
                 self.error(
                     &format!("{at}.match.customMetric"),
                     "customMetric may not be empty".to_string(),
                 );
+                MetricMatch::All
+            }
+            (_, Some(custom)) => {
+                self.warning(
+                    &format!("{at}.match.customMetric"),
+                    format!(
+                        "custom metric {custom:?} is not reported by meshd: only Istio's \
+                         standard metrics are"
+                    ),
+                );
+                MetricMatch::Custom(custom.clone())
+            }
+            (None, None) => MetricMatch::All,
+            (Some(name), None) if name == "ALL_METRICS" => MetricMatch::All,
+            (Some(name), None) => match IstioMetric::from_api_name(name) {
+                Some(m) => MetricMatch::Istio(m),
+                None => {
+                    let known: Vec<&str> = IstioMetric::ALL.iter().map(|m| m.api_name()).collect();
+                    self.error(
+                        &format!("{at}.match.metric"),
+                        format!(
+                            "unknown metric {name:?} (ALL_METRICS, {})",
+                            known.join(", ")
+                        ),
+                    );
+                    MetricMatch::All
+                }
+            },
+        }
+    }
+
+    fn tag_overrides(
+        &mut self,
+        tags: &BTreeMap<String, Option<InputTagOverride>>,
+        at: &str,
+    ) -> BTreeMap<String, TagOverride> {
+        let mut out = BTreeMap::new();
+        for (name, tag) in tags {
+            let field = format!("{at}.tagOverrides.{name}");
+            let Some(tag) = tag else {
+                self.error(&field, "tagOverrides may not be null".to_string());
+                continue;
+            };
+            self.unknown_fields(&field, &tag.unknown);
+            let value = tag.value.clone().unwrap_or_default();
+            match tag.operation.as_deref().unwrap_or("UPSERT") {
+                "UPSERT" if value.is_empty() => self.error(
+                    &format!("{field}.value"),
+                    "tagOverrides.value must be set when operation is UPSERT".to_string(),
+                ),
+                "UPSERT" => {
+                    self.warning(
+                        &field,
+                        format!(
+                            "UPSERT is not applied by meshd: label {name:?} is neither \
+                             added nor changed (REMOVE is applied)"
+                        ),
+                    );
+                    out.insert(name.clone(), TagOverride::Upsert(value));
+                }
+                "REMOVE" if !value.is_empty() => self.error(
+                    &format!("{field}.value"),
+                    "tagOverrides.value may only be set when operation is UPSERT".to_string(),
+                ),
+                "REMOVE" => {
+                    out.insert(name.clone(), TagOverride::Remove);
+                }
+                other => self.error(
+                    &format!("{field}.operation"),
+                    format!("unknown operation {other:?} (UPSERT, REMOVE)"),
+                ),
             }
         }
+        out
     }
 
     fn custom_tags(
@@ -317,17 +408,12 @@ pub(super) fn validate(
         });
     }
 
-    for (i, metrics) in spec.metrics.iter().enumerate() {
-        check.metrics(metrics, &format!("spec.metrics[{i}]"));
-    }
-    if !spec.metrics.is_empty() {
-        check.warning(
-            "spec.metrics",
-            "metrics overrides are not applied by meshd: proxies report Istio's standard \
-             metrics as configured by meshd"
-                .to_string(),
-        );
-    }
+    let metrics = spec
+        .metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| check.metrics(m, &format!("spec.metrics[{i}]")))
+        .collect();
 
     if !check.finish(findings) {
         return None;
@@ -342,6 +428,7 @@ pub(super) fn validate(
         targeted,
         access_logging,
         tracing,
+        metrics,
     })
 }
 
@@ -432,7 +519,25 @@ pub(super) fn references(
                     .iter()
                     .map(move |p| (format!("spec.tracing[{i}]"), p))
             }));
-        for (at, provider) in named {
+        let metrics = t.metrics.iter().enumerate().flat_map(|(i, r)| {
+            r.providers
+                .iter()
+                .map(move |p| (format!("spec.metrics[{i}]"), p))
+        });
+        for (at, provider) in metrics.clone() {
+            if mesh.provider(provider).is_some_and(|p| !p.is_prometheus()) {
+                findings.push(warn(
+                    t,
+                    SCHEMA_ERROR,
+                    &format!("{at}.providers"),
+                    format!(
+                        "provider {provider:?} is not a prometheus provider: meshd reports \
+                         metrics only through prometheus providers, so it reports none for it"
+                    ),
+                ));
+            }
+        }
+        for (at, provider) in named.chain(metrics) {
             if mesh.provider(provider).is_none() {
                 findings.push(warn(
                     t,

@@ -261,3 +261,32 @@ spec: {accessLogging: [{providers: [{name: envoy}]}]}
         ["CDS", "LDS", "RDS"]
     );
 }
+
+#[test]
+fn a_metrics_only_telemetry_reaches_listeners_and_the_scopes_that_name_it() {
+    let off = "---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: no-metrics, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  metrics: [{overrides: [{match: {metric: ALL_METRICS}, disabled: true}]}]
+";
+    let diff = diff_to(&edited("", "", off));
+    assert!(diff.telemetry);
+    assert!(diff.outbound(type_url::LISTENER));
+    assert!(!diff.outbound(type_url::CLUSTER));
+    assert!(diff.eds_hosts.is_empty());
+    assert!(
+        diff.pushed_types(false, everyone)
+            .contains(&type_url::LISTENER)
+    );
+    // Turning them back on, and nothing else, is a change too.
+    let on = off.replace("disabled: true", "disabled: false");
+    let diff = SnapshotDiff::between(&edited("", "", off), &edited("", "", &on));
+    assert!(diff.telemetry);
+    assert!(
+        diff.pushed_types(false, everyone)
+            .contains(&type_url::LISTENER)
+    );
+}

@@ -19,50 +19,31 @@
 //! The stats live under Envoy's stat namespace [`STAT_NAMESPACE`]; the 15090 scrape listener
 //! strips `envoy_istiocustom_` from their Prometheus names (see the bootstrap).
 
+mod peer;
+mod tags;
+
 use std::collections::BTreeMap;
 
 use meshd_model::ServiceModel;
+use meshd_model::telemetry::{IstioMetric, SideMetrics};
 use meshd_proto::pack;
 use meshd_proto::pb::envoy::config::accesslog::v3::{
     AccessLog, AccessLogFilter, AndFilter, LogTypeFilter, access_log, access_log_filter,
 };
-use meshd_proto::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
-use meshd_proto::pb::envoy::config::core::v3::{
-    DataSource, HeaderValue, HeaderValueOption, Metadata, SubstitutionFormatString, data_source,
-    substitution_format_string,
-};
-use meshd_proto::pb::envoy::config::listener::v3::{Filter, filter};
+use meshd_proto::pb::envoy::config::core::v3::Metadata;
 use meshd_proto::pb::envoy::data::accesslog::v3::AccessLogType;
 use meshd_proto::pb::envoy::extensions::access_loggers::stats::v3::Config as StatsConfig;
 use meshd_proto::pb::envoy::extensions::access_loggers::stats::v3::config::{
     Counter, Histogram, Stat, Tag, histogram,
 };
-use meshd_proto::pb::envoy::extensions::filters::common::set_filter_state::v3::{
-    FilterStateValue, filter_state_value,
-};
-use meshd_proto::pb::envoy::extensions::filters::http::header_to_metadata::v3::Config as HeaderToMetadata;
-use meshd_proto::pb::envoy::extensions::filters::http::header_to_metadata::v3::config::{
-    KeyValuePair, Rule,
-};
 use meshd_proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
-use meshd_proto::pb::envoy::extensions::filters::network::set_filter_state::v3::Config as SetFilterState;
-use meshd_proto::pb::envoy::extensions::matching::actions::transform_stat::v3::TransformStat;
-use meshd_proto::pb::envoy::extensions::matching::actions::transform_stat::v3::transform_stat::UpdateTag;
-use meshd_proto::pb::envoy::extensions::matching::common_inputs::stats::v3::StatTagValueInput;
-use meshd_proto::pb::envoy::r#type::matcher::v3::{RegexMatchAndSubstitute, RegexMatcher};
 use meshd_proto::pb::envoy::r#type::v3::Scope as StatsScope;
 use meshd_proto::pb::google::protobuf::{Struct, UInt64Value};
-use meshd_proto::pb::xds::core::v3::TypedExtensionConfig;
-use meshd_proto::pb::xds::r#type::matcher::v3::matcher::matcher_list::predicate::single_predicate;
-use meshd_proto::pb::xds::r#type::matcher::v3::matcher::matcher_list::{
-    FieldMatcher, Predicate, predicate,
-};
-use meshd_proto::pb::xds::r#type::matcher::v3::matcher::{
-    MatcherList, MatcherType, OnMatch, on_match,
-};
-use meshd_proto::pb::xds::r#type::matcher::v3::{Matcher, StringMatcher, string_matcher};
+use meshd_proto::pb::xds::r#type::matcher::v3::string_matcher;
 
-use crate::hcm::http_filter;
+pub(crate) use peer::{own_filter, peer_header};
+use tags::{empty_becomes, field_matcher, fixed, format_tag, or_unknown, value_rules};
+
 use crate::util::{ordered_metadata, ordered_struct};
 
 /// Envoy's stat namespace of the metrics: Istio's, whose stats Prometheus sees without the
@@ -154,92 +135,77 @@ pub(crate) enum Reporter {
     Destination,
 }
 
-/// What a proxy's listeners get for the metrics of one side.
+/// What a proxy's listeners get for the metrics of one side: a stats logger for the HTTP
+/// metrics this side reports, and for TCP one when the upstream connection is made and one when
+/// it closes; `None` where it reports none of them.
 pub(crate) struct Metrics {
     reporter: Reporter,
+    /// Which metrics, and which of their labels: kept to rebuild with the proxy's own names.
+    side: SideMetrics,
     /// Listeners several workloads share: the proxy's own names come from [`own_filter`].
     shared: bool,
-    http: AccessLog,
-    tcp_opened: AccessLog,
-    tcp_closed: AccessLog,
+    http: Option<AccessLog>,
+    tcp_opened: Option<AccessLog>,
+    tcp_closed: Option<AccessLog>,
 }
 
 impl Metrics {
-    /// `own`: the proxy's own workload labels in [`WORKLOAD_LABELS`]' order, where its
-    /// listeners are its own (a server's inbound listener): fixed strings cost nothing per
-    /// request, where reading node metadata costs a filter per connection. Without, listeners
-    /// shared by several workloads read them from connection filter state ([`own_filter`]).
-    pub(crate) fn new(reporter: Reporter, own: Option<[String; 5]>) -> Metrics {
+    /// The loggers of `side`'s metrics; `None` when it reports none. `own`: the proxy's own
+    /// workload labels in [`WORKLOAD_LABELS`]' order, where its listeners are its own (a
+    /// server's inbound listener): fixed strings cost nothing per request, where reading node
+    /// metadata costs a filter per connection. Without, listeners shared by several workloads
+    /// read them from connection filter state ([`own_filter`]).
+    pub(crate) fn new(
+        reporter: Reporter,
+        own: Option<[String; 5]>,
+        side: &SideMetrics,
+    ) -> Option<Metrics> {
+        if side.is_off() {
+            return None;
+        }
         let shared = own.is_none();
         let own = own
             .map(|names| names.map(|n| if n.is_empty() { UNKNOWN.to_string() } else { n }))
             .unwrap_or_else(|| OWN.map(str::to_string));
-        Metrics {
+        Some(Metrics {
             reporter,
+            side: side.clone(),
             shared,
-            http: http_logger(reporter, &own),
-            tcp_opened: tcp_logger(reporter, &own, AccessLogType::TcpUpstreamConnected),
-            tcp_closed: tcp_logger(reporter, &own, AccessLogType::TcpConnectionEnd),
-        }
+            http: http_logger(reporter, &own, side),
+            tcp_opened: tcp_logger(reporter, &own, AccessLogType::TcpUpstreamConnected, side),
+            tcp_closed: tcp_logger(reporter, &own, AccessLogType::TcpConnectionEnd, side),
+        })
     }
 
-    pub(crate) fn reporter(&self) -> Reporter {
-        self.reporter
+    /// The same metrics, naming the proxy with fixed strings (see [`Metrics::new`]).
+    pub(crate) fn with_own_names(self, own: [String; 5]) -> Option<Metrics> {
+        Metrics::new(self.reporter, Some(own), &self.side)
     }
 
-    pub(crate) fn http(&self) -> &AccessLog {
-        &self.http
+    pub(crate) fn http(&self) -> Option<&AccessLog> {
+        self.http.as_ref()
     }
 
     /// The loggers of a TCP proxy: one when the upstream connection is made (the TCP proxy must
-    /// flush its logs then), one when the connection closes.
-    pub(crate) fn tcp(&self) -> [&AccessLog; 2] {
-        [&self.tcp_opened, &self.tcp_closed]
+    /// flush its logs then, see [`Metrics::counts_on_connect`]), one when the connection closes.
+    pub(crate) fn tcp(&self) -> impl Iterator<Item = &AccessLog> {
+        self.tcp_opened.iter().chain(self.tcp_closed.iter())
     }
 
-    /// Whether the loggers read the proxy's names from connection filter state, which
-    /// [`own_filter`] must then set first on each filter chain.
-    pub(crate) fn needs_own_filter(&self) -> bool {
-        self.shared
+    pub(crate) fn counts_on_connect(&self) -> bool {
+        self.tcp_opened.is_some()
     }
 
-    /// The HTTP filter a server's connection managers run first, if this side has one.
+    /// Whether the HTTP (or TCP) loggers read the proxy's names from connection filter state,
+    /// which [`own_filter`] must then set first on each filter chain.
+    pub(crate) fn needs_own_filter(&self, http: bool, tcp: bool) -> bool {
+        self.shared && ((http && self.http.is_some()) || (tcp && self.tcp().next().is_some()))
+    }
+
+    /// The HTTP filter a server's connection managers run first, if this side has one: it
+    /// reads the client's [`PEER_HEADER`] for the HTTP metrics.
     pub(crate) fn http_filter(&self) -> Option<HttpFilter> {
-        (self.reporter == Reporter::Destination).then(peer_filter)
-    }
-}
-
-/// The network filter that reads the proxy's own names from its node metadata into connection
-/// filter state ([`OWN`]), first on every filter chain of a listener that reads them.
-pub(crate) fn own_filter() -> Filter {
-    let values = OWN_KEYS
-        .iter()
-        .zip(NODE_METADATA)
-        .map(|(key, format)| FilterStateValue {
-            key: Some(filter_state_value::Key::ObjectKey(key.to_string())),
-            factory_key: "envoy.string".to_string(),
-            value: Some(filter_state_value::Value::FormatString(
-                SubstitutionFormatString {
-                    format: Some(substitution_format_string::Format::TextFormatSource(
-                        DataSource {
-                            specifier: Some(data_source::Specifier::InlineString(
-                                format.to_string(),
-                            )),
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                },
-            )),
-            ..Default::default()
-        })
-        .collect();
-    Filter {
-        name: SET_FILTER_STATE.to_string(),
-        config_type: Some(filter::ConfigType::TypedConfig(pack(&SetFilterState {
-            on_new_connection: values,
-            ..Default::default()
-        }))),
+        (self.reporter == Reporter::Destination && self.http.is_some()).then(peer::peer_filter)
     }
 }
 
@@ -262,68 +228,6 @@ pub(crate) fn not_on_connect(mut log: AccessLog) -> AccessLog {
         },
     });
     log
-}
-
-/// The header every request a client sidecar or gateway sends carries its workload in; set on
-/// its route configurations, replacing whatever the app sent.
-pub(crate) fn peer_header() -> HeaderValueOption {
-    let value = OWN
-        .iter()
-        .chain(SERVICE.iter())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(";");
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: PEER_HEADER.to_string(),
-            value,
-            ..Default::default()
-        }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    }
-}
-
-/// Moves [`PEER_HEADER`]'s fields into dynamic metadata and removes the header, so the app never
-/// sees it; `unknown` for a client that sent none.
-fn peer_filter() -> HttpFilter {
-    let last = PEER_FIELDS.len() - 1;
-    let request_rules = PEER_FIELDS
-        .iter()
-        .enumerate()
-        .map(|(i, key)| {
-            let pair = |value: &str| KeyValuePair {
-                metadata_namespace: PEER_METADATA.to_string(),
-                key: key.to_string(),
-                value: value.to_string(),
-                ..Default::default()
-            };
-            Rule {
-                header: PEER_HEADER.to_string(),
-                on_header_present: Some(KeyValuePair {
-                    regex_value_rewrite: Some(RegexMatchAndSubstitute {
-                        pattern: Some(RegexMatcher {
-                            regex: format!("^(?:[^;]*;){{{i}}}([^;]*).*$"),
-                            ..Default::default()
-                        }),
-                        substitution: "\\1".to_string(),
-                    }),
-                    ..pair("")
-                }),
-                on_header_missing: Some(pair(UNKNOWN)),
-                // Each rule reads the header; the last one takes it away.
-                remove: i == last,
-                ..Default::default()
-            }
-        })
-        .collect();
-    http_filter(
-        HEADER_TO_METADATA,
-        pack(&HeaderToMetadata {
-            request_rules,
-            ..Default::default()
-        }),
-    )
 }
 
 /// A workload's own labels in [`WORKLOAD_LABELS`]' order, named as EDS names it to its clients.
@@ -447,7 +351,7 @@ fn security_policy(reporter: Reporter) -> Tag {
     }
 }
 
-fn http_logger(reporter: Reporter, own: &[String; 5]) -> AccessLog {
+fn http_logger(reporter: Reporter, own: &[String; 5], side: &SideMetrics) -> Option<AccessLog> {
     let mut tags = peer_tags(reporter, own, false);
     tags.push(Tag {
         name: "request_protocol".to_string(),
@@ -465,70 +369,101 @@ fn http_logger(reporter: Reporter, own: &[String; 5]) -> AccessLog {
     tags.push(format_tag("grpc_response_status", "%GRPC_STATUS_NUMBER%"));
     tags.push(format_tag("response_flags", "%RESPONSE_FLAGS%"));
     tags.push(security_policy(reporter));
-    let stat = |name: &str| Stat {
-        name: name.to_string(),
-        tags: tags.clone(),
-    };
-    let histogram = |name: &str, unit: histogram::Unit, value: &str| Histogram {
-        stat: Some(stat(name)),
-        unit: unit as i32,
-        value_format: value.to_string(),
-    };
-    stats_logger(StatsConfig {
+    let counters: Vec<Counter> = stat(side, IstioMetric::RequestCount, &tags)
+        .map(|stat| Counter {
+            stat: Some(stat),
+            value_fixed: Some(UInt64Value { value: 1 }),
+            ..Default::default()
+        })
+        .into_iter()
+        .collect();
+    let histograms: Vec<Histogram> = [
+        (
+            IstioMetric::RequestDuration,
+            histogram::Unit::Milliseconds,
+            "%DURATION%",
+        ),
+        (
+            IstioMetric::RequestSize,
+            histogram::Unit::Bytes,
+            "%DOWNSTREAM_WIRE_BYTES_RECEIVED%",
+        ),
+        (
+            IstioMetric::ResponseSize,
+            histogram::Unit::Bytes,
+            "%DOWNSTREAM_WIRE_BYTES_SENT%",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(metric, unit, value)| {
+        stat(side, metric, &tags).map(|stat| Histogram {
+            stat: Some(stat),
+            unit: unit as i32,
+            value_format: value.to_string(),
+        })
+    })
+    .collect();
+    if counters.is_empty() && histograms.is_empty() {
+        return None;
+    }
+    Some(stats_logger(StatsConfig {
         stats_scope: Some(StatsScope {
             prefix: STAT_NAMESPACE.to_string(),
             ..Default::default()
         }),
-        counters: vec![Counter {
-            stat: Some(stat("istio_requests_total")),
-            value_fixed: Some(UInt64Value { value: 1 }),
-            ..Default::default()
-        }],
-        histograms: vec![
-            histogram(
-                "istio_request_duration_milliseconds",
-                histogram::Unit::Milliseconds,
-                "%DURATION%",
-            ),
-            histogram(
-                "istio_request_bytes",
-                histogram::Unit::Bytes,
-                "%DOWNSTREAM_WIRE_BYTES_RECEIVED%",
-            ),
-            histogram(
-                "istio_response_bytes",
-                histogram::Unit::Bytes,
-                "%DOWNSTREAM_WIRE_BYTES_SENT%",
-            ),
-        ],
+        counters,
+        histograms,
         ..Default::default()
+    }))
+}
+
+/// `metric` with `tags` less the labels a Telemetry removed, if `side` reports it.
+fn stat(side: &SideMetrics, metric: IstioMetric, tags: &[Tag]) -> Option<Stat> {
+    let labels = side.labels(metric)?;
+    Some(Stat {
+        name: metric.prometheus_name().to_string(),
+        tags: tags
+            .iter()
+            .filter(|t| !labels.removed.contains(&t.name))
+            .cloned()
+            .collect(),
     })
 }
 
 /// The TCP metrics counted at `when`: the opened connections when the upstream connection is
 /// made; the closed ones and their bytes when it ends.
-fn tcp_logger(reporter: Reporter, own: &[String; 5], when: AccessLogType) -> AccessLog {
+fn tcp_logger(
+    reporter: Reporter,
+    own: &[String; 5],
+    when: AccessLogType,
+    side: &SideMetrics,
+) -> Option<AccessLog> {
     let mut tags = peer_tags(reporter, own, true);
     tags.push(fixed("request_protocol", "tcp"));
     tags.push(format_tag("response_flags", "%RESPONSE_FLAGS%"));
     tags.push(security_policy(reporter));
-    let counter = |name: &str, value: Option<&str>| Counter {
-        stat: Some(Stat {
-            name: name.to_string(),
-            tags: tags.clone(),
-        }),
-        value_format: value.unwrap_or_default().to_string(),
-        value_fixed: value.is_none().then_some(UInt64Value { value: 1 }),
+    let counter = |metric: IstioMetric, value: Option<&str>| {
+        stat(side, metric, &tags).map(|stat| Counter {
+            stat: Some(stat),
+            value_format: value.unwrap_or_default().to_string(),
+            value_fixed: value.is_none().then_some(UInt64Value { value: 1 }),
+        })
     };
-    let counters = if when == AccessLogType::TcpUpstreamConnected {
-        vec![counter("istio_tcp_connections_opened_total", None)]
+    let counters: Vec<Counter> = if when == AccessLogType::TcpUpstreamConnected {
+        vec![counter(IstioMetric::TcpOpenedConnections, None)]
     } else {
         vec![
-            counter("istio_tcp_connections_closed_total", None),
-            counter("istio_tcp_sent_bytes_total", Some("%BYTES_SENT%")),
-            counter("istio_tcp_received_bytes_total", Some("%BYTES_RECEIVED%")),
+            counter(IstioMetric::TcpClosedConnections, None),
+            counter(IstioMetric::TcpSentBytes, Some("%BYTES_SENT%")),
+            counter(IstioMetric::TcpReceivedBytes, Some("%BYTES_RECEIVED%")),
         ]
-    };
+    }
+    .into_iter()
+    .flatten()
+    .collect();
+    if counters.is_empty() {
+        return None;
+    }
     let mut log = stats_logger(StatsConfig {
         stats_scope: Some(StatsScope {
             prefix: STAT_NAMESPACE.to_string(),
@@ -545,7 +480,7 @@ fn tcp_logger(reporter: Reporter, own: &[String; 5], when: AccessLogType) -> Acc
             },
         )),
     });
-    log
+    Some(log)
 }
 
 fn stats_logger(config: StatsConfig) -> AccessLog {
@@ -556,154 +491,5 @@ fn stats_logger(config: StatsConfig) -> AccessLog {
     }
 }
 
-fn fixed(name: &str, value: &str) -> Tag {
-    format_tag(name, value)
-}
-
-fn format_tag(name: &str, format: &str) -> Tag {
-    Tag {
-        name: name.to_string(),
-        value_format: format.to_string(),
-        rules: None,
-    }
-}
-
-/// A tag whose empty value (an operator with nothing to print) is Istio's `unknown`: written on
-/// the scrape page (see the bootstrap's 15090 listener), not by a rule here, which would be
-/// repeated in every tag of every stat of every listener.
-fn or_unknown(name: &str, format: &str) -> Tag {
-    format_tag(name, format)
-}
-
-fn empty_becomes(value: &str) -> FieldMatcher {
-    field_matcher(string_matcher::MatchPattern::Exact(String::new()), value)
-}
-
-/// Rewrites a tag's value: the first matcher that matches sets it; `otherwise` sets it when none
-/// does.
-fn value_rules(matchers: Vec<FieldMatcher>, otherwise: Option<&str>) -> Matcher {
-    Matcher {
-        matcher_type: Some(MatcherType::MatcherList(MatcherList { matchers })),
-        on_no_match: otherwise.map(|v| Box::new(set_tag(v))),
-    }
-}
-
-fn field_matcher(pattern: string_matcher::MatchPattern, value: &str) -> FieldMatcher {
-    FieldMatcher {
-        predicate: Some(Predicate {
-            match_type: Some(predicate::MatchType::SinglePredicate(
-                predicate::SinglePredicate {
-                    input: Some(TypedExtensionConfig {
-                        name: "value".to_string(),
-                        typed_config: Some(pack(&StatTagValueInput {})),
-                    }),
-                    matcher: Some(single_predicate::Matcher::ValueMatch(StringMatcher {
-                        match_pattern: Some(pattern),
-                        ..Default::default()
-                    })),
-                },
-            )),
-        }),
-        on_match: Some(set_tag(value)),
-    }
-}
-
-fn set_tag(value: &str) -> OnMatch {
-    OnMatch {
-        on_match: Some(on_match::OnMatch::Action(TypedExtensionConfig {
-            name: "set".to_string(),
-            typed_config: Some(pack(&TransformStat {
-                update_tag: Some(UpdateTag {
-                    new_tag_value: value.to_string(),
-                }),
-                ..Default::default()
-            })),
-        })),
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tags_of(log: &AccessLog) -> Vec<String> {
-        let Some(access_log::ConfigType::TypedConfig(any)) = &log.config_type else {
-            panic!("no config");
-        };
-        let config: StatsConfig = meshd_proto::unpack(any).expect("stats config");
-        config.counters[0]
-            .stat
-            .as_ref()
-            .expect("stat")
-            .tags
-            .iter()
-            .map(|t| t.name.clone())
-            .collect()
-    }
-
-    #[test]
-    fn both_sides_report_istios_request_labels() {
-        for reporter in [Reporter::Source, Reporter::Destination] {
-            let tags = tags_of(&http_logger(reporter, &OWN.map(str::to_string)));
-            for label in [
-                "reporter",
-                "source_workload",
-                "source_workload_namespace",
-                "source_canonical_service",
-                "source_canonical_revision",
-                "source_cluster",
-                "source_principal",
-                "destination_workload",
-                "destination_workload_namespace",
-                "destination_canonical_service",
-                "destination_canonical_revision",
-                "destination_cluster",
-                "destination_principal",
-                "destination_service",
-                "destination_service_name",
-                "destination_service_namespace",
-                "request_protocol",
-                "response_code",
-                "grpc_response_status",
-                "response_flags",
-                "connection_security_policy",
-            ] {
-                assert!(
-                    tags.iter().any(|t| t == label),
-                    "{reporter:?} lacks {label}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn peer_header_carries_the_fields_the_server_reads() {
-        let header = peer_header().header.expect("header");
-        assert_eq!(header.value.split(';').count(), PEER_FIELDS.len());
-    }
-
-    /// Every HTTP connection manager and TCP proxy carries these: their size is per listener
-    /// (measured: 15.9 kB on the client side's connection managers, 12.9 kB on the server's).
-    #[test]
-    fn the_loggers_of_a_listener_stay_under_their_budget() {
-        use prost::Message as _;
-        for reporter in [Reporter::Source, Reporter::Destination] {
-            let m = Metrics::new(reporter, None);
-            assert!(m.http().encoded_len() < 17_000, "{reporter:?}");
-            let tcp: usize = m.tcp().iter().map(|l| l.encoded_len()).sum();
-            assert!(tcp < 15_000, "{reporter:?}");
-        }
-    }
-
-    #[test]
-    fn equal_endpoint_metadata_encodes_alike() {
-        let labels = BTreeMap::from([("app".to_string(), "prices".to_string())]);
-        let a = endpoint_metadata(Some("prices-1"), "default", &labels);
-        let b = endpoint_metadata(Some("prices-1"), "default", &labels);
-        assert_eq!(
-            prost::Message::encode_to_vec(&a),
-            prost::Message::encode_to_vec(&b)
-        );
-    }
-}
+mod tests;
