@@ -54,7 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = key.sign(&rng, &message);
     });
     let signature = key.sign(&rng, &message)?;
-    let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
+    let public =
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
     let raw_verify = rate(budget, |_| {
         assert!(public.verify(&message, signature.as_ref()).is_ok());
     });

@@ -48,7 +48,11 @@ mod tests {
             debounce.limit(&kinds(&[Kind::Endpoints, Kind::EndpointSlice])),
             Duration::from_millis(100)
         );
-        for config in [&[Kind::EndpointSlice, Kind::Pod][..], &[Kind::VirtualService], &[]] {
+        for config in [
+            &[Kind::EndpointSlice, Kind::Pod][..],
+            &[Kind::VirtualService],
+            &[],
+        ] {
             assert_eq!(debounce.limit(&kinds(config)), Duration::from_secs(10));
         }
     }

@@ -98,7 +98,10 @@ pub fn churn_seq(bytes: &[u8]) -> Option<usize> {
             .iter()
             .take_while(|b| b.is_ascii_digit())
             .count();
-        let n = std::str::from_utf8(&bytes[from..from + len]).ok()?.parse::<usize>().ok()?;
+        let n = std::str::from_utf8(&bytes[from..from + len])
+            .ok()?
+            .parse::<usize>()
+            .ok()?;
         Some((n, from + len))
     };
     let (high, end) = digits(at)?;
@@ -409,7 +412,11 @@ mod tests {
         let changed = shape().namespace_yaml(0, &all);
         assert!(changed.contains(ADDED_ENDPOINT_IP));
         assert!(changed.contains(&format!("name: {ADDED_SERVICE}")));
-        assert!(!shape().namespace_yaml(0, &Edits::default()).contains(ADDED_ENDPOINT_IP));
+        assert!(
+            !shape()
+                .namespace_yaml(0, &Edits::default())
+                .contains(ADDED_ENDPOINT_IP)
+        );
     }
 
     #[test]
@@ -424,7 +431,11 @@ mod tests {
         assert_eq!(churn_seq(b"10.0.0.1"), None);
         let mut churned = Edits::default();
         churned.churn.insert(2, 7);
-        assert!(shape().namespace_yaml(2, &churned).contains(&churn_address(7)));
+        assert!(
+            shape()
+                .namespace_yaml(2, &churned)
+                .contains(&churn_address(7))
+        );
         assert_eq!(
             shape().namespace_yaml(1, &churned),
             shape().namespace_yaml(1, &Edits::default())
@@ -448,7 +459,11 @@ mod tests {
             ..Default::default()
         };
         assert!(shape().namespace_yaml(0, &edited).contains(&edit_marker(3)));
-        assert!(!shape().namespace_yaml(1, &edited).contains("VirtualService"));
+        assert!(
+            !shape()
+                .namespace_yaml(1, &edited)
+                .contains("VirtualService")
+        );
     }
 
     #[test]

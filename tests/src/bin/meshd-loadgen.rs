@@ -617,7 +617,14 @@ impl Coordinator<'_> {
         }
         let clients = self.clients;
         let done = |t: &Tally| t.ready.len() + t.failed >= clients;
-        if !wait(&mut self.events, &mut self.tally, start + self.timeout, done).await {
+        if !wait(
+            &mut self.events,
+            &mut self.tally,
+            start + self.timeout,
+            done,
+        )
+        .await
+        {
             self.error = Some(format!(
                 "initial push: {} of {clients} clients ready after {}s",
                 self.tally.ready.len(),
@@ -721,7 +728,14 @@ impl Coordinator<'_> {
         let namespace = edit(&mut self.edits);
         self.args.shape.apply(dir, namespace, &self.edits)?;
         let done = |t: &Tally| t.changed.len() + (t.failed - failed_before) >= affected;
-        if !wait(&mut self.events, &mut self.tally, started + self.timeout, done).await {
+        if !wait(
+            &mut self.events,
+            &mut self.tally,
+            started + self.timeout,
+            done,
+        )
+        .await
+        {
             self.error = Some(format!(
                 "change {name}: {} of {affected} clients saw it after {}s",
                 self.tally.changed.len(),
@@ -828,7 +842,9 @@ impl Coordinator<'_> {
         let churn = ctx.churn.as_ref().context("no churn state")?;
         let deadline = Instant::now() + Duration::from_secs(30).min(self.timeout);
         loop {
-            let pending = (0..changes).filter(|&seq| churn.done(seq).is_none()).count();
+            let pending = (0..changes)
+                .filter(|&seq| churn.done(seq).is_none())
+                .count();
             if pending == 0 || Instant::now() >= deadline {
                 break;
             }

@@ -391,6 +391,10 @@ fn prometheus_scrapes_istios_request_and_tcp_metrics_from_both_sidecars_for_kial
         assert_eq!(label(&unknown[0], name), "unknown", "{name}: {unknown:#?}");
     }
     assert_eq!(label(&unknown[0], "response_code"), "503", "{unknown:#?}");
-    assert_eq!(label(&unknown[0], "grpc_response_status"), "", "{unknown:#?}");
+    assert_eq!(
+        label(&unknown[0], "grpc_response_status"),
+        "",
+        "{unknown:#?}"
+    );
     Ok(())
 }

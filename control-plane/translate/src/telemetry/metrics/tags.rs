@@ -16,7 +16,6 @@ use meshd_proto::pb::xds::r#type::matcher::v3::matcher::{
 };
 use meshd_proto::pb::xds::r#type::matcher::v3::{Matcher, StringMatcher, string_matcher};
 
-
 pub(super) fn fixed(name: &str, value: &str) -> Tag {
     format_tag(name, value)
 }
