@@ -272,12 +272,17 @@ impl DeltaStream {
         self.respond(type_url, outcome.initial)
     }
 
-    /// A push: each type sends what changed.
+    /// A push: each type sends what changed, unless its last response is unanswered (then the
+    /// answer brings it, as in `server/delta.rs`).
     pub fn push(&mut self) -> Vec<DeltaDiscoveryResponse> {
         let types: Vec<&'static str> = PUSH_ORDER
             .iter()
             .copied()
-            .filter(|t| self.types.contains_key(*t))
+            .filter(|t| {
+                self.types
+                    .get_mut(*t)
+                    .is_some_and(|state| !state.defer_while_in_flight())
+            })
             .collect();
         types
             .into_iter()

@@ -35,14 +35,13 @@ impl<G: Generator> DeltaStream<G> {
         let always = match cause {
             Cause::Request { initial } => initial,
             Cause::Push { changed, .. } => {
-                let forced = self
-                    .session
-                    .conn
-                    .types
-                    .lock()
-                    .get(type_url)
-                    .is_some_and(DeltaType::has_forced);
-                if !changed && !forced {
+                let mut types = self.session.conn.types.lock();
+                let state = types.get_mut(type_url)?;
+                if !changed && !state.has_forced() {
+                    return None;
+                }
+                // One response per type in flight; the answer to it brings this one.
+                if state.defer_while_in_flight() {
                     return None;
                 }
                 false

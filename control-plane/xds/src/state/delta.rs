@@ -83,9 +83,22 @@ pub(crate) struct DeltaType {
     acked_version: String,
     acked_nonce: String,
     nack: Option<Nack>,
+    /// The last response is not answered yet.
+    in_flight: bool,
+    /// A push waits for the last response's answer: the client gets one response per type at a
+    /// time, so under churn changes coalesce instead of queueing behind a slow client.
+    deferred: bool,
 }
 
 impl DeltaType {
+    /// Whether a push must wait for the answer to the last response (and is now owed then).
+    pub(crate) fn defer_while_in_flight(&mut self) -> bool {
+        if self.in_flight {
+            self.deferred = true;
+        }
+        self.in_flight
+    }
+
     /// Whether the next response must carry some names regardless of versions.
     pub(crate) fn has_forced(&self) -> bool {
         !self.forced.is_empty()
@@ -130,6 +143,7 @@ impl DeltaType {
         if request.response_nonce != self.sent_nonce {
             return Reply::Stale;
         }
+        self.in_flight = false;
         if let Some(error) = &request.error_detail {
             let nack = Nack {
                 version: self.sent_version.clone(),
@@ -250,6 +264,8 @@ impl DeltaType {
         self.sent_nonce = nonce;
         self.last_sent_at = Some(SystemTime::now());
         self.last_sent = resources;
+        self.in_flight = true;
+        self.deferred = false;
         self.held = Held::Sent {
             desired,
             forgotten: BTreeSet::new(),
@@ -276,6 +292,8 @@ impl TypeState for DeltaType {
             acked_version: String::new(),
             acked_nonce: String::new(),
             nack: None,
+            in_flight: false,
+            deferred: false,
         }
     }
 
@@ -297,7 +315,9 @@ impl TypeState for DeltaType {
         let reply = self.reply(request);
         // Subscription changes ride on ACKs, NACKs and spontaneous requests alike, and are sent only
         // once: apply them whatever the nonce says.
-        let respond = self.subscribe(request);
+        let answered = matches!(reply, Reply::Ack | Reply::Nack(_));
+        let deferred = answered && std::mem::take(&mut self.deferred);
+        let respond = self.subscribe(request) || deferred;
         Outcome {
             reply,
             respond,

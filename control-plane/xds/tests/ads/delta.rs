@@ -214,6 +214,7 @@ async fn a_delta_subscription_change_on_a_stale_nonce_is_still_honoured() {
     let mut client = harness.delta("sidecar").await;
     client.request(ENDPOINT, &["c1"], &[]).await;
     let first = client.recv_type(ENDPOINT).await;
+    client.ack(&first).await;
     harness.set(ENDPOINT, "c1", "2");
     harness.push(&[ENDPOINT]);
     let _second = client.recv_type(ENDPOINT).await;
@@ -257,4 +258,26 @@ async fn a_delta_nack_names_what_that_response_brought() {
     })
     .await;
     assert_eq!(nacks[0].2, ["c2@1"]);
+}
+
+#[tokio::test]
+async fn a_delta_push_waits_for_the_answer_to_the_last_response_and_carries_every_change() {
+    let harness = Harness::start().await;
+    harness.set(ENDPOINT, "c1", "1");
+    harness.set(ENDPOINT, "c2", "1");
+    let mut client = harness.delta("sidecar").await;
+    client.request(ENDPOINT, &["c1", "c2"], &[]).await;
+    let first = client.recv_type(ENDPOINT).await;
+    // Two pushes while the client has not answered: nothing is sent yet.
+    harness.set(ENDPOINT, "c1", "2");
+    harness.push(&[ENDPOINT]);
+    harness.set(ENDPOINT, "c2", "2");
+    harness.push(&[ENDPOINT]);
+    client.expect_silence().await;
+    // The answer brings both changes in one response.
+    client.ack(&first).await;
+    let eds = client.recv_type(ENDPOINT).await;
+    let mut bodies = delta_bodies(&eds);
+    bodies.sort();
+    assert_eq!(bodies, ["c1@2", "c2@2"]);
 }

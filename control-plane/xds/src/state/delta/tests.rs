@@ -289,3 +289,28 @@ fn what_a_client_holds_is_the_shared_set_not_a_copy() {
     assert!(state.respond(newer.clone(), false).is_none());
     assert_eq!(Arc::strong_count(&newer[0]), 2);
 }
+
+#[test]
+fn a_push_waits_for_the_answer_to_the_last_response_and_comes_with_it() {
+    let mut state = DeltaType::new(ENDPOINT);
+    state.on_request(&mk_request(ENDPOINT, &["a", "b"], &[]));
+    let first = respond_now(&mut state, &[("a", "1"), ("b", "1")]);
+    // Two pushes before the client answered: neither goes out on its own.
+    assert!(state.defer_while_in_flight());
+    assert!(state.defer_while_in_flight());
+    let outcome = state.on_request(&mk_ack(ENDPOINT, &first.response));
+    assert_eq!(outcome.reply, Reply::Ack);
+    assert!(outcome.respond, "the deferred push is owed with the ACK");
+    // What it brings is everything that changed meanwhile, once.
+    let second = respond(&mut state, &[("a", "3"), ("b", "1")], false)
+        .unwrap_or_else(|| panic!("the change must be sent"));
+    assert_eq!(names_of(&second.response), ["a"]);
+    assert!(state.defer_while_in_flight());
+    let outcome = state.on_request(&mk_ack(ENDPOINT, &second.response));
+    assert!(outcome.respond);
+    assert!(respond(&mut state, &[("a", "3"), ("b", "1")], false).is_none());
+    // Answered and nothing deferred: a push goes out at once.
+    assert!(!state.defer_while_in_flight());
+    let outcome = state.on_request(&mk_ack(ENDPOINT, &second.response));
+    assert!(!outcome.respond);
+}
