@@ -27,9 +27,11 @@
 #               clients split between them; the first is killed and its clients move to the other;
 #   throughput  meshd-xds's serving path against tonic's generated server, same bytes (example);
 #   issuance    the CA's mint and CSR signing against raw P-256 signing and verifying (example);
-#   envoys      real Envoys (scripts/bench_envoys.py).
+#   envoys      real Envoys (scripts/bench_envoys.py);
+#   telemetry   the rounds' initial push with Istio's metrics off (`defaultProviders.metrics: []`):
+#               what the standard metrics cost in config, meshd CPU and memory.
 # MESHD_BENCH_ONLY (space-separated step names: rounds delta one isolation churn storm replicas
-# throughput issuance envoys; default all) picks steps; `make bench-check` runs a short selection.
+# throughput issuance envoys telemetry; default all) picks steps; `make bench-check` runs a short selection.
 # The report is scripts/bench_report.py's.
 #
 # Prints a table and writes it as a dated section of BENCHMARKS.md (a section for the same date
@@ -81,7 +83,9 @@ if [[ "${MESHD_BENCH_BUILD:-1}" == 1 ]]; then
     "$CARGO" build --release --quiet -p meshd-xds --example push_throughput
     "$CARGO" build --release --quiet -p meshd-ca --example issuance_bench
 fi
-ONLY="${MESHD_BENCH_ONLY:-rounds delta one isolation churn storm replicas throughput issuance envoys}"
+ONLY="${MESHD_BENCH_ONLY:-rounds delta one isolation churn storm replicas throughput issuance envoys telemetry}"
+# Further `meshd serve` flags for a step.
+SERVE_FLAGS=()
 step() { [[ " $ONLY " == *" $1 "* ]]; }
 for bin in meshd meshd-loadgen meshd-synth; do
     [[ -x "$BIN/$bin" ]] || die "$BIN/$bin missing: build without MESHD_BENCH_BUILD=0"
@@ -148,7 +152,8 @@ serve_meshd() {
     local log_file="$5"
     "$MESHD" serve --config-dir "$MESH" --ca-dir "$WORK/ca" \
         --xds-addr "127.0.0.1:$1" --secure-addr "127.0.0.1:$2" \
-        --debug-addr "127.0.0.1:$3" --webhook-addr "127.0.0.1:$4" >"$log_file" 2>&1 &
+        --debug-addr "127.0.0.1:$3" --webhook-addr "127.0.0.1:$4" ${SERVE_FLAGS[@]+"${SERVE_FLAGS[@]}"} \
+        >"$log_file" 2>&1 &
     SERVED_PID=$!
     READY_AT=""
     for _ in $(seq 1200); do
@@ -319,6 +324,16 @@ if step envoys && [[ "${MESHD_BENCH_ENVOYS:-30}" != 0 ]]; then
     log "real Envoys"
     python3 "$REPO/scripts/bench_envoys.py" --meshd "$MESHD" --envoys "${MESHD_BENCH_ENVOYS:-30}" \
         --json "$WORK/envoys.json" >"$WORK/envoys.md" || { log "bench_envoys failed"; FAILED=1; }
+fi
+
+if step telemetry; then
+    log "Istio's metrics off: meshd"
+    printf 'defaultProviders:\n  metrics: []\n' >"$WORK/no-metrics.yaml"
+    SERVE_FLAGS=(--mesh-config "$WORK/no-metrics.yaml")
+    start_meshd "$WORK/no-metrics-facts.json" "$WORK/no-metrics-meshd.log"
+    loadgen "$XDS_PORT" "$MESHD_PID" "$WORK/no-metrics.json"
+    stop "$MESHD_PID"
+    SERVE_FLAGS=()
 fi
 
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"

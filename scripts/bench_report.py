@@ -43,6 +43,7 @@ storm = {m: load(f"storm-{m}.json") for m in ("plain", "tls")}
 storm_facts = {m: load(f"storm-{m}-facts.json") for m in ("plain", "tls")}
 replicas, issuance, envoys = load("replicas.json"), load("issuance.json"), load("envoys.json")
 throughput, envoys_md = text("throughput.txt"), text("envoys.md")
+no_metrics = load("no-metrics.json")
 
 # What `make bench-check` compares: name -> {"value": v, "better": "lower" | "higher"}.
 figures = {}
@@ -399,6 +400,32 @@ if issuance:
     arow("`sign_csr`: parse, verify, sign for the caller", issuance["sign_csr_per_s"])
     figure("sign_csr_vs_raw_sign", issuance["sign_csr_per_s"] / raw, "higher")
     figure("mint_vs_raw_sign", issuance["mint_key_and_cert_per_s"] / raw, "higher")
+
+if no_metrics and m0:
+    nm = no_metrics["initial"]
+    n = no_metrics["clients"]
+    L.append("")
+    L.append("### What Istio's standard metrics cost")
+    L.append("")
+    L.append(f"The rounds' initial push ({n} SotW clients, no isolation) with the metrics off "
+             "(`defaultProviders.metrics: []` in the mesh config: no stats access logger, no peer "
+             "header filter on servers). The counting itself happens inside each Envoy, per "
+             "request; nothing per request reaches meshd, so what meshd pays is configuration.")
+    L.append("")
+    L.append("| | metrics on (rounds, median) | metrics off | on / off |")
+    L.append("|---|---|---|---|")
+    def trow(label, path, fmt, scale=1.0):
+        on, off = med(meshd, path) / scale, get(no_metrics, path) / scale
+        L.append(f"| {label} | {fmt(on)} | {fmt(off)} | {ratio(on, off)} |")
+    kb = Unit(lambda x: f"{x / 1e3:,.0f}", " kB")
+    trow("listeners (LDS) per client", "initial.received.by_type.LDS.bytes", kb, n)
+    trow("everything per client", "initial.received.bytes", kb, n)
+    trow("meshd CPU, full push", "initial.usage.server_cpu_s", cpu)
+    trow("meshd peak RSS", "initial.usage.server_end.hwm_mib", mib)
+    trow("client CPU (decode + ACK)", "initial.usage.loadgen_cpu_s", cpu)
+    trow("until every client ACKed", "initial.all_acked_s", s)
+    figure("metrics_cost_config_ratio", med(meshd, "initial.received.bytes")
+           / get(no_metrics, "initial.received.bytes"))
 
 if envoys_md:
     L.append("")

@@ -14,7 +14,7 @@ use meshd_proto::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use meshd_proto::type_url;
 use meshd_translate::Scope;
 use meshd_translate::changes::SnapshotDiff;
-use meshd_xds::{Resource, ResourceSet};
+use meshd_xds::{Interner, Resource, ResourceSet};
 use parking_lot::Mutex;
 
 use super::guard::Guard;
@@ -44,6 +44,8 @@ pub struct Built {
     endpoints: Endpoints,
     /// The assignments differ from those of the snapshot before.
     endpoints_changed: bool,
+    /// Scopes' equal sets are one, across snapshots too.
+    interner: Arc<Interner>,
 }
 
 /// EDS of one snapshot: each service's assignments, encoded and checked, and all of them.
@@ -71,6 +73,7 @@ impl Built {
             pushed: Mutex::new(SCOPED.iter().map(|t| (*t, 0)).collect()),
             endpoints,
             endpoints_changed: true,
+            interner: Arc::default(),
         }
     }
 
@@ -103,6 +106,7 @@ impl Built {
             pushed: Mutex::new(pushed),
             endpoints,
             endpoints_changed,
+            interner: Arc::clone(&self.interner),
         }
     }
 
@@ -157,7 +161,7 @@ impl Built {
             list = guard.screen_set(snap, type_url, list);
         }
         let entry = Arc::new(ScopeEntry {
-            list: Arc::new(ResourceSet::new(list)),
+            list: self.interner.set(list),
             asked: AtomicU64::new(self.seq),
         });
         let mut by_scope = self.by_scope.lock();

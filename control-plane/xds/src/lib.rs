@@ -27,7 +27,7 @@ mod wire;
 pub use connections::Connections;
 pub use debug::DebugScope;
 pub use names::Names;
-pub use resource::{Resource, ResourceSet};
+pub use resource::{Interner, Resource, ResourceSet};
 pub use server::{AdsServer, AdsService};
 pub use version::{content_version, format_version, parse_version};
 

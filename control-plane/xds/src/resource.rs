@@ -136,9 +136,8 @@ pub struct ResourceSet {
 }
 
 impl ResourceSet {
-    /// The set of `resources`; of two with one name, the last is kept (as a map built from the
-    /// list would keep it).
-    pub fn new(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
+    /// Sorted by name, each name once: the last of a name.
+    fn canonical(resources: impl IntoIterator<Item = Arc<Resource>>) -> Vec<Arc<Resource>> {
         let mut list: Vec<Arc<Resource>> = resources.into_iter().collect();
         // Stable: equal names stay in their order, and the later one takes the kept place.
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -149,6 +148,13 @@ impl ResourceSet {
             }
             same
         });
+        list
+    }
+
+    /// The set of `resources`; of two with one name, the last is kept (as a map built from the
+    /// list would keep it).
+    pub fn new(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
+        let list = Self::canonical(resources);
         let total = list.iter().map(|r| r.field.len()).sum();
         let mut buf = BytesMut::with_capacity(total);
         let mut offsets = Vec::with_capacity(list.len() + 1);
@@ -301,6 +307,41 @@ impl FromIterator<Arc<Resource>> for ResourceSet {
     }
 }
 
+/// Equal sets built separately, shared: the first set of a version handed in is kept (weakly)
+/// and handed out for every later equal one. Sets built one per scope (the namespaces of a mesh
+/// without `Sidecar`s all see the same clusters, listeners and routes) then hold one copy of
+/// their bytes instead of one per scope.
+#[derive(Debug, Default)]
+pub struct Interner {
+    inner: Mutex<Interned>,
+}
+
+#[derive(Debug, Default)]
+struct Interned {
+    by_version: std::collections::HashMap<u64, Weak<ResourceSet>>,
+    /// Entries after the last sweep of dropped sets.
+    swept_at: usize,
+}
+
+impl Interner {
+    /// The set of `resources` (as [`ResourceSet::new`] makes it), or the equal one already shared.
+    pub fn set(&self, resources: Vec<Arc<Resource>>) -> Arc<ResourceSet> {
+        let list = ResourceSet::canonical(resources);
+        let version = set_version(list.iter().map(|r| (r.name(), r.version)));
+        let mut inner = self.inner.lock();
+        if let Some(kept) = inner.by_version.get(&version).and_then(Weak::upgrade) {
+            return kept;
+        }
+        if inner.by_version.len() > 2 * inner.swept_at.max(64) {
+            inner.by_version.retain(|_, kept| kept.strong_count() > 0);
+            inner.swept_at = inner.by_version.len();
+        }
+        let set = Arc::new(ResourceSet::new(list));
+        inner.by_version.insert(version, Arc::downgrade(&set));
+        set
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +396,33 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second));
         let everything = intern(&["a".to_owned(), "b".to_owned(), "c".to_owned()]);
         assert!(matches!(set.select(&everything), Pick::All));
+    }
+    #[test]
+    fn equal_sets_built_apart_share_one_copy() {
+        let interner = Interner::default();
+        let build = |body: &str| {
+            Arc::new(Resource::new(
+                body,
+                &Any {
+                    type_url: "t".to_owned(),
+                    value: body.as_bytes().to_vec(),
+                },
+            ))
+        };
+        let first = interner.set(vec![build("x"), build("y")]);
+        let again = interner.set(vec![build("y"), build("x")]);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(
+            first.version(),
+            ResourceSet::new(vec![build("x"), build("y")]).version()
+        );
+        assert!(!Arc::ptr_eq(&first, &interner.set(vec![build("x")])));
+        // Once nobody holds it, an equal set is built anew.
+        let version = first.version();
+        drop((first, again));
+        assert_eq!(
+            interner.set(vec![build("x"), build("y")]).version(),
+            version
+        );
     }
 }

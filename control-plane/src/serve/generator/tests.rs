@@ -284,3 +284,21 @@ fn incremental_generation_serves_what_a_fresh_generator_would() {
         }
     }
 }
+
+#[test]
+fn scopes_that_see_the_same_services_share_one_set() {
+    let h = harness(snapshot(1, BASE));
+    let built = h.generator.built();
+    let scope = |ns: &str| {
+        let node = format!("sidecar~10.9.0.1~a.{ns}~{ns}.svc.cluster.local");
+        Scope::for_proxy(&built.snapshot, &Proxy::from_node_id(&node).unwrap())
+    };
+    let guard = Guard::new(mpsc::unbounded_channel().0, Counter::default(), None);
+    let (shop, other) = (scope("shop"), scope("other"));
+    assert_ne!(shop, other);
+    // Routes differ: a namespace's own services are also reached by their short names.
+    for ty in [type_url::CLUSTER, type_url::LISTENER] {
+        let lists = [&shop, &other].map(|s| built.outbound(&guard, ty, s));
+        assert!(Arc::ptr_eq(&lists[0], &lists[1]), "{ty}: one copy");
+    }
+}
