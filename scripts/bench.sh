@@ -340,5 +340,8 @@ LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git -C "$REPO" status --porcelain 2>/dev/null)" ]]; then COMMIT="$COMMIT+dirty"; fi
 
+# The knobs this run was given, for the report's command line.
+export MESHD_BENCH_KNOBS
+MESHD_BENCH_KNOBS="$(env | grep -E '^MESHD_(BENCH|DEBOUNCE)_' | grep -vE '^MESHD_BENCH_(KNOBS|FIGURES_OUT|WRITE|KEEP|BUILD)=' | sort | tr '\n' ' ')"
 python3 "$REPO/scripts/bench_report.py" "$WORK" "$ROUNDS" "$REPO/BENCHMARKS.md" "$WRITE" "$COMMIT" \
     "$FAILED" "$LOAD_BEFORE" "$LOAD_AFTER" "$REPO/scripts/bench-figures.json" "${MESHD_BENCH_FIGURES_OUT:-}"

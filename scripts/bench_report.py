@@ -113,7 +113,8 @@ today = datetime.date.today().isoformat()
 L = []
 L.append(f"## make bench — {today}, commit {commit}")
 L.append("")
-L.append(f"Command: `make bench` (release build, then `scripts/bench.sh`; {rounds} rounds). "
+knobs = os.environ.get("MESHD_BENCH_KNOBS", "")
+L.append(f"Command: `{knobs}make bench` (release build, then `scripts/bench.sh`; {rounds} rounds). "
          f"Machine: {os.cpu_count()} × {cpu_model}, {mem_gib:.0f} GiB, Linux {platform.release()}; "
          "meshd (or the baseline) and the clients share these cores, and other work on the "
          f"machine shares them too: load average {load_before} before, {load_after} after.")
