@@ -217,8 +217,15 @@ else:
     L.append("(No rounds of the SotW initial push against its replay baseline in this run.)")
 
 
-def usage_cpu(run, phase="initial"):
-    return get(run, f"{phase}.usage.server_cpu_s")
+def columns_row(label, runs, f):
+    """A table row: `f` of each run side by side, `—` for a run missing or lacking a field."""
+    cells = []
+    for r in runs:
+        try:
+            cells.append(f(r) if r else "—")
+        except (KeyError, TypeError, ZeroDivisionError):
+            cells.append("—")
+    L.append(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if isolation:
@@ -276,14 +283,7 @@ if any(churn.values()):
     L.append("| | SotW | Delta |")
     L.append("|---|---|---|")
     def crow(label, f):
-        cells = []
-        for m in ("sotw", "delta"):
-            r = churn[m]
-            try:
-                cells.append(f(r) if r else "—")
-            except (KeyError, TypeError, ZeroDivisionError):
-                cells.append("—")
-        L.append(f"| {label} | {cells[0]} | {cells[1]} |")
+        columns_row(label, [churn[m] for m in ("sotw", "delta")], f)
     crow("endpoint changes written / reached every client",
          lambda r: f"{r['churn']['written']} / {r['churn']['completed']}")
     crow("endpoint change: p50", lambda r: ms(r["churn"]["until_all_acked"]["p50_ms"]))
@@ -325,14 +325,8 @@ if any(storm.values()):
     L.append("| | plaintext | TLS + SDS |")
     L.append("|---|---|---|")
     def srow(label, f):
-        cells = []
-        for m in ("plain", "tls"):
-            r, ff = storm[m], storm_facts[m] or {}
-            try:
-                cells.append(f(r, ff) if r else "—")
-            except (KeyError, TypeError, ZeroDivisionError):
-                cells.append("—")
-        L.append(f"| {label} | {cells[0]} | {cells[1]} |")
+        runs = [storm[m] and (storm[m], storm_facts[m] or {}) for m in ("plain", "tls")]
+        columns_row(label, runs, lambda pair: f(*pair))
     srow("until every client ACKed everything", lambda r, f: s(r["initial"]["all_acked_s"]))
     srow("per client, p50 / p99",
          lambda r, f: f"{s(r['initial']['p50_s'])} / {s(r['initial']['p99_s'])}")
