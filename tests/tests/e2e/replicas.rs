@@ -15,7 +15,9 @@ use anyhow::Context as _;
 use meshd_tests::mesh::GATEWAY;
 use meshd_tests::{HttpResult, Mesh, Meshd, Pod, wait_for, yaml};
 
-use crate::support::{CONVERGE, ECHO_VIP, client_pod, echo_pod, echo_service, get_until_ok, tail};
+use crate::support::{
+    CONVERGE, ECHO_VIP, client_pod, diagnostics_of, echo_pod, echo_service, get_until_ok,
+};
 
 /// The second replica's address in the hub (the first listens on [`GATEWAY`]).
 const REPLICA_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -96,25 +98,6 @@ fn request_loop(
     })
 }
 
-fn logs(mesh: &Mesh, replicas: &[&Meshd], pods: &[&Pod]) -> String {
-    let mut out = format!("logs in {}\n", mesh.dir().display());
-    for pod in pods {
-        out.push_str(&format!(
-            "--- envoy in {} ---\n{}\n",
-            pod.proxy_id(),
-            tail(&pod.envoy_log(), 30)
-        ));
-    }
-    for replica in replicas {
-        out.push_str(&format!(
-            "--- meshd at {} ---\n{}\n",
-            replica.ip(),
-            tail(&replica.log(), 40)
-        ));
-    }
-    out
-}
-
 #[test]
 fn a_proxy_whose_replica_dies_loses_no_request_and_resyncs_from_the_survivor() -> anyhow::Result<()>
 {
@@ -148,7 +131,7 @@ fn a_proxy_whose_replica_dies_loses_no_request_and_resyncs_from_the_survivor() -
     let url = format!("http://{ECHO_VIP}:8080/");
     let first = get_until_ok(&client, &url, &[]);
     let diagnose = |replicas: &[Meshd]| {
-        logs(
+        diagnostics_of(
             &mesh,
             &replicas.iter().collect::<Vec<_>>(),
             &[&client, &echo],
@@ -327,7 +310,7 @@ fn a_proxy_finds_the_live_replica_among_ones_that_never_answer() -> anyhow::Resu
         last = sync_state(&meshd, "sleep.default");
         last.as_ref().is_some_and(synced).then(|| started.elapsed())
     });
-    let logs = || logs(&mesh, &[&meshd], &[&client]);
+    let logs = || diagnostics_of(&mesh, &[&meshd], &[&client]);
     let took =
         took.with_context(|| format!("not synced within {FAILOVER:?}: {last:?}\n{}", logs()))?;
     eprintln!(

@@ -75,6 +75,11 @@ pub fn tail(text: &str, lines: usize) -> String {
 /// What tells why a request failed: where the logs are, the tail of each pod's Envoy log and of
 /// meshd's.
 pub fn diagnostics(mesh: &Mesh, meshd: &Meshd, pods: &[&Pod]) -> String {
+    diagnostics_of(mesh, &[meshd], pods)
+}
+
+/// [`diagnostics`] with the log of each of several meshd replicas.
+pub fn diagnostics_of(mesh: &Mesh, replicas: &[&Meshd], pods: &[&Pod]) -> String {
     let mut out = format!("logs in {}\n", mesh.dir().display());
     for pod in pods {
         out.push_str(&format!(
@@ -83,7 +88,13 @@ pub fn diagnostics(mesh: &Mesh, meshd: &Meshd, pods: &[&Pod]) -> String {
             tail(&pod.envoy_log(), 30)
         ));
     }
-    out.push_str(&format!("--- meshd ---\n{}", tail(&meshd.log(), 60)));
+    for meshd in replicas {
+        out.push_str(&format!(
+            "--- meshd at {} ---\n{}\n",
+            meshd.ip(),
+            tail(&meshd.log(), 60)
+        ));
+    }
     out
 }
 
