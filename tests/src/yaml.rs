@@ -286,6 +286,20 @@ spec:
     )
 }
 
+/// A VirtualService `name` in namespace `default` for `host`, with `http` as its `http:` list
+/// (YAML lines indented by two, `  - …`).
+pub fn virtual_service(name: &str, host: &str, http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{host}]
+  http:
+{http}"
+    )
+}
+
 /// Joins documents into one multi-document YAML file.
 pub fn documents(docs: &[String]) -> String {
     docs.iter()

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use meshd_tests::{Mesh, Pod, PodSpec, wait_until};
+use meshd_tests::{Mesh, Pod, PodSpec, wait_until, yaml};
 
 use crate::support::jwt::Issuer;
 use crate::support::{
@@ -23,16 +23,10 @@ const PROXY_PORT: u16 = 3128;
 const UNDELAYED: Duration = Duration::from_secs(1);
 
 fn echo_routes(timeout: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: [echo]
-  http:
-  - timeout: {timeout}
-    route: [{{destination: {{host: echo}}}}]
-"
+    yaml::virtual_service(
+        "echo",
+        "echo",
+        &format!("  - timeout: {timeout}\n    route: [{{destination: {{host: echo}}}}]\n"),
     )
 }
 

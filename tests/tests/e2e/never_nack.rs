@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
+use meshd_tests::yaml::virtual_service;
 use meshd_tests::{HttpResult, Pod, wait_for, wait_until};
 
 use crate::support::cli::{analyze_dir, debug_json, describe, in_hub, metric, stdout};
@@ -21,18 +22,6 @@ const CLIENT_IP: &str = "10.77.1.20";
 const LATE_CLIENT_IP: &str = "10.77.1.21";
 /// A second Service on the echo pods, for routes of their own.
 const OTHER_VIP: &str = "10.96.0.11";
-
-fn virtual_service(name: &str, host: &str, http: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {name}, namespace: default}}
-spec:
-  hosts: [{host}]
-  http:
-{http}"
-    )
-}
 
 /// The echo pod behind Services `echo` (8080) and `other` (8081), a client, and `extra`.
 fn mesh(extra: Vec<String>, meshd_args: &[&str]) -> anyhow::Result<MeshEnv> {

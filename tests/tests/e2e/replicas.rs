@@ -32,16 +32,12 @@ const SYNCED_TYPES: [&str; 5] = ["CDS", "LDS", "EDS", "RDS", "SDS"];
 
 /// VirtualService `echo` that marks every answer with response header `x-config: <mark>`.
 fn marking_routes(mark: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo, namespace: default}}
-spec:
-  hosts: [echo]
-  http:
-  - headers: {{response: {{set: {{x-config: {mark}}}}}}}
-    route: [{{destination: {{host: echo}}}}]
-"
+    yaml::virtual_service(
+        "echo",
+        "echo",
+        &format!(
+            "  - headers: {{response: {{set: {{x-config: {mark}}}}}}}\n    route: [{{destination: {{host: echo}}}}]\n"
+        ),
     )
 }
 
