@@ -154,7 +154,11 @@ impl ResourceSet {
     /// The set of `resources`; of two with one name, the last is kept (as a map built from the
     /// list would keep it).
     pub fn new(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
-        let list = Self::canonical(resources);
+        Self::of_canonical(Self::canonical(resources))
+    }
+
+    /// The set of a [`Self::canonical`] list.
+    fn of_canonical(list: Vec<Arc<Resource>>) -> Self {
         let total = list.iter().map(|r| r.field.len()).sum();
         let mut buf = BytesMut::with_capacity(total);
         let mut offsets = Vec::with_capacity(list.len() + 1);
@@ -336,7 +340,7 @@ impl Interner {
             inner.by_version.retain(|_, kept| kept.strong_count() > 0);
             inner.swept_at = inner.by_version.len();
         }
-        let set = Arc::new(ResourceSet::new(list));
+        let set = Arc::new(ResourceSet::of_canonical(list));
         inner.by_version.insert(version, Arc::downgrade(&set));
         set
     }
