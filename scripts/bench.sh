@@ -199,12 +199,13 @@ json.dump({
 EOF
 }
 
-# meshd-loadgen against 127.0.0.1:$1, sampling pid $2; output JSON to $3; further flags after.
+# meshd-loadgen against 127.0.0.1:$1 (several ports, comma-separated: replicas), sampling pid $2;
+# output JSON to $3; further flags after.
 loadgen() {
-    local port="$1" pid="$2" out="$3"
+    local ports="$1" pid="$2" out="$3"
     shift 3
     local status=0
-    "$BIN/meshd-loadgen" --xds-addr "127.0.0.1:$port" --clients "$CLIENTS" \
+    "$BIN/meshd-loadgen" --xds-addr "127.0.0.1:${ports//,/,127.0.0.1:}" --clients "$CLIENTS" \
         --server-pid "$pid" --clk-tck "$CLK_TCK" "$@" >"$out" 2>"$out.err" || status=$?
     sed 's/^/  /' "$out.err" >&2
     if ((status != 0)); then
@@ -298,10 +299,9 @@ if step replicas; then
     start_meshd "$WORK/replicas-facts.json" "$WORK/replica-a.log"
     serve_meshd "${REPLICA_PORTS[@]}" "$WORK/replica-b.log"
     REPLICA_B=$SERVED_PID
-    "$BIN/meshd-loadgen" --xds-addr "127.0.0.1:$XDS_PORT,127.0.0.1:${REPLICA_PORTS[0]}" \
-        --server-pid "$REPLICA_B" --clk-tck "$CLK_TCK" --kill-pid "$MESHD_PID" \
-        >"$WORK/replicas.json" 2>"$WORK/replicas.json.err" || { log "replicas: loadgen failed"; FAILED=1; }
-    sed 's/^/  /' "$WORK/replicas.json.err" >&2
+    # The survivor is sampled.
+    CLIENTS=0 loadgen "$XDS_PORT,${REPLICA_PORTS[0]}" "$REPLICA_B" "$WORK/replicas.json" \
+        --kill-pid "$MESHD_PID"
     wait "$MESHD_PID" 2>/dev/null || true
     stop "$REPLICA_B"
     unset MESHD_BENCH_ISOLATION MESHD_BENCH_PODS_PER_SERVICE

@@ -605,6 +605,32 @@ struct Coordinator<'a> {
 }
 
 impl Coordinator<'_> {
+    /// Tallies events until `done` holds — or, `--timeout-secs` after `started`, records as the
+    /// run's error what `failed` says of how many got there and of the timeout — then until
+    /// quiet; returns the times `times` keeps, sorted.
+    async fn finish_phase(
+        &mut self,
+        started: Instant,
+        done: impl Fn(&Tally) -> bool,
+        times: impl Fn(&Tally) -> &Vec<f64>,
+        failed: impl FnOnce(usize, u64) -> String,
+    ) -> Vec<f64> {
+        if !wait(
+            &mut self.events,
+            &mut self.tally,
+            started + self.timeout,
+            done,
+        )
+        .await
+        {
+            self.error = Some(failed(times(&self.tally).len(), self.args.timeout_secs));
+        }
+        quiet(&mut self.events, &mut self.tally, self.settle).await;
+        let mut sorted = times(&self.tally).clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    }
+
     /// Initial push: connect everyone, wait for every client to have ACKed every type, then for
     /// quiet.
     async fn initial(&mut self, pods: Vec<PodRef>) -> anyhow::Result<Initial> {
@@ -616,24 +642,14 @@ impl Coordinator<'_> {
             tokio::spawn(client::run(Arc::clone(&self.ctx), id, pod, self.args.delta));
         }
         let clients = self.clients;
-        let done = |t: &Tally| t.ready.len() + t.failed >= clients;
-        if !wait(
-            &mut self.events,
-            &mut self.tally,
-            start + self.timeout,
-            done,
-        )
-        .await
-        {
-            self.error = Some(format!(
-                "initial push: {} of {clients} clients ready after {}s",
-                self.tally.ready.len(),
-                self.args.timeout_secs
-            ));
-        }
-        quiet(&mut self.events, &mut self.tally, self.settle).await;
-        let mut ready = self.tally.ready.clone();
-        ready.sort_by(f64::total_cmp);
+        let ready = self
+            .finish_phase(
+                start,
+                |t| t.ready.len() + t.failed >= clients,
+                |t| &t.ready,
+                |n, secs| format!("initial push: {n} of {clients} clients ready after {secs}s"),
+            )
+            .await;
         let initial = Initial {
             connected_s: self.tally.last_connected.map_or(0.0, |t| secs(t - start)),
             all_acked_s: ready.last().copied().unwrap_or_default(),
@@ -671,21 +687,14 @@ impl Coordinator<'_> {
             .status()
             .context("running kill")?;
         anyhow::ensure!(killed.success(), "kill -KILL {pid} failed");
-        let deadline = self.tally.phase_start + self.timeout;
-        if !wait(&mut self.events, &mut self.tally, deadline, |t| {
-            t.resynced.len() >= moved
-        })
-        .await
-        {
-            self.error = Some(format!(
-                "failover: {} of {moved} clients resynced after {}s",
-                self.tally.resynced.len(),
-                self.args.timeout_secs
-            ));
-        }
-        quiet(&mut self.events, &mut self.tally, self.settle).await;
-        let mut resynced = self.tally.resynced.clone();
-        resynced.sort_by(f64::total_cmp);
+        let resynced = self
+            .finish_phase(
+                self.tally.phase_start,
+                |t| t.resynced.len() >= moved,
+                |t| &t.resynced,
+                |n, secs| format!("failover: {n} of {moved} clients resynced after {secs}s"),
+            )
+            .await;
         let report = FailoverReport {
             moved,
             all_resynced_s: resynced.last().copied().unwrap_or_default(),
@@ -727,24 +736,14 @@ impl Coordinator<'_> {
         let dir = self.args.mesh_dir.as_deref().context("needs --mesh-dir")?;
         let namespace = edit(&mut self.edits);
         self.args.shape.apply(dir, namespace, &self.edits)?;
-        let done = |t: &Tally| t.changed.len() + (t.failed - failed_before) >= affected;
-        if !wait(
-            &mut self.events,
-            &mut self.tally,
-            started + self.timeout,
-            done,
-        )
-        .await
-        {
-            self.error = Some(format!(
-                "change {name}: {} of {affected} clients saw it after {}s",
-                self.tally.changed.len(),
-                self.args.timeout_secs
-            ));
-        }
-        quiet(&mut self.events, &mut self.tally, self.settle).await;
-        let mut changed = self.tally.changed.clone();
-        changed.sort_by(f64::total_cmp);
+        let changed = self
+            .finish_phase(
+                started,
+                |t| t.changed.len() + (t.failed - failed_before) >= affected,
+                |t| &t.changed,
+                |n, secs| format!("change {name}: {n} of {affected} clients saw it after {secs}s"),
+            )
+            .await;
         let entry = ChangeReport {
             change: name,
             all_acked_s: changed.last().copied().unwrap_or_default(),
