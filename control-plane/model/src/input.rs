@@ -1,6 +1,7 @@
 //! The objects users write, as they write them: Kubernetes core/discovery kinds and Istio's
-//! networking kinds. Only the fields meshd reads are typed; everything else is ignored.
+//! networking kinds, and the Kubernetes Gateway API. Only the fields meshd reads are typed; everything else is ignored.
 
+pub mod gateway_api;
 pub mod istio;
 pub mod kube;
 pub mod networking;

@@ -6,6 +6,7 @@ pub mod authz;
 pub mod documents;
 pub mod duration;
 pub mod finding;
+pub mod gateway_api;
 pub mod input;
 pub mod locality;
 pub mod mesh_config;

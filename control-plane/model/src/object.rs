@@ -8,6 +8,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::input::ObjectMeta;
+use crate::input::gateway_api::{
+    GatewayClass, GrpcRoute, HttpRoute, KubeGateway, ReferenceGrant, TcpRoute, TlsRoute,
+};
 use crate::input::istio::{ServiceEntry, WorkloadEntry};
 use crate::input::kube::{
     ConfigMap, EndpointSlice, Endpoints, Namespace, Node, Pod, Secret, Service,
@@ -37,10 +40,17 @@ pub enum Kind {
     AuthorizationPolicy,
     RequestAuthentication,
     Telemetry,
+    GatewayClass,
+    KubeGateway,
+    HttpRoute,
+    GrpcRoute,
+    TcpRoute,
+    TlsRoute,
+    ReferenceGrant,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 25] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Service,
@@ -59,6 +69,13 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::RequestAuthentication,
         Kind::Telemetry,
+        Kind::GatewayClass,
+        Kind::KubeGateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::TcpRoute,
+        Kind::TlsRoute,
+        Kind::ReferenceGrant,
     ];
 
     /// API group, as in `apiVersion: <group>/<version>`; empty for the core group.
@@ -82,11 +99,26 @@ impl Kind {
                 "security.istio.io"
             }
             Kind::Telemetry => "telemetry.istio.io",
+            Kind::GatewayClass
+            | Kind::KubeGateway
+            | Kind::HttpRoute
+            | Kind::GrpcRoute
+            | Kind::TcpRoute
+            | Kind::TlsRoute
+            | Kind::ReferenceGrant => GATEWAY_API_GROUP,
         }
     }
 
     /// Versions served for the kind; a document in any other version is refused.
     pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::GatewayClass | Kind::KubeGateway | Kind::HttpRoute => return &["v1", "v1beta1"],
+            Kind::GrpcRoute => return &["v1", "v1alpha2"],
+            Kind::ReferenceGrant => return &["v1beta1", "v1alpha2"],
+            Kind::TcpRoute => return &["v1alpha2"],
+            Kind::TlsRoute => return &["v1alpha2", "v1alpha3"],
+            _ => {}
+        }
         match self.group() {
             "" | "discovery.k8s.io" => &["v1"],
             "networking.istio.io" => &["v1", "v1beta1", "v1alpha3"],
@@ -115,6 +147,13 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::Telemetry => "Telemetry",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::KubeGateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::TlsRoute => "TLSRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 
@@ -122,7 +161,8 @@ impl Kind {
     pub fn plural(self) -> String {
         match self {
             Kind::Endpoints => "endpoints".to_string(),
-            Kind::Gateway => "gateways".to_string(),
+            Kind::Gateway | Kind::KubeGateway => "gateways".to_string(),
+            Kind::GatewayClass => "gatewayclasses".to_string(),
             Kind::AuthorizationPolicy => "authorizationpolicies".to_string(),
             Kind::ServiceEntry => "serviceentries".to_string(),
             Kind::WorkloadEntry => "workloadentries".to_string(),
@@ -131,18 +171,39 @@ impl Kind {
         }
     }
 
+    /// The kind named `name`; where two groups share a name (`Gateway`), Istio's.
     pub fn from_name(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// The kind `name` of API group `group` (as in `apiVersion: <group>/<version>`).
+    pub fn from_group_and_name(group: &str, name: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == name && k.group() == group)
+    }
+
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace | Kind::Node)
+        !matches!(self, Kind::Namespace | Kind::Node | Kind::GatewayClass)
+    }
+
+    /// A kind of the Kubernetes Gateway API.
+    pub fn is_gateway_api(self) -> bool {
+        self.group() == GATEWAY_API_GROUP
     }
 }
 
+/// The Kubernetes Gateway API's group.
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The name, qualified by the group where another group has a kind of that name, as kubectl
+/// writes it (`Gateway.gateway.networking.k8s.io`).
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Kind::KubeGateway => write!(f, "{}.{}", self.name(), self.group()),
+            _ => f.write_str(self.name()),
+        }
     }
 }
 
@@ -213,6 +274,13 @@ pub enum Object {
     AuthorizationPolicy(Arc<AuthorizationPolicy>),
     RequestAuthentication(Arc<RequestAuthentication>),
     Telemetry(Arc<Telemetry>),
+    GatewayClass(Arc<GatewayClass>),
+    KubeGateway(Arc<KubeGateway>),
+    HttpRoute(Arc<HttpRoute>),
+    GrpcRoute(Arc<GrpcRoute>),
+    TcpRoute(Arc<TcpRoute>),
+    TlsRoute(Arc<TlsRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
 }
 
 /// Why a document was not accepted. Always names what it could of the object, and the field.
@@ -254,7 +322,14 @@ impl Object {
             .get("kind")
             .and_then(|k| k.as_str())
             .ok_or(ParseError::MissingKind)?;
-        let Some(kind) = Kind::from_name(kind_name) else {
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let Some(kind) =
+            Kind::from_group_and_name(group, kind_name).or_else(|| Kind::from_name(kind_name))
+        else {
             return Ok(None);
         };
         let name = value
@@ -265,11 +340,6 @@ impl Object {
         if name.is_empty() {
             return Err(ParseError::MissingName { kind });
         }
-        let api_version = value
-            .get("apiVersion")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         if group != kind.group() || !kind.versions().contains(&version) {
             let served = kind
                 .versions()
@@ -319,6 +389,13 @@ impl Object {
             Kind::AuthorizationPolicy => Object::AuthorizationPolicy(typed(&key, value)?),
             Kind::RequestAuthentication => Object::RequestAuthentication(typed(&key, value)?),
             Kind::Telemetry => Object::Telemetry(typed(&key, value)?),
+            Kind::GatewayClass => Object::GatewayClass(typed(&key, value)?),
+            Kind::KubeGateway => Object::KubeGateway(typed(&key, value)?),
+            Kind::HttpRoute => Object::HttpRoute(typed(&key, value)?),
+            Kind::GrpcRoute => Object::GrpcRoute(typed(&key, value)?),
+            Kind::TcpRoute => Object::TcpRoute(typed(&key, value)?),
+            Kind::TlsRoute => Object::TlsRoute(typed(&key, value)?),
+            Kind::ReferenceGrant => Object::ReferenceGrant(typed(&key, value)?),
         };
         Ok(Some(object.with_namespace(&namespace)))
     }
@@ -343,6 +420,13 @@ impl Object {
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
             Object::Telemetry(_) => Kind::Telemetry,
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::KubeGateway(_) => Kind::KubeGateway,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::TcpRoute(_) => Kind::TcpRoute,
+            Object::TlsRoute(_) => Kind::TlsRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -366,6 +450,13 @@ impl Object {
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::RequestAuthentication(o) => &o.metadata,
             Object::Telemetry(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata.meta,
+            Object::KubeGateway(o) => &o.metadata.meta,
+            Object::HttpRoute(o) => &o.metadata.meta,
+            Object::GrpcRoute(o) => &o.metadata.meta,
+            Object::TcpRoute(o) => &o.metadata.meta,
+            Object::TlsRoute(o) => &o.metadata.meta,
+            Object::ReferenceGrant(o) => &o.metadata.meta,
         }
     }
 
@@ -386,7 +477,7 @@ impl Object {
             }
         }
         match &mut self {
-            Object::Namespace(_) | Object::Node(_) => {}
+            Object::Namespace(_) | Object::Node(_) | Object::GatewayClass(_) => {}
             Object::Service(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Endpoints(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::EndpointSlice(o) => set(&mut Arc::make_mut(o).metadata, namespace),
@@ -403,6 +494,12 @@ impl Object {
             Object::AuthorizationPolicy(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::RequestAuthentication(o) => set(&mut Arc::make_mut(o).metadata, namespace),
             Object::Telemetry(o) => set(&mut Arc::make_mut(o).metadata, namespace),
+            Object::KubeGateway(o) => set(&mut Arc::make_mut(o).metadata.meta, namespace),
+            Object::HttpRoute(o) => set(&mut Arc::make_mut(o).metadata.meta, namespace),
+            Object::GrpcRoute(o) => set(&mut Arc::make_mut(o).metadata.meta, namespace),
+            Object::TcpRoute(o) => set(&mut Arc::make_mut(o).metadata.meta, namespace),
+            Object::TlsRoute(o) => set(&mut Arc::make_mut(o).metadata.meta, namespace),
+            Object::ReferenceGrant(o) => set(&mut Arc::make_mut(o).metadata.meta, namespace),
         }
         self
     }

@@ -9,6 +9,7 @@ use crate::authz::AuthorizationPolicies;
 use crate::authz::jwt::RequestAuthentications;
 use crate::finding::Finding;
 use crate::finding::{SCHEMA_ERROR, Severity};
+use crate::gateway_api::GatewayApi;
 use crate::mesh_config::MeshConfig;
 use crate::object::{Kind, Object, ObjectKey};
 use crate::peer_auth::PeerAuthentications;
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub objects: Arc<BTreeMap<ObjectKey, Object>>,
     pub registry: Registry,
     pub traffic: Traffic,
+    /// Gateway API status and automated deployments (routes themselves are in `traffic`).
+    pub gateway_api: GatewayApi,
     pub peer_authentications: PeerAuthentications,
     pub sidecars: Sidecars,
     pub authorization_policies: AuthorizationPolicies,
@@ -46,7 +49,8 @@ impl Snapshot {
     ) -> Snapshot {
         let mut findings = Vec::new();
         let registry = Registry::build(&objects, &mut findings);
-        let traffic = Traffic::build(&objects, &registry, &mut findings);
+        let mut traffic = Traffic::build(&objects, &registry, &mut findings);
+        let gateway_api = GatewayApi::build(&objects, &registry, &mut traffic, &mut findings);
         let peer_authentications =
             PeerAuthentications::build(&objects, &mesh.root_namespace, &mut findings);
         let authorization_policies =
@@ -61,6 +65,7 @@ impl Snapshot {
             objects,
             registry,
             traffic,
+            gateway_api,
             peer_authentications,
             authorization_policies,
             request_authentications,

@@ -152,10 +152,15 @@ pub fn object_of_config_path(path: &str) -> Option<ObjectKey> {
     let (before, name) = path.rsplit_once('/')?;
     let (before, plural) = before.rsplit_once('/')?;
     let (before, namespace) = before.rsplit_once('/')?;
-    if !before.ends_with("/namespaces") {
-        return None;
-    }
-    let kind = Kind::ALL.into_iter().find(|k| k.plural() == plural)?;
+    let api = before.strip_suffix("/namespaces")?;
+    // `/apis/<group>/<version>` or `/api/<version>`: two groups have `gateways`.
+    let group = api
+        .strip_prefix("/apis/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or("", |(group, _)| group);
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.plural() == plural && k.group() == group)?;
     Some(ObjectKey::new(kind, namespace, name))
 }
 
