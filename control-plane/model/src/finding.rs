@@ -32,6 +32,9 @@ pub const REFERENCED_NOT_FOUND: &str = "IST0101";
 /// meshd's code for an object left out because Envoy would reject (or did reject) the config it
 /// produces; no validation rule of Istio's caught it.
 pub const REJECTED_BY_ENVOY: &str = "MESHD0001";
+/// meshd's code for a Gateway API object whose status says it is not (wholly) in effect: a
+/// route no parent accepted, a reference that does not resolve, a listener that is not served.
+pub const GATEWAY_API_CONDITION: &str = "MESHD0002";
 
 /// A validation result about one object, with Istio's analyzer code where one exists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -12,10 +12,10 @@ use crate::object::{Kind, Object, ObjectKey};
 use crate::registry::Registry;
 
 mod destination_rule;
-mod gateway;
+pub(crate) mod gateway;
 // Where workloads are: a leaf module of its own, since the registry places pods too.
 pub use crate::locality;
-mod virtual_service;
+pub(crate) mod virtual_service;
 
 pub use destination_rule::*;
 
@@ -38,6 +38,9 @@ pub struct VirtualServiceModel {
     pub tls: Vec<TlsRoute>,
     /// Namespaces whose proxies see it (`.` resolved); `None`: every namespace.
     pub export_to: Option<std::collections::BTreeSet<String>>,
+    /// Converted from Gateway API routes: prefixes match whole path segments, and a route
+    /// match's `port` binds it to that listener port on gateways too.
+    pub gateway_semantics: bool,
 }
 
 impl VirtualServiceModel {
@@ -99,9 +102,25 @@ pub struct GatewayModel {
 }
 
 impl GatewayModel {
-    /// `namespace/name`, as VirtualServices refer to it.
+    /// `namespace/name`, as VirtualServices refer to it; a Gateway API Gateway by the name
+    /// istiod gives its generated Gateway, so the two kinds never share a reference.
     pub fn reference(&self) -> String {
-        format!("{}/{}", self.key.namespace, self.key.name)
+        if self.key.kind == Kind::KubeGateway {
+            format!(
+                "{}/{}-{}",
+                self.key.namespace,
+                self.key.name,
+                crate::gateway_api::GENERATED_SUFFIX
+            )
+        } else {
+            format!("{}/{}", self.key.namespace, self.key.name)
+        }
+    }
+
+    /// Router proxies in `namespace` may serve it: any for Istio Gateways (selectors reach
+    /// across namespaces), only its own namespace's for a Gateway API Gateway.
+    pub fn serves_namespace(&self, namespace: &str) -> bool {
+        self.key.kind != Kind::KubeGateway || self.key.namespace == namespace
     }
 }
 

@@ -452,7 +452,14 @@ fn route_table(
 ) -> RouteConfiguration {
     let mut hosts: BTreeMap<String, Vec<_>> = BTreeMap::new();
     let mut redirect_hosts: HashSet<String> = HashSet::new();
-    for vs in &snapshot.traffic.virtual_services {
+    // Only HTTP routes make virtual hosts: a VirtualService of TCP or TLS routes alone would
+    // leave an empty one for its hosts.
+    for vs in snapshot
+        .traffic
+        .virtual_services
+        .iter()
+        .filter(|vs| !vs.http.is_empty())
+    {
         for b in servers {
             let gateway = b.gateway.reference();
             if !vs.applies_to_gateway(&gateway) || !vs.visible_in(&scope.namespace) {

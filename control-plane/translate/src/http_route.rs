@@ -115,8 +115,11 @@ fn route_matches(
     r.matches
         .iter()
         .filter(|m| {
-            m.port
-                .is_none_or(|p| p == ctx.port || ctx.gateway != meshd_model::traffic::MESH_GATEWAY)
+            // A Gateway API route is bound to its listener's port on gateways too.
+            m.port.is_none_or(|p| {
+                p == ctx.port
+                    || (ctx.gateway != meshd_model::traffic::MESH_GATEWAY && !vs.gateway_semantics)
+            })
         })
         .filter(|m| vs.match_applies_to_gateway(&m.gateways, ctx.gateway))
         .filter(|m| {
@@ -132,7 +135,13 @@ fn route_matches(
                     if let Some(e) = &u.exact {
                         route_match::PathSpecifier::Path(e.clone())
                     } else if let Some(p) = &u.prefix {
-                        route_match::PathSpecifier::Prefix(p.clone())
+                        // (A GRPCRoute's `/service/` prefix stays a plain prefix.)
+                        if vs.gateway_semantics && !p.ends_with('/') {
+                            // Gateway API prefixes match whole segments: `/api` is not `/apix`.
+                            route_match::PathSpecifier::PathSeparatedPrefix(p.clone())
+                        } else {
+                            route_match::PathSpecifier::Prefix(p.clone())
+                        }
                     } else {
                         route_match::PathSpecifier::SafeRegex(regex_matcher(
                             u.regex.as_deref().unwrap_or_default(),
@@ -473,7 +482,13 @@ fn action(
         let path = redirect
             .uri
             .clone()
-            .map(redirect_action::PathRewriteSpecifier::PathRedirect);
+            .map(redirect_action::PathRewriteSpecifier::PathRedirect)
+            .or_else(|| {
+                redirect
+                    .prefix_rewrite
+                    .clone()
+                    .map(redirect_action::PathRewriteSpecifier::PrefixRewrite)
+            });
         let scheme = redirect
             .scheme
             .clone()
@@ -609,7 +624,9 @@ pub(crate) fn virtual_service_routes(
                 name: r.name.clone().unwrap_or_default(),
                 r#match: Some(m),
                 action: Some(action),
-                metadata: istio_config_metadata(&vs.key.config_path()),
+                metadata: istio_config_metadata(
+                    &r.origin.as_ref().unwrap_or(&vs.key).config_path(),
+                ),
                 typed_per_filter_config: route_filters.clone(),
                 request_headers_to_add: headers.request_add.clone(),
                 request_headers_to_remove: headers.request_remove.clone(),

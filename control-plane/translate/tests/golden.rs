@@ -216,6 +216,20 @@ fn check_case(name: &str) {
         "{name}: findings differ from {}",
         findings_file.display()
     );
+    // Gateway API cases: the status each object should carry, and the deployments.
+    if !snapshot.gateway_api.statuses.is_empty() {
+        let statuses: serde_json::Map<String, Value> = snapshot
+            .gateway_api
+            .statuses
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let actual = json!({
+            "statuses": statuses,
+            "deployments": snapshot.gateway_api.deployments,
+        });
+        matches_golden(&actual, &case_dir(name).join("gateway-api-status.json"));
+    }
     for proxy in proxies {
         let config = meshd_translate::generate(&snapshot, &proxy);
         let actual = serde_json::to_string_pretty(&config.to_json()).unwrap() + "\n";
@@ -737,4 +751,9 @@ fn telemetry_metrics_matches_golden_and_envoy_accepts_it() {
     for side in [&outbound, &inbound] {
         assert!(side.contains("istio_tcp_connections_opened_total"));
     }
+}
+
+#[test]
+fn gateway_api_routes_match_golden_and_envoy_accepts_them() {
+    check_case("gateway-api");
 }

@@ -22,6 +22,7 @@ pub struct GatewayApiObject<S> {
 
 /// `metadata` plus the generation conditions report as `observedGeneration`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GatewayApiMeta {
     #[serde(flatten)]
     pub meta: ObjectMeta,
@@ -29,6 +30,9 @@ pub struct GatewayApiMeta {
     pub generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// RFC 3339; the older of two routes wins a tie in match precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
 }
 
 pub type GatewayClass = GatewayApiObject<GatewayClassSpec>;

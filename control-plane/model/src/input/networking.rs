@@ -66,6 +66,11 @@ pub struct HttpRoute {
     pub cors_policy: Option<CorsPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
+    /// The object the route came from when it is not the VirtualService holding it (a Gateway
+    /// API route merged into one per gateway and host): what `proxy-config` shows and a NACK
+    /// blames. Never read from YAML.
+    #[serde(skip)]
+    pub origin: Option<crate::object::ObjectKey>,
 }
 
 /// A share of requests, 0 to 100 (fractions allowed).
@@ -298,6 +303,10 @@ pub struct HttpRedirect {
     pub port: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_code: Option<u32>,
+    /// Replace the matched path prefix instead of the whole path (Gateway API's
+    /// `ReplacePrefixMatch`; VirtualServices have no such field). Never read from YAML.
+    #[serde(skip)]
+    pub prefix_rewrite: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -206,7 +206,16 @@ pub(super) fn validate_gateway(
     objects: &BTreeMap<ObjectKey, Object>,
     findings: &mut Vec<Finding>,
 ) -> Option<GatewayModel> {
-    let key = key_of(Kind::Gateway, &gw.metadata);
+    validate_as(key_of(Kind::Gateway, &gw.metadata), gw, objects, findings)
+}
+
+/// Validates `gw` as the object `key` says it came from (a Gateway API Gateway's servers).
+pub(crate) fn validate_as(
+    key: ObjectKey,
+    gw: &Gateway,
+    objects: &BTreeMap<ObjectKey, Object>,
+    findings: &mut Vec<Finding>,
+) -> Option<GatewayModel> {
     let mut check = Check::new(&key);
     if !syntax::is_dns1123_label(&key.name) {
         check.error(

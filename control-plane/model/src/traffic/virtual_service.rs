@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use crate::finding::{Checks, Finding};
 use crate::input::networking::{Destination, HttpRoute, StringMatch, VirtualService};
-use crate::object::Kind;
+use crate::object::{Kind, ObjectKey};
 use crate::registry::Registry;
 use crate::syntax;
 
@@ -283,6 +283,18 @@ pub(super) fn validate_virtual_service(
     findings: &mut Vec<Finding>,
 ) -> Option<VirtualServiceModel> {
     let key = key_of(Kind::VirtualService, &vs.metadata);
+    validate_as(key, vs, registry, rules, findings)
+}
+
+/// Validates `vs` as the object `key` says it came from (a Gateway API route converted to a
+/// VirtualService is judged by the same rules, and its findings name the route).
+pub(crate) fn validate_as(
+    key: ObjectKey,
+    vs: &VirtualService,
+    registry: &Registry,
+    rules: &super::DestinationRules,
+    findings: &mut Vec<Finding>,
+) -> Option<VirtualServiceModel> {
     let ns = key.namespace.clone();
     let ctx = Context {
         namespace: &ns,
@@ -417,6 +429,7 @@ pub(super) fn validate_virtual_service(
         tcp,
         tls,
         export_to,
+        gateway_semantics: key.kind.is_gateway_api(),
         key,
     })
 }

@@ -95,6 +95,7 @@ pub(crate) fn selected<'a>(snapshot: &'a Snapshot, scope: &Scope) -> Vec<&'a Gat
         .gateways
         .iter()
         .filter(|g| !g.selector.is_empty() && labels_match(&g.selector, &scope.labels))
+        .filter(|g| g.serves_namespace(&scope.namespace))
         .map(|g| g.as_ref())
         .collect()
 }

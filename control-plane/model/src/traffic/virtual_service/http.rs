@@ -235,7 +235,12 @@ impl Check<'_> {
         }
         if let Some(r) = &route.redirect {
             let field = format!("{at}.redirect");
-            if r.uri.is_none() && r.authority.is_none() && r.scheme.is_none() && r.port.is_none() {
+            if r.uri.is_none()
+                && r.prefix_rewrite.is_none()
+                && r.authority.is_none()
+                && r.scheme.is_none()
+                && r.port.is_none()
+            {
                 self.error(
                     &field,
                     "redirect must specify URI, authority, scheme, or port".to_string(),
