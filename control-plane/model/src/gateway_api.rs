@@ -510,3 +510,6 @@ pub fn controls_class(class: &str, objects: &BTreeMap<ObjectKey, Object>) -> boo
     let key = ObjectKey::new(crate::Kind::GatewayClass, "", class);
     matches!(objects.get(&key), Some(Object::GatewayClass(c)) if c.spec.controller_name == CONTROLLER_NAME)
 }
+
+#[cfg(test)]
+mod tests;
