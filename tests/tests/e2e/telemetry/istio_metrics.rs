@@ -263,6 +263,14 @@ fn prometheus_scrapes_istios_request_and_tcp_metrics_from_both_sidecars_for_kial
             "{metric} {reporter}: {n:#?}"
         );
     }
+    // The byte counters are scraped before the next batch: a series Prometheus first sees
+    // after both batches is flat, and its rate is 0.
+    let sent = prometheus.query_until(
+        "sum(istio_tcp_sent_bytes_total{reporter=\"source\"})",
+        SETTLE,
+        |s| total(s, &[]) > 0.0,
+    );
+    assert!(total(&sent, &[]) > 0.0, "no TCP bytes sent: {sent:#?}");
     // Kiali rates the counters: traffic goes on while Prometheus watches.
     for _ in 0..MORE_REQUESTS {
         let answer = web.curl(&format!("http://{PRICES_VIP}:{HTTP_PORT}/more"), &[]);
