@@ -271,8 +271,18 @@ fn convert_route(
         }
         _ => {}
     }
+    let invalid = probe(&key, &converted, &l4, registry, traffic, findings);
     let kind = key.kind.name();
     let mut parent_status = Vec::new();
+    for message in &converted.unsupported {
+        findings.push(Finding::new(
+            Severity::Warning,
+            GATEWAY_API_CONDITION,
+            &key,
+            "spec.rules",
+            format!("not accepted (UnsupportedValue): {message}"),
+        ));
+    }
     for (i, (reason, message)) in converted.unresolved.iter().enumerate() {
         if converted.unresolved[..i].iter().any(|(_, m)| m == message) {
             continue;
@@ -303,7 +313,9 @@ fn convert_route(
         let Some(mut accepted) = accepted else {
             continue;
         };
-        if !converted.unsupported.is_empty() && accepted.ok {
+        if let Some(errors) = invalid.as_ref().filter(|_| accepted.ok) {
+            accepted = Condition::no("Accepted", "UnsupportedValue", errors.clone());
+        } else if !converted.unsupported.is_empty() && accepted.ok {
             accepted = Condition::no(
                 "Accepted",
                 "UnsupportedValue",
@@ -385,71 +397,27 @@ fn attach_parent(
             }
         }
     }
-    let before = findings.len();
     for (gateway, host, port, export) in places {
-        let mut vs = VirtualService::default();
-        vs.metadata.namespace = Some(key.namespace.clone());
-        vs.metadata.name = key.name.clone();
-        vs.spec.hosts = vec![host.clone()];
-        vs.spec.gateways = vec![gateway.clone()];
-        match key.kind {
-            Kind::HttpRoute | Kind::GrpcRoute => {
-                vs.spec.http = converted
-                    .http
-                    .iter()
-                    .map(|(_, r)| {
-                        let mut r = r.clone();
-                        for m in &mut r.matches {
-                            m.port = port;
-                        }
-                        r
-                    })
-                    .collect();
-            }
-            Kind::TcpRoute => {
-                vs.spec.tcp = l4
-                    .iter()
-                    .filter(|(d, _)| !d.is_empty())
-                    .map(|(d, _)| TcpRoute {
-                        matches: vec![L4MatchAttributes {
-                            port,
-                            ..Default::default()
-                        }],
-                        route: d.clone(),
-                    })
-                    .collect();
-            }
-            Kind::TlsRoute => {
-                vs.spec.tls = l4
-                    .iter()
-                    .filter(|(d, _)| !d.is_empty())
-                    .map(|(d, _)| TlsRoute {
-                        matches: vec![TlsMatchAttributes {
-                            sni_hosts: vec![host.clone()],
-                            port,
-                            ..Default::default()
-                        }],
-                        route: d.clone(),
-                    })
-                    .collect();
-            }
-            _ => {}
-        }
+        let vs = route_virtual_service(key, converted, l4, &gateway, &host, port);
         if vs.spec.http.is_empty() && vs.spec.tcp.is_empty() && vs.spec.tls.is_empty() {
             continue;
         }
+        // The rules were judged once (`probe`); what this binding adds is only its host.
+        let mut scratch = Vec::new();
         let Some(mut model) = validate_vs_as(
             key.clone(),
             &vs,
             registry,
             &traffic.destination_rules,
-            findings,
+            &mut scratch,
         ) else {
-            let message = findings[before..]
+            let message = scratch
                 .iter()
+                .filter(|f| f.severity == Severity::Error)
                 .map(|f| f.message.clone())
                 .collect::<Vec<_>>()
                 .join("; ");
+            findings.extend(scratch);
             return Some(message);
         };
         if let Some(ns) = &export {
@@ -468,6 +436,104 @@ fn attach_parent(
         merged.add((gateway, host, export), key, routes);
     }
     None
+}
+
+/// The VirtualService a route's converted rules make for one place: a gateway (or `mesh`), a
+/// host, the listener port they are bound to.
+fn route_virtual_service(
+    key: &ObjectKey,
+    converted: &Converted,
+    l4: &[(Vec<RouteDestination>, usize)],
+    gateway: &str,
+    host: &str,
+    port: Option<u32>,
+) -> VirtualService {
+    let mut vs = VirtualService::default();
+    vs.metadata.namespace = Some(key.namespace.clone());
+    vs.metadata.name = key.name.clone();
+    vs.spec.hosts = vec![host.to_string()];
+    vs.spec.gateways = vec![gateway.to_string()];
+    match key.kind {
+        Kind::HttpRoute | Kind::GrpcRoute => {
+            vs.spec.http = converted
+                .http
+                .iter()
+                .map(|(_, r)| {
+                    let mut r = r.clone();
+                    for m in &mut r.matches {
+                        m.port = port;
+                    }
+                    r
+                })
+                .collect();
+        }
+        Kind::TcpRoute => {
+            vs.spec.tcp = l4
+                .iter()
+                .filter(|(d, _)| !d.is_empty())
+                .map(|(d, _)| TcpRoute {
+                    matches: vec![L4MatchAttributes {
+                        port,
+                        ..Default::default()
+                    }],
+                    route: d.clone(),
+                })
+                .collect();
+        }
+        Kind::TlsRoute => {
+            vs.spec.tls = l4
+                .iter()
+                .filter(|(d, _)| !d.is_empty())
+                .map(|(d, _)| TlsRoute {
+                    matches: vec![TlsMatchAttributes {
+                        sni_hosts: vec![host.to_string()],
+                        port,
+                        ..Default::default()
+                    }],
+                    route: d.clone(),
+                })
+                .collect();
+        }
+        _ => {}
+    }
+    vs
+}
+
+/// Judges a route's rules once, whatever it attaches to (so `meshd analyze` and the webhook
+/// see the errors of a route on its own, and a route with many parents reports them once):
+/// `Some(errors)` when the VirtualService they make is invalid.
+fn probe(
+    key: &ObjectKey,
+    converted: &Converted,
+    l4: &[(Vec<RouteDestination>, usize)],
+    registry: &Registry,
+    traffic: &Traffic,
+    findings: &mut Vec<Finding>,
+) -> Option<String> {
+    let gateway = format!("{}/{}", key.namespace, GENERATED_SUFFIX);
+    let vs = route_virtual_service(key, converted, l4, &gateway, "*", None);
+    if vs.spec.http.is_empty() && vs.spec.tcp.is_empty() && vs.spec.tls.is_empty() {
+        return None;
+    }
+    let before = findings.len();
+    let valid = validate_vs_as(
+        key.clone(),
+        &vs,
+        registry,
+        &traffic.destination_rules,
+        findings,
+    );
+    if valid.is_some() {
+        return None;
+    }
+    Some(
+        findings[before..]
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.message.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 /// A ReferenceGrant in the target's namespace lets objects of `from` (kind, namespace) refer

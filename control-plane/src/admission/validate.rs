@@ -9,12 +9,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use meshd_model::finding::GATEWAY_API_CONDITION;
+use meshd_model::object::GATEWAY_API_GROUP;
 use meshd_model::{MeshConfig, Object, Severity, Snapshot};
 use serde_json::Value;
 
-/// Findings that only report other objects missing (references, pods a subset selects).
-const NEEDS_OTHER_OBJECTS: [&str; 2] = ["IST0101", "IST0173"];
-/// API groups the webhook judges; everything else is allowed untouched.
+/// Findings that only report other objects missing (references, pods a subset selects, a
+/// Gateway API route's parent or a listener's Secret).
+const NEEDS_OTHER_OBJECTS: [&str; 3] = ["IST0101", "IST0173", GATEWAY_API_CONDITION];
+/// API groups the webhook judges (Istio's and the Gateway API); everything else is allowed
+/// untouched.
 const ISTIO_GROUP_SUFFIX: &str = "istio.io";
 
 /// The webhook's answer about one object.
@@ -36,7 +40,7 @@ impl Verdict {
 pub fn review(object: &Value, namespace: &str, name: &str, mesh: Arc<MeshConfig>) -> Verdict {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    if !group.ends_with(ISTIO_GROUP_SUFFIX) {
+    if !group.ends_with(ISTIO_GROUP_SUFFIX) && group != GATEWAY_API_GROUP {
         return Verdict::default();
     }
     // An object on its way out (finalizers being removed) must stay updatable, whatever it holds.
@@ -171,6 +175,34 @@ mod tests {
             "spec": "junk",
         });
         assert!(review(&filter, "shop", "f", mesh()).allowed());
+    }
+
+    fn mk_http_route(regex: &str) -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": { "name": "shop" },
+            "spec": {
+                "parentRefs": [{ "name": "web" }],
+                "rules": [{
+                    "matches": [{ "path": { "type": "RegularExpression", "value": regex } }],
+                    "backendRefs": [{ "name": "shop", "port": 80 }],
+                }],
+            },
+        })
+    }
+
+    #[test]
+    fn gateway_api_routes_are_judged_alone_by_the_virtual_service_rules() {
+        let verdict = review(&mk_http_route("(unclosed"), "shop", "shop", mesh());
+        assert!(!verdict.allowed());
+        assert!(
+            verdict.errors[0].starts_with("Error [IST0106] (HTTPRoute shop/shop) spec.http[0].match[0].uri.regex: invalid regex"),
+            "{verdict:?}"
+        );
+        // Its parent and backend are missing when it is judged alone: not warned about.
+        let verdict = review(&mk_http_route("^/api/.*"), "shop", "shop", mesh());
+        assert_eq!(verdict, Verdict::default());
     }
 
     #[test]
