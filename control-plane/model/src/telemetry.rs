@@ -71,9 +71,25 @@ pub struct TelemetryModel {
     pub selector: Option<BTreeMap<String, String>>,
     /// Attached to waypoints or gateways by `targetRef(s)`: applies to no sidecar.
     pub targeted: bool,
+    /// The Gateway API Gateways (in its namespace) it targets: it applies to their router
+    /// proxies, as a selector of their `gateway.networking.k8s.io/gateway-name` would.
+    pub gateways: Vec<String>,
     pub access_logging: Vec<AccessLoggingRule>,
     pub tracing: Vec<TracingRule>,
     pub metrics: Vec<MetricsRule>,
+}
+
+impl TelemetryModel {
+    /// It selects a workload with `labels` in its namespace: by `selector`, or as the router of
+    /// a Gateway it targets.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector
+            .as_ref()
+            .is_some_and(|s| labels_match(s, labels))
+            || labels
+                .get(crate::gateway_api::GATEWAY_NAME_LABEL)
+                .is_some_and(|g| self.gateways.contains(g))
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -189,10 +205,7 @@ impl Telemetries {
         levels.extend(
             self.telemetries
                 .iter()
-                .filter(|t| {
-                    t.key.namespace == namespace
-                        && t.selector.as_ref().is_some_and(|s| labels_match(s, labels))
-                })
+                .filter(|t| t.key.namespace == namespace && t.selects(labels))
                 .map(Arc::as_ref),
         );
         AppliedTelemetry { levels }
@@ -207,10 +220,7 @@ impl Telemetries {
     ) -> Vec<ObjectKey> {
         self.telemetries
             .iter()
-            .filter(|t| {
-                t.key.namespace == namespace
-                    && t.selector.as_ref().is_some_and(|s| labels_match(s, labels))
-            })
+            .filter(|t| t.key.namespace == namespace && t.selects(labels))
             .map(|t| t.key.clone())
             .collect()
     }

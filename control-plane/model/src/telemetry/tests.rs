@@ -339,3 +339,54 @@ fn analyzers_report_selectors_without_pods_empty_providers_and_unknown_ones() {
         "{findings:#?}"
     );
 }
+
+#[test]
+fn a_telemetry_targeting_a_gateway_api_gateway_applies_to_its_routers_only() {
+    let (telemetries, findings) = build(vec![
+        telemetry(
+            "infra",
+            "web-logs",
+            json!({"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web"}],
+                   "accessLogging": [{"providers": [{"name": "envoy"}]}]}),
+        ),
+        telemetry(
+            "infra",
+            "waypoint",
+            json!({"targetRefs": [{"kind": "Service", "group": "", "name": "waypoint"}],
+                   "accessLogging": [{"providers": [{"name": "envoy"}]}]}),
+        ),
+    ]);
+    let router = labels(&[("gateway.networking.k8s.io/gateway-name", "web")]);
+    let keys = |ns: &str, l: &BTreeMap<String, String>| -> Vec<String> {
+        telemetries
+            .workload_keys(ns, l)
+            .into_iter()
+            .map(|k| k.name)
+            .collect()
+    };
+    assert_eq!(keys("infra", &router), ["web-logs"]);
+    let applied = telemetries.for_workload("infra", &router);
+    assert_eq!(
+        applied
+            .access_logging(&MeshConfig::default(), WorkloadMode::Client)
+            .as_deref()
+            .map(providers),
+        Some(vec![("envoy", false)])
+    );
+    // Another Gateway's routers, the same name elsewhere, and sidecars: not targeted.
+    let other = labels(&[("gateway.networking.k8s.io/gateway-name", "other")]);
+    assert!(keys("infra", &other).is_empty());
+    assert!(keys("apps", &router).is_empty());
+    assert!(keys("infra", &labels(&[("app", "web")])).is_empty());
+    // A waypoint target is reported: meshd serves none.
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.object.name == "waypoint" && f.field == "spec.targetRefs[0]"),
+        "{findings:?}"
+    );
+    assert!(
+        !findings.iter().any(|f| f.object.name == "web-logs"),
+        "{findings:?}"
+    );
+}

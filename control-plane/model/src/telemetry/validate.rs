@@ -331,16 +331,22 @@ pub(super) fn validate(
                 .enumerate()
                 .map(|(i, r)| (format!("spec.targetRefs[{i}]"), r)),
         );
+    let mut gateways = Vec::new();
     for (at, target) in refs {
         check.target_ref(target, &at);
-    }
-    if targeted {
-        check.warning(
-            "spec.targetRefs",
-            "targetRef attaches the Telemetry to waypoints or gateways, which meshd does not \
-             serve; it applies to no sidecar"
-                .to_string(),
-        );
+        let field = |k: &str| target.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        if field("group") == crate::object::GATEWAY_API_GROUP && field("kind") == "Gateway" {
+            gateways.push(field("name").to_string());
+        } else {
+            check.warning(
+                &at,
+                format!(
+                    "targetRef attaches the Telemetry to a {} (a waypoint), which meshd does not \
+                     serve; only Gateway API Gateways are",
+                    field("kind")
+                ),
+            );
+        }
     }
 
     let mut access_logging = Vec::new();
@@ -426,6 +432,7 @@ pub(super) fn validate(
             .map(|s| s.labels.clone())
             .filter(|l| !l.is_empty()),
         targeted,
+        gateways,
         access_logging,
         tracing,
         metrics,
