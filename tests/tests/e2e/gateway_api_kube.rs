@@ -2,7 +2,7 @@
 //! manager): meshd's CRDs serve the Gateway API kinds, the leader creates GatewayClass `istio`,
 //! deploys each Gateway of that class (ServiceAccount, Deployment and Service, owned by the
 //! Gateway) and removes them when the Gateway goes — there is no garbage collector here — and
-//! writes each object's status only when it changes.
+//! writes each object's status only when it changes, leaving other controllers' route parents be.
 //!
 //! meshd runs on the host's loopback ([`HostMeshd`]); no pods run (nothing schedules them).
 //!
@@ -39,6 +39,45 @@ spec:
   - {name: http-alt, port: 80, protocol: HTTP, hostname: alt.example.com}
   - {name: tls, port: 8443, protocol: TLS, tls: {mode: Passthrough}}
 ";
+
+const ROUTES: &str = "httproutes.gateway.networking.k8s.io";
+const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{name: web}]
+  rules: [{backendRefs: [{name: unrelated, port: 80}]}]
+";
+const FOREIGN_CONTROLLER: &str = "example.com/other-controller";
+
+/// Adds another controller's entry to the route's `parents`, through the status subresource
+/// (kubectl 1.20 cannot patch one: a replace of the whole object, retried on conflicts with
+/// meshd's own writes).
+fn put_foreign_route_parent(cluster: &KubeCluster) {
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    let path = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web/status";
+    let done = wait_until(SETTLED, || {
+        let Some(mut route) = try_get(cluster, ROUTES, "web") else {
+            return false;
+        };
+        let mut parents = route["status"]["parents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        parents.insert(
+            0,
+            json!({"parentRef": {"name": "edge"}, "controllerName": FOREIGN_CONTROLLER,
+                   "conditions": []}),
+        );
+        route["status"]["parents"] = json!(parents);
+        std::fs::write(file.path(), route.to_string()).expect("writing the route");
+        let file = file.path().display().to_string();
+        cluster
+            .kubectl(&["replace", "--raw", path, "-f", &file])
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(done, "could not write the route's status");
+}
 
 /// `kubectl get KIND NAME -n shop -o json`, if it exists.
 fn try_get(cluster: &KubeCluster, kind: &str, name: &str) -> Option<Value> {
@@ -222,6 +261,8 @@ fn a_gateway_of_class_istio_is_deployed_owned_and_removed_with_it() {
 
 #[test]
 fn gateway_api_status_is_written_once_and_not_again_for_an_unrelated_change() {
+    // What status the model gives each object (`Snapshot.gateway_api.statuses`) is the model's
+    // business; what is proven here holds whatever it says.
     let cluster = cluster_with_crds();
     let meshd = started(&cluster, "meshd-gateway-status");
     apply(&cluster, GATEWAY);
@@ -246,6 +287,9 @@ fn gateway_api_status_is_written_once_and_not_again_for_an_unrelated_change() {
         same
     });
     assert!(settled, "the Gateway keeps being written\n{}", meshd.log());
+    // A route that another controller reports on as well: its entry is not meshd's to touch.
+    apply(&cluster, ROUTE);
+    put_foreign_route_parent(&cluster);
     let before = try_get(&cluster, GATEWAYS, "web").expect("the Gateway");
     // Conditions meshd wrote carry a transition time, as the API requires.
     for condition in before["status"]["conditions"]
@@ -275,6 +319,17 @@ fn gateway_api_status_is_written_once_and_not_again_for_an_unrelated_change() {
         meshd.log()
     );
     std::thread::sleep(Duration::from_secs(3));
+    let route = try_get(&cluster, ROUTES, "web").expect("the HTTPRoute");
+    let parents = route["status"]["parents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        parents
+            .iter()
+            .any(|p| p["controllerName"] == FOREIGN_CONTROLLER),
+        "another controller's route parent was dropped: {parents:?}"
+    );
     let after = try_get(&cluster, GATEWAYS, "web").expect("the Gateway");
     assert_eq!(
         after["metadata"]["resourceVersion"],
