@@ -75,6 +75,17 @@ pub(crate) fn resource(group: &str, version: &str, kind: Kind, plural: &str) -> 
     }
 }
 
+/// A Gateway API kind at its most stable version: where meshd writes (status, GatewayClass
+/// `istio`), which every Gateway API install serves.
+pub(crate) fn gateway_api_resource(kind: Kind) -> ApiResource {
+    resource(
+        meshd_model::object::GATEWAY_API_GROUP,
+        kind.versions()[0],
+        kind,
+        &kind.plural(),
+    )
+}
+
 /// The watch of one referenced Secret, by name, in every namespace.
 pub(crate) fn secret_spec(name: &str) -> WatchSpec {
     WatchSpec {

@@ -11,6 +11,10 @@
 //! Gateway whose class meshd stopped serving keeps existing. Everything is applied again on
 //! becoming leader and every [`RESYNC`], so objects edited or deleted behind meshd's back come
 //! back.
+//!
+//! Revisions, as istiod has them: a Gateway labelled `istio.io/rev` is deployed by that revision,
+//! an unlabelled one by the default revision; another revision's objects carry its label and
+//! are neither applied nor deleted here.
 
 pub mod objects;
 
@@ -20,16 +24,15 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use meshd_model::gateway_api::{CONTROLLER_NAME, DEFAULT_CLASS};
-use meshd_model::object::GATEWAY_API_GROUP;
+use meshd_model::revision::REVISION_LABEL;
 use meshd_model::{Kind, ObjectKey, Revision, Snapshot};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::client::{KubeContext, is_conflict};
+use crate::client::{KubeContext, is_conflict, is_not_found};
+use crate::discover::gateway_api_resource;
 use objects::{MANAGED_LABEL, MANAGED_VALUE, ManagedKey, ManagedKind, objects_of};
 
 /// The field manager of meshd's server-side applies.
@@ -133,6 +136,13 @@ impl Deployer {
             .gateway_api
             .deployments
             .iter()
+            .filter(|d| {
+                let labels = snapshot
+                    .objects
+                    .get(&d.gateway)
+                    .map(|g| &g.metadata().labels);
+                deploys(&self.revision, labels.unwrap_or(&BTreeMap::new()))
+            })
             .flat_map(|d| objects_of(d, &self.revision))
             .collect();
         for (key, value) in to_apply(&wanted, &self.applied) {
@@ -174,7 +184,7 @@ impl Deployer {
         for namespace in namespaces {
             let mut existing = Vec::new();
             for kind in ManagedKind::ALL {
-                match list_managed(&self.client, kind, &namespace).await {
+                match list_managed(&self.client, &self.revision, kind, &namespace).await {
                     Ok(names) => existing.extend(names.into_iter().map(|name| ManagedKey {
                         kind,
                         namespace: namespace.clone(),
@@ -234,6 +244,15 @@ impl Deployer {
     }
 }
 
+/// Whether `revision` deploys the Gateway (or owns the managed object) with these labels, as
+/// istiod decides it: the revision its `istio.io/rev` label names, else the default revision.
+fn deploys(revision: &Revision, labels: &BTreeMap<String, String>) -> bool {
+    match labels.get(REVISION_LABEL) {
+        Some(name) => Revision::new(Some(name)) == *revision,
+        None => revision.is_default(),
+    }
+}
+
 /// What differs from what was applied last.
 fn to_apply<'a>(
     wanted: &'a [(ManagedKey, Value)],
@@ -253,10 +272,6 @@ fn stale(existing: &[ManagedKey], wanted: &BTreeSet<ManagedKey>) -> Vec<ManagedK
         .filter(|key| !wanted.contains(*key))
         .cloned()
         .collect()
-}
-
-pub(crate) fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(status) if status.code == 404)
 }
 
 async fn apply(client: &kube::Client, key: &ManagedKey, value: &Value) -> Result<(), kube::Error> {
@@ -280,9 +295,10 @@ async fn apply(client: &kube::Client, key: &ManagedKey, value: &Value) -> Result
     }
 }
 
-/// Names of the managed objects of `kind` in `namespace`.
+/// Names of `revision`'s managed objects of `kind` in `namespace`.
 async fn list_managed(
     client: &kube::Client,
+    revision: &Revision,
     kind: ManagedKind,
     namespace: &str,
 ) -> Result<Vec<String>, kube::Error> {
@@ -310,7 +326,11 @@ async fn list_managed(
             .map(|item| item.metadata)
             .collect(),
     };
-    Ok(metas.into_iter().filter_map(|meta| meta.name).collect())
+    Ok(metas
+        .into_iter()
+        .filter(|meta| deploys(revision, meta.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        .filter_map(|meta| meta.name)
+        .collect())
 }
 
 async fn delete(client: &kube::Client, key: &ManagedKey) -> Result<(), kube::Error> {
@@ -334,11 +354,6 @@ async fn delete(client: &kube::Client, key: &ManagedKey) -> Result<(), kube::Err
         Err(e) if is_not_found(&e) => Ok(()),
         other => other,
     }
-}
-
-/// The GatewayClass API at its most stable version.
-pub(crate) fn gateway_api_resource(kind: Kind) -> ApiResource {
-    crate::discover::resource(GATEWAY_API_GROUP, kind.versions()[0], kind, &kind.plural())
 }
 
 async fn create_class(client: &kube::Client) -> Result<(), kube::Error> {
@@ -413,6 +428,16 @@ mod tests {
                 key(ManagedKind::Deployment, "web-istio")
             ]
         );
+    }
+
+    #[test]
+    fn a_gateway_is_deployed_by_the_revision_it_names_else_by_the_default_one() {
+        let default = Revision::default();
+        let canary = Revision::new(Some("canary"));
+        let unlabelled = BTreeMap::new();
+        let for_canary = BTreeMap::from([(REVISION_LABEL.to_owned(), "canary".to_owned())]);
+        assert!(deploys(&default, &unlabelled) && !deploys(&canary, &unlabelled));
+        assert!(!deploys(&default, &for_canary) && deploys(&canary, &for_canary));
     }
 
     #[test]

@@ -20,8 +20,8 @@ use meshd_model::{Kind, Object, ObjectKey, Snapshot};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::client::KubeContext;
-use crate::gateway_deploy::{gateway_api_resource, is_not_found};
+use crate::client::{KubeContext, is_not_found};
+use crate::discover::gateway_api_resource;
 
 /// How soon failed writes are tried again.
 const RETRY: Duration = Duration::from_secs(5);

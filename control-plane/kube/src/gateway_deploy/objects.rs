@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use meshd_model::gateway_api::{GATEWAY_NAME_LABEL, GatewayDeployment};
 use meshd_model::object::GATEWAY_API_GROUP;
+use meshd_model::revision::REVISION_LABEL;
 use meshd_model::{Kind, Revision};
 use serde_json::Value;
 
@@ -68,7 +69,7 @@ pub fn objects_of(d: &GatewayDeployment, revision: &Revision) -> Vec<(ManagedKey
     vec![
         (
             key(ManagedKind::ServiceAccount),
-            json(serde_json::to_value(service_account(d))),
+            json(serde_json::to_value(service_account(d, revision))),
         ),
         (
             key(ManagedKind::Deployment),
@@ -76,16 +77,20 @@ pub fn objects_of(d: &GatewayDeployment, revision: &Revision) -> Vec<(ManagedKey
         ),
         (
             key(ManagedKind::Service),
-            json(serde_json::to_value(service(d))),
+            json(serde_json::to_value(service(d, revision))),
         ),
     ]
 }
 
-/// Name, namespace, the Gateway's labels and istiod's managed label, and the owner reference
-/// that lets the garbage collector remove the object with its Gateway.
-fn metadata(d: &GatewayDeployment) -> ObjectMeta {
+/// Name, namespace, the Gateway's labels, istiod's managed label and the revision's (so each
+/// revision removes only its own), and the owner reference that lets the garbage collector
+/// remove the object with its Gateway.
+fn metadata(d: &GatewayDeployment, revision: &Revision) -> ObjectMeta {
     let mut labels = d.labels.clone();
     labels.insert(MANAGED_LABEL.to_owned(), MANAGED_VALUE.to_owned());
+    if !revision.is_default() {
+        labels.insert(REVISION_LABEL.to_owned(), revision.name().to_owned());
+    }
     ObjectMeta {
         name: Some(d.name.clone()),
         namespace: Some(d.gateway.namespace.clone()),
@@ -104,9 +109,9 @@ fn metadata(d: &GatewayDeployment) -> ObjectMeta {
     }
 }
 
-fn service_account(d: &GatewayDeployment) -> ServiceAccount {
+fn service_account(d: &GatewayDeployment, revision: &Revision) -> ServiceAccount {
     ServiceAccount {
-        metadata: metadata(d),
+        metadata: metadata(d, revision),
         ..ServiceAccount::default()
     }
 }
@@ -125,10 +130,7 @@ fn deployment(d: &GatewayDeployment, revision: &Revision) -> Deployment {
     labels.insert("sidecar.istio.io/inject".to_owned(), "true".to_owned());
     // Another revision's injector would leave the pods alone; this one takes them.
     if !revision.is_default() {
-        labels.insert(
-            meshd_model::revision::REVISION_LABEL.to_owned(),
-            revision.name().to_owned(),
-        );
+        labels.insert(REVISION_LABEL.to_owned(), revision.name().to_owned());
     }
     let mut annotations = d.annotations.clone();
     for (key, value) in [
@@ -178,7 +180,7 @@ fn deployment(d: &GatewayDeployment, revision: &Revision) -> Deployment {
         ..Container::default()
     };
     Deployment {
-        metadata: metadata(d),
+        metadata: metadata(d, revision),
         spec: Some(DeploymentSpec {
             selector: LabelSelector {
                 match_labels: Some(selector(d)),
@@ -210,7 +212,7 @@ fn deployment(d: &GatewayDeployment, revision: &Revision) -> Deployment {
     }
 }
 
-fn service(d: &GatewayDeployment) -> Service {
+fn service(d: &GatewayDeployment, revision: &Revision) -> Service {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.to_owned()),
         port,
@@ -221,12 +223,17 @@ fn service(d: &GatewayDeployment) -> Service {
     let mut ports = vec![port("status-port", STATUS_PORT)];
     ports.extend(d.ports.iter().map(|p| port(&p.name, port_number(p.port))));
     Service {
-        metadata: metadata(d),
+        metadata: metadata(d, revision),
         spec: Some(ServiceSpec {
             type_: Some(d.service_type.clone()),
             selector: Some(selector(d)),
             ports: Some(ports),
-            load_balancer_ip: d.addresses.first().cloned(),
+            // Only a load balancer has an address to ask for.
+            load_balancer_ip: d
+                .addresses
+                .first()
+                .filter(|_| d.service_type == "LoadBalancer")
+                .cloned(),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -343,10 +350,17 @@ mod tests {
         assert_eq!(proxy["readinessProbe"]["httpGet"]["path"], "/healthz/ready");
         assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
 
+        assert!(
+            deployment["metadata"]["labels"]
+                .get("istio.io/rev")
+                .is_none()
+        );
         let canary = objects_of(&mk_deployment(None), &Revision::new(Some("canary")));
-        let labels =
-            &find(&canary, ManagedKind::Deployment)["spec"]["template"]["metadata"]["labels"];
+        let deployment = find(&canary, ManagedKind::Deployment);
+        // The canary's injector takes the pods; the canary's sweep finds the objects its own.
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
         assert_eq!(labels["istio.io/rev"], "canary");
+        assert_eq!(deployment["metadata"]["labels"]["istio.io/rev"], "canary");
     }
 
     #[test]
@@ -356,7 +370,8 @@ mod tests {
         let spec = &service["spec"];
         assert_eq!(spec["type"], "ClusterIP");
         assert_eq!(spec["selector"], json!({GATEWAY_NAME_LABEL: "web"}));
-        assert_eq!(spec["loadBalancerIP"], "10.0.0.9");
+        // A ClusterIP Service has no load balancer to ask an address of.
+        assert!(spec.get("loadBalancerIP").is_none());
         assert_eq!(
             spec["ports"],
             json!([
@@ -364,7 +379,13 @@ mod tests {
                 {"name": "http-80", "port": 80, "targetPort": 80, "protocol": "TCP"},
             ])
         );
-        let mut without = mk_deployment(None);
+        let mut balanced = mk_deployment(None);
+        balanced.service_type = "LoadBalancer".to_owned();
+        let objects = objects_of(&balanced, &Revision::default());
+        let spec = &find(&objects, ManagedKind::Service)["spec"];
+        assert_eq!(spec["type"], "LoadBalancer");
+        assert_eq!(spec["loadBalancerIP"], "10.0.0.9");
+        let mut without = balanced;
         without.addresses.clear();
         let objects = objects_of(&without, &Revision::default());
         assert!(
