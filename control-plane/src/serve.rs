@@ -102,14 +102,18 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     meshd_model::duration::parse_std(text)
 }
 
-/// `Kind/namespace/name`.
+/// `Kind/namespace/name`; `Gateway` is Istio's, `Gateway.gateway.networking.k8s.io` the
+/// Gateway API's.
 fn parse_object(text: &str) -> Result<ObjectKey, String> {
     let mut parts = text.splitn(3, '/');
     let (Some(kind), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next())
     else {
         return Err(format!("{text:?} is not Kind/namespace/name"));
     };
-    let kind = Kind::from_name(kind).ok_or_else(|| format!("unknown kind {kind:?}"))?;
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.to_string() == kind)
+        .ok_or_else(|| format!("unknown kind {kind:?}"))?;
     Ok(ObjectKey::new(kind, namespace, name))
 }
 
@@ -239,6 +243,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let publish_metrics = publish::Metrics::register(&mut registry);
     let kube_events = metrics::KubeEvents::register(&mut registry);
 
+    // Index loop → what acts on each snapshot besides the generator.
+    let (snapshots, snapshots_rx) = watch::channel(Arc::new(Snapshot::default()));
+
     // Sources → index loop.
     let mut sources: BTreeSet<String> = BTreeSet::new();
     let rescans = Counter::default();
@@ -268,6 +275,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             k.ctx.leader.clone(),
             ca::trust_bundle(&ca),
         );
+        meshd_kube::gateway_deploy::spawn(k.ctx.clone(), revision.clone(), snapshots_rx.clone());
+        meshd_kube::gateway_status::spawn(k.ctx.clone(), snapshots_rx.clone());
     }
     let (jwks_wanted, jwks_wanted_rx) = watch::channel(BTreeSet::new());
     jwks::spawn(
@@ -293,6 +302,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             status: status.clone(),
             metrics: publish_metrics,
             jwks_wanted,
+            snapshots,
         },
     ));
 

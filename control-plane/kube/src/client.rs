@@ -37,6 +37,11 @@ pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(status) if status.code == 409)
 }
 
+/// 404: the object is gone, or its kind is not served.
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 404)
+}
+
 /// Whether the API server's Kubernetes runs native sidecars — init containers with
 /// `restartPolicy: Always` — by default: 1.29 and later (SidecarContainers, beta and on from 1.29).
 pub async fn native_sidecars(client: &kube::Client) -> Result<bool, kube::Error> {

@@ -1,6 +1,6 @@
-//! Which kinds to watch, and at which version: discovery of the Istio groups the API server
-//! serves, and the plan of watches (core kinds, EndpointSlice v1 or Endpoints, the mesh
-//! ConfigMap, every Istio kind whose CRD is installed).
+//! Which kinds to watch, and at which version: discovery of the Istio and Gateway API groups the
+//! API server serves, and the plan of watches (core kinds, EndpointSlice v1 or Endpoints, the
+//! mesh ConfigMap, every Istio and Gateway API kind whose CRD is installed).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,14 +10,14 @@ use meshd_model::Kind;
 use meshd_model::Revision;
 use meshd_model::snapshot::{MESH_CONFIGMAP, mesh_configmap};
 
-/// How often the API groups are looked at again for Istio CRDs installed (or removed) later.
+/// How often the API groups are looked at again for CRDs installed (or removed) later.
 pub(crate) const REDISCOVERY: Duration = Duration::from_secs(30);
 
-/// Every Istio kind meshd reads (their CRDs may come and go).
-pub(crate) fn istio_kinds() -> impl Iterator<Item = Kind> {
+/// Every config kind meshd reads whose CRD may come and go: Istio's and the Gateway API's.
+pub(crate) fn config_kinds() -> impl Iterator<Item = Kind> {
     Kind::ALL
         .into_iter()
-        .filter(|k| k.group().ends_with(ISTIO_GROUP_SUFFIX))
+        .filter(|k| k.group().ends_with(ISTIO_GROUP_SUFFIX) || k.is_gateway_api())
 }
 
 const ISTIO_GROUP_SUFFIX: &str = "istio.io";
@@ -75,6 +75,17 @@ pub(crate) fn resource(group: &str, version: &str, kind: Kind, plural: &str) -> 
     }
 }
 
+/// A Gateway API kind at its most stable version: where meshd writes (status, GatewayClass
+/// `istio`), which every Gateway API install serves.
+pub(crate) fn gateway_api_resource(kind: Kind) -> ApiResource {
+    resource(
+        meshd_model::object::GATEWAY_API_GROUP,
+        kind.versions()[0],
+        kind,
+        &kind.plural(),
+    )
+}
+
 /// The watch of one referenced Secret, by name, in every namespace.
 pub(crate) fn secret_spec(name: &str) -> WatchSpec {
     WatchSpec {
@@ -94,7 +105,7 @@ pub(crate) struct Discovered {
     pub(crate) kinds: BTreeMap<Kind, ApiResource>,
 }
 
-/// Asks the server which Istio kinds (and whether EndpointSlice v1) it serves.
+/// Asks the server which Istio and Gateway API kinds (and whether EndpointSlice v1) it serves.
 pub(crate) async fn discover(client: &kube::Client) -> Result<Discovered, kube::Error> {
     let groups = client.list_api_groups().await?;
     let mut found = Discovered::default();
@@ -144,8 +155,9 @@ pub(crate) async fn discover(client: &kube::Client) -> Result<Discovered, kube::
     Ok(found)
 }
 
-/// The watch of an Istio config kind: filtered by `revision` when there is one.
-pub(crate) fn istio_spec(
+/// The watch of an Istio or Gateway API config kind: filtered by `revision` when there is one,
+/// as istiod filters all the config it reads.
+pub(crate) fn config_spec(
     kind: Kind,
     resource: ApiResource,
     revision: Option<&Revision>,
@@ -193,9 +205,9 @@ pub(crate) fn plan(
         field_selector: Some(format!("metadata.name={mesh_configmap}")),
         ..spec(Kind::ConfigMap, core_resource(Kind::ConfigMap))
     });
-    for kind in istio_kinds() {
+    for kind in config_kinds() {
         if let Some(r) = found.kinds.get(&kind) {
-            out.push(istio_spec(kind, r.clone(), revision));
+            out.push(config_spec(kind, r.clone(), revision));
         }
     }
     out
@@ -229,5 +241,46 @@ mod tests {
         let mesh = specs.iter().find(|s| s.kind == Kind::ConfigMap).unwrap();
         assert_eq!(mesh.namespace.as_deref(), Some("istio-system"));
         assert_eq!(mesh.field_selector.as_deref(), Some("metadata.name=istio"));
+    }
+
+    #[test]
+    fn gateway_api_kinds_are_watched_when_served_under_their_own_origins() {
+        let mut found = Discovered::default();
+        let group = meshd_model::object::GATEWAY_API_GROUP;
+        for (kind, version, plural) in [
+            (Kind::Gateway, "v1", "gateways"),
+            (Kind::KubeGateway, "v1", "gateways"),
+            (Kind::GatewayClass, "v1", "gatewayclasses"),
+            (Kind::TcpRoute, "v1alpha2", "tcproutes"),
+        ] {
+            let group = if kind == Kind::Gateway {
+                "networking.istio.io"
+            } else {
+                group
+            };
+            found
+                .kinds
+                .insert(kind, resource(group, version, kind, plural));
+        }
+        let canary = Revision::new(Some("canary"));
+        let specs = plan(&found, "istio-system", Some(&canary));
+        let watched = |kind: Kind| {
+            specs
+                .iter()
+                .find(|s| s.kind == kind)
+                .unwrap_or_else(|| panic!("{kind} is not watched"))
+        };
+        let istio = watched(Kind::Gateway);
+        let kube = watched(Kind::KubeGateway);
+        // One kind name, two groups: two watches, two origins.
+        assert_ne!(istio.origin, kube.origin);
+        assert_eq!(kube.resource.api_version, format!("{group}/v1"));
+        assert_eq!(kube.revision.as_ref(), Some(&canary));
+        assert_eq!(watched(Kind::GatewayClass).namespace, None);
+        assert_eq!(
+            watched(Kind::TcpRoute).resource.api_version,
+            format!("{group}/v1alpha2")
+        );
+        assert!(!specs.iter().any(|s| s.kind == Kind::HttpRoute));
     }
 }

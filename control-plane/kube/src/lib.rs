@@ -6,6 +6,9 @@
 //! - [`LeaderElection`]: which replica writes;
 //! - [`root_cert::spawn`]: ConfigMap `istio-ca-root-cert` in every namespace (leader only);
 //! - [`ca_bundle::spawn`]: the `caBundle` of meshd's webhook configurations (leader only);
+//! - [`gateway_deploy::spawn`]: the Deployment, Service and ServiceAccount of each Gateway of a
+//!   class meshd serves, and GatewayClass `istio` (leader only);
+//! - [`gateway_status::spawn`]: the `status` of Gateway API objects (leader only);
 //! - [`TokenReviewer`] and [`TokenReviewLayer`]: proxy identity from service-account tokens.
 //!
 //! Nothing else in meshd depends on `kube`.
@@ -15,6 +18,8 @@ pub mod ca_bundle;
 mod client;
 mod convert;
 mod discover;
+pub mod gateway_deploy;
+pub mod gateway_status;
 mod leader;
 pub mod root_cert;
 mod source;

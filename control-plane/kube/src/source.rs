@@ -15,9 +15,10 @@
 //!   each through a watch with a `metadata.name` field selector: meshd never lists, caches or
 //!   sees any other Secret's data. (RBAC cannot express "referenced Secrets", so the role still
 //!   grants get/list/watch on secrets; what meshd actually reads is the referenced set.)
-//! - every Istio kind meshd knows whose CRD the server serves, at the group's preferred version
-//!   when it serves the kind (else the most stable version meshd reads). The API server converts,
-//!   so objects stored at any served version arrive. Kinds whose CRD is missing are skipped and
+//! - every Istio and Gateway API kind meshd knows whose CRD the server serves (Gateway API objects
+//!   with their `status`, which the leader compares with what it would write), at the group's
+//!   preferred version when it serves the kind (else the most stable version meshd reads). The
+//!   API server converts, so objects stored at any served version arrive. Kinds whose CRD is missing are skipped and
 //!   picked up by a discovery re-run when the CRD appears; a removed CRD drops its objects.
 //!
 //! A custom resource meshd cannot parse is skipped and reported — logged, and in the same error
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::convert::{Converted, convert};
 use crate::discover::{
-    REDISCOVERY, WatchSpec, discover, istio_kinds, istio_spec, origin, plan, secret_origin,
+    REDISCOVERY, WatchSpec, config_kinds, config_spec, discover, origin, plan, secret_origin,
     secret_spec,
 };
 use crate::watch::{SyncTracker, run_watch};
@@ -112,7 +113,7 @@ pub(crate) async fn run(
         if now == found {
             continue;
         }
-        for kind in istio_kinds() {
+        for kind in config_kinds() {
             let was = running.get(&kind).map(|(s, _)| s.resource.clone());
             let is = now.kinds.get(&kind).cloned();
             if was == is {
@@ -128,7 +129,7 @@ pub(crate) async fn run(
             }
             if let Some(resource) = is {
                 tracing::info!(%kind, api_version = %resource.api_version, "CRD found: watching");
-                let spec = istio_spec(kind, resource, Some(&revision));
+                let spec = config_spec(kind, resource, Some(&revision));
                 let task = spawn_watch(&client, &spec, &tx, None, &credentials_tx);
                 running.insert(kind, (spec, task));
             }

@@ -23,8 +23,9 @@ pub struct KubeEvents {
     config_events: Family<EventLabels, Counter>,
 }
 
-/// istiod's `type` of a service-registry kind (`pilot_k8s_reg_events`); config kinds go by their
-/// kind name (`pilot_k8s_cfg_events`), others are not counted.
+/// istiod's `type` of a service-registry kind (`pilot_k8s_reg_events`); config kinds, Istio's and
+/// the Gateway API's, go by their kind name (`pilot_k8s_cfg_events`) as istiod's informers name
+/// them — so both Gateways count as `Gateway` there too — and others are not counted.
 fn registry_type(kind: Kind) -> Option<&'static str> {
     match kind {
         Kind::Service => Some("Services"),
@@ -59,7 +60,9 @@ impl KubeEvents {
     fn count(&self, kind: Kind, event: &'static str) {
         let (family, name) = match registry_type(kind) {
             Some(name) => (&self.registry_events, name),
-            None if kind.group().ends_with("istio.io") => (&self.config_events, kind.name()),
+            None if kind.group().ends_with("istio.io") || kind.is_gateway_api() => {
+                (&self.config_events, kind.name())
+            }
             None => return,
         };
         family
@@ -187,12 +190,23 @@ mod tests {
                 errors: None,
             },
         );
+        let route = object("HTTPRoute", "gateway.networking.k8s.io/v1", "web");
+        events.observe(
+            &mut known,
+            &SourceEvent::Update {
+                origin: "kube:HTTPRoute".into(),
+                apply: vec![route],
+                delete: vec![],
+                errors: None,
+            },
+        );
         let text = super::super::render(&registry).unwrap();
         for line in [
             "pilot_k8s_reg_events{type=\"Services\",event=\"add\"} 1",
             "pilot_k8s_reg_events{type=\"Services\",event=\"delete\"} 1",
             "pilot_k8s_cfg_events{type=\"VirtualService\",event=\"add\"} 1",
             "pilot_k8s_cfg_events{type=\"VirtualService\",event=\"update\"} 1",
+            "pilot_k8s_cfg_events{type=\"HTTPRoute\",event=\"add\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

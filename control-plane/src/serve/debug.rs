@@ -262,7 +262,8 @@ async fn configz(State(s): State<Arc<Shared>>) -> Response {
     let objects: Vec<Value> = snap
         .objects
         .iter()
-        .map(|(k, o)| json!({"kind": k.kind.name(), "namespace": k.namespace, "name": k.name, "object": o}))
+        // Display qualifies the Gateway API's `Gateway`, which shares its name with Istio's.
+        .map(|(k, o)| json!({"kind": k.kind.to_string(), "namespace": k.namespace, "name": k.name, "object": o}))
         .collect();
     let errors: Vec<Value> = s.status.invalid().iter().map(invalid_object_json).collect();
     let findings: Vec<Value> = snap.findings.iter().map(|f| json!(f)).collect();

@@ -91,6 +91,8 @@ pub struct Outputs {
     pub metrics: Metrics,
     /// The `jwksUri`s the current snapshot uses: what the JWKS source fetches.
     pub jwks_wanted: watch::Sender<BTreeSet<String>>,
+    /// Published snapshots, for the Gateway API writers (a slow reader sees only the latest).
+    pub snapshots: watch::Sender<Arc<Snapshot>>,
 }
 
 /// Runs until every source is gone.
@@ -159,7 +161,9 @@ pub async fn run(
         out.metrics
             .services
             .set(snapshot.registry.services.len() as i64);
-        let changed = out.generator.set_snapshot(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        let changed = out.generator.set_snapshot(snapshot.clone());
+        out.snapshots.send_replace(snapshot);
         // The first snapshot is news to everyone; after that, only what it changed is pushed.
         let types: &[&str] = if version == 1 {
             &type_url::PUSH_ORDER
