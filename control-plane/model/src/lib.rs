@@ -8,6 +8,7 @@ pub mod duration;
 pub mod finding;
 pub mod gateway_api;
 pub mod input;
+pub mod kind;
 pub mod locality;
 pub mod mesh_config;
 pub mod object;

@@ -110,7 +110,7 @@ impl GatewayModel {
                 "{}/{}-{}",
                 self.key.namespace,
                 self.key.name,
-                crate::gateway_api::GENERATED_SUFFIX
+                gateway::GENERATED_SUFFIX
             )
         } else {
             format!("{}/{}", self.key.namespace, self.key.name)

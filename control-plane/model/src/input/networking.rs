@@ -70,7 +70,7 @@ pub struct HttpRoute {
     /// API route merged into one per gateway and host): what `proxy-config` shows and a NACK
     /// blames. Never read from YAML.
     #[serde(skip)]
-    pub origin: Option<crate::object::ObjectKey>,
+    pub origin: Option<crate::kind::ObjectKey>,
 }
 
 /// A share of requests, 0 to 100 (fractions allowed).
