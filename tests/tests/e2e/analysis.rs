@@ -19,7 +19,8 @@ const REPORTED: Duration = Duration::from_secs(15);
 
 /// Objects with something to say about each: a mesh config that cannot be read, a schema error,
 /// a dangling reference, an unknown load balancer, a Telemetry sampling more than every request,
-/// and a document that does not parse.
+/// a mesh HTTPRoute to a missing Service and one with a bad timeout, and a document that does not
+/// parse.
 const OBJECTS: &str = "apiVersion: v1
 kind: Namespace
 metadata: {name: istio-system}
@@ -73,6 +74,20 @@ metadata: {name: too-many, namespace: shop}
 spec:
   tracing: [{randomSamplingPercentage: 101}]
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-nowhere, namespace: shop}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]
+  rules: [{backendRefs: [{name: nowhere, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad-timeout, namespace: shop}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]
+  rules: [{timeouts: {request: 1m30x}, backendRefs: [{name: web, port: 80}]}]
+---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: broken, namespace: shop}
@@ -125,6 +140,9 @@ fn assert_expected(lines: &BTreeSet<String>) {
         "Warning [IST0101] VirtualService shop/dangling",
         "Error [IST0106] DestinationRule shop/bad-lb",
         "Error [IST0106] Telemetry shop/too-many spec.tracing[0].randomSamplingPercentage",
+        "Error [IST0106] HTTPRoute shop/bad-timeout spec.rules[0].timeouts.request",
+        "Warning [MESHD0002] HTTPRoute shop/bad-timeout spec.parentRefs[0]: not accepted",
+        "Warning [IST0101] HTTPRoute shop/to-nowhere spec.rules: ResolvedRefs BackendNotFound",
         "invalid: VirtualService shop/broken",
     ] {
         assert!(

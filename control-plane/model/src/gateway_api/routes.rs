@@ -36,6 +36,13 @@ pub(crate) struct Precedence {
     index: usize,
 }
 
+impl Precedence {
+    /// Which rule of the route, and which match of that rule, this is.
+    pub(crate) fn place(&self) -> (usize, usize) {
+        (self.rule, self.index)
+    }
+}
+
 /// What the rules of one route say, for every parent it attaches to.
 pub(crate) struct Converted {
     pub http: Vec<(Precedence, HttpRoute)>,
@@ -122,16 +129,16 @@ impl RouteInfo<'_> {
         })
     }
 
-    /// Weighted destinations of a rule (weight 0 left out), plus what did not resolve.
+    /// Weighted destinations of a rule (weight 0 left out); what did not resolve goes to
+    /// `unresolved`.
     fn destinations(
         &self,
         refs: &[BackendRef],
         grpc: bool,
         unresolved: &mut Vec<(&'static str, String)>,
         unsupported: &mut Vec<String>,
-    ) -> (Vec<HttpRouteDestination>, bool) {
+    ) -> Vec<HttpRouteDestination> {
         let mut out = Vec::new();
-        let mut lost_weight = false;
         for b in refs {
             let weight = b.weight.unwrap_or(1);
             match self.backend(&b.reference, grpc) {
@@ -149,13 +156,10 @@ impl RouteInfo<'_> {
                         headers: (headers != Headers::default()).then_some(headers),
                     });
                 }
-                Err(problem) => {
-                    lost_weight |= weight > 0;
-                    unresolved.push(problem);
-                }
+                Err(problem) => unresolved.push(problem),
             }
         }
-        (out, lost_weight)
+        out
     }
 
     /// TCPRoute/TLSRoute backends.
@@ -165,8 +169,7 @@ impl RouteInfo<'_> {
         unresolved: &mut Vec<(&'static str, String)>,
     ) -> Vec<RouteDestination> {
         let mut unsupported = Vec::new();
-        let (dests, _) = self.destinations(refs, false, unresolved, &mut unsupported);
-        dests
+        self.destinations(refs, false, unresolved, &mut unsupported)
             .into_iter()
             .map(|d| RouteDestination {
                 destination: d.destination,
@@ -576,9 +579,9 @@ fn rule_route(
         &mut out.unsupported,
     );
     if route.redirect.is_none() {
-        let (dests, lost) =
-            info.destinations(backends, grpc, &mut out.unresolved, &mut out.unsupported);
-        let _ = lost;
+        // A backend that does not resolve is left out and the others keep their weights (the
+        // spec would answer 500 for its share); with none left, every request gets the 500.
+        let dests = info.destinations(backends, grpc, &mut out.unresolved, &mut out.unsupported);
         if dests.is_empty() {
             // Nothing to send it to: the spec's 500 (and no route to a cluster that is not).
             route.direct_response = Some(DirectResponse {

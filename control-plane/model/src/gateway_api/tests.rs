@@ -234,3 +234,77 @@ fn gateways_of_other_classes_are_left_alone() {
     assert!(s.gateway_api.deployments.is_empty());
     assert!(s.traffic.gateways.is_empty() && s.traffic.virtual_services.is_empty());
 }
+
+#[test]
+fn errors_found_by_the_virtual_service_rules_name_the_routes_own_fields() {
+    let r = route(
+        "bad",
+        "2026-01-01T00:00:00Z",
+        "  - backendRefs: [{name: a, port: 80}]
+  - matches:
+    - path: {type: PathPrefix, value: /ok}
+    - headers: [{name: x-v, type: RegularExpression, value: \"(unclosed\"}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /slow}}]
+    timeouts: {request: 1m30x}
+    backendRefs: [{name: b, port: 80}]
+",
+    );
+    let s = snapshot(&format!(
+        "{SERVICES}---\n{}---\n{r}",
+        gateway("  - {name: http, port: 80, protocol: HTTP}\n")
+    ));
+    let key = ObjectKey::new(Kind::HttpRoute, "apps", "bad");
+    let mut fields: Vec<&str> = s
+        .findings
+        .iter()
+        .filter(|f| f.object == key && f.severity == Severity::Error)
+        .map(|f| f.field.as_str())
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "spec.rules[1].matches[1].headers",
+            "spec.rules[2].timeouts.request"
+        ],
+        "{:#?}",
+        s.findings
+    );
+}
+
+#[test]
+fn virtual_service_fields_map_to_route_fields() {
+    let http = [(0, 0), (1, 0), (1, 1)];
+    let field = |f: &str, kind| route_field(f, kind, &http, &[2]);
+    assert_eq!(
+        field("spec.http[2].match[0].uri", Kind::HttpRoute),
+        "spec.rules[1].matches[1].path"
+    );
+    assert_eq!(
+        field("spec.http[2].match[0].uri", Kind::GrpcRoute),
+        "spec.rules[1].matches[1].method"
+    );
+    assert_eq!(
+        field("spec.http[0].retries.perTryTimeout", Kind::HttpRoute),
+        "spec.rules[0].timeouts.backendRequest"
+    );
+    assert_eq!(
+        field("spec.http[1].route[0].weight", Kind::HttpRoute),
+        "spec.rules[1].backendRefs"
+    );
+    assert_eq!(
+        field("spec.http[1].redirect.redirectCode", Kind::HttpRoute),
+        "spec.rules[1].filters"
+    );
+    assert_eq!(field("spec.http[1]", Kind::HttpRoute), "spec.rules[1]");
+    assert_eq!(
+        field("spec.tcp[0].route[0]", Kind::TcpRoute),
+        "spec.rules[2].backendRefs"
+    );
+    assert_eq!(
+        field("spec.http[9].timeout", Kind::HttpRoute),
+        "spec.http[9].timeout"
+    );
+    assert_eq!(field("spec.hosts[0]", Kind::HttpRoute), "spec.hostnames");
+}
