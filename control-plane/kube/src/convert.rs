@@ -13,7 +13,8 @@ use crate::discover::WatchSpec;
 pub(crate) struct Converted {
     pub(crate) key: ObjectKey,
     pub(crate) result: Result<Object, InvalidObject>,
-    /// Secrets a Gateway references (`credentialName` and its `-cacert`).
+    /// Secrets a Gateway references: an Istio Gateway's `credentialName` and its `-cacert`, a
+    /// Gateway API Gateway's listeners' `certificateRefs` to Secrets of its own namespace.
     pub(crate) credentials: BTreeSet<String>,
     /// Istio config labelled for another control-plane revision: as good as absent here.
     pub(crate) foreign: bool,
@@ -52,6 +53,20 @@ pub(crate) fn convert(spec: &WatchSpec, obj: DynamicObject) -> Converted {
             .filter_map(|s| s.tls.as_ref()?.credential_name.clone())
             .filter(|n| is_object_name(n))
             .flat_map(|n| [format!("{n}-cacert"), n])
+            .collect(),
+        Ok(Object::KubeGateway(gw)) => gw
+            .spec
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|tls| &tls.certificate_refs)
+            .filter(|r| {
+                r.kind.as_deref().is_none_or(|k| k == "Secret")
+                    && r.group.as_deref().is_none_or(str::is_empty)
+                    && r.namespace.as_deref().is_none_or(|ns| ns == key.namespace)
+            })
+            .map(|r| r.name.clone())
+            .filter(|n| is_object_name(n))
             .collect(),
         _ => BTreeSet::new(),
     };

@@ -11,7 +11,8 @@
 //!   container ports and IP before parsing), and EndpointSlice discovery.k8s.io/v1 — or, when
 //!   the server has no v1 slices (Kubernetes < 1.21), Endpoints v1;
 //! - ConfigMap `istio` in the root namespace only (mesh config);
-//! - Secrets only under the names Gateways reference in `credentialName` (and `<name>-cacert`),
+//! - Secrets only under the names Gateways reference — an Istio Gateway's `credentialName` (and
+//!   `<name>-cacert`), a Gateway API Gateway's listener `certificateRefs` —
 //!   each through a watch with a `metadata.name` field selector: meshd never lists, caches or
 //!   sees any other Secret's data. (RBAC cannot express "referenced Secrets", so the role still
 //!   grants get/list/watch on secrets; what meshd actually reads is the referenced set.)
@@ -38,7 +39,7 @@ use crate::discover::{
     REDISCOVERY, WatchSpec, config_kinds, config_spec, discover, origin, plan, secret_origin,
     secret_spec,
 };
-use crate::watch::{SyncTracker, run_watch};
+use crate::watch::{Credentials, SyncTracker, run_watch};
 
 /// A task aborted when its handle is dropped.
 pub(crate) struct Task(tokio::task::JoinHandle<()>);
@@ -86,7 +87,7 @@ pub(crate) async fn run(
         pending: Mutex::new(specs.iter().map(|s| s.origin.clone()).collect()),
         tx: tx.clone(),
     });
-    let (credentials_tx, credentials_rx) = watch::channel(BTreeSet::new());
+    let (credentials_tx, credentials_rx) = watch::channel(Credentials::new());
     let credentials_tx = Arc::new(credentials_tx);
     let _secrets = Task(tokio::spawn(run_secrets(
         client.clone(),
@@ -143,9 +144,10 @@ pub(crate) fn spawn_watch(
     spec: &WatchSpec,
     tx: &mpsc::UnboundedSender<SourceEvent>,
     tracker: Option<Arc<SyncTracker>>,
-    credentials: &Arc<watch::Sender<BTreeSet<String>>>,
+    credentials: &Arc<watch::Sender<Credentials>>,
 ) -> Task {
-    let credentials = (spec.kind == Kind::Gateway).then(|| credentials.clone());
+    let references_secrets = matches!(spec.kind, Kind::Gateway | Kind::KubeGateway);
+    let credentials = references_secrets.then(|| credentials.clone());
     Task(tokio::spawn(run_watch(
         client.clone(),
         spec.clone(),
@@ -160,12 +162,17 @@ pub(crate) fn spawn_watch(
 /// gateway the Secrets of its own namespace).
 pub(crate) async fn run_secrets(
     client: kube::Client,
-    mut names: watch::Receiver<BTreeSet<String>>,
+    mut names: watch::Receiver<Credentials>,
     tx: mpsc::UnboundedSender<SourceEvent>,
 ) {
     let mut running: BTreeMap<String, Task> = BTreeMap::new();
     loop {
-        let wanted = names.borrow_and_update().clone();
+        let wanted: BTreeSet<String> = names
+            .borrow_and_update()
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
         let gone: Vec<String> = running
             .keys()
             .filter(|n| !wanted.contains(*n))

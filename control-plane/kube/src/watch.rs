@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use kube::runtime::watcher as watch_stream;
 use kube::runtime::watcher::{self, Event};
-use meshd_model::{InvalidObject, ObjectKey, SourceEvent};
+use meshd_model::{InvalidObject, Kind, ObjectKey, SourceEvent};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
@@ -35,13 +35,17 @@ impl SyncTracker {
     }
 }
 
+/// The Secrets referenced, by the kind of Gateway that references them (each Gateway watch
+/// replaces its own entry; the Secrets watcher follows their union).
+pub(crate) type Credentials = BTreeMap<Kind, BTreeSet<String>>;
+
 /// Follows one watch, translating its events for the index.
 pub(crate) async fn run_watch(
     client: kube::Client,
     spec: WatchSpec,
     tx: mpsc::UnboundedSender<SourceEvent>,
     tracker: Option<Arc<SyncTracker>>,
-    credentials: Option<Arc<watch::Sender<BTreeSet<String>>>>,
+    credentials: Option<Arc<watch::Sender<Credentials>>>,
 ) {
     let mut config = watcher::Config::default();
     if let Some(fields) = &spec.field_selector {
@@ -101,8 +105,9 @@ pub(crate) async fn run_watch(
         if let Some(credentials) = &credentials {
             let names = state.credential_names();
             credentials.send_if_modified(|current| {
-                let changed = *current != names;
-                *current = names;
+                let entry = current.entry(spec.kind).or_default();
+                let changed = *entry != names;
+                *entry = names;
                 changed
             });
         }
@@ -196,7 +201,6 @@ mod tests {
     use super::*;
     use crate::discover::resource;
     use crate::test_support::{mk_dynamic, mk_spec, vs_resource};
-    use meshd_model::Kind;
     use serde_json::json;
 
     #[test]
@@ -259,6 +263,37 @@ mod tests {
         assert_eq!(
             state.credential_names(),
             BTreeSet::from(["web-cert".to_string(), "web-cert-cacert".to_string()])
+        );
+    }
+
+    #[test]
+    fn gateway_api_gateways_name_their_own_namespaces_certificate_secrets() {
+        let spec = mk_spec(
+            Kind::KubeGateway,
+            resource(
+                "gateway.networking.k8s.io",
+                "v1",
+                Kind::KubeGateway,
+                "gateways",
+            ),
+        );
+        let gw = mk_dynamic(json!({
+            "metadata": {"name": "web", "namespace": "infra"},
+            "spec": {"gatewayClassName": "istio", "listeners": [
+                {"name": "a", "port": 443, "protocol": "HTTPS",
+                 "tls": {"certificateRefs": [{"name": "web-cert"}, {"kind": "Secret", "group": "", "name": "web-cert-2"}]}},
+                {"name": "b", "port": 444, "protocol": "HTTPS",
+                 "tls": {"certificateRefs": [{"name": "elsewhere", "namespace": "other"},
+                                             {"name": "cm", "kind": "ConfigMap"},
+                                             {"name": "bad,name=x"}]}},
+                {"name": "c", "port": 80, "protocol": "HTTP"},
+            ]},
+        }));
+        let mut state = WatchState::default();
+        state.applied("o", convert(&spec, gw));
+        assert_eq!(
+            state.credential_names(),
+            BTreeSet::from(["web-cert".to_string(), "web-cert-2".to_string()])
         );
     }
 }
