@@ -213,11 +213,11 @@ fn routes_table(list: &[&Value]) {
             };
             for route in vh["routes"].as_array().into_iter().flatten() {
                 let m = &route["match"];
-                let matched = ["prefix", "path", "safe_regex"]
+                let matched = ["prefix", "path_separated_prefix", "path", "safe_regex"]
                     .iter()
                     .find_map(|k| {
                         m.get(*k).map(|v| {
-                            if *k == "prefix" {
+                            if k.ends_with("prefix") {
                                 format!("{}*", str_of(v))
                             } else {
                                 str_of(v)
@@ -227,8 +227,8 @@ fn routes_table(list: &[&Value]) {
                     .unwrap_or_default();
                 let vs = route["metadata"]["filter_metadata"]["istio"]["config"]
                     .as_str()
-                    .unwrap_or("")
-                    .to_string();
+                    .map(route_source)
+                    .unwrap_or_default();
                 rows.push(vec![
                     str_of(&r["name"]),
                     str_of(&vh["name"]),
@@ -243,6 +243,19 @@ fn routes_table(list: &[&Value]) {
         &["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"],
         &rows,
     );
+}
+
+/// The object a route came from, as istioctl names it: `NAME.NAMESPACE` for a VirtualService,
+/// `KIND/NAME.NAMESPACE` for a Gateway API route (`HTTPRoute/shop.apps`); a config path meshd does
+/// not know as it is.
+fn route_source(config_path: &str) -> String {
+    match meshd_translate::blame::object_of_config_path(config_path) {
+        Some(key) if key.kind == meshd_model::Kind::VirtualService => {
+            format!("{}.{}", key.name, key.namespace)
+        }
+        Some(key) => format!("{}/{}.{}", key.kind, key.name, key.namespace),
+        None => config_path.to_string(),
+    }
 }
 
 fn endpoints_table(list: &[&Value]) {
@@ -303,4 +316,26 @@ fn secrets_table(list: &[&Value]) {
         ],
         &rows,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_source;
+
+    #[test]
+    fn routes_name_the_virtual_service_or_gateway_api_route_they_came_from() {
+        assert_eq!(
+            route_source("/apis/networking.istio.io/v1/namespaces/shop/virtualservices/cart"),
+            "cart.shop"
+        );
+        assert_eq!(
+            route_source("/apis/gateway.networking.k8s.io/v1/namespaces/apps/httproutes/split"),
+            "HTTPRoute/split.apps"
+        );
+        assert_eq!(
+            route_source("/apis/gateway.networking.k8s.io/v1/namespaces/apps/grpcroutes/echo"),
+            "GRPCRoute/echo.apps"
+        );
+        assert_eq!(route_source("/somewhere/else"), "/somewhere/else");
+    }
 }
