@@ -15,6 +15,11 @@
 //! reports) is kept and answered 202; `GET /_spans` returns every span received so far.
 //!
 //! TCP (`--tcp PORT`, repeatable): each line received is sent back as `NAME: line`.
+//!
+//! gRPC (`--grpc PORT`, repeatable): HTTP/2 without TLS (prior knowledge), as a gRPC server
+//! behind a proxy speaks it. Every call succeeds: one message whose payload is JSON describing the
+//! call — `{"pod", "namespace", "port", "path", "authority", "content-type"}` — then trailer
+//! `grpc-status: 0`. Whatever the method, so a test sees where routing sent a call.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +49,9 @@ struct Args {
     /// Serve line echo on this port (repeatable).
     #[arg(long)]
     tcp: Vec<u16>,
+    /// Serve gRPC over h2c on this port (repeatable).
+    #[arg(long)]
+    grpc: Vec<u16>,
     /// Address to listen on (a loopback address lets several run on one host).
     #[arg(long, default_value = "0.0.0.0")]
     address: std::net::IpAddr,
@@ -84,8 +92,8 @@ struct PortState {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        !args.http.is_empty() || !args.tcp.is_empty(),
-        "nothing to serve: give --http PORT and/or --tcp PORT"
+        !args.http.is_empty() || !args.tcp.is_empty() || !args.grpc.is_empty(),
+        "nothing to serve: give --http PORT, --tcp PORT and/or --grpc PORT"
     );
     let always_status = args
         .always_status
@@ -119,6 +127,14 @@ async fn main() -> anyhow::Result<()> {
         let listener = bind(args.address, port).await?;
         let name = echo.name.clone();
         tasks.spawn(serve_lines(listener, name));
+    }
+    for port in args.grpc {
+        let listener = bind(args.address, port).await?;
+        let state = PortState {
+            echo: echo.clone(),
+            port,
+        };
+        tasks.spawn(serve_grpc(listener, state));
     }
     println!("meshd-echo {}.{} serving", echo.name, echo.namespace);
     while let Some(done) = tasks.join_next().await {
@@ -326,4 +342,75 @@ async fn echo_lines(stream: TcpStream, name: &str) -> std::io::Result<()> {
             .await?;
     }
     Ok(())
+}
+
+async fn serve_grpc(listener: TcpListener, state: PortState) -> anyhow::Result<()> {
+    loop {
+        let (stream, remote) = listener.accept().await.context("accepting")?;
+        println!("h2c connection from {remote} on :{}", state.port);
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = grpc_connection(stream, state).await {
+                println!("h2c connection from {remote}: {err}");
+            }
+        });
+    }
+}
+
+async fn grpc_connection(stream: TcpStream, state: PortState) -> Result<(), h2::Error> {
+    let mut connection = h2::server::handshake(stream).await?;
+    while let Some(call) = connection.accept().await {
+        let (request, respond) = call?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(err) = grpc_call(request, respond, &state).await {
+                println!("gRPC call: {err}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Answers one call (after reading the request to its end) with a message describing it.
+async fn grpc_call(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<bytes::Bytes>,
+    state: &PortState,
+) -> Result<(), h2::Error> {
+    let (head, mut body) = request.into_parts();
+    while let Some(data) = body.data().await {
+        let data = data?;
+        let _ = body.flow_control().release_capacity(data.len());
+    }
+    let header = |name: &str| {
+        head.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    };
+    println!("gRPC {} on :{}", head.uri.path(), state.port);
+    let described = serde_json::json!({
+        "pod": state.echo.name,
+        "namespace": state.echo.namespace,
+        "port": state.port,
+        "path": head.uri.path(),
+        "authority": head.uri.authority().map(|a| a.as_str()).unwrap_or_default(),
+        "content-type": header("content-type"),
+    })
+    .to_string();
+    // A gRPC message: uncompressed flag, big-endian length, payload.
+    let mut message = vec![0u8];
+    message.extend((described.len() as u32).to_be_bytes());
+    message.extend(described.as_bytes());
+
+    let response = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap_or_default();
+    let mut send = respond.send_response(response, false)?;
+    send.send_data(message.into(), false)?;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    send.send_trailers(trailers)
 }

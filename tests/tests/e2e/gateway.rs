@@ -3,50 +3,14 @@
 //! over SDS; unknown hosts get 404; TLS passes through by SNI to a backend that terminates it;
 //! a TCP server routes connections by the VirtualServices' `tcp` routes.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use meshd_tests::{HttpResult, Mesh, PodSpec, yaml};
 
-use crate::support::get_until_ok;
+use crate::support::{certificate_for, get_until_ok, serve_tls_with_openssl, tls_secret};
 
 const GATEWAY_IP: &str = "10.77.1.5";
 const SHOP_IP: &str = "10.77.1.10";
 const BLOG_IP: &str = "10.77.1.11";
 const CLIENT_IP: &str = "10.77.1.30";
-
-/// A serving certificate for `host` from a CA of its own (not meshd's), made in the mesh's
-/// directory under `name`, and that CA's root as a file the client can trust.
-fn certificate_for(
-    mesh: &Mesh,
-    name: &str,
-    host: &str,
-) -> anyhow::Result<(meshd_ca::IssuedCert, PathBuf)> {
-    let ca_dir = mesh.dir().join(format!("{name}-ca"));
-    let ca = meshd_ca::CertificateAuthority::load_or_generate(meshd_ca::CaOptions::new(
-        &ca_dir,
-        "cluster.local",
-    ))?;
-    let cert = ca.serving_cert(&[host.to_string()], &[])?;
-    let root = mesh.dir().join(format!("{name}-root.pem"));
-    std::fs::copy(ca_dir.join("root-cert.pem"), &root)?;
-    Ok((cert, root))
-}
-
-/// A Secret with PEM values as block scalars.
-fn tls_secret(name: &str, namespace: &str, cert: &str, key: &str) -> String {
-    let indent = |pem: &str| {
-        pem.lines()
-            .map(|l| format!("    {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
-        indent(cert),
-        indent(key)
-    )
-}
 
 const GATEWAY: &str = "apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -244,22 +208,7 @@ spec:
     )?;
     let meshd = mesh.start_meshd(mesh.config_dir(), &[])?;
     let api = mesh.add_pod(api_spec)?;
-    std::fs::write(api.dir().join("cert.pem"), &cert.chain_pem)?;
-    std::fs::write(api.dir().join("key.pem"), cert.key_pem.expose())?;
-    let (cert_path, key_path) = (api.dir().join("cert.pem"), api.dir().join("key.pem"));
-    api.spawn(&[
-        "openssl",
-        "s_server",
-        "-accept",
-        "8443",
-        "-cert",
-        cert_path.to_str().unwrap(),
-        "-key",
-        key_path.to_str().unwrap(),
-        "-www",
-        "-quiet",
-    ])?;
-    api.wait_listening(8443, Duration::from_secs(10))?;
+    serve_tls_with_openssl(&api, &cert, 8443)?;
     let gateway = mesh.add_pod(gateway_spec)?;
     let client = mesh.add_pod(PodSpec::new("client", "default").ip(CLIENT_IP.parse()?))?;
 

@@ -339,3 +339,230 @@ fn gateway_api_status_is_written_once_and_not_again_for_an_unrelated_change() {
         meshd.log()
     );
 }
+
+/// A Gateway taking HTTP routes for `*.example.com` from its own namespace only, and routes that
+/// are accepted, refused or unresolved, each for its own reason.
+const STATUS_OBJECTS: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: edge
+  namespace: shop
+  annotations: {networking.istio.io/service-type: ClusterIP}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: \"*.example.com\"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: good, namespace: shop}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [www.example.com]
+  rules: [{backendRefs: [{name: store, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: foreign, namespace: other}
+spec:
+  parentRefs: [{name: edge, namespace: shop}]
+  hostnames: [foreign.example.com]
+  rules: [{backendRefs: [{name: remote, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wrong-host, namespace: shop}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [www.example.org]
+  rules: [{backendRefs: [{name: store, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: no-grant, namespace: shop}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [remote.example.com]
+  rules: [{backendRefs: [{name: remote, namespace: other, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: missing, namespace: shop}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [missing.example.com]
+  rules: [{backendRefs: [{name: nowhere, port: 80}]}]
+";
+
+const GRANT: &str = "apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: shop-routes, namespace: other}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}]
+  to: [{group: \"\", kind: Service}]
+";
+
+/// `(status, reason)` of condition `kind` among `conditions`.
+fn condition(conditions: &Value, kind: &str) -> Option<(String, String)> {
+    let found = conditions.as_array()?.iter().find(|c| c["type"] == kind)?;
+    Some((
+        found["status"].as_str()?.to_owned(),
+        found["reason"].as_str()?.to_owned(),
+    ))
+}
+
+/// The route's parent entry meshd wrote for Gateway `edge`: its conditions.
+fn route_conditions(cluster: &KubeCluster, namespace: &str, name: &str) -> Option<Value> {
+    let output = cluster
+        .kubectl(&["get", ROUTES, name, "-n", namespace, "-o", "json"])
+        .ok()?;
+    let route: Value = serde_json::from_slice(&output.stdout).ok()?;
+    let parents = route["status"]["parents"].as_array()?;
+    let ours = parents.iter().find(|p| {
+        p["controllerName"] == "istio.io/gateway-controller" && p["parentRef"]["name"] == "edge"
+    })?;
+    Some(ours["conditions"].clone())
+}
+
+/// Waits until route `namespace/name` reports `(status, reason)` for `Accepted` and for
+/// `ResolvedRefs` (`None`: that condition is not checked).
+fn assert_route(
+    cluster: &KubeCluster,
+    meshd: &HostMeshd,
+    (namespace, name): (&str, &str),
+    accepted: (&str, &str),
+    resolved: Option<(&str, &str)>,
+) {
+    let want =
+        |c: Option<(String, String)>, w: (&str, &str)| c.is_some_and(|(s, r)| s == w.0 && r == w.1);
+    let mut last = Value::Null;
+    let reported = wait_until(SETTLED, || {
+        let Some(conditions) = route_conditions(cluster, namespace, name) else {
+            return false;
+        };
+        last = conditions.clone();
+        want(condition(&conditions, "Accepted"), accepted)
+            && resolved.is_none_or(|r| want(condition(&conditions, "ResolvedRefs"), r))
+    });
+    assert!(
+        reported,
+        "HTTPRoute {namespace}/{name}: expected Accepted {accepted:?}, ResolvedRefs {resolved:?}; \
+         last conditions {last}\n{}",
+        meshd.log()
+    );
+}
+
+#[test]
+fn route_parent_statuses_say_why_a_route_is_accepted_refused_or_unresolved() {
+    let cluster = cluster_with_crds();
+    apply(&cluster, &yaml::namespace("other", &[]));
+    let meshd = started(&cluster, "meshd-gateway-route-status");
+    for (name, namespace, vip) in [
+        ("store", "shop", "10.96.0.81"),
+        ("remote", "other", "10.96.0.82"),
+    ] {
+        apply(
+            &cluster,
+            &yaml::service(
+                name,
+                namespace,
+                vip,
+                &[("http", 80, 8080)],
+                &[("app", name)],
+            ),
+        );
+    }
+    apply(&cluster, STATUS_OBJECTS);
+
+    assert_route(
+        &cluster,
+        &meshd,
+        ("shop", "good"),
+        ("True", "Accepted"),
+        Some(("True", "ResolvedRefs")),
+    );
+    assert_route(
+        &cluster,
+        &meshd,
+        ("other", "foreign"),
+        ("False", "NotAllowedByListeners"),
+        None,
+    );
+    assert_route(
+        &cluster,
+        &meshd,
+        ("shop", "wrong-host"),
+        ("False", "NoMatchingListenerHostname"),
+        None,
+    );
+    assert_route(
+        &cluster,
+        &meshd,
+        ("shop", "no-grant"),
+        ("True", "Accepted"),
+        Some(("False", "RefNotPermitted")),
+    );
+    assert_route(
+        &cluster,
+        &meshd,
+        ("shop", "missing"),
+        ("True", "Accepted"),
+        Some(("False", "BackendNotFound")),
+    );
+
+    // The Gateway: accepted, programmed with its Service's address, its listener counting the
+    // routes attached to it (accepted ones, resolved or not).
+    let mut last = Value::Null;
+    let programmed = wait_until(SETTLED, || {
+        let Some(gateway) = try_get(&cluster, GATEWAYS, "edge") else {
+            return false;
+        };
+        last = gateway["status"].clone();
+        let Some(service) = try_get(&cluster, "services", "edge-istio") else {
+            return false;
+        };
+        let address = service["spec"]["clusterIP"].clone();
+        let status = &gateway["status"];
+        let listener = &status["listeners"][0];
+        condition(&status["conditions"], "Accepted") == Some(("True".into(), "Accepted".into()))
+            && condition(&status["conditions"], "Programmed")
+                == Some(("True".into(), "Programmed".into()))
+            && status["addresses"] == json!([{"type": "IPAddress", "value": address}])
+            && listener["name"] == "http"
+            && listener["attachedRoutes"] == 3
+            && condition(&listener["conditions"], "Accepted")
+                == Some(("True".into(), "Accepted".into()))
+            && condition(&listener["conditions"], "ResolvedRefs")
+                == Some(("True".into(), "ResolvedRefs".into()))
+    });
+    assert!(programmed, "the Gateway's status: {last}\n{}", meshd.log());
+
+    // A ReferenceGrant in the backend's namespace resolves the cross-namespace reference.
+    apply(&cluster, GRANT);
+    assert_route(
+        &cluster,
+        &meshd,
+        ("shop", "no-grant"),
+        ("True", "Accepted"),
+        Some(("True", "ResolvedRefs")),
+    );
+    // A listener that takes routes from every namespace accepts the foreign one.
+    apply(
+        &cluster,
+        &STATUS_OBJECTS
+            .split("---\n")
+            .next()
+            .expect("the Gateway")
+            .replace(
+                "hostname: \"*.example.com\"}",
+                "hostname: \"*.example.com\", allowedRoutes: {namespaces: {from: All}}}",
+            ),
+    );
+    assert_route(
+        &cluster,
+        &meshd,
+        ("other", "foreign"),
+        ("True", "Accepted"),
+        Some(("True", "ResolvedRefs")),
+    );
+}

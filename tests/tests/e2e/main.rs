@@ -24,6 +24,7 @@ mod authz;
 mod egress;
 mod foundation;
 mod gateway;
+mod gateway_api;
 mod gateway_api_kube;
 mod harness;
 mod image;

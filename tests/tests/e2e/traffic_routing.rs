@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use meshd_tests::{HttpResult, Mesh, Meshd, Pod, wait_for, wait_until};
 
 use crate::support::{
-    CONVERGE, ECHO_VIP, HOT_RELOAD, MeshSetup, Xds, client_pod, echo_pod, echo_service,
-    get_until_answered_by,
+    CONVERGE, ECHO_VIP, HOT_RELOAD, MeshSetup, Xds, assert_80_20_split, client_pod, echo_count,
+    echo_pod, echo_service, get_until_answered_by, tally,
 };
 
 const CLIENT_IP: &str = "10.77.1.20";
@@ -116,12 +116,7 @@ impl RoutingMesh {
     /// How many requests for `path` the pod's app has seen (meshd-echo's `/_count`, asked from the
     /// hub, outside the client's sidecar).
     fn count(&self, pod: &Pod, path: &str) -> anyhow::Result<u64> {
-        let url = format!("http://{}:8080/_count", pod.ip());
-        let result = self.mesh.hub_curl(&url, &[]);
-        anyhow::ensure!(result.status == 200, "GET {url}: {result:?}");
-        let counts: BTreeMap<String, u64> =
-            serde_json::from_str(&result.body).context("parsing /_count")?;
-        Ok(counts.get(path).copied().unwrap_or(0))
+        echo_count(&self.mesh, pod.ip(), 8080, path)
     }
 
     fn diagnostics(&self) -> String {
@@ -183,22 +178,9 @@ fn an_80_20_split_sends_80_percent_to_v1_within_ten_points_over_200_requests(
     // Both answer once the split is in place (v2 only ever answers through it).
     env.get_until_answered_by("/warm", &[], "echo-v2");
 
-    let mut seen = BTreeMap::<String, u32>::new();
-    for i in 0..200 {
-        let response = env.get(&format!("/split/{i}"), &[]);
-        let pod = response
-            .echo_pod()
-            .with_context(|| format!("request {i}: {response:?}\n{}", env.diagnostics()))?;
-        *seen.entry(pod).or_default() += 1;
-    }
-    eprintln!("200 requests split as {seen:?}");
-    let v1 = seen.get("echo-v1").copied().unwrap_or(0);
-    let v2 = seen.get("echo-v2").copied().unwrap_or(0);
-    assert_eq!(v1 + v2, 200, "{seen:?}");
-    assert!(
-        (140..=180).contains(&v1),
-        "v1 got {v1} of 200 (expected 160 ± 20): {seen:?}"
-    );
+    let seen =
+        tally(200, |i| env.get(&format!("/split/{i}"), &[])).with_context(|| env.diagnostics())?;
+    assert_80_20_split(&seen, ("echo-v1", "echo-v2"), "");
     Ok(())
 }
 
