@@ -197,7 +197,9 @@ mod tests {
         let verdict = review(&mk_http_route("(unclosed"), "shop", "shop", mesh());
         assert!(!verdict.allowed());
         assert!(
-            verdict.errors[0].starts_with("Error [IST0106] (HTTPRoute shop/shop) spec.http[0].match[0].uri.regex: invalid regex"),
+            verdict.errors[0].starts_with(
+                "Error [IST0106] (HTTPRoute shop/shop) spec.rules[0].matches[0].path: invalid regex"
+            ),
             "{verdict:?}"
         );
         // Its parent and backend are missing when it is judged alone: not warned about.
