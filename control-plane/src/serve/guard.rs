@@ -10,7 +10,7 @@ use std::sync::Arc;
 use meshd_model::{ObjectKey, Snapshot, SourceEvent};
 use meshd_proto::type_url;
 use meshd_translate::check::AddressIndex;
-use meshd_xds::{Resource, ResourceSet};
+use meshd_xds::{Interner, Resource, ResourceSet};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
@@ -28,6 +28,9 @@ pub struct Guard {
     quarantine: mpsc::UnboundedSender<SourceEvent>,
     rejected: Counter,
     verdicts: Mutex<Verdicts>,
+    /// Proxies' own (inbound) sets: equal ones — the pods of one workload, usually — share one
+    /// copy of their bytes.
+    own_sets: Interner,
     /// Test-only fault: routes built from this object are broken after they passed the checks.
     fault: Option<ObjectKey>,
 }
@@ -42,6 +45,7 @@ impl Guard {
             quarantine,
             rejected,
             verdicts: Mutex::default(),
+            own_sets: Interner::default(),
             fault,
         }
     }
@@ -129,7 +133,7 @@ impl Guard {
             // Rare: a name in both. As over one response, every resource of that name goes.
             let all = shared.iter().cloned().chain(own).collect();
             let all = self.screen_set(snapshot, type_url, all);
-            return vec![Arc::new(ResourceSet::new(all))];
+            return vec![self.own_sets.set(all)];
         }
         let own = self.screen_set(snapshot, type_url, own);
         let own = if type_url == type_url::LISTENER {
@@ -139,7 +143,7 @@ impl Guard {
         } else {
             own
         };
-        vec![shared, Arc::new(ResourceSet::new(own))]
+        vec![shared, self.own_sets.set(own)]
     }
 
     /// The listener addresses of a shared set, indexed once per set version (under the lock: a

@@ -158,3 +158,32 @@ fn a_proxys_own_resources_are_screened_against_the_shared_set_it_is_sent_with() 
     let parts = guard.screen_parts(&snapshot, type_url::LISTENER, shared, own);
     assert_eq!(names(&parts), [vec!["in_82", "out_81"]]);
 }
+
+#[test]
+fn equal_own_sets_of_different_proxies_are_one_copy() {
+    let snapshot = snapshot_with("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    let guard = Guard::new(mpsc::unbounded_channel().0, Counter::default(), None);
+    let shared = Arc::new(ResourceSet::new([mk_listener("out_80", 80)]));
+    // Two pods with the same inbound listener, each generated on its own.
+    let first = guard.screen_parts(
+        &snapshot,
+        type_url::LISTENER,
+        Arc::clone(&shared),
+        vec![mk_listener("in_8080", 8080)],
+    );
+    let second = guard.screen_parts(
+        &snapshot,
+        type_url::LISTENER,
+        Arc::clone(&shared),
+        vec![mk_listener("in_8080", 8080)],
+    );
+    assert!(Arc::ptr_eq(&first[1], &second[1]), "one copy of equal own sets");
+    // A pod with other ports gets its own.
+    let other = guard.screen_parts(
+        &snapshot,
+        type_url::LISTENER,
+        shared,
+        vec![mk_listener("in_9090", 9090)],
+    );
+    assert!(!Arc::ptr_eq(&first[1], &other[1]));
+}
