@@ -103,7 +103,6 @@ pub fn inbound_listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
     let mut listeners = virtual_inbound(snapshot, proxy);
     let scope = Scope::for_proxy(snapshot, proxy);
     ListenerTelemetry::new(snapshot, &scope, WorkloadMode::Server, scope.names.as_ref())
-        .own_listeners_of(snapshot, proxy)
         .apply(&mut listeners, capturing(NodeType::Sidecar));
     listeners
 }

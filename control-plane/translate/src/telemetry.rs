@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use meshd_model::mesh_config::ProviderKind;
 use meshd_model::telemetry::{AppliedTelemetry, WorkloadMode};
-use meshd_model::{NodeType, ObjectKey, Proxy, Snapshot};
+use meshd_model::{NodeType, ObjectKey, Snapshot};
 use meshd_proto::pb::envoy::config::accesslog::v3::AccessLog;
 use meshd_proto::pb::envoy::config::cluster::v3::Cluster;
 use meshd_proto::pb::envoy::config::listener::v3::{Filter, Listener, filter};
@@ -194,7 +194,7 @@ impl ListenerTelemetry {
                 (metrics::Reporter::Source, &reported.client)
             }
         };
-        out.metrics = metrics::Metrics::new(reporter, None, side_metrics);
+        out.metrics = metrics::Metrics::new(reporter, side_metrics);
         out.sends_peer_header = reporter == metrics::Reporter::Source;
         out.drops_peer_header = reporter == metrics::Reporter::Destination
             && out.metrics.as_ref().and_then(|m| m.http()).is_none();
@@ -202,19 +202,6 @@ impl ListenerTelemetry {
             out.tracing = tracing::hcm_tracing(snapshot, scope, &applied, side, names);
         }
         out
-    }
-
-    /// The metrics of listeners only `proxy` holds (its inbound ones) name it with fixed
-    /// strings instead of reading its node metadata per request.
-    pub(crate) fn own_listeners_of(mut self, snapshot: &Snapshot, proxy: &Proxy) -> Self {
-        if let Some(m) = self.metrics.take() {
-            let labels = snapshot
-                .pod_by_ip(&proxy.ip)
-                .map_or(&proxy.labels, |pod| &pod.labels);
-            let own = metrics::own_names(&proxy.pod_name, &proxy.namespace, labels);
-            self.metrics = m.with_own_names(own);
-        }
-        self
     }
 
     /// Puts the access logs and the tracer on `listeners`; `capturing` says which listeners also

@@ -4,10 +4,10 @@
 //! meshd.
 //!
 //! Where each label comes from:
-//! - the proxy's own workload: on a server's inbound listener (its alone) fixed strings; on
-//!   listeners several workloads share (outbound, gateways) its node metadata (`meshd bootstrap`
-//!   writes it), read once per connection into filter state ([`own_filter`]), so they stay
-//!   shared;
+//! - the proxy's own workload: its node metadata (`meshd bootstrap` writes it), read once per
+//!   connection into filter state ([`own_filter`]), so listeners stay the same bytes for every
+//!   proxy they are generated for — outbound ones for a namespace's sidecars, a server's inbound
+//!   ones for every pod with the same ports and policies (not one copy per pod);
 //! - the destination, at the source: the endpoint's metadata meshd puts in EDS
 //!   ([`endpoint_metadata`]) and the cluster's service ([`cluster_metadata`]);
 //! - the source, at the destination: a header the client sidecar sets on every request it sends
@@ -77,8 +77,7 @@ const STATS_LOGGER: &str = "envoy.access_loggers.stats";
 const HEADER_TO_METADATA: &str = "envoy.filters.http.header_to_metadata";
 const SET_FILTER_STATE: &str = "envoy.filters.network.set_filter_state";
 
-/// The proxy's own workload on listeners several workloads share, in [`PEER_FIELDS`]' first
-/// five places: connection filter state that [`own_filter`] fills from node metadata once per
+/// The proxy's own workload, in [`PEER_FIELDS`]' first five places: connection filter state that [`own_filter`] fills from node metadata once per
 /// connection (through CEL, which costs ~25 µs per request if evaluated per stat instead).
 const OWN: [&str; 5] = [
     "%FILTER_STATE(meshd.own.workload:PLAIN)%",
@@ -140,46 +139,25 @@ pub(crate) enum Reporter {
 /// it closes; `None` where it reports none of them.
 pub(crate) struct Metrics {
     reporter: Reporter,
-    /// Which metrics, and which of their labels: kept to rebuild with the proxy's own names.
-    side: SideMetrics,
-    /// Listeners several workloads share: the proxy's own names come from [`own_filter`].
-    shared: bool,
     http: Option<AccessLog>,
     tcp_opened: Option<AccessLog>,
     tcp_closed: Option<AccessLog>,
 }
 
 impl Metrics {
-    /// The loggers of `side`'s metrics; `None` when it reports none. `own`: the proxy's own
-    /// workload labels in [`WORKLOAD_LABELS`]' order, where its listeners are its own (a
-    /// server's inbound listener): fixed strings cost nothing per request, where reading node
-    /// metadata costs a filter per connection. Without, listeners shared by several workloads
-    /// read them from connection filter state ([`own_filter`]).
-    pub(crate) fn new(
-        reporter: Reporter,
-        own: Option<[String; 5]>,
-        side: &SideMetrics,
-    ) -> Option<Metrics> {
+    /// The loggers of `side`'s metrics; `None` when it reports none. They name the proxy from
+    /// connection filter state, which [`own_filter`] fills.
+    pub(crate) fn new(reporter: Reporter, side: &SideMetrics) -> Option<Metrics> {
         if side.is_off() {
             return None;
         }
-        let shared = own.is_none();
-        let own = own
-            .map(|names| names.map(|n| if n.is_empty() { UNKNOWN.to_string() } else { n }))
-            .unwrap_or_else(|| OWN.map(str::to_string));
+        let own = OWN.map(str::to_string);
         Some(Metrics {
             reporter,
-            side: side.clone(),
-            shared,
             http: http_logger(reporter, &own, side),
             tcp_opened: tcp_logger(reporter, &own, AccessLogType::TcpUpstreamConnected, side),
             tcp_closed: tcp_logger(reporter, &own, AccessLogType::TcpConnectionEnd, side),
         })
-    }
-
-    /// The same metrics, naming the proxy with fixed strings (see [`Metrics::new`]).
-    pub(crate) fn with_own_names(self, own: [String; 5]) -> Option<Metrics> {
-        Metrics::new(self.reporter, Some(own), &self.side)
     }
 
     pub(crate) fn http(&self) -> Option<&AccessLog> {
@@ -199,7 +177,7 @@ impl Metrics {
     /// Whether the HTTP (or TCP) loggers read the proxy's names from connection filter state,
     /// which [`own_filter`] must then set first on each filter chain.
     pub(crate) fn needs_own_filter(&self, http: bool, tcp: bool) -> bool {
-        self.shared && ((http && self.http.is_some()) || (tcp && self.tcp().next().is_some()))
+        (http && self.http.is_some()) || (tcp && self.tcp().next().is_some())
     }
 
     /// The HTTP filter a server's connection managers run first, if this side has one: it
@@ -228,22 +206,6 @@ pub(crate) fn not_on_connect(mut log: AccessLog) -> AccessLog {
         },
     });
     log
-}
-
-/// A workload's own labels in [`WORKLOAD_LABELS`]' order, named as EDS names it to its clients.
-pub(crate) fn own_names(
-    pod: &str,
-    namespace: &str,
-    labels: &BTreeMap<String, String>,
-) -> [String; 5] {
-    let names = super::WorkloadNames::of(pod, namespace, labels);
-    [
-        super::workload_name(pod, labels).to_string(),
-        namespace.to_string(),
-        names.canonical_service,
-        names.canonical_revision,
-        super::CLUSTER_ID.to_string(),
-    ]
 }
 
 /// EDS metadata naming the workload behind an endpoint, as the source side reports it.

@@ -66,7 +66,7 @@ fn peer_header_carries_the_fields_the_server_reads() {
 fn the_loggers_of_a_listener_stay_under_their_budget() {
     use prost::Message as _;
     for reporter in [Reporter::Source, Reporter::Destination] {
-        let m = Metrics::new(reporter, None, &SideMetrics::all()).unwrap();
+        let m = Metrics::new(reporter, &SideMetrics::all()).unwrap();
         assert!(m.http().unwrap().encoded_len() < 17_000, "{reporter:?}");
         let tcp: usize = m.tcp().map(|l| l.encoded_len()).sum();
         assert!(tcp < 15_000, "{reporter:?}");
@@ -94,7 +94,7 @@ fn without(metrics: &[IstioMetric]) -> SideMetrics {
 
 #[test]
 fn a_side_without_metrics_gets_no_loggers_and_one_without_some_gets_only_the_others() {
-    assert!(Metrics::new(Reporter::Source, None, &SideMetrics::default()).is_none());
+    assert!(Metrics::new(Reporter::Source, &SideMetrics::default()).is_none());
     let tcp_off = without(&[
         IstioMetric::TcpOpenedConnections,
         IstioMetric::TcpClosedConnections,
@@ -102,7 +102,7 @@ fn a_side_without_metrics_gets_no_loggers_and_one_without_some_gets_only_the_oth
         IstioMetric::TcpReceivedBytes,
         IstioMetric::RequestSize,
     ]);
-    let m = Metrics::new(Reporter::Destination, None, &tcp_off).unwrap();
+    let m = Metrics::new(Reporter::Destination, &tcp_off).unwrap();
     assert_eq!(m.tcp().count(), 0);
     assert!(!m.counts_on_connect());
     assert!(!m.needs_own_filter(false, true));
@@ -122,7 +122,7 @@ fn a_side_without_metrics_gets_no_loggers_and_one_without_some_gets_only_the_oth
     assert_eq!(http.counters.len(), 1);
     // Only the closed-connection counters: nothing is counted on connect.
     let closed_only = without(&[IstioMetric::TcpOpenedConnections]);
-    let m = Metrics::new(Reporter::Source, None, &closed_only).unwrap();
+    let m = Metrics::new(Reporter::Source, &closed_only).unwrap();
     assert_eq!(m.tcp().count(), 1);
     assert!(!m.counts_on_connect());
     let http_off = without(&[
@@ -131,7 +131,7 @@ fn a_side_without_metrics_gets_no_loggers_and_one_without_some_gets_only_the_oth
         IstioMetric::RequestSize,
         IstioMetric::ResponseSize,
     ]);
-    let m = Metrics::new(Reporter::Destination, None, &http_off).unwrap();
+    let m = Metrics::new(Reporter::Destination, &http_off).unwrap();
     assert!(m.http().is_none());
     assert!(
         m.http_filter().is_none(),
