@@ -6,6 +6,7 @@
 //! sends every one; and `/metrics` has every series Istio's control-plane dashboard queries,
 //! under istiod's names and labels, the Kubernetes events among them.
 
+mod addon_prometheus;
 mod istio_metrics;
 mod metrics_telemetry;
 

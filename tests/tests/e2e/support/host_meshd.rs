@@ -143,6 +143,11 @@ impl HostMeshd {
         &self.secure
     }
 
+    /// `127.0.0.1:PORT` of the debug API (`/metrics`, `/ready`, `/debug/*`).
+    pub fn debug_addr(&self) -> &str {
+        &self.debug
+    }
+
     /// `127.0.0.1:PORT` of plaintext xDS.
     pub fn xds_addr(&self) -> &str {
         &self.xds
