@@ -177,7 +177,10 @@ fn equal_own_sets_of_different_proxies_are_one_copy() {
         Arc::clone(&shared),
         vec![mk_listener("in_8080", 8080)],
     );
-    assert!(Arc::ptr_eq(&first[1], &second[1]), "one copy of equal own sets");
+    assert!(
+        Arc::ptr_eq(&first[1], &second[1]),
+        "one copy of equal own sets"
+    );
     // A pod with other ports gets its own.
     let other = guard.screen_parts(
         &snapshot,
