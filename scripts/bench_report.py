@@ -434,9 +434,19 @@ print()
 print(section)
 
 
-def write_figures(path):
+def write_figures(path, merge=False):
+    """This run's figures; with `merge`, on top of those already in `path`, so a run of some steps
+    keeps the other steps' newest figures (each figure says which commit measured it)."""
+    mine = {name: dict(f, commit=commit) for name, f in figures.items()}
+    kept = {}
+    if merge and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        kept = {name: dict(f, commit=f.get("commit", old.get("commit", "")))
+                for name, f in old.get("figures", {}).items()}
     with open(path, "w") as f:
-        json.dump({"date": today, "commit": commit, "figures": figures}, f, indent=1, sort_keys=True)
+        json.dump({"date": today, "commit": commit, "figures": {**kept, **mine}}, f, indent=1,
+                  sort_keys=True)
         f.write("\n")
     print(f"bench: wrote {path}", file=sys.stderr)
 
@@ -468,4 +478,4 @@ with open(out_path, "w") as f:
     f.write(text)
 print(f"bench: wrote {out_path}", file=sys.stderr)
 if figures:
-    write_figures(figures_path)
+    write_figures(figures_path, merge=True)
