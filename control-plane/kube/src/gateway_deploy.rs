@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use meshd_model::gateway_api::{CONTROLLER_NAME, DEFAULT_CLASS};
 use meshd_model::revision::REVISION_LABEL;
 use meshd_model::{Kind, ObjectKey, Revision, Snapshot};
@@ -274,25 +276,23 @@ fn stale(existing: &[ManagedKey], wanted: &BTreeSet<ManagedKey>) -> Vec<ManagedK
         .collect()
 }
 
+/// The API of `kind`'s objects in `namespace`.
+fn managed_api(client: &kube::Client, kind: ManagedKind, namespace: &str) -> Api<DynamicObject> {
+    let resource = match kind {
+        ManagedKind::ServiceAccount => ApiResource::erase::<ServiceAccount>(&()),
+        ManagedKind::Deployment => ApiResource::erase::<Deployment>(&()),
+        ManagedKind::Service => ApiResource::erase::<Service>(&()),
+    };
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
 async fn apply(client: &kube::Client, key: &ManagedKey, value: &Value) -> Result<(), kube::Error> {
     // Force: these objects are meshd's; a field someone else set is taken back.
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let patch = Patch::Apply(value);
-    let ns = key.namespace.as_str();
-    match key.kind {
-        ManagedKind::ServiceAccount => Api::<ServiceAccount>::namespaced(client.clone(), ns)
-            .patch(&key.name, &params, &patch)
-            .await
-            .map(drop),
-        ManagedKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
-            .patch(&key.name, &params, &patch)
-            .await
-            .map(drop),
-        ManagedKind::Service => Api::<Service>::namespaced(client.clone(), ns)
-            .patch(&key.name, &params, &patch)
-            .await
-            .map(drop),
-    }
+    managed_api(client, key.kind, &key.namespace)
+        .patch(&key.name, &params, &Patch::Apply(value))
+        .await
+        .map(drop)
 }
 
 /// Names of `revision`'s managed objects of `kind` in `namespace`.
@@ -303,53 +303,23 @@ async fn list_managed(
     namespace: &str,
 ) -> Result<Vec<String>, kube::Error> {
     let params = ListParams::default().labels(&format!("{MANAGED_LABEL}={MANAGED_VALUE}"));
-    let metas: Vec<kube::api::ObjectMeta> = match kind {
-        ManagedKind::ServiceAccount => Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-            .list_metadata(&params)
-            .await?
-            .items
-            .into_iter()
-            .map(|item| item.metadata)
-            .collect(),
-        ManagedKind::Deployment => Api::<Deployment>::namespaced(client.clone(), namespace)
-            .list_metadata(&params)
-            .await?
-            .items
-            .into_iter()
-            .map(|item| item.metadata)
-            .collect(),
-        ManagedKind::Service => Api::<Service>::namespaced(client.clone(), namespace)
-            .list_metadata(&params)
-            .await?
-            .items
-            .into_iter()
-            .map(|item| item.metadata)
-            .collect(),
-    };
-    Ok(metas
+    let items = managed_api(client, kind, namespace)
+        .list_metadata(&params)
+        .await?
+        .items;
+    Ok(items
         .into_iter()
+        .map(|item| item.metadata)
         .filter(|meta| deploys(revision, meta.labels.as_ref().unwrap_or(&BTreeMap::new())))
         .filter_map(|meta| meta.name)
         .collect())
 }
 
 async fn delete(client: &kube::Client, key: &ManagedKey) -> Result<(), kube::Error> {
-    let params = DeleteParams::background();
-    let ns = key.namespace.as_str();
-    let result = match key.kind {
-        ManagedKind::ServiceAccount => Api::<ServiceAccount>::namespaced(client.clone(), ns)
-            .delete(&key.name, &params)
-            .await
-            .map(drop),
-        ManagedKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
-            .delete(&key.name, &params)
-            .await
-            .map(drop),
-        ManagedKind::Service => Api::<Service>::namespaced(client.clone(), ns)
-            .delete(&key.name, &params)
-            .await
-            .map(drop),
-    };
+    let result = managed_api(client, key.kind, &key.namespace)
+        .delete(&key.name, &DeleteParams::background())
+        .await
+        .map(drop);
     match result {
         Err(e) if is_not_found(&e) => Ok(()),
         other => other,
