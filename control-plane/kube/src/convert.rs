@@ -61,9 +61,7 @@ pub(crate) fn convert(spec: &WatchSpec, obj: DynamicObject) -> Converted {
             .filter_map(|l| l.tls.as_ref())
             .flat_map(|tls| &tls.certificate_refs)
             .filter(|r| {
-                r.kind.as_deref().is_none_or(|k| k == "Secret")
-                    && r.group.as_deref().is_none_or(str::is_empty)
-                    && r.namespace.as_deref().is_none_or(|ns| ns == key.namespace)
+                r.is_secret() && r.namespace.as_deref().is_none_or(|ns| ns == key.namespace)
             })
             .map(|r| r.name.clone())
             .filter(|n| is_object_name(n))

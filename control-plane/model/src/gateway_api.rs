@@ -262,10 +262,12 @@ fn convert_route(
         }
         Object::TcpRoute(r) | Object::TlsRoute(r) => {
             for (i, rule) in r.spec.rules.iter().enumerate() {
-                l4.push((
-                    info.l4_destinations(&rule.backend_refs, &mut converted.unresolved),
-                    i,
-                ));
+                let destinations =
+                    info.l4_destinations(&rule.backend_refs, &mut converted.unresolved);
+                // A rule with no backend left routes nothing.
+                if !destinations.is_empty() {
+                    l4.push((destinations, i));
+                }
             }
         }
         _ => {}
@@ -469,7 +471,6 @@ fn route_virtual_service(
         Kind::TcpRoute => {
             vs.spec.tcp = l4
                 .iter()
-                .filter(|(d, _)| !d.is_empty())
                 .map(|(d, _)| TcpRoute {
                     matches: vec![L4MatchAttributes {
                         port,
@@ -482,7 +483,6 @@ fn route_virtual_service(
         Kind::TlsRoute => {
             vs.spec.tls = l4
                 .iter()
-                .filter(|(d, _)| !d.is_empty())
                 .map(|(d, _)| TlsRoute {
                     matches: vec![TlsMatchAttributes {
                         sni_hosts: vec![host.to_string()],
@@ -524,11 +524,7 @@ fn probe(
     );
     // The findings name the route's own fields, not the VirtualService's it was judged as.
     let http: Vec<(usize, usize)> = converted.http.iter().map(|(p, _)| p.place()).collect();
-    let l4_rules: Vec<usize> = l4
-        .iter()
-        .filter(|(d, _)| !d.is_empty())
-        .map(|(_, rule)| *rule)
-        .collect();
+    let l4_rules: Vec<usize> = l4.iter().map(|(_, rule)| *rule).collect();
     for f in &mut findings[before..] {
         f.field = route_field(&f.field, key.kind, &http, &l4_rules);
     }
@@ -547,7 +543,7 @@ fn probe(
 
 /// Where in a route a field of the VirtualService it was judged as comes from: `spec.http[N]`
 /// is a match (`http[N]`: rule and match) of a rule, `spec.tcp[N]`/`spec.tls[N]` the N-th rule
-/// with backends (`l4_rules`); below them the nearest field of the route (`timeout` is
+/// with backends (`l4_rules`: their indices among the route's rules); below them the nearest field of the route (`timeout` is
 /// `timeouts.request`, a `route` is in `backendRefs`, `redirect`/`rewrite`/`headers`/`mirrors`
 /// are `filters`). Anything else stays as it is.
 fn route_field(field: &str, kind: Kind, http: &[(usize, usize)], l4_rules: &[usize]) -> String {

@@ -345,9 +345,7 @@ fn certificate(
             "a terminating listener needs tls.certificateRefs".to_string(),
         ));
     };
-    let kind_ok = r.kind.as_deref().is_none_or(|k| k == "Secret")
-        && r.group.as_deref().is_none_or(str::is_empty);
-    if !kind_ok {
+    if !r.is_secret() {
         return Err((
             "InvalidCertificateRef",
             format!("certificate reference {:?} is not a Secret", r.name),

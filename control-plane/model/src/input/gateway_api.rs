@@ -125,6 +125,14 @@ pub struct ObjectReference {
     pub namespace: Option<String>,
 }
 
+impl ObjectReference {
+    /// A core-group Secret, as a listener's `certificateRefs` default to.
+    pub fn is_secret(&self) -> bool {
+        self.kind.as_deref().is_none_or(|k| k == "Secret")
+            && self.group.as_deref().is_none_or(str::is_empty)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AllowedRoutes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
